@@ -1,0 +1,55 @@
+//! Fused softmax cross-entropy (in place: logits become their gradient) and
+//! target log-probabilities, both over rows of `vocab` logits.
+
+use crate::backend::IGNORE;
+use rayon::prelude::*;
+
+/// `(max, log Σ exp(x - max))` of one row; `max + lse` is the row's log-partition.
+fn log_partition(row: &[f32]) -> f32 {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+    m + s.ln()
+}
+
+fn check_target(t: u32, vocab: usize) {
+    assert!(t == IGNORE || (t as usize) < vocab, "target id {t} outside vocab {vocab}");
+}
+
+pub fn cross_entropy_inplace(logits: &mut [f32], targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
+    assert_eq!(logits.len(), targets.len() * vocab);
+    assert_eq!(weights.len(), targets.len());
+    logits
+        .par_chunks_mut(vocab)
+        .zip(targets.par_iter().zip(weights.par_iter()))
+        .map(|(row, (&t, &w))| {
+            check_target(t, vocab);
+            if t == IGNORE || w == 0.0 {
+                row.fill(0.0);
+                return 0.0;
+            }
+            let z = log_partition(row);
+            let ce = z - row[t as usize];
+            for x in row.iter_mut() {
+                *x = w * (*x - z).exp();
+            }
+            row[t as usize] -= w;
+            (w as f64) * (ce as f64)
+        })
+        .sum()
+}
+
+pub fn target_logprobs(logits: &[f32], targets: &[u32], vocab: usize) -> Vec<f32> {
+    assert_eq!(logits.len(), targets.len() * vocab);
+    logits
+        .par_chunks(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            check_target(t, vocab);
+            if t == IGNORE {
+                0.0
+            } else {
+                row[t as usize] - log_partition(row)
+            }
+        })
+        .collect()
+}

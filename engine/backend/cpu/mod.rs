@@ -1,0 +1,119 @@
+//! The CPU f32 reference backend: plain, readable loops for the light ops,
+//! the `gemm` crate for matrix products, and rayon across the two cores.
+
+mod adamw;
+mod attention;
+mod elementwise;
+mod gemm;
+mod loss;
+mod norm;
+mod rope;
+
+pub use rope::rope_tables;
+
+use super::{AdamWStep, AttnShape, Backend, MatMul};
+
+/// The CPU backend. Buffers are plain `Vec<f32>`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn zeros(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        host.to_vec()
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn fill_zero(&self, buf: &mut Vec<f32>) {
+        buf.fill(0.0);
+    }
+    fn copy_range(&self, dst: &mut Vec<f32>, dst_off: usize, src: &Vec<f32>, src_off: usize, len: usize) {
+        dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
+    }
+    fn add_inplace(&self, y: &mut Vec<f32>, x: &Vec<f32>) {
+        elementwise::add_inplace(y, x)
+    }
+    fn scale(&self, buf: &mut Vec<f32>, s: f32) {
+        elementwise::scale(buf, s)
+    }
+    fn sum_squares(&self, buf: &Vec<f32>) -> f64 {
+        elementwise::sum_squares(buf)
+    }
+    fn matmul(&self, c: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, mm: MatMul) {
+        gemm::matmul(c, a, b, mm)
+    }
+    fn add_bias(&self, y: &mut Vec<f32>, bias: &Vec<f32>, rows: usize) {
+        elementwise::add_bias(y, bias, rows)
+    }
+    fn bias_grad(&self, dbias: &mut Vec<f32>, dy: &Vec<f32>, rows: usize) {
+        elementwise::bias_grad(dbias, dy, rows)
+    }
+    fn embedding_fwd(&self, out: &mut Vec<f32>, table: &Vec<f32>, ids: &[u32], dim: usize) {
+        elementwise::embedding_fwd(out, table, ids, dim)
+    }
+    fn embedding_bwd(&self, dtable: &mut Vec<f32>, dout: &Vec<f32>, ids: &[u32], dim: usize) {
+        elementwise::embedding_bwd(dtable, dout, ids, dim)
+    }
+    fn rmsnorm_fwd(&self, out: &mut Vec<f32>, rstd: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, dim: usize, eps: f32) {
+        norm::rmsnorm_fwd(out, rstd, x, w, dim, eps)
+    }
+    fn rmsnorm_bwd(&self, dx: &mut Vec<f32>, dw: &mut Vec<f32>, dout: &Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, rstd: &Vec<f32>, dim: usize) {
+        norm::rmsnorm_bwd(dx, dw, dout, x, w, rstd, dim)
+    }
+    fn rope_fwd(&self, x: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
+        rope::rope_fwd(x, cos, sin, positions, heads, head_dim)
+    }
+    fn rope_bwd(&self, dx: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
+        rope::rope_bwd(dx, cos, sin, positions, heads, head_dim)
+    }
+    fn to_head_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize, cap: usize, starts: &[usize]) {
+        elementwise::to_head_major(dst, src, batch, seq, heads, head_dim, cap, starts)
+    }
+    fn to_token_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        elementwise::to_token_major(dst, src, batch, seq, heads, head_dim)
+    }
+    fn attention_fwd(&self, out: &mut Vec<f32>, lse: Option<&mut Vec<f32>>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, shape: AttnShape, kv_lens: &[usize]) {
+        attention::attention_fwd(out, lse.map(|l| &mut l[..]), q, k, v, shape, kv_lens)
+    }
+    fn attention_bwd(
+        &self,
+        dq: &mut Vec<f32>,
+        dk: &mut Vec<f32>,
+        dv: &mut Vec<f32>,
+        dout: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        out: &Vec<f32>,
+        lse: &Vec<f32>,
+        shape: AttnShape,
+    ) {
+        attention::attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, shape)
+    }
+    fn swiglu_fwd(&self, h: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) {
+        elementwise::swiglu_fwd(h, gate, up)
+    }
+    fn swiglu_bwd(&self, dgate: &mut Vec<f32>, dup: &mut Vec<f32>, dh: &Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) {
+        elementwise::swiglu_bwd(dgate, dup, dh, gate, up)
+    }
+    fn cross_entropy_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
+        loss::cross_entropy_inplace(logits, targets, weights, vocab)
+    }
+    fn target_logprobs(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> Vec<f32> {
+        loss::target_logprobs(logits, targets, vocab)
+    }
+    fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamWStep) {
+        adamw::adamw(param, grad, m, v, hp)
+    }
+}

@@ -1,0 +1,168 @@
+//! The `Backend` trait: every op the model and the trainers need, forward and
+//! backward, over a device buffer type. The CPU f32 reference lives in [`cpu`].
+//!
+//! Conventions shared by all ops:
+//! - buffers are flat, row-major f32 (the CUDA backend may store bf16 inside);
+//! - "tokens" are `rows = batch * seq`, laid out batch-major;
+//! - attention works on head-major tensors `[batch, heads, seq, head_dim]`;
+//! - backward ops that produce parameter gradients *accumulate* into them, so
+//!   gradient accumulation over micro-batches needs no extra buffers.
+
+pub mod cpu;
+
+/// A row-major matrix product `c (+)= op(a) · op(b)` with `op(a)` of shape `[m, k]`
+/// and `op(b)` of shape `[k, n]`. `trans_*` means the buffer stores the transpose.
+#[derive(Clone, Copy, Debug)]
+pub struct MatMul {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub accumulate: bool,
+}
+
+impl MatMul {
+    /// `y[rows, out] = x[rows, in] · wᵀ` with `w` stored `[out, in]` (HF Linear layout).
+    pub fn linear(rows: usize, d_in: usize, d_out: usize) -> MatMul {
+        MatMul { m: rows, n: d_out, k: d_in, trans_a: false, trans_b: true, accumulate: false }
+    }
+    /// `dx[rows, in] = dy[rows, out] · w`.
+    pub fn linear_dx(rows: usize, d_in: usize, d_out: usize) -> MatMul {
+        MatMul { m: rows, n: d_in, k: d_out, trans_a: false, trans_b: false, accumulate: false }
+    }
+    /// `dw[out, in] += dyᵀ · x`.
+    pub fn linear_dw(rows: usize, d_in: usize, d_out: usize) -> MatMul {
+        MatMul { m: d_out, n: d_in, k: rows, trans_a: true, trans_b: false, accumulate: true }
+    }
+    pub fn accumulating(self) -> MatMul {
+        MatMul { accumulate: true, ..self }
+    }
+}
+
+/// Shapes of one attention call. Queries are `[batch, q_heads, q_len, head_dim]`;
+/// keys and values are `[batch, kv_heads, kv_cap, head_dim]`, of which the first
+/// `kv_lens[b]` positions are valid. Query `i` of row `b` sits at position
+/// `kv_lens[b] - q_len + i` and sees keys up to and including that position.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub kv_cap: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    /// Queries per key/value head (GQA group size).
+    pub fn group(&self) -> usize {
+        self.q_heads / self.kv_heads
+    }
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// One AdamW update's hyper-parameters; `step` starts at 1.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub step: u64,
+}
+
+/// Every op the transformer and its trainers run. Token ids and per-token
+/// metadata travel as host slices; a device backend uploads them itself.
+pub trait Backend: Sync {
+    type Buf: Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    // Memory.
+    fn zeros(&self, len: usize) -> Self::Buf;
+    fn upload(&self, host: &[f32]) -> Self::Buf;
+    fn download(&self, buf: &Self::Buf) -> Vec<f32>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    fn fill_zero(&self, buf: &mut Self::Buf);
+    /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
+    fn copy_range(&self, dst: &mut Self::Buf, dst_off: usize, src: &Self::Buf, src_off: usize, len: usize);
+    /// `y += x`.
+    fn add_inplace(&self, y: &mut Self::Buf, x: &Self::Buf);
+    /// `buf *= s`.
+    fn scale(&self, buf: &mut Self::Buf, s: f32);
+    /// Σ buf², accumulated in f64.
+    fn sum_squares(&self, buf: &Self::Buf) -> f64;
+
+    // Dense algebra.
+    fn matmul(&self, c: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf, mm: MatMul);
+    /// `y[r, :] += bias` for each of the `rows` rows.
+    fn add_bias(&self, y: &mut Self::Buf, bias: &Self::Buf, rows: usize);
+    /// `dbias += Σ_r dy[r, :]`.
+    fn bias_grad(&self, dbias: &mut Self::Buf, dy: &Self::Buf, rows: usize);
+
+    // Embedding.
+    fn embedding_fwd(&self, out: &mut Self::Buf, table: &Self::Buf, ids: &[u32], dim: usize);
+    /// `dtable[ids[r]] += dout[r]`.
+    fn embedding_bwd(&self, dtable: &mut Self::Buf, dout: &Self::Buf, ids: &[u32], dim: usize);
+
+    // RMSNorm over rows of length `dim`: `out = x · rstd · w`, `rstd` saved per row.
+    fn rmsnorm_fwd(&self, out: &mut Self::Buf, rstd: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, dim: usize, eps: f32);
+    /// Accumulates into both `dx` (the residual stream's gradient) and `dw`.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_bwd(&self, dx: &mut Self::Buf, dw: &mut Self::Buf, dout: &Self::Buf, x: &Self::Buf, w: &Self::Buf, rstd: &Self::Buf, dim: usize);
+
+    // RoPE (HF rotate_half convention) on token-major `[rows, heads, head_dim]`,
+    // in place. `cos`/`sin` are tables `[max_pos, head_dim / 2]`.
+    fn rope_fwd(&self, x: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
+    /// The inverse rotation, applied to a gradient in place.
+    fn rope_bwd(&self, dx: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
+
+    /// `[batch, seq, heads, hd]` into `dst` laid out `[batch, heads, cap, hd]` at
+    /// sequence offsets `starts[b]` (the KV cache write; `cap == seq` for training).
+    #[allow(clippy::too_many_arguments)]
+    fn to_head_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize, cap: usize, starts: &[usize]);
+    /// `[batch, heads, seq, hd]` to `[batch, seq, heads, hd]`.
+    fn to_token_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
+
+    /// Causal GQA attention; writes `out` (head-major, like `q`) and, when given,
+    /// the row log-sum-exp `lse[batch, q_heads, q_len]` that the backward needs.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(&self, out: &mut Self::Buf, lse: Option<&mut Self::Buf>, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, shape: AttnShape, kv_lens: &[usize]);
+    /// Training backward (`q_len == kv_cap == kv_lens[b]`); overwrites dq, dk, dv.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        dq: &mut Self::Buf,
+        dk: &mut Self::Buf,
+        dv: &mut Self::Buf,
+        dout: &Self::Buf,
+        q: &Self::Buf,
+        k: &Self::Buf,
+        v: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        shape: AttnShape,
+    );
+
+    /// `h = silu(gate) · up`.
+    fn swiglu_fwd(&self, h: &mut Self::Buf, gate: &Self::Buf, up: &Self::Buf);
+    /// Overwrites `dgate` and `dup`.
+    fn swiglu_bwd(&self, dgate: &mut Self::Buf, dup: &mut Self::Buf, dh: &Self::Buf, gate: &Self::Buf, up: &Self::Buf);
+
+    /// Fused softmax cross-entropy over `[rows, vocab]` logits, in place: the
+    /// logits are overwritten by `weights[r] · (softmax - onehot)`. Rows whose
+    /// target is [`IGNORE`] get zero gradient. Returns `Σ_r weights[r] · ce_r`.
+    fn cross_entropy_inplace(&self, logits: &mut Self::Buf, targets: &[u32], weights: &[f32], vocab: usize) -> f64;
+    /// `log softmax(logits[r])[targets[r]]` for each row (rows with IGNORE give 0).
+    fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> Vec<f32>;
+
+    /// One decoupled-weight-decay Adam update of `param` in place.
+    fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamWStep);
+}
+
+/// Target id that marks a position with no loss.
+pub const IGNORE: u32 = u32::MAX;

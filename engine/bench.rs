@@ -1,0 +1,63 @@
+//! Training-step throughput measurement shared by `vul2safe bench cpu` and the
+//! criterion bench, on the shape `bench/torch_cpu_compare.py` also runs.
+
+use crate::backend::Backend;
+use crate::model::weights::init_params;
+use crate::model::{Arch, Batch, ModelConfig, Transformer};
+use crate::tensor::DType;
+use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, StepStats, Trainer};
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Llama, 4 layers, hidden 256, 4 heads, FFN 768, vocab 8192, untied.
+pub fn small_llama() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: 8192,
+        hidden_size: 256,
+        intermediate_size: 768,
+        num_layers: 4,
+        num_heads: 4,
+        num_kv_heads: 4,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 1024,
+        tie_word_embeddings: false,
+        qkv_bias: false,
+        dtype: DType::F32,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    }
+}
+
+/// A trainer on random weights and one fixed random batch.
+pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize) -> (Trainer<B>, Batch) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let n = batch * seq;
+    let b = Batch::causal_lm(ids, &vec![true; n], batch, seq, (batch * (seq - 1)) as f32);
+    let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
+    let schedule = LrSchedule { kind: ScheduleKind::Constant, peak: 1e-4, min: 1e-4, warmup_steps: 0, total_steps: 1 };
+    (Trainer::new(be, model, batch, seq, AdamWConfig::default(), schedule, 1.0), b)
+}
+
+/// Median training-step throughput after `warmup` steps.
+pub struct TrainBench {
+    pub tokens_per_sec: f64,
+    pub step_ms: f64,
+    pub steps: Vec<StepStats>,
+}
+
+pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, warmup: usize, steps: usize) -> Result<TrainBench> {
+    let (mut trainer, b) = setup(be, cfg, batch, seq);
+    for _ in 0..warmup {
+        trainer.step(be, std::slice::from_ref(&b))?;
+    }
+    let stats = (0..steps).map(|_| trainer.step(be, std::slice::from_ref(&b))).collect::<Result<Vec<_>>>()?;
+    let mut secs: Vec<f64> = stats.iter().map(|s| s.secs).collect();
+    secs.sort_by(f64::total_cmp);
+    let med = secs[secs.len() / 2];
+    Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3, steps: stats })
+}

@@ -1,0 +1,15 @@
+//! The decoder model: config, parameters, checkpoint I/O, and its explicit
+//! forward and backward passes.
+
+pub mod config;
+pub mod kv_cache;
+pub mod params;
+pub mod training;
+pub mod transformer;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig};
+pub use kv_cache::KvCache;
+pub use params::{tensor_specs, Params, TensorSpec};
+pub use training::{Batch, TrainState};
+pub use transformer::Transformer;

@@ -1,0 +1,302 @@
+//! The training pass: an explicit forward that keeps the activations the
+//! backward needs (by name, per layer), a chunked fused LM head + cross-entropy
+//! that never holds the full `[tokens, vocab]` logits, and the backward pass
+//! that accumulates parameter gradients.
+
+use super::config::ModelConfig;
+use super::params::Params;
+use super::transformer::{check_ids, project, Transformer};
+use crate::backend::{AttnShape, Backend, MatMul, IGNORE};
+use anyhow::{ensure, Result};
+
+/// One micro-batch of `batch × seq` tokens. `targets[i]` is the token the
+/// model should predict at position `i` (or [`IGNORE`]); `weights[i]` scales
+/// that position's loss, already divided by the normalizer the caller wants.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub batch: usize,
+    pub seq: usize,
+    pub ids: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl Batch {
+    /// Next-token prediction on `ids`, with loss where `loss_mask` is true,
+    /// averaged over the `normalizer` counted tokens (pass the total over all
+    /// micro-batches of an accumulated step).
+    pub fn causal_lm(ids: Vec<u32>, loss_mask: &[bool], batch: usize, seq: usize, normalizer: f32) -> Batch {
+        assert_eq!(ids.len(), batch * seq);
+        assert_eq!(loss_mask.len(), ids.len());
+        let mut targets = vec![IGNORE; ids.len()];
+        let mut weights = vec![0.0; ids.len()];
+        for r in 0..batch {
+            for t in 0..seq - 1 {
+                let i = r * seq + t;
+                if loss_mask[i + 1] {
+                    targets[i] = ids[i + 1];
+                    weights[i] = 1.0 / normalizer;
+                }
+            }
+        }
+        Batch { batch, seq, ids, targets, weights }
+    }
+
+    /// Tokens that carry loss in this batch.
+    pub fn counted(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE).count()
+    }
+}
+
+/// Activations kept from the forward pass for one layer, named as in the math.
+struct LayerActs<Buf> {
+    /// Pre-norm input of the attention block (the residual stream).
+    x_in: Buf,
+    ln1: Buf,
+    rstd1: Buf,
+    /// Head-major, after RoPE.
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    att: Buf,
+    lse: Buf,
+    att_tok: Buf,
+    /// Residual stream between attention and MLP.
+    x_mid: Buf,
+    ln2: Buf,
+    rstd2: Buf,
+    gate: Buf,
+    up: Buf,
+    act: Buf,
+}
+
+/// Reusable buffers for training on one `(batch, seq)` shape: saved
+/// activations plus the scratch of the backward pass. Allocated once.
+pub struct TrainState<B: Backend> {
+    batch: usize,
+    seq: usize,
+    layers: Vec<LayerActs<B::Buf>>,
+    x_final: B::Buf,
+    ln_f: B::Buf,
+    rstd_f: B::Buf,
+    head_rows: usize,
+    head_x: B::Buf,
+    head_logits: B::Buf,
+    head_dx: B::Buf,
+    d_resid: B::Buf,
+    d_ln: B::Buf,
+    d_act: B::Buf,
+    d_gate: B::Buf,
+    d_up: B::Buf,
+    d_att_tok: B::Buf,
+    d_att: B::Buf,
+    dq: B::Buf,
+    dk: B::Buf,
+    dv: B::Buf,
+    dq_tok: B::Buf,
+    dk_tok: B::Buf,
+    dv_tok: B::Buf,
+    k_tok: B::Buf,
+    v_tok: B::Buf,
+}
+
+/// Rows of logits materialized at once by the fused LM head (≈32 MiB in f32).
+fn head_chunk_rows(tokens: usize, vocab: usize) -> usize {
+    ((8usize << 20) / vocab).clamp(1, tokens)
+}
+
+impl<B: Backend> TrainState<B> {
+    pub fn new(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
+        let n = batch * seq;
+        let (d, f, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
+        let heads = batch * cfg.num_heads * seq;
+        let layers = (0..cfg.num_layers)
+            .map(|_| LayerActs {
+                x_in: be.zeros(n * d),
+                ln1: be.zeros(n * d),
+                rstd1: be.zeros(n),
+                q: be.zeros(n * qd),
+                k: be.zeros(n * kvd),
+                v: be.zeros(n * kvd),
+                att: be.zeros(n * qd),
+                lse: be.zeros(heads),
+                att_tok: be.zeros(n * qd),
+                x_mid: be.zeros(n * d),
+                ln2: be.zeros(n * d),
+                rstd2: be.zeros(n),
+                gate: be.zeros(n * f),
+                up: be.zeros(n * f),
+                act: be.zeros(n * f),
+            })
+            .collect();
+        let head_rows = head_chunk_rows(n, cfg.vocab_size);
+        TrainState {
+            batch,
+            seq,
+            layers,
+            x_final: be.zeros(n * d),
+            ln_f: be.zeros(n * d),
+            rstd_f: be.zeros(n),
+            head_rows,
+            head_x: be.zeros(head_rows * d),
+            head_logits: be.zeros(head_rows * cfg.vocab_size),
+            head_dx: be.zeros(head_rows * d),
+            d_resid: be.zeros(n * d),
+            d_ln: be.zeros(n * d),
+            d_act: be.zeros(n * f),
+            d_gate: be.zeros(n * f),
+            d_up: be.zeros(n * f),
+            d_att_tok: be.zeros(n * qd),
+            d_att: be.zeros(n * qd),
+            dq: be.zeros(n * qd),
+            dk: be.zeros(n * kvd),
+            dv: be.zeros(n * kvd),
+            dq_tok: be.zeros(n * qd),
+            dk_tok: be.zeros(n * kvd),
+            dv_tok: be.zeros(n * kvd),
+            k_tok: be.zeros(n * kvd),
+            v_tok: be.zeros(n * kvd),
+        }
+    }
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Forward and backward on one micro-batch. Gradients are *added* to
+    /// `grads`; returns `Σ weights · cross-entropy` (the weighted loss).
+    pub fn forward_backward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, grads: &mut Params<B::Buf>) -> Result<f64> {
+        ensure!(
+            batch.batch == st.batch && batch.seq == st.seq,
+            "batch shape {}×{} does not match the training state's {}×{}",
+            batch.batch,
+            batch.seq,
+            st.batch,
+            st.seq
+        );
+        let n = batch.batch * batch.seq;
+        ensure!(batch.ids.len() == n && batch.targets.len() == n && batch.weights.len() == n, "batch arrays must all hold {n} entries");
+        check_ids(&batch.ids, self.cfg.vocab_size)?;
+        if let Some(t) = batch.targets.iter().find(|&&t| t != IGNORE && t as usize >= self.cfg.vocab_size) {
+            anyhow::bail!("target id {t} is out of range for vocab size {}", self.cfg.vocab_size);
+        }
+        let positions: Vec<u32> = (0..n).map(|i| (i % batch.seq) as u32).collect();
+        self.train_forward(be, batch, &positions, st);
+        let loss = self.head_loss_backward(be, batch, st, grads);
+        self.train_backward(be, batch, &positions, st, grads);
+        Ok(loss)
+    }
+
+    fn attn_shape(&self, batch: usize, seq: usize) -> AttnShape {
+        let c = &self.cfg;
+        AttnShape { batch, q_heads: c.num_heads, kv_heads: c.num_kv_heads, q_len: seq, kv_cap: seq, head_dim: c.head_dim }
+    }
+
+    fn train_forward(&self, be: &B, batch: &Batch, positions: &[u32], st: &mut TrainState<B>) {
+        let c = &self.cfg;
+        let (bs, t) = (batch.batch, batch.seq);
+        let n = bs * t;
+        let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let zero = vec![0usize; bs];
+        let kv_lens = vec![t; bs];
+        let shape = self.attn_shape(bs, t);
+        be.embedding_fwd(&mut st.layers[0].x_in, &self.params.embed, &batch.ids, d);
+        for l in 0..c.num_layers {
+            let p = &self.params.layers[l];
+            let (done, rest) = st.layers.split_at_mut(l + 1);
+            let a = &mut done[l];
+            be.rmsnorm_fwd(&mut a.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
+            // q goes through att_tok as token-major scratch before its head-major home.
+            project(be, &mut a.att_tok, &a.ln1, &p.wq, p.bq.as_ref(), n, d, h * hd);
+            project(be, &mut st.k_tok, &a.ln1, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
+            project(be, &mut st.v_tok, &a.ln1, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
+            be.rope_fwd(&mut a.att_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
+            be.rope_fwd(&mut st.k_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
+            be.to_head_major(&mut a.q, &a.att_tok, bs, t, h, hd, t, &zero);
+            be.to_head_major(&mut a.k, &st.k_tok, bs, t, hkv, hd, t, &zero);
+            be.to_head_major(&mut a.v, &st.v_tok, bs, t, hkv, hd, t, &zero);
+            be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
+            be.to_token_major(&mut a.att_tok, &a.att, bs, t, h, hd);
+            be.copy_range(&mut a.x_mid, 0, &a.x_in, 0, n * d);
+            be.matmul(&mut a.x_mid, &a.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.rmsnorm_fwd(&mut a.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
+            be.matmul(&mut a.gate, &a.ln2, &p.w_gate, MatMul::linear(n, d, f));
+            be.matmul(&mut a.up, &a.ln2, &p.w_up, MatMul::linear(n, d, f));
+            be.swiglu_fwd(&mut a.act, &a.gate, &a.up);
+            let x_out = match rest.first_mut() {
+                Some(next) => &mut next.x_in,
+                None => &mut st.x_final,
+            };
+            be.copy_range(x_out, 0, &a.x_mid, 0, n * d);
+            be.matmul(x_out, &a.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
+        }
+        be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
+    }
+
+    /// LM head and cross-entropy in row chunks: logits → loss and dlogits in
+    /// place → d(ln_f) into `st.d_ln` and the head's weight gradient.
+    fn head_loss_backward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, grads: &mut Params<B::Buf>) -> f64 {
+        let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let n = batch.batch * batch.seq;
+        let head = self.head();
+        let head_grad = match grads.lm_head.as_mut() {
+            Some(g) => g,
+            None => &mut grads.embed,
+        };
+        let mut loss = 0.0;
+        for r0 in (0..n).step_by(st.head_rows) {
+            let rows = st.head_rows.min(n - r0);
+            be.copy_range(&mut st.head_x, 0, &st.ln_f, r0 * d, rows * d);
+            be.matmul(&mut st.head_logits, &st.head_x, head, MatMul::linear(rows, d, v));
+            loss += be.cross_entropy_inplace(&mut st.head_logits, &batch.targets[r0..r0 + rows], &batch.weights[r0..r0 + rows], v);
+            be.matmul(&mut st.head_dx, &st.head_logits, head, MatMul::linear_dx(rows, d, v));
+            be.matmul(head_grad, &st.head_logits, &st.head_x, MatMul::linear_dw(rows, d, v));
+            be.copy_range(&mut st.d_ln, r0 * d, &st.head_dx, 0, rows * d);
+        }
+        loss
+    }
+
+    fn train_backward(&self, be: &B, batch: &Batch, positions: &[u32], st: &mut TrainState<B>, grads: &mut Params<B::Buf>) {
+        let c = &self.cfg;
+        let (bs, t) = (batch.batch, batch.seq);
+        let n = bs * t;
+        let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let shape = self.attn_shape(bs, t);
+        let zero = vec![0usize; bs];
+        be.fill_zero(&mut st.d_resid);
+        be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
+        for l in (0..c.num_layers).rev() {
+            let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &st.layers[l]);
+            // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ
+            be.matmul(&mut st.d_act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
+            be.matmul(&mut g.w_down, &st.d_resid, &a.act, MatMul::linear_dw(n, f, d));
+            be.swiglu_bwd(&mut st.d_gate, &mut st.d_up, &st.d_act, &a.gate, &a.up);
+            be.matmul(&mut st.d_ln, &st.d_gate, &p.w_gate, MatMul::linear_dx(n, d, f));
+            be.matmul(&mut st.d_ln, &st.d_up, &p.w_up, MatMul::linear_dx(n, d, f).accumulating());
+            be.matmul(&mut g.w_gate, &st.d_gate, &a.ln2, MatMul::linear_dw(n, d, f));
+            be.matmul(&mut g.w_up, &st.d_up, &a.ln2, MatMul::linear_dw(n, d, f));
+            be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_ln, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
+            // Attention: x_mid = x_in + attn(ln1)·Woᵀ
+            be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
+            be.matmul(&mut g.wo, &st.d_resid, &a.att_tok, MatMul::linear_dw(n, h * hd, d));
+            be.to_head_major(&mut st.d_att, &st.d_att_tok, bs, t, h, hd, t, &zero);
+            be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
+            be.to_token_major(&mut st.dq_tok, &st.dq, bs, t, h, hd);
+            be.to_token_major(&mut st.dk_tok, &st.dk, bs, t, hkv, hd);
+            be.to_token_major(&mut st.dv_tok, &st.dv, bs, t, hkv, hd);
+            be.rope_bwd(&mut st.dq_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
+            be.rope_bwd(&mut st.dk_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
+            for (db, dy) in [(&mut g.bq, &st.dq_tok), (&mut g.bk, &st.dk_tok), (&mut g.bv, &st.dv_tok)] {
+                if let Some(db) = db.as_mut() {
+                    be.bias_grad(db, dy, n);
+                }
+            }
+            be.matmul(&mut st.d_ln, &st.dq_tok, &p.wq, MatMul::linear_dx(n, d, h * hd));
+            be.matmul(&mut st.d_ln, &st.dk_tok, &p.wk, MatMul::linear_dx(n, d, hkv * hd).accumulating());
+            be.matmul(&mut st.d_ln, &st.dv_tok, &p.wv, MatMul::linear_dx(n, d, hkv * hd).accumulating());
+            be.matmul(&mut g.wq, &st.dq_tok, &a.ln1, MatMul::linear_dw(n, d, h * hd));
+            be.matmul(&mut g.wk, &st.dk_tok, &a.ln1, MatMul::linear_dw(n, d, hkv * hd));
+            be.matmul(&mut g.wv, &st.dv_tok, &a.ln1, MatMul::linear_dw(n, d, hkv * hd));
+            be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_ln, &a.x_in, &p.attn_norm, &a.rstd1, d);
+        }
+        be.embedding_bwd(&mut grads.embed, &st.d_resid, &batch.ids, d);
+    }
+}

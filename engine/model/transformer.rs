@@ -1,0 +1,152 @@
+//! The decoder (Llama / Qwen2) on any backend: loading, saving, and the
+//! inference forward pass over a KV cache. Training passes are in `training.rs`.
+
+use super::config::ModelConfig;
+use super::kv_cache::KvCache;
+use super::params::Params;
+use super::weights::{load_params, save_params};
+use crate::backend::{cpu::rope_tables, AttnShape, Backend, MatMul};
+use anyhow::{ensure, Context, Result};
+use std::path::Path;
+
+pub struct Transformer<B: Backend> {
+    pub cfg: ModelConfig,
+    pub params: Params<B::Buf>,
+    pub(crate) rope_cos: B::Buf,
+    pub(crate) rope_sin: B::Buf,
+}
+
+/// Rejects token ids the embedding table does not have.
+pub fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
+    if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        anyhow::bail!("token id {id} at position {i} is out of range for vocab size {vocab}");
+    }
+    Ok(())
+}
+
+impl<B: Backend> Transformer<B> {
+    pub fn from_host(be: &B, cfg: ModelConfig, host: &Params<Vec<f32>>) -> Transformer<B> {
+        let mut it = host.iter().into_iter();
+        let params = Params::build(&cfg, |_| be.upload(it.next().expect("same parameter set")));
+        let (cos, sin) = rope_tables(cfg.max_position_embeddings, cfg.head_dim, cfg.rope_theta);
+        Transformer { rope_cos: be.upload(&cos), rope_sin: be.upload(&sin), cfg, params }
+    }
+
+    /// Loads `config.json` and the safetensors weights of an HF folder.
+    pub fn load(be: &B, dir: &Path) -> Result<Transformer<B>> {
+        let cfg = ModelConfig::load(dir)?;
+        let host = load_params(dir, &cfg).with_context(|| format!("loading weights from {}", dir.display()))?;
+        Ok(Transformer::from_host(be, cfg, &host))
+    }
+
+    pub fn to_host(&self, be: &B) -> Params<Vec<f32>> {
+        let mut it = self.params.iter().into_iter();
+        Params::build(&self.cfg, |_| be.download(it.next().expect("same parameter set")))
+    }
+
+    /// Writes an HF folder (config.json + model.safetensors) in f32.
+    pub fn save(&self, be: &B, dir: &Path) -> Result<()> {
+        save_params(dir, &self.cfg, &self.to_host(be))
+    }
+
+    /// The LM head matrix `[vocab, hidden]` (the embedding when tied).
+    pub fn head(&self) -> &B::Buf {
+        self.params.lm_head.as_ref().unwrap_or(&self.params.embed)
+    }
+
+    /// Runs `tq` new tokens per row through the model, appending their keys and
+    /// values to `cache` at each row's current length. Returns the final-norm
+    /// hidden states `[batch * tq, hidden]`.
+    pub fn forward_cached(&self, be: &B, ids: &[u32], tq: usize, cache: &mut KvCache<B>) -> Result<B::Buf> {
+        let cfg = &self.cfg;
+        let (batch, d) = (cache.batch, cfg.hidden_size);
+        let (h, hkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let n = batch * tq;
+        ensure!(ids.len() == n, "expected {n} token ids ({batch} rows × {tq}), got {}", ids.len());
+        check_ids(ids, cfg.vocab_size)?;
+        let need = cache.lens.iter().max().copied().unwrap_or(0) + tq;
+        ensure!(need <= cache.cap, "sequence length {need} exceeds the KV cache capacity {}", cache.cap);
+        ensure!(
+            need <= cfg.max_position_embeddings,
+            "sequence length {need} exceeds max_position_embeddings {}",
+            cfg.max_position_embeddings
+        );
+        let positions: Vec<u32> = (0..n).map(|i| (cache.lens[i / tq] + i % tq) as u32).collect();
+        let kv_lens: Vec<usize> = cache.lens.iter().map(|l| l + tq).collect();
+        let zero_starts = vec![0usize; batch];
+        let shape = AttnShape { batch, q_heads: h, kv_heads: hkv, q_len: tq, kv_cap: cache.cap, head_dim: hd };
+
+        let mut x = be.zeros(n * d);
+        be.embedding_fwd(&mut x, &self.params.embed, ids, d);
+        let mut ln = be.zeros(n * d);
+        let mut rstd = be.zeros(n);
+        let mut q_tok = be.zeros(n * h * hd);
+        let mut k_tok = be.zeros(n * hkv * hd);
+        let mut v_tok = be.zeros(n * hkv * hd);
+        let mut q = be.zeros(n * h * hd);
+        let mut att = be.zeros(n * h * hd);
+        let mut gate = be.zeros(n * cfg.intermediate_size);
+        let mut up = be.zeros(n * cfg.intermediate_size);
+        let mut act = be.zeros(n * cfg.intermediate_size);
+        for (l, p) in self.params.layers.iter().enumerate() {
+            be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.attn_norm, d, cfg.rms_norm_eps);
+            project(be, &mut q_tok, &ln, &p.wq, p.bq.as_ref(), n, d, h * hd);
+            project(be, &mut k_tok, &ln, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
+            project(be, &mut v_tok, &ln, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
+            be.rope_fwd(&mut q_tok, &self.rope_cos, &self.rope_sin, &positions, h, hd);
+            be.rope_fwd(&mut k_tok, &self.rope_cos, &self.rope_sin, &positions, hkv, hd);
+            be.to_head_major(&mut q, &q_tok, batch, tq, h, hd, tq, &zero_starts);
+            be.to_head_major(&mut cache.k[l], &k_tok, batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.to_head_major(&mut cache.v[l], &v_tok, batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.attention_fwd(&mut att, None, &q, &cache.k[l], &cache.v[l], shape, &kv_lens);
+            be.to_token_major(&mut q_tok, &att, batch, tq, h, hd);
+            be.matmul(&mut x, &q_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.mlp_norm, d, cfg.rms_norm_eps);
+            be.matmul(&mut gate, &ln, &p.w_gate, MatMul::linear(n, d, cfg.intermediate_size));
+            be.matmul(&mut up, &ln, &p.w_up, MatMul::linear(n, d, cfg.intermediate_size));
+            be.swiglu_fwd(&mut act, &gate, &up);
+            be.matmul(&mut x, &act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
+        }
+        cache.lens = kv_lens;
+        be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &self.params.final_norm, d, cfg.rms_norm_eps);
+        Ok(ln)
+    }
+
+    /// Logits `[rows, vocab]` for `rows` final hidden states.
+    pub fn logits(&self, be: &B, hidden: &B::Buf, rows: usize) -> B::Buf {
+        let mut out = be.zeros(rows * self.cfg.vocab_size);
+        be.matmul(&mut out, hidden, self.head(), MatMul::linear(rows, self.cfg.hidden_size, self.cfg.vocab_size));
+        out
+    }
+
+    /// Full-sequence logits `[batch * seq, vocab]` for equal-length rows.
+    pub fn forward_logits(&self, be: &B, ids: &[u32], batch: usize, seq: usize) -> Result<B::Buf> {
+        let mut cache = KvCache::new(be, &self.cfg, batch, seq);
+        let hidden = self.forward_cached(be, ids, seq, &mut cache)?;
+        Ok(self.logits(be, &hidden, batch * seq))
+    }
+
+    /// `log p(ids[t+1] | ids[..=t])` for each row (length `len - 1` per row).
+    pub fn score(&self, be: &B, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        rows.iter()
+            .map(|row| {
+                ensure!(!row.is_empty(), "cannot score an empty token row");
+                let logits = self.forward_logits(be, row, 1, row.len())?;
+                let mut targets: Vec<u32> = row[1..].to_vec();
+                targets.push(crate::backend::IGNORE);
+                let mut lp = be.target_logprobs(&logits, &targets, self.cfg.vocab_size);
+                lp.pop();
+                Ok(lp)
+            })
+            .collect()
+    }
+}
+
+/// `y = x · wᵀ (+ bias)` for a `[out, in]` weight.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project<B: Backend>(be: &B, y: &mut B::Buf, x: &B::Buf, w: &B::Buf, bias: Option<&B::Buf>, rows: usize, d_in: usize, d_out: usize) {
+    be.matmul(y, x, w, MatMul::linear(rows, d_in, d_out));
+    if let Some(b) = bias {
+        be.add_bias(y, b, rows);
+    }
+}

@@ -1,0 +1,75 @@
+//! AdamW over a whole [`Params`] set, plus global gradient-norm clipping.
+
+use crate::backend::{AdamWStep, Backend};
+use crate::model::{tensor_specs, ModelConfig, Params};
+
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Applied to matrices only; norms and biases are not decayed.
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+    }
+}
+
+pub struct AdamW<B: Backend> {
+    pub cfg: AdamWConfig,
+    pub m: Params<B::Buf>,
+    pub v: Params<B::Buf>,
+    /// Updates taken so far.
+    pub step: u64,
+    decays: Vec<bool>,
+}
+
+impl<B: Backend> AdamW<B> {
+    pub fn new(be: &B, model: &ModelConfig, cfg: AdamWConfig) -> AdamW<B> {
+        let zeros = || Params::build(model, |s| be.zeros(s.numel()));
+        AdamW { cfg, m: zeros(), v: zeros(), step: 0, decays: tensor_specs(model).iter().map(|s| s.decays()).collect() }
+    }
+
+    pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32) {
+        self.step += 1;
+        let (ps, gs, ms, vs) = (params.iter_mut(), grads.iter(), self.m.iter_mut(), self.v.iter_mut());
+        for ((((p, g), m), v), &decays) in ps.into_iter().zip(gs).zip(ms).zip(vs).zip(&self.decays) {
+            let hp = AdamWStep {
+                lr,
+                beta1: self.cfg.beta1,
+                beta2: self.cfg.beta2,
+                eps: self.cfg.eps,
+                weight_decay: if decays { self.cfg.weight_decay } else { 0.0 },
+                step: self.step,
+            };
+            be.adamw(p, g, m, v, hp);
+        }
+    }
+}
+
+/// The global L2 norm of all gradients.
+pub fn grad_norm<B: Backend>(be: &B, grads: &Params<B::Buf>) -> f64 {
+    grads.iter().into_iter().map(|g| be.sum_squares(g)).sum::<f64>().sqrt()
+}
+
+/// Scales gradients so their global norm is at most `max_norm` (as
+/// `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
+pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut Params<B::Buf>, max_norm: f32) -> f64 {
+    let norm = grad_norm(be, grads);
+    let coef = max_norm as f64 / (norm + 1e-6);
+    if coef < 1.0 {
+        for g in grads.iter_mut() {
+            be.scale(g, coef as f32);
+        }
+    }
+    norm
+}
+
+pub fn zero_grads<B: Backend>(be: &B, grads: &mut Params<B::Buf>) {
+    for g in grads.iter_mut() {
+        be.fill_zero(g);
+    }
+}

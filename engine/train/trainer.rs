@@ -1,0 +1,58 @@
+//! One optimizer step: zero grads, accumulate over micro-batches, clip, update.
+
+use super::optimizer::{clip_grad_norm, zero_grads, AdamW, AdamWConfig};
+use super::schedule::LrSchedule;
+use crate::backend::Backend;
+use crate::model::{Batch, Params, TrainState, Transformer};
+use anyhow::Result;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub step: u64,
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub lr: f32,
+    pub tokens: usize,
+    pub secs: f64,
+}
+
+pub struct Trainer<B: Backend> {
+    pub model: Transformer<B>,
+    pub grads: Params<B::Buf>,
+    pub opt: AdamW<B>,
+    pub schedule: LrSchedule,
+    pub max_grad_norm: f32,
+    state: TrainState<B>,
+}
+
+impl<B: Backend> Trainer<B> {
+    pub fn new(be: &B, model: Transformer<B>, batch: usize, seq: usize, opt: AdamWConfig, schedule: LrSchedule, max_grad_norm: f32) -> Trainer<B> {
+        let grads = Params::build(&model.cfg, |s| be.zeros(s.numel()));
+        let state = TrainState::new(be, &model.cfg, batch, seq);
+        let opt = AdamW::new(be, &model.cfg, opt);
+        Trainer { model, grads, opt, schedule, max_grad_norm, state }
+    }
+
+    /// Accumulates gradients over `micro` (whose weights share one normalizer),
+    /// then clips and applies one AdamW update.
+    pub fn step(&mut self, be: &B, micro: &[Batch]) -> Result<StepStats> {
+        let t0 = Instant::now();
+        zero_grads(be, &mut self.grads);
+        let mut loss = 0.0;
+        for b in micro {
+            loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads)?;
+        }
+        let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);
+        let lr = self.schedule.lr_at(self.opt.step);
+        self.opt.update(be, &mut self.model.params, &self.grads, lr);
+        Ok(StepStats {
+            step: self.opt.step,
+            loss,
+            grad_norm,
+            lr,
+            tokens: micro.iter().map(|b| b.ids.len()).sum(),
+            secs: t0.elapsed().as_secs_f64(),
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests: fixture paths, fixture tensors,
+//! and tolerance checks.
+#![allow(dead_code)]
+
+use safetensors::SafeTensors;
+use std::path::PathBuf;
+use vul2safe::tensor::{bytes_to_f32, DType};
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// The tensors of a fixture's `expected.safetensors`.
+pub struct Expected {
+    bytes: Vec<u8>,
+}
+
+impl Expected {
+    /// `tests/fixtures/<name>/expected.safetensors`.
+    pub fn load(name: &str) -> Expected {
+        Expected::file(&format!("{name}/expected.safetensors"))
+    }
+    /// Any safetensors file under tests/fixtures.
+    pub fn file(rel: &str) -> Expected {
+        Expected { bytes: std::fs::read(fixture_dir(rel)).expect("fixture present") }
+    }
+    fn view(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("valid fixture")
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.view().tensor(name).is_ok()
+    }
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let st = self.view();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        bytes_to_f32(t.data(), DType::from_safetensors(t.dtype()).expect("float fixture"))
+    }
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let st = self.view();
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        assert_eq!(t.dtype(), safetensors::Dtype::I64);
+        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.view().tensor(name).unwrap().shape().to_vec()
+    }
+}
+
+/// Asserts `|got - want| ≤ rtol·|want| + atol_frac·max|want|` element-wise.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol_frac: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let atol = atol_frac * scale;
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(g.is_finite(), "{what}[{i}] = {g}");
+        let excess = (g - w).abs() - (rtol * w.abs() + atol);
+        if excess > worst {
+            worst = excess;
+            at = i;
+        }
+    }
+    assert!(worst <= 0.0, "{what}: element {at} got {} want {} (scale {scale})", got[at], want[at]);
+}
+
+/// Largest `|a - b|` relative to the largest `|b|`.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
