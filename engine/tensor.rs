@@ -67,7 +67,11 @@ pub struct HostTensor {
 
 impl HostTensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> HostTensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} does not match data");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} does not match data"
+        );
         HostTensor { shape, data }
     }
 }

@@ -7,7 +7,7 @@ installed (CPU is enough):  python3 tools/make_fixtures.py
 It writes
   models/tiny/tokenizer.json          byte-level BPE trained on the demo corpus
   tests/fixtures/<name>/config.json   tiny random HF model (A: Llama, B: Qwen2)
-  tests/fixtures/<name>/model.safetensors
+  tests/fixtures/<name>/model.safetensors, tokenizer.json (a copy of the tiny one)
   tests/fixtures/<name>/expected.safetensors
       input_ids, labels, logits, loss, grad.<param>, step2.<param>, greedy_prompt, greedy_tokens
   tests/fixtures/<name>/adamw.json     the optimizer settings used
@@ -15,6 +15,7 @@ It writes
 """
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -99,6 +100,7 @@ def write(name, model, v4_layout):
     os.makedirs(out_dir, exist_ok=True)
     randomize(model)
     model.save_pretrained(out_dir, safe_serialization=True)
+    shutil.copy(os.path.join(ROOT, "models/tiny/tokenizer.json"), out_dir)
     if v4_layout:
         transformers4_layout(os.path.join(out_dir, "config.json"))
 

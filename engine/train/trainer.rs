@@ -27,11 +27,26 @@ pub struct Trainer<B: Backend> {
 }
 
 impl<B: Backend> Trainer<B> {
-    pub fn new(be: &B, model: Transformer<B>, batch: usize, seq: usize, opt: AdamWConfig, schedule: LrSchedule, max_grad_norm: f32) -> Trainer<B> {
+    pub fn new(
+        be: &B,
+        model: Transformer<B>,
+        batch: usize,
+        seq: usize,
+        opt: AdamWConfig,
+        schedule: LrSchedule,
+        max_grad_norm: f32,
+    ) -> Trainer<B> {
         let grads = Params::build(&model.cfg, |s| be.zeros(s.numel()));
         let state = TrainState::new(be, &model.cfg, batch, seq);
         let opt = AdamW::new(be, &model.cfg, opt);
-        Trainer { model, grads, opt, schedule, max_grad_norm, state }
+        Trainer {
+            model,
+            grads,
+            opt,
+            schedule,
+            max_grad_norm,
+            state,
+        }
     }
 
     /// Accumulates gradients over `micro` (whose weights share one normalizer),
@@ -41,7 +56,9 @@ impl<B: Backend> Trainer<B> {
         zero_grads(be, &mut self.grads);
         let mut loss = 0.0;
         for b in micro {
-            loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads)?;
+            loss += self
+                .model
+                .forward_backward(be, b, &mut self.state, &mut self.grads)?;
         }
         let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);
         let lr = self.schedule.lr_at(self.opt.step);

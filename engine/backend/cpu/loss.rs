@@ -12,10 +12,18 @@ fn log_partition(row: &[f32]) -> f32 {
 }
 
 fn check_target(t: u32, vocab: usize) {
-    assert!(t == IGNORE || (t as usize) < vocab, "target id {t} outside vocab {vocab}");
+    assert!(
+        t == IGNORE || (t as usize) < vocab,
+        "target id {t} outside vocab {vocab}"
+    );
 }
 
-pub fn cross_entropy_inplace(logits: &mut [f32], targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
+pub fn cross_entropy_inplace(
+    logits: &mut [f32],
+    targets: &[u32],
+    weights: &[f32],
+    vocab: usize,
+) -> f64 {
     assert_eq!(logits.len(), targets.len() * vocab);
     assert_eq!(weights.len(), targets.len());
     logits

@@ -1,0 +1,244 @@
+//! CPU reference ops against central finite differences (for paths the model
+//! fixtures do not isolate: fractional loss weights, GQA groups, decode-shaped
+//! attention), plus the LR schedule and gradient clipping.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vul2safe::backend::cpu::{rope_tables, Cpu};
+use vul2safe::backend::{AttnShape, Backend, IGNORE};
+use vul2safe::train::{LrSchedule, ScheduleKind};
+
+fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Checks `analytic[i] ≈ ∂f/∂x[i]` on a sample of coordinates.
+fn check_grad(what: &str, x: &[f32], analytic: &[f32], f: impl Fn(&[f32]) -> f64) {
+    let h = 1e-2f32;
+    let scale = analytic.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for i in (0..x.len()).step_by((x.len() / 40).max(1)) {
+        let (mut xp, mut xm) = (x.to_vec(), x.to_vec());
+        xp[i] += h;
+        xm[i] -= h;
+        let num = ((f(&xp) - f(&xm)) / (2.0 * h as f64)) as f32;
+        assert!(
+            (num - analytic[i]).abs() <= 2e-3 * scale.max(1e-3),
+            "{what}[{i}]: numeric {num} analytic {}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn attention_backward_with_gqa_matches_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let sh = AttnShape {
+        batch: 2,
+        q_heads: 4,
+        kv_heads: 2,
+        q_len: 7,
+        kv_cap: 7,
+        head_dim: 8,
+    };
+    let nq = sh.batch * sh.q_heads * sh.q_len * sh.head_dim;
+    let nk = sh.batch * sh.kv_heads * sh.kv_cap * sh.head_dim;
+    let (q, k, v, r) = (
+        randn(&mut rng, nq),
+        randn(&mut rng, nk),
+        randn(&mut rng, nk),
+        randn(&mut rng, nq),
+    );
+    let lens = [7, 7];
+    let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
+        let mut out = vec![0.0; nq];
+        Cpu.attention_fwd(
+            &mut out,
+            None,
+            &q.to_vec(),
+            &k.to_vec(),
+            &v.to_vec(),
+            sh,
+            &lens,
+        );
+        dot(&out, &r)
+    };
+    let mut out = vec![0.0; nq];
+    let mut lse = vec![0.0; sh.batch * sh.q_heads * sh.q_len];
+    Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &lens);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
+    Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &out, &lse, sh);
+    check_grad("dq", &q, &dq, |x| fwd(x, &k, &v));
+    check_grad("dk", &k, &dk, |x| fwd(&q, x, &v));
+    check_grad("dv", &v, &dv, |x| fwd(&q, &k, x));
+}
+
+#[test]
+fn decode_attention_equals_the_last_rows_of_prefill() {
+    // A query block at the end of a longer cache sees exactly what the same
+    // rows of a full causal pass see.
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (t, hd) = (9, 16);
+    let full = AttnShape {
+        batch: 1,
+        q_heads: 2,
+        kv_heads: 1,
+        q_len: t,
+        kv_cap: t,
+        head_dim: hd,
+    };
+    let q = randn(&mut rng, 2 * t * hd);
+    let (k, v) = (randn(&mut rng, t * hd), randn(&mut rng, t * hd));
+    let mut out = vec![0.0; q.len()];
+    Cpu.attention_fwd(&mut out, None, &q, &k, &v, full, &[t]);
+    // Last 2 queries of each head, against a cache of capacity 12 holding 9.
+    let cap = 12;
+    let mut kc = vec![0.0; cap * hd];
+    let mut vc = vec![0.0; cap * hd];
+    kc[..t * hd].copy_from_slice(&k);
+    vc[..t * hd].copy_from_slice(&v);
+    let mut q2 = Vec::new();
+    for h in 0..2 {
+        q2.extend_from_slice(&q[(h * t + t - 2) * hd..(h * t + t) * hd]);
+    }
+    let dec = AttnShape {
+        q_len: 2,
+        kv_cap: cap,
+        ..full
+    };
+    let mut out2 = vec![0.0; q2.len()];
+    Cpu.attention_fwd(&mut out2, None, &q2, &kc, &vc, dec, &[t]);
+    for h in 0..2 {
+        let want = &out[(h * t + t - 2) * hd..(h * t + t) * hd];
+        let got = &out2[h * 2 * hd..(h + 1) * 2 * hd];
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+}
+
+#[test]
+fn weighted_cross_entropy_gradient_and_ignore_mask() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (rows, vocab) = (5, 13);
+    let logits = randn(&mut rng, rows * vocab);
+    let targets = [3u32, IGNORE, 12, 0, 7];
+    let weights = [0.5f32, 1.0, 0.25, 2.0, 0.0];
+    let loss = |x: &[f32]| Cpu.cross_entropy_inplace(&mut x.to_vec(), &targets, &weights, vocab);
+    let mut grad = logits.clone();
+    let l = Cpu.cross_entropy_inplace(&mut grad, &targets, &weights, vocab);
+    assert!((l - loss(&logits)).abs() < 1e-9);
+    check_grad("dlogits", &logits, &grad, loss);
+    assert!(
+        grad[vocab..2 * vocab].iter().all(|&g| g == 0.0),
+        "ignored row has zero gradient"
+    );
+    assert!(
+        grad[4 * vocab..].iter().all(|&g| g == 0.0),
+        "zero-weight row has zero gradient"
+    );
+    let lp = Cpu.target_logprobs(&logits, &targets, vocab);
+    let row0 = &logits[..vocab];
+    let z = row0.iter().map(|x| x.exp()).sum::<f32>().ln();
+    assert!((lp[0] - (row0[3] - z)).abs() < 1e-6 && lp[1] == 0.0);
+}
+
+#[test]
+fn rmsnorm_swiglu_and_rope_backward_match_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (rows, dim) = (3, 8);
+    let (x, w, r) = (
+        randn(&mut rng, rows * dim),
+        randn(&mut rng, dim),
+        randn(&mut rng, rows * dim),
+    );
+    let norm = |x: &[f32], w: &[f32]| {
+        let (mut o, mut s) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        Cpu.rmsnorm_fwd(&mut o, &mut s, &x.to_vec(), &w.to_vec(), dim, 1e-5);
+        (o, s)
+    };
+    let (_, rstd) = norm(&x, &w);
+    let (mut dx, mut dw) = (vec![0.0; rows * dim], vec![0.0; dim]);
+    Cpu.rmsnorm_bwd(&mut dx, &mut dw, &r, &x, &w, &rstd, dim);
+    check_grad("rmsnorm dx", &x, &dx, |x| dot(&norm(x, &w).0, &r));
+    check_grad("rmsnorm dw", &w, &dw, |w| dot(&norm(&x, w).0, &r));
+
+    let (g, u) = (randn(&mut rng, 24), randn(&mut rng, 24));
+    let r24 = randn(&mut rng, 24);
+    let swiglu = |g: &[f32], u: &[f32]| {
+        let mut h = vec![0.0; 24];
+        Cpu.swiglu_fwd(&mut h, &g.to_vec(), &u.to_vec());
+        dot(&h, &r24)
+    };
+    let (mut dg, mut du) = (vec![0.0; 24], vec![0.0; 24]);
+    Cpu.swiglu_bwd(&mut dg, &mut du, &r24, &g, &u);
+    check_grad("swiglu dgate", &g, &dg, |g| swiglu(g, &u));
+    check_grad("swiglu dup", &u, &du, |u| swiglu(&g, u));
+
+    // RoPE is a rotation: backward is its transpose, forward then backward is identity.
+    let (cos, sin) = rope_tables(16, 8, 10_000.0);
+    let pos = [0u32, 5, 15];
+    let x = randn(&mut rng, 3 * 2 * 8);
+    let mut y = x.clone();
+    Cpu.rope_fwd(&mut y, &cos, &sin, &pos, 2, 8);
+    assert!(
+        (dot(&y, &y) - dot(&x, &x)).abs() < 1e-4,
+        "rotation keeps the norm"
+    );
+    Cpu.rope_bwd(&mut y, &cos, &sin, &pos, 2, 8);
+    assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5));
+}
+
+#[test]
+fn lr_schedule_warms_up_then_decays() {
+    let s = LrSchedule {
+        kind: ScheduleKind::Cosine,
+        peak: 1.0,
+        min: 0.1,
+        warmup_steps: 10,
+        total_steps: 110,
+    };
+    assert!((s.lr_at(0) - 0.1).abs() < 1e-6 && (s.lr_at(9) - 1.0).abs() < 1e-6);
+    assert!((s.lr_at(60) - 0.55).abs() < 1e-5, "halfway through cosine");
+    assert!((s.lr_at(110) - 0.1).abs() < 1e-6 && (s.lr_at(500) - 0.1).abs() < 1e-6);
+    let l = LrSchedule {
+        kind: ScheduleKind::Linear,
+        ..s
+    };
+    assert!((l.lr_at(60) - 0.55).abs() < 1e-5 && (l.lr_at(35) - 0.775).abs() < 1e-5);
+}
+
+#[test]
+fn embedding_backward_sums_repeated_tokens() {
+    let (dim, vocab) = (4, 6);
+    let ids = [2u32, 5, 2, 2];
+    let dout: Vec<f32> = (0..16).map(|i| i as f32).collect();
+    let mut dt = vec![1.0; vocab * dim];
+    Cpu.embedding_bwd(&mut dt, &dout, &ids, dim);
+    assert_eq!(
+        &dt[8..12],
+        &[
+            1.0 + 0.0 + 8.0 + 12.0,
+            1.0 + 1.0 + 9.0 + 13.0,
+            1.0 + 2.0 + 10.0 + 14.0,
+            1.0 + 3.0 + 11.0 + 15.0
+        ]
+    );
+    assert_eq!(&dt[20..24], &[5.0, 6.0, 7.0, 8.0]);
+    assert!(dt[..8].iter().all(|&v| v == 1.0));
+}
+
+#[test]
+fn grad_clipping_bounds_the_global_norm() {
+    use vul2safe::model::Params;
+    use vul2safe::train::optimizer::{clip_grad_norm, grad_norm};
+    let cfg = vul2safe::demo::tiny_config(50);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut g = Params::build(&cfg, |s| randn(&mut rng, s.numel()));
+    let before = clip_grad_norm(&Cpu, &mut g, 1.0);
+    assert!(before > 1.0);
+    assert!((grad_norm(&Cpu, &g) - 1.0).abs() < 1e-4);
+}

@@ -1,0 +1,167 @@
+//! Generation: the KV-cache path against a no-cache full forward, batching of
+//! prompts of different lengths, seeded sampling, stop tokens and logprobs.
+
+mod common;
+
+use common::fixture_dir;
+use rand::SeedableRng;
+use vul2safe::backend::cpu::Cpu;
+use vul2safe::generate::{generate, sample_row, SamplingConfig};
+use vul2safe::model::Transformer;
+
+fn model(name: &str) -> Transformer<Cpu> {
+    Transformer::load(&Cpu, &fixture_dir(name)).unwrap()
+}
+
+/// Greedy decoding by re-running the whole sequence each step, no cache.
+fn greedy_no_cache(m: &Transformer<Cpu>, prompt: &[u32], n: usize) -> Vec<u32> {
+    let v = m.cfg.vocab_size;
+    let mut seq = prompt.to_vec();
+    for _ in 0..n {
+        let logits = m.forward_logits(&Cpu, &seq, 1, seq.len()).unwrap();
+        let last = &logits[(seq.len() - 1) * v..];
+        let best = last
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &x)| if x > last[b] { i } else { b });
+        seq.push(best as u32);
+    }
+    seq[prompt.len()..].to_vec()
+}
+
+#[test]
+fn batched_kv_cache_greedy_matches_full_forward() {
+    for name in ["llama_a", "qwen2_b"] {
+        let m = model(name);
+        let prompts: Vec<Vec<u32>> = vec![
+            vec![5, 17, 200, 3],
+            vec![9],
+            vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11],
+        ];
+        let cfg = SamplingConfig {
+            max_new_tokens: 16,
+            ..Default::default()
+        };
+        let got = generate(&Cpu, &m, &prompts, &cfg).unwrap();
+        for (p, g) in prompts.iter().zip(&got) {
+            assert_eq!(g.tokens, greedy_no_cache(&m, p, 16), "{name} prompt {p:?}");
+        }
+    }
+}
+
+#[test]
+fn logprobs_match_a_full_forward_of_the_sample() {
+    let m = model("qwen2_b");
+    let prompt = vec![4u32, 8, 15, 16, 23, 42];
+    let cfg = SamplingConfig {
+        max_new_tokens: 10,
+        temperature: 1.0,
+        seed: 7,
+        ..Default::default()
+    };
+    let g = generate(&Cpu, &m, std::slice::from_ref(&prompt), &cfg)
+        .unwrap()
+        .remove(0);
+    let full: Vec<u32> = prompt.iter().chain(&g.tokens).copied().collect();
+    let scored = m.score(&Cpu, &[full]).unwrap().remove(0);
+    let tail = &scored[prompt.len() - 1..];
+    for (a, b) in g.logprobs.iter().zip(tail) {
+        assert!((a - b).abs() < 1e-4, "sampled logprob {a} vs scored {b}");
+    }
+}
+
+#[test]
+fn sampling_is_seeded_and_seeds_differ() {
+    let m = model("llama_a");
+    let run = |seed| {
+        let cfg = SamplingConfig {
+            max_new_tokens: 20,
+            temperature: 1.5,
+            seed,
+            ..Default::default()
+        };
+        generate(&Cpu, &m, &[vec![1, 2, 3]], &cfg)
+            .unwrap()
+            .remove(0)
+            .tokens
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn stop_tokens_end_a_row_and_other_rows_continue() {
+    let m = model("llama_a");
+    let prompts = vec![vec![1u32, 2, 3], vec![40, 41]];
+    let free = generate(
+        &Cpu,
+        &m,
+        &prompts,
+        &SamplingConfig {
+            max_new_tokens: 12,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let stop = free[0].tokens[2];
+    let cfg = SamplingConfig {
+        max_new_tokens: 12,
+        stop_tokens: vec![stop],
+        ..Default::default()
+    };
+    let got = generate(&Cpu, &m, &prompts, &cfg).unwrap();
+    let first_stop = free[0].tokens.iter().position(|&t| t == stop).unwrap();
+    assert_eq!(got[0].tokens, free[0].tokens[..=first_stop]);
+    assert!(got[0].stopped);
+    let other_stop = free[1]
+        .tokens
+        .iter()
+        .position(|&t| t == stop)
+        .map_or(12, |i| i + 1);
+    assert_eq!(got[1].tokens, free[1].tokens[..other_stop]);
+}
+
+#[test]
+fn top_k_and_top_p_restrict_the_choice() {
+    let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let k1 = SamplingConfig {
+        temperature: 1.0,
+        top_k: 1,
+        ..Default::default()
+    };
+    let p_small = SamplingConfig {
+        temperature: 1.0,
+        top_p: 0.3,
+        ..Default::default()
+    };
+    let k2 = SamplingConfig {
+        temperature: 1.0,
+        top_k: 2,
+        ..Default::default()
+    };
+    let mut seen_k2 = [false; 5];
+    for _ in 0..200 {
+        assert_eq!(sample_row(&logits, &k1, &mut rng).0, 0);
+        assert_eq!(sample_row(&logits, &p_small, &mut rng).0, 0);
+        seen_k2[sample_row(&logits, &k2, &mut rng).0 as usize] = true;
+    }
+    assert_eq!(seen_k2, [true, true, false, false, false]);
+    // The logprob is of the untruncated, temperature-scaled distribution.
+    let (tok, lp) = sample_row(&logits, &k1, &mut rng);
+    let z: f32 = logits.iter().map(|x| x.exp()).sum::<f32>().ln();
+    assert_eq!(tok, 0);
+    assert!((lp - (2.0 - z)).abs() < 1e-6);
+}
+
+#[test]
+fn out_of_vocab_prompt_is_an_error_not_a_panic() {
+    let m = model("llama_a");
+    let err = generate(&Cpu, &m, &[vec![1, 5000]], &SamplingConfig::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("token id 5000"), "{err:#}");
+    let err = m.score(&Cpu, &[vec![1, 2, 331]]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("out of range for vocab size 331"),
+        "{err:#}"
+    );
+}
