@@ -11,9 +11,7 @@ fn train_step(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu");
     g.sample_size(10);
     g.throughput(Throughput::Elements((batch * seq) as u64));
-    g.bench_function("train_step_llama4L_h256_v8192_B8_T256", |bench| {
-        bench.iter(|| trainer.step(&Cpu, std::slice::from_ref(&b)).unwrap())
-    });
+    g.bench_function("train_step_llama4L_h256_v8192_B8_T256", |bench| bench.iter(|| trainer.step(&Cpu, std::slice::from_ref(&b)).unwrap()));
     g.finish();
 }
 

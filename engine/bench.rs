@@ -33,30 +33,14 @@ pub fn small_llama() -> ModelConfig {
 }
 
 /// A trainer on random weights and one fixed random batch.
-pub fn setup<B: Backend>(
-    be: &B,
-    cfg: ModelConfig,
-    batch: usize,
-    seq: usize,
-) -> (Trainer<B>, Batch) {
+pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize) -> (Trainer<B>, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let ids: Vec<u32> = (0..batch * seq)
-        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
-        .collect();
+    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
     let n = batch * seq;
     let b = Batch::causal_lm(ids, &vec![true; n], batch, seq, (batch * (seq - 1)) as f32);
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
-    let schedule = LrSchedule {
-        kind: ScheduleKind::Constant,
-        peak: 1e-4,
-        min: 1e-4,
-        warmup_steps: 0,
-        total_steps: 1,
-    };
-    (
-        Trainer::new(be, model, batch, seq, AdamWConfig::default(), schedule, 1.0),
-        b,
-    )
+    let schedule = LrSchedule { kind: ScheduleKind::Constant, peak: 1e-4, min: 1e-4, warmup_steps: 0, total_steps: 1 };
+    (Trainer::new(be, model, batch, seq, AdamWConfig::default(), schedule, 1.0), b)
 }
 
 /// Median training-step throughput after `warmup` steps.
@@ -66,27 +50,14 @@ pub struct TrainBench {
     pub steps: Vec<StepStats>,
 }
 
-pub fn train_throughput<B: Backend>(
-    be: &B,
-    cfg: ModelConfig,
-    batch: usize,
-    seq: usize,
-    warmup: usize,
-    steps: usize,
-) -> Result<TrainBench> {
+pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, warmup: usize, steps: usize) -> Result<TrainBench> {
     let (mut trainer, b) = setup(be, cfg, batch, seq);
     for _ in 0..warmup {
         trainer.step(be, std::slice::from_ref(&b))?;
     }
-    let stats = (0..steps)
-        .map(|_| trainer.step(be, std::slice::from_ref(&b)))
-        .collect::<Result<Vec<_>>>()?;
+    let stats = (0..steps).map(|_| trainer.step(be, std::slice::from_ref(&b))).collect::<Result<Vec<_>>>()?;
     let mut secs: Vec<f64> = stats.iter().map(|s| s.secs).collect();
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];
-    Ok(TrainBench {
-        tokens_per_sec: (batch * seq) as f64 / med,
-        step_ms: med * 1e3,
-        steps: stats,
-    })
+    Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3, steps: stats })
 }

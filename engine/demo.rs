@@ -29,14 +29,7 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions {
-            steps: 300,
-            batch: 8,
-            seq: 64,
-            seed: 0,
-            prompt: "int parse_port(".into(),
-            max_new_tokens: 60,
-        }
+        DemoOptions { steps: 300, batch: 8, seq: 64, seed: 0, prompt: "int parse_port(".into(), max_new_tokens: 60 }
     }
 }
 
@@ -71,18 +64,11 @@ pub struct DemoReport {
 
 /// Trains and samples; `log` receives one progress line at a time. With
 /// `out`, the trained model and tokenizer are saved there as an HF folder.
-pub fn run(
-    opts: &DemoOptions,
-    out: Option<&Path>,
-    mut log: impl FnMut(&str),
-) -> Result<DemoReport> {
+pub fn run(opts: &DemoOptions, out: Option<&Path>, mut log: impl FnMut(&str)) -> Result<DemoReport> {
     let be = Cpu;
     let tok = Tokenizer::from_bytes(TOKENIZER_JSON, "embedded tokenizer.json")?;
     let stream = tok.encode(CORPUS)?.ids;
-    ensure!(
-        stream.len() > opts.seq + 1,
-        "demo corpus shorter than one window"
-    );
+    ensure!(stream.len() > opts.seq + 1, "demo corpus shorter than one window");
     let cfg = tiny_config(tok.vocab_size());
     log(&format!(
         "demo: training a {}-layer Llama ({} params) on {} tokens of embedded C, {} steps of {}×{} on the CPU",
@@ -94,22 +80,8 @@ pub fn run(
         opts.seq
     ));
     let model = Transformer::from_host(&be, cfg.clone(), &init_params(&cfg, opts.seed));
-    let schedule = LrSchedule {
-        kind: ScheduleKind::Cosine,
-        peak: 3e-3,
-        min: 3e-4,
-        warmup_steps: 20,
-        total_steps: opts.steps,
-    };
-    let mut trainer = Trainer::new(
-        &be,
-        model,
-        opts.batch,
-        opts.seq,
-        AdamWConfig::default(),
-        schedule,
-        1.0,
-    );
+    let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: 3e-3, min: 3e-4, warmup_steps: 20, total_steps: opts.steps };
+    let mut trainer = Trainer::new(&be, model, opts.batch, opts.seq, AdamWConfig::default(), schedule, 1.0);
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let (mut first_loss, mut final_loss, mut tokens, mut secs) = (f64::NAN, f64::NAN, 0usize, 0.0);
     for step in 0..opts.steps {
@@ -119,13 +91,7 @@ pub fn run(
             ids.extend_from_slice(&stream[start..start + opts.seq]);
         }
         let n = ids.len();
-        let batch = Batch::causal_lm(
-            ids,
-            &vec![true; n],
-            opts.batch,
-            opts.seq,
-            (opts.batch * (opts.seq - 1)) as f32,
-        );
+        let batch = Batch::causal_lm(ids, &vec![true; n], opts.batch, opts.seq, (opts.batch * (opts.seq - 1)) as f32);
         let s = trainer.step(&be, &[batch])?;
         if step == 0 {
             first_loss = s.loss;
@@ -134,17 +100,11 @@ pub fn run(
         tokens += s.tokens;
         secs += s.secs;
         if step % 50 == 0 || step + 1 == opts.steps {
-            log(&format!(
-                "step {:4}  loss {:.4}  grad-norm {:.3}  lr {:.2e}",
-                s.step, s.loss, s.grad_norm, s.lr
-            ));
+            log(&format!("step {:4}  loss {:.4}  grad-norm {:.3}  lr {:.2e}", s.step, s.loss, s.grad_norm, s.lr));
         }
     }
     let prompt = tok.encode(&opts.prompt)?.ids;
-    let sampling = SamplingConfig {
-        max_new_tokens: opts.max_new_tokens,
-        ..Default::default()
-    };
+    let sampling = SamplingConfig { max_new_tokens: opts.max_new_tokens, ..Default::default() };
     let gen = generate(&be, &trainer.model, &[prompt], &sampling)?;
     let sample = format!("{}{}", opts.prompt, tok.decode(&gen[0].tokens)?);
     log(&format!("greedy sample after training:\n{sample}"));
@@ -153,10 +113,5 @@ pub fn run(
         crate::fsutil::atomic_write(&dir.join("tokenizer.json"), TOKENIZER_JSON)?;
         log(&format!("saved the trained model to {}", dir.display()));
     }
-    Ok(DemoReport {
-        first_loss,
-        final_loss,
-        tokens_per_sec: tokens as f64 / secs.max(1e-9),
-        sample,
-    })
+    Ok(DemoReport { first_loss, final_loss, tokens_per_sec: tokens as f64 / secs.max(1e-9), sample })
 }

@@ -24,14 +24,7 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig {
-            max_new_tokens: 64,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-            stop_tokens: vec![],
-        }
+        SamplingConfig { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop_tokens: vec![] }
     }
 }
 
@@ -48,20 +41,13 @@ pub struct Generation {
 
 /// Picks the next token from one row of logits; returns it and its logprob.
 pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
-    let t = if cfg.temperature > 0.0 {
-        cfg.temperature
-    } else {
-        1.0
-    };
+    let t = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
     let scaled: Vec<f32> = logits.iter().map(|&x| x / t).collect();
     let m = scaled.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let log_z = m + scaled.iter().map(|&x| (x - m).exp()).sum::<f32>().ln();
     if cfg.temperature <= 0.0 {
         // First maximum, as torch.argmax picks.
-        let best = scaled
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, &x)| if x > scaled[b] { i } else { b });
+        let best = scaled.iter().enumerate().fold(0, |b, (i, &x)| if x > scaled[b] { i } else { b });
         return (best as u32, scaled[best] - log_z);
     }
     let mut order: Vec<usize> = (0..scaled.len()).collect();
@@ -96,31 +82,16 @@ pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) ->
 }
 
 /// Generates a continuation for every prompt in one batch.
-pub fn generate<B: Backend>(
-    be: &B,
-    model: &Transformer<B>,
-    prompts: &[Vec<u32>],
-    cfg: &SamplingConfig,
-) -> Result<Vec<Generation>> {
+pub fn generate<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Result<Vec<Generation>> {
     ensure!(!prompts.is_empty(), "no prompts to generate from");
-    ensure!(
-        prompts.iter().all(|p| !p.is_empty()),
-        "every prompt needs at least one token"
-    );
+    ensure!(prompts.iter().all(|p| !p.is_empty()), "every prompt needs at least one token");
     let batch = prompts.len();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let cap = longest + cfg.max_new_tokens;
     let vocab = model.cfg.vocab_size;
     let mut cache = KvCache::new(be, &model.cfg, batch, cap);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut out = vec![
-        Generation {
-            tokens: vec![],
-            logprobs: vec![],
-            stopped: false
-        };
-        batch
-    ];
+    let mut out = vec![Generation { tokens: vec![], logprobs: vec![], stopped: false }; batch];
     if cfg.max_new_tokens == 0 {
         return Ok(out);
     }
@@ -128,26 +99,12 @@ pub fn generate<B: Backend>(
     // Prefill, right-padded: pads sit after each prompt, so causal attention
     // keeps them out of every real position; their cache slots are reused.
     let pad = prompts[0][0];
-    let ids: Vec<u32> = prompts
-        .iter()
-        .flat_map(|p| {
-            p.iter()
-                .copied()
-                .chain(std::iter::repeat(pad))
-                .take(longest)
-        })
-        .collect();
+    let ids: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied().chain(std::iter::repeat(pad)).take(longest)).collect();
     let hidden = model.forward_cached(be, &ids, longest, &mut cache)?;
     let d = model.cfg.hidden_size;
     let mut last = be.zeros(batch * d);
     for (r, p) in prompts.iter().enumerate() {
-        be.copy_range(
-            &mut last,
-            r * d,
-            &hidden,
-            (r * longest + p.len() - 1) * d,
-            d,
-        );
+        be.copy_range(&mut last, r * d, &hidden, (r * longest + p.len() - 1) * d, d);
     }
     cache.lens = prompts.iter().map(Vec::len).collect();
     let mut logits = be.download(&model.logits(be, &last, batch));

@@ -16,38 +16,25 @@ pub struct Encoding {
 
 impl Tokenizer {
     pub fn load(dir_or_file: &Path) -> Result<Tokenizer> {
-        let path = if dir_or_file.is_dir() {
-            dir_or_file.join("tokenizer.json")
-        } else {
-            dir_or_file.to_path_buf()
-        };
+        let path = if dir_or_file.is_dir() { dir_or_file.join("tokenizer.json") } else { dir_or_file.to_path_buf() };
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         Tokenizer::from_bytes(&bytes, &path.display().to_string())
     }
 
     /// Parses tokenizer.json text; `source` names it in errors.
     pub fn from_bytes(bytes: &[u8], source: &str) -> Result<Tokenizer> {
-        let inner = tokenizers::Tokenizer::from_bytes(bytes)
-            .map_err(|e| anyhow!("{source}: malformed tokenizer.json: {e}"))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("{source}: malformed tokenizer.json: {e}"))?;
         Ok(Tokenizer { inner })
     }
 
     /// Encodes without adding special tokens (prompts add their own).
     pub fn encode(&self, text: &str) -> Result<Encoding> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
-        Ok(Encoding {
-            ids: enc.get_ids().to_vec(),
-            offsets: enc.get_offsets().to_vec(),
-        })
+        let enc = self.inner.encode(text, false).map_err(|e| anyhow!("tokenizing failed: {e}"))?;
+        Ok(Encoding { ids: enc.get_ids().to_vec(), offsets: enc.get_offsets().to_vec() })
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| anyhow!("detokenizing failed: {e}"))
+        self.inner.decode(ids, true).map_err(|e| anyhow!("detokenizing failed: {e}"))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {

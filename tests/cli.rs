@@ -6,18 +6,11 @@ use common::fixture_dir;
 use std::process::{Command, Output};
 
 fn vul2safe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vul2safe"))
-        .args(args)
-        .output()
-        .expect("binary runs")
+    Command::new(env!("CARGO_BIN_EXE_vul2safe")).args(args).output().expect("binary runs")
 }
 
 fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -32,15 +25,7 @@ fn fails_with(o: &Output, needle: &str) {
 fn generate_prints_prompt_and_continuation() {
     for name in ["llama_a", "qwen2_b"] {
         let dir = fixture_dir(name);
-        let o = vul2safe(&[
-            "generate",
-            "--model",
-            dir.to_str().unwrap(),
-            "--prompt",
-            "int main(",
-            "--max-new-tokens",
-            "8",
-        ]);
+        let o = vul2safe(&["generate", "--model", dir.to_str().unwrap(), "--prompt", "int main(", "--max-new-tokens", "8"]);
         assert!(stdout(&o).starts_with("int main("));
         let o = vul2safe(&[
             "generate",
@@ -60,11 +45,7 @@ fn generate_prints_prompt_and_continuation() {
         ]);
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v["tokens"].as_array().unwrap().len(), 5);
-        assert!(v["logprobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|x| x.as_f64().unwrap() <= 0.0));
+        assert!(v["logprobs"].as_array().unwrap().iter().all(|x| x.as_f64().unwrap() <= 0.0));
     }
 }
 
@@ -74,22 +55,14 @@ fn score_prints_logprobs_per_row() {
     let f = dir.path().join("t.json");
     std::fs::write(&f, r#"{"tokens": [[1, 2, 3, 4], [7, 8]]}"#).unwrap();
     let model = fixture_dir("qwen2_b");
-    let o = vul2safe(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--tokens",
-        f.to_str().unwrap(),
-    ]);
+    let o = vul2safe(&["score", "--model", model.to_str().unwrap(), "--tokens", f.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let rows = v["logprobs"].as_array().unwrap();
     assert_eq!(rows[0].as_array().unwrap().len(), 3);
     assert_eq!(rows[1].as_array().unwrap().len(), 1);
     // Same numbers as the library computes.
     let m = vul2safe::model::Transformer::load(&vul2safe::backend::cpu::Cpu, &model).unwrap();
-    let want = m
-        .score(&vul2safe::backend::cpu::Cpu, &[vec![1, 2, 3, 4]])
-        .unwrap();
+    let want = m.score(&vul2safe::backend::cpu::Cpu, &[vec![1, 2, 3, 4]]).unwrap();
     for (a, b) in rows[0].as_array().unwrap().iter().zip(&want[0]) {
         assert!((a.as_f64().unwrap() as f32 - b).abs() < 1e-6);
     }
@@ -104,55 +77,13 @@ fn bad_inputs_fail_cleanly() {
     std::fs::write(&bad_json, r#"{"tokens": [[1, 2], "x"]}"#).unwrap();
     let oov = dir.path().join("oov.json");
     std::fs::write(&oov, r#"{"tokens": [[1, 9999]]}"#).unwrap();
-    fails_with(
-        &vul2safe(&[
-            "score",
-            "--model",
-            m,
-            "--tokens",
-            bad_json.to_str().unwrap(),
-        ]),
-        "expected JSON {\"tokens\"",
-    );
-    fails_with(
-        &vul2safe(&["score", "--model", m, "--tokens", oov.to_str().unwrap()]),
-        "token id 9999",
-    );
-    fails_with(
-        &vul2safe(&["score", "--model", m, "--tokens", "/nonexistent.json"]),
-        "/nonexistent.json",
-    );
-    fails_with(
-        &vul2safe(&["generate", "--model", "/nonexistent", "--prompt", "x"]),
-        "/nonexistent",
-    );
-    fails_with(
-        &vul2safe(&["generate", "--model", m, "--prompt", "x", "--top-p", "0"]),
-        "--top-p",
-    );
-    fails_with(
-        &vul2safe(&[
-            "generate",
-            "--model",
-            m,
-            "--prompt",
-            "x",
-            "--temperature=-1",
-        ]),
-        "--temperature",
-    );
-    fails_with(
-        &vul2safe(&[
-            "generate",
-            "--model",
-            m,
-            "--prompt",
-            "x",
-            "--max-new-tokens",
-            "lots",
-        ]),
-        "invalid value",
-    );
+    fails_with(&vul2safe(&["score", "--model", m, "--tokens", bad_json.to_str().unwrap()]), "expected JSON {\"tokens\"");
+    fails_with(&vul2safe(&["score", "--model", m, "--tokens", oov.to_str().unwrap()]), "token id 9999");
+    fails_with(&vul2safe(&["score", "--model", m, "--tokens", "/nonexistent.json"]), "/nonexistent.json");
+    fails_with(&vul2safe(&["generate", "--model", "/nonexistent", "--prompt", "x"]), "/nonexistent");
+    fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--top-p", "0"]), "--top-p");
+    fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--temperature=-1"]), "--temperature");
+    fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--max-new-tokens", "lots"]), "invalid value");
     fails_with(&vul2safe(&["bench", "cpu", "--seq", "1"]), "--seq");
 }
 
@@ -163,14 +94,6 @@ fn demo_trains_and_saves_a_loadable_model() {
     let o = vul2safe(&["demo", "--steps", "40", "--out", out.to_str().unwrap()]);
     let text = stdout(&o);
     assert!(text.contains("greedy sample after training"), "{text}");
-    let g = vul2safe(&[
-        "generate",
-        "--model",
-        out.to_str().unwrap(),
-        "--prompt",
-        "int ",
-        "--max-new-tokens",
-        "4",
-    ]);
+    let g = vul2safe(&["generate", "--model", out.to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
     assert!(stdout(&g).starts_with("int "));
 }

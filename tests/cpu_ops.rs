@@ -25,45 +25,21 @@ fn check_grad(what: &str, x: &[f32], analytic: &[f32], f: impl Fn(&[f32]) -> f64
         xp[i] += h;
         xm[i] -= h;
         let num = ((f(&xp) - f(&xm)) / (2.0 * h as f64)) as f32;
-        assert!(
-            (num - analytic[i]).abs() <= 2e-3 * scale.max(1e-3),
-            "{what}[{i}]: numeric {num} analytic {}",
-            analytic[i]
-        );
+        assert!((num - analytic[i]).abs() <= 2e-3 * scale.max(1e-3), "{what}[{i}]: numeric {num} analytic {}", analytic[i]);
     }
 }
 
 #[test]
 fn attention_backward_with_gqa_matches_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let sh = AttnShape {
-        batch: 2,
-        q_heads: 4,
-        kv_heads: 2,
-        q_len: 7,
-        kv_cap: 7,
-        head_dim: 8,
-    };
+    let sh = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 7, kv_cap: 7, head_dim: 8 };
     let nq = sh.batch * sh.q_heads * sh.q_len * sh.head_dim;
     let nk = sh.batch * sh.kv_heads * sh.kv_cap * sh.head_dim;
-    let (q, k, v, r) = (
-        randn(&mut rng, nq),
-        randn(&mut rng, nk),
-        randn(&mut rng, nk),
-        randn(&mut rng, nq),
-    );
+    let (q, k, v, r) = (randn(&mut rng, nq), randn(&mut rng, nk), randn(&mut rng, nk), randn(&mut rng, nq));
     let lens = [7, 7];
     let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
         let mut out = vec![0.0; nq];
-        Cpu.attention_fwd(
-            &mut out,
-            None,
-            &q.to_vec(),
-            &k.to_vec(),
-            &v.to_vec(),
-            sh,
-            &lens,
-        );
+        Cpu.attention_fwd(&mut out, None, &q.to_vec(), &k.to_vec(), &v.to_vec(), sh, &lens);
         dot(&out, &r)
     };
     let mut out = vec![0.0; nq];
@@ -82,14 +58,7 @@ fn decode_attention_equals_the_last_rows_of_prefill() {
     // rows of a full causal pass see.
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (t, hd) = (9, 16);
-    let full = AttnShape {
-        batch: 1,
-        q_heads: 2,
-        kv_heads: 1,
-        q_len: t,
-        kv_cap: t,
-        head_dim: hd,
-    };
+    let full = AttnShape { batch: 1, q_heads: 2, kv_heads: 1, q_len: t, kv_cap: t, head_dim: hd };
     let q = randn(&mut rng, 2 * t * hd);
     let (k, v) = (randn(&mut rng, t * hd), randn(&mut rng, t * hd));
     let mut out = vec![0.0; q.len()];
@@ -104,11 +73,7 @@ fn decode_attention_equals_the_last_rows_of_prefill() {
     for h in 0..2 {
         q2.extend_from_slice(&q[(h * t + t - 2) * hd..(h * t + t) * hd]);
     }
-    let dec = AttnShape {
-        q_len: 2,
-        kv_cap: cap,
-        ..full
-    };
+    let dec = AttnShape { q_len: 2, kv_cap: cap, ..full };
     let mut out2 = vec![0.0; q2.len()];
     Cpu.attention_fwd(&mut out2, None, &q2, &kc, &vc, dec, &[t]);
     for h in 0..2 {
@@ -132,14 +97,8 @@ fn weighted_cross_entropy_gradient_and_ignore_mask() {
     let l = Cpu.cross_entropy_inplace(&mut grad, &targets, &weights, vocab);
     assert!((l - loss(&logits)).abs() < 1e-9);
     check_grad("dlogits", &logits, &grad, loss);
-    assert!(
-        grad[vocab..2 * vocab].iter().all(|&g| g == 0.0),
-        "ignored row has zero gradient"
-    );
-    assert!(
-        grad[4 * vocab..].iter().all(|&g| g == 0.0),
-        "zero-weight row has zero gradient"
-    );
+    assert!(grad[vocab..2 * vocab].iter().all(|&g| g == 0.0), "ignored row has zero gradient");
+    assert!(grad[4 * vocab..].iter().all(|&g| g == 0.0), "zero-weight row has zero gradient");
     let lp = Cpu.target_logprobs(&logits, &targets, vocab);
     let row0 = &logits[..vocab];
     let z = row0.iter().map(|x| x.exp()).sum::<f32>().ln();
@@ -150,11 +109,7 @@ fn weighted_cross_entropy_gradient_and_ignore_mask() {
 fn rmsnorm_swiglu_and_rope_backward_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (rows, dim) = (3, 8);
-    let (x, w, r) = (
-        randn(&mut rng, rows * dim),
-        randn(&mut rng, dim),
-        randn(&mut rng, rows * dim),
-    );
+    let (x, w, r) = (randn(&mut rng, rows * dim), randn(&mut rng, dim), randn(&mut rng, rows * dim));
     let norm = |x: &[f32], w: &[f32]| {
         let (mut o, mut s) = (vec![0.0; rows * dim], vec![0.0; rows]);
         Cpu.rmsnorm_fwd(&mut o, &mut s, &x.to_vec(), &w.to_vec(), dim, 1e-5);
@@ -184,30 +139,18 @@ fn rmsnorm_swiglu_and_rope_backward_match_finite_differences() {
     let x = randn(&mut rng, 3 * 2 * 8);
     let mut y = x.clone();
     Cpu.rope_fwd(&mut y, &cos, &sin, &pos, 2, 8);
-    assert!(
-        (dot(&y, &y) - dot(&x, &x)).abs() < 1e-4,
-        "rotation keeps the norm"
-    );
+    assert!((dot(&y, &y) - dot(&x, &x)).abs() < 1e-4, "rotation keeps the norm");
     Cpu.rope_bwd(&mut y, &cos, &sin, &pos, 2, 8);
     assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5));
 }
 
 #[test]
 fn lr_schedule_warms_up_then_decays() {
-    let s = LrSchedule {
-        kind: ScheduleKind::Cosine,
-        peak: 1.0,
-        min: 0.1,
-        warmup_steps: 10,
-        total_steps: 110,
-    };
+    let s = LrSchedule { kind: ScheduleKind::Cosine, peak: 1.0, min: 0.1, warmup_steps: 10, total_steps: 110 };
     assert!((s.lr_at(0) - 0.1).abs() < 1e-6 && (s.lr_at(9) - 1.0).abs() < 1e-6);
     assert!((s.lr_at(60) - 0.55).abs() < 1e-5, "halfway through cosine");
     assert!((s.lr_at(110) - 0.1).abs() < 1e-6 && (s.lr_at(500) - 0.1).abs() < 1e-6);
-    let l = LrSchedule {
-        kind: ScheduleKind::Linear,
-        ..s
-    };
+    let l = LrSchedule { kind: ScheduleKind::Linear, ..s };
     assert!((l.lr_at(60) - 0.55).abs() < 1e-5 && (l.lr_at(35) - 0.775).abs() < 1e-5);
 }
 
@@ -218,15 +161,7 @@ fn embedding_backward_sums_repeated_tokens() {
     let dout: Vec<f32> = (0..16).map(|i| i as f32).collect();
     let mut dt = vec![1.0; vocab * dim];
     Cpu.embedding_bwd(&mut dt, &dout, &ids, dim);
-    assert_eq!(
-        &dt[8..12],
-        &[
-            1.0 + 0.0 + 8.0 + 12.0,
-            1.0 + 1.0 + 9.0 + 13.0,
-            1.0 + 2.0 + 10.0 + 14.0,
-            1.0 + 3.0 + 11.0 + 15.0
-        ]
-    );
+    assert_eq!(&dt[8..12], &[1.0 + 0.0 + 8.0 + 12.0, 1.0 + 1.0 + 9.0 + 13.0, 1.0 + 2.0 + 10.0 + 14.0, 1.0 + 3.0 + 11.0 + 15.0]);
     assert_eq!(&dt[20..24], &[5.0, 6.0, 7.0, 8.0]);
     assert!(dt[..8].iter().all(|&v| v == 1.0));
 }

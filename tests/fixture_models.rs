@@ -23,10 +23,7 @@ fn batch(e: &Expected) -> Batch {
     let (b, t) = (shape[0], shape[1]);
     let ids: Vec<u32> = e.i64("input_ids").iter().map(|&x| x as u32).collect();
     let mask: Vec<bool> = e.i64("labels").iter().map(|&x| x != -100).collect();
-    let counted = (0..b)
-        .flat_map(|r| (1..t).map(move |i| r * t + i))
-        .filter(|&i| mask[i])
-        .count();
+    let counted = (0..b).flat_map(|r| (1..t).map(move |i| r * t + i)).filter(|&i| mask[i]).count();
     Batch::causal_lm(ids, &mask, b, t, counted as f32)
 }
 
@@ -36,13 +33,7 @@ fn logits_match_transformers() {
         let (m, e) = load(name);
         let b = batch(&e);
         let logits = m.forward_logits(&Cpu, &b.ids, b.batch, b.seq).unwrap();
-        assert_close(
-            &format!("{name} logits"),
-            &logits,
-            &e.f32("logits"),
-            1e-4,
-            1e-5,
-        );
+        assert_close(&format!("{name} logits"), &logits, &e.f32("logits"), 1e-4, 1e-5);
     }
 }
 
@@ -55,18 +46,9 @@ fn loss_and_every_gradient_match_transformers() {
         let mut grads = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
         let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads).unwrap();
         let want = e.f32("loss")[0] as f64;
-        assert!(
-            (loss - want).abs() <= 1e-5 * want.abs(),
-            "{name}: loss {loss} vs {want}"
-        );
+        assert!((loss - want).abs() <= 1e-5 * want.abs(), "{name}: loss {loss} vs {want}");
         for (spec, g) in tensor_specs(&m.cfg).iter().zip(grads.iter()) {
-            assert_close(
-                &format!("{name} grad {}", spec.name),
-                g,
-                &e.f32(&format!("grad.{}", spec.name)),
-                1e-4,
-                1e-5,
-            );
+            assert_close(&format!("{name} grad {}", spec.name), g, &e.f32(&format!("grad.{}", spec.name)), 1e-4, 1e-5);
         }
     }
 }
@@ -77,9 +59,7 @@ fn gradient_accumulation_equals_one_big_batch() {
     let full = batch(&e);
     let mut st = TrainState::new(&Cpu, &m.cfg, full.batch, full.seq);
     let mut g_full = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-    let loss_full = m
-        .forward_backward(&Cpu, &full, &mut st, &mut g_full)
-        .unwrap();
+    let loss_full = m.forward_backward(&Cpu, &full, &mut st, &mut g_full).unwrap();
 
     let mut st1 = TrainState::new(&Cpu, &m.cfg, 1, full.seq);
     let mut g_acc = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
@@ -93,9 +73,7 @@ fn gradient_accumulation_equals_one_big_batch() {
             targets: full.targets[span.clone()].to_vec(),
             weights: full.weights[span].to_vec(),
         };
-        loss_acc += m
-            .forward_backward(&Cpu, &micro, &mut st1, &mut g_acc)
-            .unwrap();
+        loss_acc += m.forward_backward(&Cpu, &micro, &mut st1, &mut g_acc).unwrap();
     }
     assert!((loss_full - loss_acc).abs() < 1e-6 * loss_full.abs());
     for (a, b) in g_acc.iter().into_iter().zip(g_full.iter()) {
@@ -107,10 +85,7 @@ fn gradient_accumulation_equals_one_big_batch() {
 fn two_adamw_steps_match_torch() {
     for name in MODELS {
         let (m, e) = load(name);
-        let hp: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(fixture_dir(name).join("adamw.json")).unwrap(),
-        )
-        .unwrap();
+        let hp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir(name).join("adamw.json")).unwrap()).unwrap();
         let f = |k: &str| hp[k].as_f64().unwrap() as f32;
         let opt = AdamWConfig {
             beta1: hp["betas"][0].as_f64().unwrap() as f32,
@@ -119,13 +94,7 @@ fn two_adamw_steps_match_torch() {
             weight_decay: f("weight_decay"),
         };
         let lr = f("lr");
-        let sched = LrSchedule {
-            kind: ScheduleKind::Constant,
-            peak: lr,
-            min: lr,
-            warmup_steps: 0,
-            total_steps: 2,
-        };
+        let sched = LrSchedule { kind: ScheduleKind::Constant, peak: lr, min: lr, warmup_steps: 0, total_steps: 2 };
         let b = batch(&e);
         let cfg = m.cfg.clone();
         let mut tr = Trainer::new(&Cpu, m, b.batch, b.seq, opt, sched, f("max_grad_norm"));
@@ -139,13 +108,7 @@ fn two_adamw_steps_match_torch() {
             // gradients: torch's own f32 run differs from its f64 run by up to
             // 2e-3 of a tensor's scale here, so this band is 3e-3 of the scale.
             // The optimizer math itself is checked tightly in `adamw_update_matches_torch`.
-            assert_close(
-                &format!("{name} step2 {}", spec.name),
-                p,
-                &e.f32(&format!("step2.{}", spec.name)),
-                0.0,
-                3e-3,
-            );
+            assert_close(&format!("{name} step2 {}", spec.name), p, &e.f32(&format!("step2.{}", spec.name)), 0.0, 3e-3);
         }
     }
 }
@@ -154,9 +117,7 @@ fn two_adamw_steps_match_torch() {
 fn adamw_update_matches_torch() {
     use vul2safe::backend::{AdamWStep, Backend};
     let e = Expected::file("adamw_unit.safetensors");
-    let hp: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture_dir("llama_a/adamw.json")).unwrap())
-            .unwrap();
+    let hp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture_dir("llama_a/adamw.json")).unwrap()).unwrap();
     let f = |v: &serde_json::Value| v.as_f64().unwrap() as f32;
     let mut p = e.f32("p0");
     let (mut m, mut v) = (vec![0.0; p.len()], vec![0.0; p.len()]);
@@ -180,10 +141,7 @@ fn greedy_generation_matches_transformers() {
         let (m, e) = load(name);
         let prompt: Vec<u32> = e.i64("greedy_prompt").iter().map(|&x| x as u32).collect();
         let want: Vec<u32> = e.i64("greedy_tokens").iter().map(|&x| x as u32).collect();
-        let cfg = SamplingConfig {
-            max_new_tokens: want.len(),
-            ..Default::default()
-        };
+        let cfg = SamplingConfig { max_new_tokens: want.len(), ..Default::default() };
         let got = generate(&Cpu, &m, &[prompt], &cfg).unwrap().remove(0);
         assert_eq!(got.tokens, want, "{name}");
     }

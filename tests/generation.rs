@@ -20,10 +20,7 @@ fn greedy_no_cache(m: &Transformer<Cpu>, prompt: &[u32], n: usize) -> Vec<u32> {
     for _ in 0..n {
         let logits = m.forward_logits(&Cpu, &seq, 1, seq.len()).unwrap();
         let last = &logits[(seq.len() - 1) * v..];
-        let best = last
-            .iter()
-            .enumerate()
-            .fold(0, |b, (i, &x)| if x > last[b] { i } else { b });
+        let best = last.iter().enumerate().fold(0, |b, (i, &x)| if x > last[b] { i } else { b });
         seq.push(best as u32);
     }
     seq[prompt.len()..].to_vec()
@@ -33,15 +30,8 @@ fn greedy_no_cache(m: &Transformer<Cpu>, prompt: &[u32], n: usize) -> Vec<u32> {
 fn batched_kv_cache_greedy_matches_full_forward() {
     for name in ["llama_a", "qwen2_b"] {
         let m = model(name);
-        let prompts: Vec<Vec<u32>> = vec![
-            vec![5, 17, 200, 3],
-            vec![9],
-            vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11],
-        ];
-        let cfg = SamplingConfig {
-            max_new_tokens: 16,
-            ..Default::default()
-        };
+        let prompts: Vec<Vec<u32>> = vec![vec![5, 17, 200, 3], vec![9], vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11]];
+        let cfg = SamplingConfig { max_new_tokens: 16, ..Default::default() };
         let got = generate(&Cpu, &m, &prompts, &cfg).unwrap();
         for (p, g) in prompts.iter().zip(&got) {
             assert_eq!(g.tokens, greedy_no_cache(&m, p, 16), "{name} prompt {p:?}");
@@ -53,15 +43,8 @@ fn batched_kv_cache_greedy_matches_full_forward() {
 fn logprobs_match_a_full_forward_of_the_sample() {
     let m = model("qwen2_b");
     let prompt = vec![4u32, 8, 15, 16, 23, 42];
-    let cfg = SamplingConfig {
-        max_new_tokens: 10,
-        temperature: 1.0,
-        seed: 7,
-        ..Default::default()
-    };
-    let g = generate(&Cpu, &m, std::slice::from_ref(&prompt), &cfg)
-        .unwrap()
-        .remove(0);
+    let cfg = SamplingConfig { max_new_tokens: 10, temperature: 1.0, seed: 7, ..Default::default() };
+    let g = generate(&Cpu, &m, std::slice::from_ref(&prompt), &cfg).unwrap().remove(0);
     let full: Vec<u32> = prompt.iter().chain(&g.tokens).copied().collect();
     let scored = m.score(&Cpu, &[full]).unwrap().remove(0);
     let tail = &scored[prompt.len() - 1..];
@@ -74,16 +57,8 @@ fn logprobs_match_a_full_forward_of_the_sample() {
 fn sampling_is_seeded_and_seeds_differ() {
     let m = model("llama_a");
     let run = |seed| {
-        let cfg = SamplingConfig {
-            max_new_tokens: 20,
-            temperature: 1.5,
-            seed,
-            ..Default::default()
-        };
-        generate(&Cpu, &m, &[vec![1, 2, 3]], &cfg)
-            .unwrap()
-            .remove(0)
-            .tokens
+        let cfg = SamplingConfig { max_new_tokens: 20, temperature: 1.5, seed, ..Default::default() };
+        generate(&Cpu, &m, &[vec![1, 2, 3]], &cfg).unwrap().remove(0).tokens
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
@@ -93,31 +68,14 @@ fn sampling_is_seeded_and_seeds_differ() {
 fn stop_tokens_end_a_row_and_other_rows_continue() {
     let m = model("llama_a");
     let prompts = vec![vec![1u32, 2, 3], vec![40, 41]];
-    let free = generate(
-        &Cpu,
-        &m,
-        &prompts,
-        &SamplingConfig {
-            max_new_tokens: 12,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let free = generate(&Cpu, &m, &prompts, &SamplingConfig { max_new_tokens: 12, ..Default::default() }).unwrap();
     let stop = free[0].tokens[2];
-    let cfg = SamplingConfig {
-        max_new_tokens: 12,
-        stop_tokens: vec![stop],
-        ..Default::default()
-    };
+    let cfg = SamplingConfig { max_new_tokens: 12, stop_tokens: vec![stop], ..Default::default() };
     let got = generate(&Cpu, &m, &prompts, &cfg).unwrap();
     let first_stop = free[0].tokens.iter().position(|&t| t == stop).unwrap();
     assert_eq!(got[0].tokens, free[0].tokens[..=first_stop]);
     assert!(got[0].stopped);
-    let other_stop = free[1]
-        .tokens
-        .iter()
-        .position(|&t| t == stop)
-        .map_or(12, |i| i + 1);
+    let other_stop = free[1].tokens.iter().position(|&t| t == stop).map_or(12, |i| i + 1);
     assert_eq!(got[1].tokens, free[1].tokens[..other_stop]);
 }
 
@@ -125,21 +83,9 @@ fn stop_tokens_end_a_row_and_other_rows_continue() {
 fn top_k_and_top_p_restrict_the_choice() {
     let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let k1 = SamplingConfig {
-        temperature: 1.0,
-        top_k: 1,
-        ..Default::default()
-    };
-    let p_small = SamplingConfig {
-        temperature: 1.0,
-        top_p: 0.3,
-        ..Default::default()
-    };
-    let k2 = SamplingConfig {
-        temperature: 1.0,
-        top_k: 2,
-        ..Default::default()
-    };
+    let k1 = SamplingConfig { temperature: 1.0, top_k: 1, ..Default::default() };
+    let p_small = SamplingConfig { temperature: 1.0, top_p: 0.3, ..Default::default() };
+    let k2 = SamplingConfig { temperature: 1.0, top_k: 2, ..Default::default() };
     let mut seen_k2 = [false; 5];
     for _ in 0..200 {
         assert_eq!(sample_row(&logits, &k1, &mut rng).0, 0);
@@ -160,8 +106,5 @@ fn out_of_vocab_prompt_is_an_error_not_a_panic() {
     let err = generate(&Cpu, &m, &[vec![1, 5000]], &SamplingConfig::default()).unwrap_err();
     assert!(format!("{err:#}").contains("token id 5000"), "{err:#}");
     let err = m.score(&Cpu, &[vec![1, 2, 331]]).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("out of range for vocab size 331"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("out of range for vocab size 331"), "{err:#}");
 }

@@ -10,11 +10,7 @@ use vul2safe::model::Transformer;
 use vul2safe::tokenizer::Tokenizer;
 
 #[derive(Parser)]
-#[command(
-    name = "vul2safe",
-    version,
-    about = "Train code LLMs to write secure code (Vul2Safe / SRCode)"
-)]
+#[command(name = "vul2safe", version, about = "Train code LLMs to write secure code (Vul2Safe / SRCode)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -104,27 +100,11 @@ fn run(cli: Cli) -> Result<()> {
     let be = Cpu;
     match cli.cmd {
         Cmd::Demo { steps, seed, out } => {
-            let opts = vul2safe::demo::DemoOptions {
-                steps,
-                seed,
-                ..Default::default()
-            };
+            let opts = vul2safe::demo::DemoOptions { steps, seed, ..Default::default() };
             let r = vul2safe::demo::run(&opts, out.as_deref(), |line| println!("{line}"))?;
-            println!(
-                "demo: loss {:.3} -> {:.3}, {:.0} train tok/s",
-                r.first_loss, r.final_loss, r.tokens_per_sec
-            );
+            println!("demo: loss {:.3} -> {:.3}, {:.0} train tok/s", r.first_loss, r.final_loss, r.tokens_per_sec);
         }
-        Cmd::Generate {
-            model,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            json,
-        } => {
+        Cmd::Generate { model, prompt, max_new_tokens, temperature, top_k, top_p, seed, json } => {
             validate_sampling(temperature, top_p)?;
             let tok = Tokenizer::load(&model)?;
             let m = Transformer::load(&be, &model)?;
@@ -132,40 +112,25 @@ fn run(cli: Cli) -> Result<()> {
             if ids.is_empty() {
                 bail!("--prompt encodes to no tokens");
             }
-            let cfg = SamplingConfig {
-                max_new_tokens,
-                temperature,
-                top_k,
-                top_p,
-                seed,
-                stop_tokens: m.cfg.eos_token_ids.clone(),
-            };
+            let cfg = SamplingConfig { max_new_tokens, temperature, top_k, top_p, seed, stop_tokens: m.cfg.eos_token_ids.clone() };
             let g = generate(&be, &m, std::slice::from_ref(&ids), &cfg)?.remove(0);
             if json {
-                let v = serde_json::json!({"prompt_tokens": ids, "tokens": g.tokens, "logprobs": g.logprobs, "text": tok.decode(&g.tokens)?});
+                let v =
+                    serde_json::json!({"prompt_tokens": ids, "tokens": g.tokens, "logprobs": g.logprobs, "text": tok.decode(&g.tokens)?});
                 println!("{v}");
             } else {
                 println!("{}{}", prompt, tok.decode(&g.tokens)?);
             }
         }
         Cmd::Score { model, tokens } => {
-            let text = std::fs::read_to_string(&tokens)
-                .with_context(|| format!("reading {}", tokens.display()))?;
-            let input: ScoreInput = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: expected JSON {{\"tokens\": [[ids...], ...]}}",
-                    tokens.display()
-                )
-            })?;
+            let text = std::fs::read_to_string(&tokens).with_context(|| format!("reading {}", tokens.display()))?;
+            let input: ScoreInput = serde_json::from_str(&text)
+                .with_context(|| format!("{}: expected JSON {{\"tokens\": [[ids...], ...]}}", tokens.display()))?;
             let m = Transformer::load(&be, &model)?;
-            let lp = m
-                .score(&be, &input.tokens)
-                .with_context(|| format!("scoring {}", tokens.display()))?;
+            let lp = m.score(&be, &input.tokens).with_context(|| format!("scoring {}", tokens.display()))?;
             println!("{}", serde_json::json!({ "logprobs": lp }));
         }
-        Cmd::Bench {
-            what: BenchCmd::Cpu { batch, seq, steps },
-        } => {
+        Cmd::Bench { what: BenchCmd::Cpu { batch, seq, steps } } => {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
             }

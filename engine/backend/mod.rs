@@ -25,42 +25,18 @@ pub struct MatMul {
 impl MatMul {
     /// `y[rows, out] = x[rows, in] · wᵀ` with `w` stored `[out, in]` (HF Linear layout).
     pub fn linear(rows: usize, d_in: usize, d_out: usize) -> MatMul {
-        MatMul {
-            m: rows,
-            n: d_out,
-            k: d_in,
-            trans_a: false,
-            trans_b: true,
-            accumulate: false,
-        }
+        MatMul { m: rows, n: d_out, k: d_in, trans_a: false, trans_b: true, accumulate: false }
     }
     /// `dx[rows, in] = dy[rows, out] · w`.
     pub fn linear_dx(rows: usize, d_in: usize, d_out: usize) -> MatMul {
-        MatMul {
-            m: rows,
-            n: d_in,
-            k: d_out,
-            trans_a: false,
-            trans_b: false,
-            accumulate: false,
-        }
+        MatMul { m: rows, n: d_in, k: d_out, trans_a: false, trans_b: false, accumulate: false }
     }
     /// `dw[out, in] += dyᵀ · x`.
     pub fn linear_dw(rows: usize, d_in: usize, d_out: usize) -> MatMul {
-        MatMul {
-            m: d_out,
-            n: d_in,
-            k: rows,
-            trans_a: true,
-            trans_b: false,
-            accumulate: true,
-        }
+        MatMul { m: d_out, n: d_in, k: rows, trans_a: true, trans_b: false, accumulate: true }
     }
     pub fn accumulating(self) -> MatMul {
-        MatMul {
-            accumulate: true,
-            ..self
-        }
+        MatMul { accumulate: true, ..self }
     }
 }
 
@@ -113,14 +89,7 @@ pub trait Backend: Sync {
     fn len(&self, buf: &Self::Buf) -> usize;
     fn fill_zero(&self, buf: &mut Self::Buf);
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
-    fn copy_range(
-        &self,
-        dst: &mut Self::Buf,
-        dst_off: usize,
-        src: &Self::Buf,
-        src_off: usize,
-        len: usize,
-    );
+    fn copy_range(&self, dst: &mut Self::Buf, dst_off: usize, src: &Self::Buf, src_off: usize, len: usize);
     /// `y += x`.
     fn add_inplace(&self, y: &mut Self::Buf, x: &Self::Buf);
     /// `buf *= s`.
@@ -141,15 +110,7 @@ pub trait Backend: Sync {
     fn embedding_bwd(&self, dtable: &mut Self::Buf, dout: &Self::Buf, ids: &[u32], dim: usize);
 
     // RMSNorm over rows of length `dim`: `out = x · rstd · w`, `rstd` saved per row.
-    fn rmsnorm_fwd(
-        &self,
-        out: &mut Self::Buf,
-        rstd: &mut Self::Buf,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dim: usize,
-        eps: f32,
-    );
+    fn rmsnorm_fwd(&self, out: &mut Self::Buf, rstd: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, dim: usize, eps: f32);
     /// Accumulates into both `dx` (the residual stream's gradient) and `dw`.
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_bwd(
@@ -165,25 +126,9 @@ pub trait Backend: Sync {
 
     // RoPE (HF rotate_half convention) on token-major `[rows, heads, head_dim]`,
     // in place. `cos`/`sin` are tables `[max_pos, head_dim / 2]`.
-    fn rope_fwd(
-        &self,
-        x: &mut Self::Buf,
-        cos: &Self::Buf,
-        sin: &Self::Buf,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-    );
+    fn rope_fwd(&self, x: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
     /// The inverse rotation, applied to a gradient in place.
-    fn rope_bwd(
-        &self,
-        dx: &mut Self::Buf,
-        cos: &Self::Buf,
-        sin: &Self::Buf,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-    );
+    fn rope_bwd(&self, dx: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
 
     /// `[batch, seq, heads, hd]` into `dst` laid out `[batch, heads, cap, hd]` at
     /// sequence offsets `starts[b]` (the KV cache write; `cap == seq` for training).
@@ -200,15 +145,7 @@ pub trait Backend: Sync {
         starts: &[usize],
     );
     /// `[batch, heads, seq, hd]` to `[batch, seq, heads, hd]`.
-    fn to_token_major(
-        &self,
-        dst: &mut Self::Buf,
-        src: &Self::Buf,
-        batch: usize,
-        seq: usize,
-        heads: usize,
-        head_dim: usize,
-    );
+    fn to_token_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
 
     /// Causal GQA attention; writes `out` (head-major, like `q`) and, when given,
     /// the row log-sum-exp `lse[batch, q_heads, q_len]` that the backward needs.
@@ -242,37 +179,17 @@ pub trait Backend: Sync {
     /// `h = silu(gate) · up`.
     fn swiglu_fwd(&self, h: &mut Self::Buf, gate: &Self::Buf, up: &Self::Buf);
     /// Overwrites `dgate` and `dup`.
-    fn swiglu_bwd(
-        &self,
-        dgate: &mut Self::Buf,
-        dup: &mut Self::Buf,
-        dh: &Self::Buf,
-        gate: &Self::Buf,
-        up: &Self::Buf,
-    );
+    fn swiglu_bwd(&self, dgate: &mut Self::Buf, dup: &mut Self::Buf, dh: &Self::Buf, gate: &Self::Buf, up: &Self::Buf);
 
     /// Fused softmax cross-entropy over `[rows, vocab]` logits, in place: the
     /// logits are overwritten by `weights[r] · (softmax - onehot)`. Rows whose
     /// target is [`IGNORE`] get zero gradient. Returns `Σ_r weights[r] · ce_r`.
-    fn cross_entropy_inplace(
-        &self,
-        logits: &mut Self::Buf,
-        targets: &[u32],
-        weights: &[f32],
-        vocab: usize,
-    ) -> f64;
+    fn cross_entropy_inplace(&self, logits: &mut Self::Buf, targets: &[u32], weights: &[f32], vocab: usize) -> f64;
     /// `log softmax(logits[r])[targets[r]]` for each row (rows with IGNORE give 0).
     fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> Vec<f32>;
 
     /// One decoupled-weight-decay Adam update of `param` in place.
-    fn adamw(
-        &self,
-        param: &mut Self::Buf,
-        grad: &Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
-        hp: AdamWStep,
-    );
+    fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamWStep);
 }
 
 /// Target id that marks a position with no loss.

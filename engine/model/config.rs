@@ -83,10 +83,7 @@ struct RawConfig {
 fn token_ids(v: &Option<Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64().map(|x| x as u32))
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64().map(|x| x as u32)).collect(),
         _ => vec![],
     }
 }
@@ -95,15 +92,8 @@ fn token_ids(v: &Option<Value>) -> Vec<u32> {
 /// rather than generate subtly wrong text.
 fn check_rope_type(v: &Option<Value>) -> Result<()> {
     if let Some(Value::Object(o)) = v {
-        let ty = o
-            .get("rope_type")
-            .or_else(|| o.get("type"))
-            .and_then(|t| t.as_str())
-            .unwrap_or("default");
-        ensure!(
-            ty == "default",
-            "unsupported rope scaling type {ty:?} (only plain RoPE is implemented)"
-        );
+        let ty = o.get("rope_type").or_else(|| o.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+        ensure!(ty == "default", "unsupported rope scaling type {ty:?} (only plain RoPE is implemented)");
     }
     Ok(())
 }
@@ -111,46 +101,27 @@ fn check_rope_type(v: &Option<Value>) -> Result<()> {
 impl ModelConfig {
     pub fn load(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        ModelConfig::from_json(&text)
-            .with_context(|| format!("invalid model config {}", path.display()))
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        ModelConfig::from_json(&text).with_context(|| format!("invalid model config {}", path.display()))
     }
 
     pub fn from_json(text: &str) -> Result<ModelConfig> {
         let raw: RawConfig = serde_json::from_str(text).context("malformed config.json")?;
-        let arch_name = raw
-            .architectures
-            .as_ref()
-            .and_then(|a| a.first().cloned())
-            .or(raw.model_type.clone())
-            .unwrap_or_default();
+        let arch_name = raw.architectures.as_ref().and_then(|a| a.first().cloned()).or(raw.model_type.clone()).unwrap_or_default();
         let arch = match arch_name.as_str() {
             "LlamaForCausalLM" | "llama" => Arch::Llama,
             "Qwen2ForCausalLM" | "qwen2" => Arch::Qwen2,
             other => bail!("unsupported architecture {other:?} (supported: LlamaForCausalLM, Qwen2ForCausalLM)"),
         };
         if let Some(act) = &raw.hidden_act {
-            ensure!(
-                act == "silu",
-                "unsupported hidden_act {act:?} (only silu/SwiGLU)"
-            );
+            ensure!(act == "silu", "unsupported hidden_act {act:?} (only silu/SwiGLU)");
         }
-        ensure!(
-            !raw.mlp_bias.unwrap_or(false),
-            "mlp_bias=true is not supported"
-        );
-        ensure!(
-            !raw.use_sliding_window.unwrap_or(false),
-            "use_sliding_window=true is not supported"
-        );
+        ensure!(!raw.mlp_bias.unwrap_or(false), "mlp_bias=true is not supported");
+        ensure!(!raw.use_sliding_window.unwrap_or(false), "use_sliding_window=true is not supported");
         let qkv_bias = match arch {
             Arch::Qwen2 => true,
             Arch::Llama => {
-                ensure!(
-                    !raw.attention_bias.unwrap_or(false),
-                    "Llama attention_bias=true is not supported"
-                );
+                ensure!(!raw.attention_bias.unwrap_or(false), "Llama attention_bias=true is not supported");
                 false
             }
         };
@@ -158,39 +129,22 @@ impl ModelConfig {
         check_rope_type(&raw.rope_parameters)?;
         let rope_theta = raw
             .rope_theta
-            .or_else(|| {
-                raw.rope_parameters
-                    .as_ref()
-                    .and_then(|p| p.get("rope_theta"))
-                    .and_then(|t| t.as_f64())
-                    .map(|t| t as f32)
-            })
+            .or_else(|| raw.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()).map(|t| t as f32))
             .unwrap_or(10_000.0);
         let dtype = match raw.dtype.as_ref().or(raw.torch_dtype.as_ref()) {
             Some(name) => DType::from_hf_name(name)?,
             None => DType::F32,
         };
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        ensure!(
-            raw.num_attention_heads > 0 && num_kv_heads > 0,
-            "attention heads must be positive"
-        );
+        ensure!(raw.num_attention_heads > 0 && num_kv_heads > 0, "attention heads must be positive");
         ensure!(
             raw.num_attention_heads % num_kv_heads == 0,
             "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
             raw.num_attention_heads
         );
-        let head_dim = raw
-            .head_dim
-            .unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        ensure!(
-            head_dim % 2 == 0 && head_dim > 0,
-            "head_dim {head_dim} must be even and positive"
-        );
-        ensure!(
-            raw.vocab_size > 0 && raw.hidden_size > 0 && raw.num_hidden_layers > 0,
-            "sizes must be positive"
-        );
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
+        ensure!(head_dim % 2 == 0 && head_dim > 0, "head_dim {head_dim} must be even and positive");
+        ensure!(raw.vocab_size > 0 && raw.hidden_size > 0 && raw.num_hidden_layers > 0, "sizes must be positive");
         Ok(ModelConfig {
             arch,
             vocab_size: raw.vocab_size,

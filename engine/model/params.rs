@@ -47,17 +47,9 @@ pub struct Params<T> {
 
 /// All tensors of a model in canonical order (the order of [`Params::iter`]).
 pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
-    let (d, f, q, kv) = (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-    );
+    let (d, f, q, kv) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
     let spec = |name: String, shape: Vec<usize>| TensorSpec { name, shape };
-    let mut s = vec![spec(
-        "model.embed_tokens.weight".into(),
-        vec![cfg.vocab_size, d],
-    )];
+    let mut s = vec![spec("model.embed_tokens.weight".into(), vec![cfg.vocab_size, d])];
     for l in 0..cfg.num_layers {
         let p = format!("model.layers.{l}");
         s.push(spec(format!("{p}.input_layernorm.weight"), vec![d]));
@@ -70,10 +62,7 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
             s.push(spec(format!("{p}.self_attn.v_proj.bias"), vec![kv]));
         }
         s.push(spec(format!("{p}.self_attn.o_proj.weight"), vec![d, q]));
-        s.push(spec(
-            format!("{p}.post_attention_layernorm.weight"),
-            vec![d],
-        ));
+        s.push(spec(format!("{p}.post_attention_layernorm.weight"), vec![d]));
         s.push(spec(format!("{p}.mlp.gate_proj.weight"), vec![f, d]));
         s.push(spec(format!("{p}.mlp.up_proj.weight"), vec![f, d]));
         s.push(spec(format!("{p}.mlp.down_proj.weight"), vec![d, f]));
@@ -87,21 +76,14 @@ pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
 
 impl<T> Params<T> {
     /// Builds every tensor in canonical order with `make(spec)`.
-    pub fn try_build(
-        cfg: &ModelConfig,
-        mut make: impl FnMut(&TensorSpec) -> Result<T>,
-    ) -> Result<Params<T>> {
+    pub fn try_build(cfg: &ModelConfig, mut make: impl FnMut(&TensorSpec) -> Result<T>) -> Result<Params<T>> {
         let mut specs = tensor_specs(cfg).into_iter();
         let mut next = || make(&specs.next().expect("tensor_specs covers every parameter"));
         let embed = next()?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for _ in 0..cfg.num_layers {
             let (attn_norm, wq, wk, wv) = (next()?, next()?, next()?, next()?);
-            let (bq, bk, bv) = if cfg.qkv_bias {
-                (Some(next()?), Some(next()?), Some(next()?))
-            } else {
-                (None, None, None)
-            };
+            let (bq, bk, bv) = if cfg.qkv_bias { (Some(next()?), Some(next()?), Some(next()?)) } else { (None, None, None) };
             layers.push(LayerParams {
                 attn_norm,
                 wq,
@@ -118,17 +100,8 @@ impl<T> Params<T> {
             });
         }
         let final_norm = next()?;
-        let lm_head = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(next()?)
-        };
-        Ok(Params {
-            embed,
-            layers,
-            final_norm,
-            lm_head,
-        })
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(next()?) };
+        Ok(Params { embed, layers, final_norm, lm_head })
     }
 
     pub fn build(cfg: &ModelConfig, mut make: impl FnMut(&TensorSpec) -> T) -> Params<T> {
@@ -153,13 +126,7 @@ impl<T> Params<T> {
         for l in &mut self.layers {
             v.extend([&mut l.attn_norm, &mut l.wq, &mut l.wk, &mut l.wv]);
             v.extend([&mut l.bq, &mut l.bk, &mut l.bv].into_iter().flatten());
-            v.extend([
-                &mut l.wo,
-                &mut l.mlp_norm,
-                &mut l.w_gate,
-                &mut l.w_up,
-                &mut l.w_down,
-            ]);
+            v.extend([&mut l.wo, &mut l.mlp_norm, &mut l.w_gate, &mut l.w_up, &mut l.w_down]);
         }
         v.push(&mut self.final_norm);
         v.extend(self.lm_head.as_mut());

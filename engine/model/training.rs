@@ -25,13 +25,7 @@ impl Batch {
     /// Next-token prediction on `ids`, with loss where `loss_mask` is true,
     /// averaged over the `normalizer` counted tokens (pass the total over all
     /// micro-batches of an accumulated step).
-    pub fn causal_lm(
-        ids: Vec<u32>,
-        loss_mask: &[bool],
-        batch: usize,
-        seq: usize,
-        normalizer: f32,
-    ) -> Batch {
+    pub fn causal_lm(ids: Vec<u32>, loss_mask: &[bool], batch: usize, seq: usize, normalizer: f32) -> Batch {
         assert_eq!(ids.len(), batch * seq);
         assert_eq!(loss_mask.len(), ids.len());
         let mut targets = vec![IGNORE; ids.len()];
@@ -45,13 +39,7 @@ impl Batch {
                 }
             }
         }
-        Batch {
-            batch,
-            seq,
-            ids,
-            targets,
-            weights,
-        }
+        Batch { batch, seq, ids, targets, weights }
     }
 
     /// Tokens that carry loss in this batch.
@@ -120,12 +108,7 @@ fn head_chunk_rows(tokens: usize, vocab: usize) -> usize {
 impl<B: Backend> TrainState<B> {
     pub fn new(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
         let n = batch * seq;
-        let (d, f, qd, kvd) = (
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.q_dim(),
-            cfg.kv_dim(),
-        );
+        let (d, f, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
         let heads = batch * cfg.num_heads * seq;
         let layers = (0..cfg.num_layers)
             .map(|_| LayerActs {
@@ -180,13 +163,7 @@ impl<B: Backend> TrainState<B> {
 impl<B: Backend> Transformer<B> {
     /// Forward and backward on one micro-batch. Gradients are *added* to
     /// `grads`; returns `Σ weights · cross-entropy` (the weighted loss).
-    pub fn forward_backward(
-        &self,
-        be: &B,
-        batch: &Batch,
-        st: &mut TrainState<B>,
-        grads: &mut Params<B::Buf>,
-    ) -> Result<f64> {
+    pub fn forward_backward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, grads: &mut Params<B::Buf>) -> Result<f64> {
         ensure!(
             batch.batch == st.batch && batch.seq == st.seq,
             "batch shape {}×{} does not match the training state's {}×{}",
@@ -196,20 +173,10 @@ impl<B: Backend> Transformer<B> {
             st.seq
         );
         let n = batch.batch * batch.seq;
-        ensure!(
-            batch.ids.len() == n && batch.targets.len() == n && batch.weights.len() == n,
-            "batch arrays must all hold {n} entries"
-        );
+        ensure!(batch.ids.len() == n && batch.targets.len() == n && batch.weights.len() == n, "batch arrays must all hold {n} entries");
         check_ids(&batch.ids, self.cfg.vocab_size)?;
-        if let Some(t) = batch
-            .targets
-            .iter()
-            .find(|&&t| t != IGNORE && t as usize >= self.cfg.vocab_size)
-        {
-            anyhow::bail!(
-                "target id {t} is out of range for vocab size {}",
-                self.cfg.vocab_size
-            );
+        if let Some(t) = batch.targets.iter().find(|&&t| t != IGNORE && t as usize >= self.cfg.vocab_size) {
+            anyhow::bail!("target id {t} is out of range for vocab size {}", self.cfg.vocab_size);
         }
         let positions: Vec<u32> = (0..n).map(|i| (i % batch.seq) as u32).collect();
         self.train_forward(be, batch, &positions, st);
@@ -220,27 +187,14 @@ impl<B: Backend> Transformer<B> {
 
     fn attn_shape(&self, batch: usize, seq: usize) -> AttnShape {
         let c = &self.cfg;
-        AttnShape {
-            batch,
-            q_heads: c.num_heads,
-            kv_heads: c.num_kv_heads,
-            q_len: seq,
-            kv_cap: seq,
-            head_dim: c.head_dim,
-        }
+        AttnShape { batch, q_heads: c.num_heads, kv_heads: c.num_kv_heads, q_len: seq, kv_cap: seq, head_dim: c.head_dim }
     }
 
     fn train_forward(&self, be: &B, batch: &Batch, positions: &[u32], st: &mut TrainState<B>) {
         let c = &self.cfg;
         let (bs, t) = (batch.batch, batch.seq);
         let n = bs * t;
-        let (d, f, h, hkv, hd) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_heads,
-            c.num_kv_heads,
-            c.head_dim,
-        );
+        let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let zero = vec![0usize; bs];
         let kv_lens = vec![t; bs];
         let shape = self.attn_shape(bs, t);
@@ -249,89 +203,21 @@ impl<B: Backend> Transformer<B> {
             let p = &self.params.layers[l];
             let (done, rest) = st.layers.split_at_mut(l + 1);
             let a = &mut done[l];
-            be.rmsnorm_fwd(
-                &mut a.ln1,
-                &mut a.rstd1,
-                &a.x_in,
-                &p.attn_norm,
-                d,
-                c.rms_norm_eps,
-            );
+            be.rmsnorm_fwd(&mut a.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             // q goes through att_tok as token-major scratch before its head-major home.
-            project(
-                be,
-                &mut a.att_tok,
-                &a.ln1,
-                &p.wq,
-                p.bq.as_ref(),
-                n,
-                d,
-                h * hd,
-            );
-            project(
-                be,
-                &mut st.k_tok,
-                &a.ln1,
-                &p.wk,
-                p.bk.as_ref(),
-                n,
-                d,
-                hkv * hd,
-            );
-            project(
-                be,
-                &mut st.v_tok,
-                &a.ln1,
-                &p.wv,
-                p.bv.as_ref(),
-                n,
-                d,
-                hkv * hd,
-            );
-            be.rope_fwd(
-                &mut a.att_tok,
-                &self.rope_cos,
-                &self.rope_sin,
-                positions,
-                h,
-                hd,
-            );
-            be.rope_fwd(
-                &mut st.k_tok,
-                &self.rope_cos,
-                &self.rope_sin,
-                positions,
-                hkv,
-                hd,
-            );
+            project(be, &mut a.att_tok, &a.ln1, &p.wq, p.bq.as_ref(), n, d, h * hd);
+            project(be, &mut st.k_tok, &a.ln1, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
+            project(be, &mut st.v_tok, &a.ln1, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
+            be.rope_fwd(&mut a.att_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
+            be.rope_fwd(&mut st.k_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
             be.to_head_major(&mut a.q, &a.att_tok, bs, t, h, hd, t, &zero);
             be.to_head_major(&mut a.k, &st.k_tok, bs, t, hkv, hd, t, &zero);
             be.to_head_major(&mut a.v, &st.v_tok, bs, t, hkv, hd, t, &zero);
-            be.attention_fwd(
-                &mut a.att,
-                Some(&mut a.lse),
-                &a.q,
-                &a.k,
-                &a.v,
-                shape,
-                &kv_lens,
-            );
+            be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
             be.to_token_major(&mut a.att_tok, &a.att, bs, t, h, hd);
             be.copy_range(&mut a.x_mid, 0, &a.x_in, 0, n * d);
-            be.matmul(
-                &mut a.x_mid,
-                &a.att_tok,
-                &p.wo,
-                MatMul::linear(n, h * hd, d).accumulating(),
-            );
-            be.rmsnorm_fwd(
-                &mut a.ln2,
-                &mut a.rstd2,
-                &a.x_mid,
-                &p.mlp_norm,
-                d,
-                c.rms_norm_eps,
-            );
+            be.matmul(&mut a.x_mid, &a.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.rmsnorm_fwd(&mut a.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
             be.matmul(&mut a.gate, &a.ln2, &p.w_gate, MatMul::linear(n, d, f));
             be.matmul(&mut a.up, &a.ln2, &p.w_up, MatMul::linear(n, d, f));
             be.swiglu_fwd(&mut a.act, &a.gate, &a.up);
@@ -340,32 +226,14 @@ impl<B: Backend> Transformer<B> {
                 None => &mut st.x_final,
             };
             be.copy_range(x_out, 0, &a.x_mid, 0, n * d);
-            be.matmul(
-                x_out,
-                &a.act,
-                &p.w_down,
-                MatMul::linear(n, f, d).accumulating(),
-            );
+            be.matmul(x_out, &a.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
         }
-        be.rmsnorm_fwd(
-            &mut st.ln_f,
-            &mut st.rstd_f,
-            &st.x_final,
-            &self.params.final_norm,
-            d,
-            c.rms_norm_eps,
-        );
+        be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
     }
 
     /// LM head and cross-entropy in row chunks: logits → loss and dlogits in
     /// place → d(ln_f) into `st.d_ln` and the head's weight gradient.
-    fn head_loss_backward(
-        &self,
-        be: &B,
-        batch: &Batch,
-        st: &mut TrainState<B>,
-        grads: &mut Params<B::Buf>,
-    ) -> f64 {
+    fn head_loss_backward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, grads: &mut Params<B::Buf>) -> f64 {
         let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         let n = batch.batch * batch.seq;
         let head = self.head();
@@ -377,200 +245,57 @@ impl<B: Backend> Transformer<B> {
         for r0 in (0..n).step_by(st.head_rows) {
             let rows = st.head_rows.min(n - r0);
             be.copy_range(&mut st.head_x, 0, &st.ln_f, r0 * d, rows * d);
-            be.matmul(
-                &mut st.head_logits,
-                &st.head_x,
-                head,
-                MatMul::linear(rows, d, v),
-            );
-            loss += be.cross_entropy_inplace(
-                &mut st.head_logits,
-                &batch.targets[r0..r0 + rows],
-                &batch.weights[r0..r0 + rows],
-                v,
-            );
-            be.matmul(
-                &mut st.head_dx,
-                &st.head_logits,
-                head,
-                MatMul::linear_dx(rows, d, v),
-            );
-            be.matmul(
-                head_grad,
-                &st.head_logits,
-                &st.head_x,
-                MatMul::linear_dw(rows, d, v),
-            );
+            be.matmul(&mut st.head_logits, &st.head_x, head, MatMul::linear(rows, d, v));
+            loss += be.cross_entropy_inplace(&mut st.head_logits, &batch.targets[r0..r0 + rows], &batch.weights[r0..r0 + rows], v);
+            be.matmul(&mut st.head_dx, &st.head_logits, head, MatMul::linear_dx(rows, d, v));
+            be.matmul(head_grad, &st.head_logits, &st.head_x, MatMul::linear_dw(rows, d, v));
             be.copy_range(&mut st.d_ln, r0 * d, &st.head_dx, 0, rows * d);
         }
         loss
     }
 
-    fn train_backward(
-        &self,
-        be: &B,
-        batch: &Batch,
-        positions: &[u32],
-        st: &mut TrainState<B>,
-        grads: &mut Params<B::Buf>,
-    ) {
+    fn train_backward(&self, be: &B, batch: &Batch, positions: &[u32], st: &mut TrainState<B>, grads: &mut Params<B::Buf>) {
         let c = &self.cfg;
         let (bs, t) = (batch.batch, batch.seq);
         let n = bs * t;
-        let (d, f, h, hkv, hd) = (
-            c.hidden_size,
-            c.intermediate_size,
-            c.num_heads,
-            c.num_kv_heads,
-            c.head_dim,
-        );
+        let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let shape = self.attn_shape(bs, t);
         let zero = vec![0usize; bs];
         be.fill_zero(&mut st.d_resid);
-        be.rmsnorm_bwd(
-            &mut st.d_resid,
-            &mut grads.final_norm,
-            &st.d_ln,
-            &st.x_final,
-            &self.params.final_norm,
-            &st.rstd_f,
-            d,
-        );
+        be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
             let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &st.layers[l]);
             // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ
-            be.matmul(
-                &mut st.d_act,
-                &st.d_resid,
-                &p.w_down,
-                MatMul::linear_dx(n, f, d),
-            );
-            be.matmul(
-                &mut g.w_down,
-                &st.d_resid,
-                &a.act,
-                MatMul::linear_dw(n, f, d),
-            );
+            be.matmul(&mut st.d_act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
+            be.matmul(&mut g.w_down, &st.d_resid, &a.act, MatMul::linear_dw(n, f, d));
             be.swiglu_bwd(&mut st.d_gate, &mut st.d_up, &st.d_act, &a.gate, &a.up);
-            be.matmul(
-                &mut st.d_ln,
-                &st.d_gate,
-                &p.w_gate,
-                MatMul::linear_dx(n, d, f),
-            );
-            be.matmul(
-                &mut st.d_ln,
-                &st.d_up,
-                &p.w_up,
-                MatMul::linear_dx(n, d, f).accumulating(),
-            );
-            be.matmul(
-                &mut g.w_gate,
-                &st.d_gate,
-                &a.ln2,
-                MatMul::linear_dw(n, d, f),
-            );
+            be.matmul(&mut st.d_ln, &st.d_gate, &p.w_gate, MatMul::linear_dx(n, d, f));
+            be.matmul(&mut st.d_ln, &st.d_up, &p.w_up, MatMul::linear_dx(n, d, f).accumulating());
+            be.matmul(&mut g.w_gate, &st.d_gate, &a.ln2, MatMul::linear_dw(n, d, f));
             be.matmul(&mut g.w_up, &st.d_up, &a.ln2, MatMul::linear_dw(n, d, f));
-            be.rmsnorm_bwd(
-                &mut st.d_resid,
-                &mut g.mlp_norm,
-                &st.d_ln,
-                &a.x_mid,
-                &p.mlp_norm,
-                &a.rstd2,
-                d,
-            );
+            be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_ln, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
-            be.matmul(
-                &mut st.d_att_tok,
-                &st.d_resid,
-                &p.wo,
-                MatMul::linear_dx(n, h * hd, d),
-            );
-            be.matmul(
-                &mut g.wo,
-                &st.d_resid,
-                &a.att_tok,
-                MatMul::linear_dw(n, h * hd, d),
-            );
+            be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
+            be.matmul(&mut g.wo, &st.d_resid, &a.att_tok, MatMul::linear_dw(n, h * hd, d));
             be.to_head_major(&mut st.d_att, &st.d_att_tok, bs, t, h, hd, t, &zero);
-            be.attention_bwd(
-                &mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse,
-                shape,
-            );
+            be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
             be.to_token_major(&mut st.dq_tok, &st.dq, bs, t, h, hd);
             be.to_token_major(&mut st.dk_tok, &st.dk, bs, t, hkv, hd);
             be.to_token_major(&mut st.dv_tok, &st.dv, bs, t, hkv, hd);
-            be.rope_bwd(
-                &mut st.dq_tok,
-                &self.rope_cos,
-                &self.rope_sin,
-                positions,
-                h,
-                hd,
-            );
-            be.rope_bwd(
-                &mut st.dk_tok,
-                &self.rope_cos,
-                &self.rope_sin,
-                positions,
-                hkv,
-                hd,
-            );
-            for (db, dy) in [
-                (&mut g.bq, &st.dq_tok),
-                (&mut g.bk, &st.dk_tok),
-                (&mut g.bv, &st.dv_tok),
-            ] {
+            be.rope_bwd(&mut st.dq_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
+            be.rope_bwd(&mut st.dk_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
+            for (db, dy) in [(&mut g.bq, &st.dq_tok), (&mut g.bk, &st.dk_tok), (&mut g.bv, &st.dv_tok)] {
                 if let Some(db) = db.as_mut() {
                     be.bias_grad(db, dy, n);
                 }
             }
-            be.matmul(
-                &mut st.d_ln,
-                &st.dq_tok,
-                &p.wq,
-                MatMul::linear_dx(n, d, h * hd),
-            );
-            be.matmul(
-                &mut st.d_ln,
-                &st.dk_tok,
-                &p.wk,
-                MatMul::linear_dx(n, d, hkv * hd).accumulating(),
-            );
-            be.matmul(
-                &mut st.d_ln,
-                &st.dv_tok,
-                &p.wv,
-                MatMul::linear_dx(n, d, hkv * hd).accumulating(),
-            );
-            be.matmul(
-                &mut g.wq,
-                &st.dq_tok,
-                &a.ln1,
-                MatMul::linear_dw(n, d, h * hd),
-            );
-            be.matmul(
-                &mut g.wk,
-                &st.dk_tok,
-                &a.ln1,
-                MatMul::linear_dw(n, d, hkv * hd),
-            );
-            be.matmul(
-                &mut g.wv,
-                &st.dv_tok,
-                &a.ln1,
-                MatMul::linear_dw(n, d, hkv * hd),
-            );
-            be.rmsnorm_bwd(
-                &mut st.d_resid,
-                &mut g.attn_norm,
-                &st.d_ln,
-                &a.x_in,
-                &p.attn_norm,
-                &a.rstd1,
-                d,
-            );
+            be.matmul(&mut st.d_ln, &st.dq_tok, &p.wq, MatMul::linear_dx(n, d, h * hd));
+            be.matmul(&mut st.d_ln, &st.dk_tok, &p.wk, MatMul::linear_dx(n, d, hkv * hd).accumulating());
+            be.matmul(&mut st.d_ln, &st.dv_tok, &p.wv, MatMul::linear_dx(n, d, hkv * hd).accumulating());
+            be.matmul(&mut g.wq, &st.dq_tok, &a.ln1, MatMul::linear_dw(n, d, h * hd));
+            be.matmul(&mut g.wk, &st.dk_tok, &a.ln1, MatMul::linear_dw(n, d, hkv * hd));
+            be.matmul(&mut g.wv, &st.dv_tok, &a.ln1, MatMul::linear_dw(n, d, hkv * hd));
+            be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_ln, &a.x_in, &p.attn_norm, &a.rstd1, d);
         }
         be.embedding_bwd(&mut grads.embed, &st.d_resid, &batch.ids, d);
     }

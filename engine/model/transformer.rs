@@ -29,27 +29,19 @@ impl<B: Backend> Transformer<B> {
         let mut it = host.iter().into_iter();
         let params = Params::build(&cfg, |_| be.upload(it.next().expect("same parameter set")));
         let (cos, sin) = rope_tables(cfg.max_position_embeddings, cfg.head_dim, cfg.rope_theta);
-        Transformer {
-            rope_cos: be.upload(&cos),
-            rope_sin: be.upload(&sin),
-            cfg,
-            params,
-        }
+        Transformer { rope_cos: be.upload(&cos), rope_sin: be.upload(&sin), cfg, params }
     }
 
     /// Loads `config.json` and the safetensors weights of an HF folder.
     pub fn load(be: &B, dir: &Path) -> Result<Transformer<B>> {
         let cfg = ModelConfig::load(dir)?;
-        let host = load_params(dir, &cfg)
-            .with_context(|| format!("loading weights from {}", dir.display()))?;
+        let host = load_params(dir, &cfg).with_context(|| format!("loading weights from {}", dir.display()))?;
         Ok(Transformer::from_host(be, cfg, &host))
     }
 
     pub fn to_host(&self, be: &B) -> Params<Vec<f32>> {
         let mut it = self.params.iter().into_iter();
-        Params::build(&self.cfg, |_| {
-            be.download(it.next().expect("same parameter set"))
-        })
+        Params::build(&self.cfg, |_| be.download(it.next().expect("same parameter set")))
     }
 
     /// Writes an HF folder (config.json + model.safetensors) in f32.
@@ -65,47 +57,24 @@ impl<B: Backend> Transformer<B> {
     /// Runs `tq` new tokens per row through the model, appending their keys and
     /// values to `cache` at each row's current length. Returns the final-norm
     /// hidden states `[batch * tq, hidden]`.
-    pub fn forward_cached(
-        &self,
-        be: &B,
-        ids: &[u32],
-        tq: usize,
-        cache: &mut KvCache<B>,
-    ) -> Result<B::Buf> {
+    pub fn forward_cached(&self, be: &B, ids: &[u32], tq: usize, cache: &mut KvCache<B>) -> Result<B::Buf> {
         let cfg = &self.cfg;
         let (batch, d) = (cache.batch, cfg.hidden_size);
         let (h, hkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let n = batch * tq;
-        ensure!(
-            ids.len() == n,
-            "expected {n} token ids ({batch} rows × {tq}), got {}",
-            ids.len()
-        );
+        ensure!(ids.len() == n, "expected {n} token ids ({batch} rows × {tq}), got {}", ids.len());
         check_ids(ids, cfg.vocab_size)?;
         let need = cache.lens.iter().max().copied().unwrap_or(0) + tq;
-        ensure!(
-            need <= cache.cap,
-            "sequence length {need} exceeds the KV cache capacity {}",
-            cache.cap
-        );
+        ensure!(need <= cache.cap, "sequence length {need} exceeds the KV cache capacity {}", cache.cap);
         ensure!(
             need <= cfg.max_position_embeddings,
             "sequence length {need} exceeds max_position_embeddings {}",
             cfg.max_position_embeddings
         );
-        let positions: Vec<u32> = (0..n)
-            .map(|i| (cache.lens[i / tq] + i % tq) as u32)
-            .collect();
+        let positions: Vec<u32> = (0..n).map(|i| (cache.lens[i / tq] + i % tq) as u32).collect();
         let kv_lens: Vec<usize> = cache.lens.iter().map(|l| l + tq).collect();
         let zero_starts = vec![0usize; batch];
-        let shape = AttnShape {
-            batch,
-            q_heads: h,
-            kv_heads: hkv,
-            q_len: tq,
-            kv_cap: cache.cap,
-            head_dim: hd,
-        };
+        let shape = AttnShape { batch, q_heads: h, kv_heads: hkv, q_len: tq, kv_cap: cache.cap, head_dim: hd };
 
         let mut x = be.zeros(n * d);
         be.embedding_fwd(&mut x, &self.params.embed, ids, d);
@@ -124,101 +93,29 @@ impl<B: Backend> Transformer<B> {
             project(be, &mut q_tok, &ln, &p.wq, p.bq.as_ref(), n, d, h * hd);
             project(be, &mut k_tok, &ln, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
             project(be, &mut v_tok, &ln, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
-            be.rope_fwd(
-                &mut q_tok,
-                &self.rope_cos,
-                &self.rope_sin,
-                &positions,
-                h,
-                hd,
-            );
-            be.rope_fwd(
-                &mut k_tok,
-                &self.rope_cos,
-                &self.rope_sin,
-                &positions,
-                hkv,
-                hd,
-            );
+            be.rope_fwd(&mut q_tok, &self.rope_cos, &self.rope_sin, &positions, h, hd);
+            be.rope_fwd(&mut k_tok, &self.rope_cos, &self.rope_sin, &positions, hkv, hd);
             be.to_head_major(&mut q, &q_tok, batch, tq, h, hd, tq, &zero_starts);
-            be.to_head_major(
-                &mut cache.k[l],
-                &k_tok,
-                batch,
-                tq,
-                hkv,
-                hd,
-                cache.cap,
-                &cache.lens,
-            );
-            be.to_head_major(
-                &mut cache.v[l],
-                &v_tok,
-                batch,
-                tq,
-                hkv,
-                hd,
-                cache.cap,
-                &cache.lens,
-            );
-            be.attention_fwd(
-                &mut att,
-                None,
-                &q,
-                &cache.k[l],
-                &cache.v[l],
-                shape,
-                &kv_lens,
-            );
+            be.to_head_major(&mut cache.k[l], &k_tok, batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.to_head_major(&mut cache.v[l], &v_tok, batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.attention_fwd(&mut att, None, &q, &cache.k[l], &cache.v[l], shape, &kv_lens);
             be.to_token_major(&mut q_tok, &att, batch, tq, h, hd);
-            be.matmul(
-                &mut x,
-                &q_tok,
-                &p.wo,
-                MatMul::linear(n, h * hd, d).accumulating(),
-            );
+            be.matmul(&mut x, &q_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.mlp_norm, d, cfg.rms_norm_eps);
-            be.matmul(
-                &mut gate,
-                &ln,
-                &p.w_gate,
-                MatMul::linear(n, d, cfg.intermediate_size),
-            );
-            be.matmul(
-                &mut up,
-                &ln,
-                &p.w_up,
-                MatMul::linear(n, d, cfg.intermediate_size),
-            );
+            be.matmul(&mut gate, &ln, &p.w_gate, MatMul::linear(n, d, cfg.intermediate_size));
+            be.matmul(&mut up, &ln, &p.w_up, MatMul::linear(n, d, cfg.intermediate_size));
             be.swiglu_fwd(&mut act, &gate, &up);
-            be.matmul(
-                &mut x,
-                &act,
-                &p.w_down,
-                MatMul::linear(n, cfg.intermediate_size, d).accumulating(),
-            );
+            be.matmul(&mut x, &act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
         }
         cache.lens = kv_lens;
-        be.rmsnorm_fwd(
-            &mut ln,
-            &mut rstd,
-            &x,
-            &self.params.final_norm,
-            d,
-            cfg.rms_norm_eps,
-        );
+        be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &self.params.final_norm, d, cfg.rms_norm_eps);
         Ok(ln)
     }
 
     /// Logits `[rows, vocab]` for `rows` final hidden states.
     pub fn logits(&self, be: &B, hidden: &B::Buf, rows: usize) -> B::Buf {
         let mut out = be.zeros(rows * self.cfg.vocab_size);
-        be.matmul(
-            &mut out,
-            hidden,
-            self.head(),
-            MatMul::linear(rows, self.cfg.hidden_size, self.cfg.vocab_size),
-        );
+        be.matmul(&mut out, hidden, self.head(), MatMul::linear(rows, self.cfg.hidden_size, self.cfg.vocab_size));
         out
     }
 

@@ -23,20 +23,13 @@ const INDEX: &str = "model.safetensors.index.json";
 fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, HashMap<String, usize>)> {
     let index = dir.join(INDEX);
     if index.exists() {
-        let text = std::fs::read_to_string(&index)
-            .with_context(|| format!("reading {}", index.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("malformed {}", index.display()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .with_context(|| format!("{} has no weight_map", index.display()))?;
+        let text = std::fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("malformed {}", index.display()))?;
+        let map = v.get("weight_map").and_then(|m| m.as_object()).with_context(|| format!("{} has no weight_map", index.display()))?;
         let mut files: Vec<PathBuf> = Vec::new();
         let mut where_ = HashMap::new();
         for (name, file) in map {
-            let file = dir.join(file.as_str().with_context(|| {
-                format!("{}: weight_map[{name}] is not a string", index.display())
-            })?);
+            let file = dir.join(file.as_str().with_context(|| format!("{}: weight_map[{name}] is not a string", index.display()))?);
             let i = files.iter().position(|f| *f == file).unwrap_or_else(|| {
                 files.push(file.clone());
                 files.len() - 1
@@ -46,11 +39,7 @@ fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, HashMap<String, usize>)
         return Ok((files, where_));
     }
     let single = dir.join(SINGLE);
-    ensure!(
-        single.exists(),
-        "{} holds neither {SINGLE} nor {INDEX}",
-        dir.display()
-    );
+    ensure!(single.exists(), "{} holds neither {SINGLE} nor {INDEX}", dir.display());
     Ok((vec![single], HashMap::new()))
 }
 
@@ -62,11 +51,8 @@ fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 fn read_tensor(st: &SafeTensors, file: &Path, spec: &TensorSpec) -> Result<Vec<f32>> {
-    let t = st
-        .tensor(&spec.name)
-        .map_err(|_| anyhow::anyhow!("{}: missing tensor {}", file.display(), spec.name))?;
-    let dtype = DType::from_safetensors(t.dtype())
-        .with_context(|| format!("{}: tensor {}", file.display(), spec.name))?;
+    let t = st.tensor(&spec.name).map_err(|_| anyhow::anyhow!("{}: missing tensor {}", file.display(), spec.name))?;
+    let dtype = DType::from_safetensors(t.dtype()).with_context(|| format!("{}: tensor {}", file.display(), spec.name))?;
     ensure!(
         t.shape() == spec.shape.as_slice(),
         "{}: tensor {} has shape {:?} but the config implies {:?}",
@@ -81,27 +67,17 @@ fn read_tensor(st: &SafeTensors, file: &Path, spec: &TensorSpec) -> Result<Vec<f
 /// Loads every parameter of `cfg` from the HF folder `dir` as f32.
 pub fn load_params(dir: &Path, cfg: &ModelConfig) -> Result<Params<Vec<f32>>> {
     let (files, where_) = checkpoint_files(dir)?;
-    let maps = files
-        .iter()
-        .map(|f| map_file(f))
-        .collect::<Result<Vec<_>>>()?;
+    let maps = files.iter().map(|f| map_file(f)).collect::<Result<Vec<_>>>()?;
     let parsed = maps
         .iter()
         .zip(&files)
-        .map(|(m, f)| {
-            SafeTensors::deserialize(m)
-                .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", f.display()))
-        })
+        .map(|(m, f)| SafeTensors::deserialize(m).map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", f.display())))
         .collect::<Result<Vec<_>>>()?;
     Params::try_build(cfg, |spec| {
         let i = match where_.get(&spec.name) {
             Some(&i) => i,
             None if files.len() == 1 => 0,
-            None => bail!(
-                "{}: no shard holds tensor {}",
-                dir.join(INDEX).display(),
-                spec.name
-            ),
+            None => bail!("{}: no shard holds tensor {}", dir.join(INDEX).display(), spec.name),
         };
         read_tensor(&parsed[i], &files[i], spec)
     })
@@ -130,26 +106,14 @@ pub fn save_params(dir: &Path, cfg: &ModelConfig, params: &Params<Vec<f32>>) -> 
     let views = specs
         .iter()
         .zip(&tensors)
-        .map(|(s, t)| {
-            Ok((
-                s.name.clone(),
-                TensorView::new(
-                    safetensors::Dtype::F32,
-                    s.shape.clone(),
-                    bytemuck::cast_slice(t),
-                )?,
-            ))
-        })
+        .map(|(s, t)| Ok((s.name.clone(), TensorView::new(safetensors::Dtype::F32, s.shape.clone(), bytemuck::cast_slice(t))?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let bytes = safetensors::serialize(views, Some(meta)).context("serializing safetensors")?;
     atomic_write(&dir.join(SINGLE), &bytes)?;
     let mut hf = cfg.to_hf_json();
     hf["torch_dtype"] = serde_json::json!("float32");
-    atomic_write(
-        &dir.join("config.json"),
-        serde_json::to_string_pretty(&hf)?.as_bytes(),
-    )
+    atomic_write(&dir.join("config.json"), serde_json::to_string_pretty(&hf)?.as_bytes())
 }
 
 /// Parameter count per tensor name, for reports.

@@ -14,12 +14,7 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
     }
 }
 
@@ -35,25 +30,13 @@ pub struct AdamW<B: Backend> {
 impl<B: Backend> AdamW<B> {
     pub fn new(be: &B, model: &ModelConfig, cfg: AdamWConfig) -> AdamW<B> {
         let zeros = || Params::build(model, |s| be.zeros(s.numel()));
-        AdamW {
-            cfg,
-            m: zeros(),
-            v: zeros(),
-            step: 0,
-            decays: tensor_specs(model).iter().map(|s| s.decays()).collect(),
-        }
+        AdamW { cfg, m: zeros(), v: zeros(), step: 0, decays: tensor_specs(model).iter().map(|s| s.decays()).collect() }
     }
 
     pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32) {
         self.step += 1;
-        let (ps, gs, ms, vs) = (
-            params.iter_mut(),
-            grads.iter(),
-            self.m.iter_mut(),
-            self.v.iter_mut(),
-        );
-        for ((((p, g), m), v), &decays) in ps.into_iter().zip(gs).zip(ms).zip(vs).zip(&self.decays)
-        {
+        let (ps, gs, ms, vs) = (params.iter_mut(), grads.iter(), self.m.iter_mut(), self.v.iter_mut());
+        for ((((p, g), m), v), &decays) in ps.into_iter().zip(gs).zip(ms).zip(vs).zip(&self.decays) {
             let hp = AdamWStep {
                 lr,
                 beta1: self.cfg.beta1,
@@ -69,12 +52,7 @@ impl<B: Backend> AdamW<B> {
 
 /// The global L2 norm of all gradients.
 pub fn grad_norm<B: Backend>(be: &B, grads: &Params<B::Buf>) -> f64 {
-    grads
-        .iter()
-        .into_iter()
-        .map(|g| be.sum_squares(g))
-        .sum::<f64>()
-        .sqrt()
+    grads.iter().into_iter().map(|g| be.sum_squares(g)).sum::<f64>().sqrt()
 }
 
 /// Scales gradients so their global norm is at most `max_norm` (as

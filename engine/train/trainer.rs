@@ -39,14 +39,7 @@ impl<B: Backend> Trainer<B> {
         let grads = Params::build(&model.cfg, |s| be.zeros(s.numel()));
         let state = TrainState::new(be, &model.cfg, batch, seq);
         let opt = AdamW::new(be, &model.cfg, opt);
-        Trainer {
-            model,
-            grads,
-            opt,
-            schedule,
-            max_grad_norm,
-            state,
-        }
+        Trainer { model, grads, opt, schedule, max_grad_norm, state }
     }
 
     /// Accumulates gradients over `micro` (whose weights share one normalizer),
@@ -56,9 +49,7 @@ impl<B: Backend> Trainer<B> {
         zero_grads(be, &mut self.grads);
         let mut loss = 0.0;
         for b in micro {
-            loss += self
-                .model
-                .forward_backward(be, b, &mut self.state, &mut self.grads)?;
+            loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads)?;
         }
         let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);
         let lr = self.schedule.lr_at(self.opt.step);

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 use vul2safe::tensor::{bytes_to_f32, DType};
 
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// The tensors of a fixture's `expected.safetensors`.
@@ -24,9 +22,7 @@ impl Expected {
     }
     /// Any safetensors file under tests/fixtures.
     pub fn file(rel: &str) -> Expected {
-        Expected {
-            bytes: std::fs::read(fixture_dir(rel)).expect("fixture present"),
-        }
+        Expected { bytes: std::fs::read(fixture_dir(rel)).expect("fixture present") }
     }
     fn view(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).expect("valid fixture")
@@ -36,24 +32,14 @@ impl Expected {
     }
     pub fn f32(&self, name: &str) -> Vec<f32> {
         let st = self.view();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("fixture tensor {name}"));
-        bytes_to_f32(
-            t.data(),
-            DType::from_safetensors(t.dtype()).expect("float fixture"),
-        )
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        bytes_to_f32(t.data(), DType::from_safetensors(t.dtype()).expect("float fixture"))
     }
     pub fn i64(&self, name: &str) -> Vec<i64> {
         let st = self.view();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("fixture tensor {name}"));
+        let t = st.tensor(name).unwrap_or_else(|_| panic!("fixture tensor {name}"));
         assert_eq!(t.dtype(), safetensors::Dtype::I64);
-        t.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
     }
     pub fn shape(&self, name: &str) -> Vec<usize> {
         self.view().tensor(name).unwrap().shape().to_vec()
@@ -74,12 +60,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol_frac:
             at = i;
         }
     }
-    assert!(
-        worst <= 0.0,
-        "{what}: element {at} got {} want {} (scale {scale})",
-        got[at],
-        want[at]
-    );
+    assert!(worst <= 0.0, "{what}: element {at} got {} want {} (scale {scale})", got[at], want[at]);
 }
 
 /// Largest `|a - b|` relative to the largest `|b|`.

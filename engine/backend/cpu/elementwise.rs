@@ -7,31 +7,25 @@ const CHUNK: usize = 1 << 14;
 
 pub fn add_inplace(y: &mut [f32], x: &[f32]) {
     assert_eq!(y.len(), x.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, x) in y.iter_mut().zip(x) {
-                *y += x;
-            }
-        });
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += x;
+        }
+    });
 }
 
 pub fn scale(buf: &mut [f32], s: f32) {
-    buf.par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|v| *v *= s));
+    buf.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= s));
 }
 
 pub fn sum_squares(buf: &[f32]) -> f64 {
-    buf.par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
-        .sum()
+    buf.par_chunks(CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum()
 }
 
 pub fn add_bias(y: &mut [f32], bias: &[f32], rows: usize) {
     let cols = bias.len();
     assert_eq!(y.len(), rows * cols);
-    y.par_chunks_mut(cols)
-        .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+    y.par_chunks_mut(cols).for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
 }
 
 pub fn bias_grad(dbias: &mut [f32], dy: &[f32], rows: usize) {
@@ -39,27 +33,22 @@ pub fn bias_grad(dbias: &mut [f32], dy: &[f32], rows: usize) {
     assert_eq!(dy.len(), rows * cols);
     // Column sums: each task owns a stripe of columns, so no reduction races.
     let stripe = cols.div_ceil(rayon::current_num_threads()).max(64);
-    dbias
-        .par_chunks_mut(stripe)
-        .enumerate()
-        .for_each(|(s, db)| {
-            let (c0, w) = (s * stripe, db.len());
-            for row in dy.chunks_exact(cols) {
-                for (d, v) in db.iter_mut().zip(&row[c0..c0 + w]) {
-                    *d += v;
-                }
+    dbias.par_chunks_mut(stripe).enumerate().for_each(|(s, db)| {
+        let (c0, w) = (s * stripe, db.len());
+        for row in dy.chunks_exact(cols) {
+            for (d, v) in db.iter_mut().zip(&row[c0..c0 + w]) {
+                *d += v;
             }
-        });
+        }
+    });
 }
 
 pub fn embedding_fwd(out: &mut [f32], table: &[f32], ids: &[u32], dim: usize) {
     assert_eq!(out.len(), ids.len() * dim);
-    out.par_chunks_mut(dim)
-        .zip(ids.par_iter())
-        .for_each(|(row, &id)| {
-            let id = id as usize;
-            row.copy_from_slice(&table[id * dim..(id + 1) * dim]);
-        });
+    out.par_chunks_mut(dim).zip(ids.par_iter()).for_each(|(row, &id)| {
+        let id = id as usize;
+        row.copy_from_slice(&table[id * dim..(id + 1) * dim]);
+    });
 }
 
 pub fn embedding_bwd(dtable: &mut [f32], dout: &[f32], ids: &[u32], dim: usize) {
@@ -69,10 +58,7 @@ pub fn embedding_bwd(dtable: &mut [f32], dout: &[f32], ids: &[u32], dim: usize) 
     // token's rows are summed by a single owner, with no atomics or races.
     let mut starts = vec![0usize; vocab + 1];
     for &id in ids {
-        assert!(
-            (id as usize) < vocab,
-            "embedding_bwd: id {id} >= vocab {vocab}"
-        );
+        assert!((id as usize) < vocab, "embedding_bwd: id {id} >= vocab {vocab}");
         starts[id as usize + 1] += 1;
     }
     for i in 0..vocab {
@@ -84,16 +70,11 @@ pub fn embedding_bwd(dtable: &mut [f32], dout: &[f32], ids: &[u32], dim: usize) 
         rows_by_id[fill[id as usize]] = r;
         fill[id as usize] += 1;
     }
-    dtable
-        .par_chunks_mut(dim)
-        .enumerate()
-        .for_each(|(id, trow)| {
-            for &r in &rows_by_id[starts[id]..starts[id + 1]] {
-                trow.iter_mut()
-                    .zip(&dout[r * dim..(r + 1) * dim])
-                    .for_each(|(t, d)| *t += d);
-            }
-        });
+    dtable.par_chunks_mut(dim).enumerate().for_each(|(id, trow)| {
+        for &r in &rows_by_id[starts[id]..starts[id + 1]] {
+            trow.iter_mut().zip(&dout[r * dim..(r + 1) * dim]).for_each(|(t, d)| *t += d);
+        }
+    });
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -101,25 +82,18 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 pub fn swiglu_fwd(h: &mut [f32], gate: &[f32], up: &[f32]) {
-    h.par_chunks_mut(CHUNK)
-        .zip(gate.par_chunks(CHUNK))
-        .zip(up.par_chunks(CHUNK))
-        .for_each(|((h, g), u)| {
-            for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
-                *h = g * sigmoid(g) * u;
-            }
-        });
+    h.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)).for_each(|((h, g), u)| {
+        for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
+            *h = g * sigmoid(g) * u;
+        }
+    });
 }
 
 pub fn swiglu_bwd(dgate: &mut [f32], dup: &mut [f32], dh: &[f32], gate: &[f32], up: &[f32]) {
     dgate
         .par_chunks_mut(CHUNK)
         .zip(dup.par_chunks_mut(CHUNK))
-        .zip(
-            dh.par_chunks(CHUNK)
-                .zip(gate.par_chunks(CHUNK))
-                .zip(up.par_chunks(CHUNK)),
-        )
+        .zip(dh.par_chunks(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)))
         .for_each(|((dg, du), ((dh, g), u))| {
             for i in 0..dg.len() {
                 let s = sigmoid(g[i]);
@@ -132,53 +106,29 @@ pub fn swiglu_bwd(dgate: &mut [f32], dup: &mut [f32], dh: &[f32], gate: &[f32], 
 
 /// `[batch, seq, heads, hd]` into `[batch, heads, cap, hd]` at offsets `starts[b]`.
 #[allow(clippy::too_many_arguments)]
-pub fn to_head_major(
-    dst: &mut [f32],
-    src: &[f32],
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    hd: usize,
-    cap: usize,
-    starts: &[usize],
-) {
+pub fn to_head_major(dst: &mut [f32], src: &[f32], batch: usize, seq: usize, heads: usize, hd: usize, cap: usize, starts: &[usize]) {
     assert_eq!(src.len(), batch * seq * heads * hd);
     assert_eq!(dst.len(), batch * heads * cap * hd);
     assert_eq!(starts.len(), batch);
-    dst.par_chunks_mut(cap * hd)
-        .enumerate()
-        .for_each(|(bh, plane)| {
-            let (b, h) = (bh / heads, bh % heads);
-            assert!(
-                starts[b] + seq <= cap,
-                "KV cache overflow: start {} + {seq} > {cap}",
-                starts[b]
-            );
-            for t in 0..seq {
-                let s = ((b * seq + t) * heads + h) * hd;
-                let d = (starts[b] + t) * hd;
-                plane[d..d + hd].copy_from_slice(&src[s..s + hd]);
-            }
-        });
+    dst.par_chunks_mut(cap * hd).enumerate().for_each(|(bh, plane)| {
+        let (b, h) = (bh / heads, bh % heads);
+        assert!(starts[b] + seq <= cap, "KV cache overflow: start {} + {seq} > {cap}", starts[b]);
+        for t in 0..seq {
+            let s = ((b * seq + t) * heads + h) * hd;
+            let d = (starts[b] + t) * hd;
+            plane[d..d + hd].copy_from_slice(&src[s..s + hd]);
+        }
+    });
 }
 
-pub fn to_token_major(
-    dst: &mut [f32],
-    src: &[f32],
-    batch: usize,
-    seq: usize,
-    heads: usize,
-    hd: usize,
-) {
+pub fn to_token_major(dst: &mut [f32], src: &[f32], batch: usize, seq: usize, heads: usize, hd: usize) {
     assert_eq!(src.len(), batch * seq * heads * hd);
     assert_eq!(dst.len(), src.len());
-    dst.par_chunks_mut(heads * hd)
-        .enumerate()
-        .for_each(|(bt, row)| {
-            let (b, t) = (bt / seq, bt % seq);
-            for h in 0..heads {
-                let s = ((b * heads + h) * seq + t) * hd;
-                row[h * hd..(h + 1) * hd].copy_from_slice(&src[s..s + hd]);
-            }
-        });
+    dst.par_chunks_mut(heads * hd).enumerate().for_each(|(bt, row)| {
+        let (b, t) = (bt / seq, bt % seq);
+        for h in 0..heads {
+            let s = ((b * heads + h) * seq + t) * hd;
+            row[h * hd..(h + 1) * hd].copy_from_slice(&src[s..s + hd]);
+        }
+    });
 }

@@ -12,17 +12,11 @@ pub struct View {
 
 impl View {
     pub fn row_major(cols: usize) -> View {
-        View {
-            row_stride: cols,
-            col_stride: 1,
-        }
+        View { row_stride: cols, col_stride: 1 }
     }
     /// A `[rows, cols]` view of a buffer that stores `[cols, rows]`.
     pub fn transposed(rows: usize) -> View {
-        View {
-            row_stride: 1,
-            col_stride: rows,
-        }
+        View { row_stride: 1, col_stride: rows }
     }
 }
 
@@ -44,25 +38,12 @@ pub fn gemm_strided(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        c.len() > (m - 1) * cv.row_stride + (n - 1) * cv.col_stride,
-        "gemm: c too small"
-    );
+    assert!(c.len() > (m - 1) * cv.row_stride + (n - 1) * cv.col_stride, "gemm: c too small");
     if k > 0 {
-        assert!(
-            a.len() > (m - 1) * av.row_stride + (k - 1) * av.col_stride,
-            "gemm: a too small"
-        );
-        assert!(
-            b.len() > (k - 1) * bv.row_stride + (n - 1) * bv.col_stride,
-            "gemm: b too small"
-        );
+        assert!(a.len() > (m - 1) * av.row_stride + (k - 1) * av.col_stride, "gemm: a too small");
+        assert!(b.len() > (k - 1) * bv.row_stride + (n - 1) * bv.col_stride, "gemm: b too small");
     }
-    let par = if parallel && m * n * k >= 1 << 15 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
+    let par = if parallel && m * n * k >= 1 << 15 { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: the asserts above keep every strided access in bounds, and `c`
     // is exclusively borrowed so it cannot alias `a` or `b`.
     unsafe {
@@ -92,31 +73,8 @@ pub fn gemm_strided(
 
 /// The backend's dense `matmul`, multi-threaded.
 pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], mm: MatMul) {
-    let av = if mm.trans_a {
-        View::transposed(mm.m)
-    } else {
-        View::row_major(mm.k)
-    };
-    let bv = if mm.trans_b {
-        View::transposed(mm.k)
-    } else {
-        View::row_major(mm.n)
-    };
-    assert!(
-        a.len() >= mm.m * mm.k && b.len() >= mm.k * mm.n && c.len() >= mm.m * mm.n,
-        "matmul: {mm:?} does not fit its buffers"
-    );
-    gemm_strided(
-        mm.m,
-        mm.n,
-        mm.k,
-        c,
-        View::row_major(mm.n),
-        a,
-        av,
-        b,
-        bv,
-        mm.accumulate,
-        true,
-    );
+    let av = if mm.trans_a { View::transposed(mm.m) } else { View::row_major(mm.k) };
+    let bv = if mm.trans_b { View::transposed(mm.k) } else { View::row_major(mm.n) };
+    assert!(a.len() >= mm.m * mm.k && b.len() >= mm.k * mm.n && c.len() >= mm.m * mm.n, "matmul: {mm:?} does not fit its buffers");
+    gemm_strided(mm.m, mm.n, mm.k, c, View::row_major(mm.n), a, av, b, bv, mm.accumulate, true);
 }

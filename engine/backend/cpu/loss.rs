@@ -4,7 +4,7 @@
 use crate::backend::IGNORE;
 use rayon::prelude::*;
 
-/// `(max, log Σ exp(x - max))` of one row; `max + lse` is the row's log-partition.
+/// `log Σ exp(x)` of one row, computed stably around its maximum.
 fn log_partition(row: &[f32]) -> f32 {
     let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
@@ -12,18 +12,10 @@ fn log_partition(row: &[f32]) -> f32 {
 }
 
 fn check_target(t: u32, vocab: usize) {
-    assert!(
-        t == IGNORE || (t as usize) < vocab,
-        "target id {t} outside vocab {vocab}"
-    );
+    assert!(t == IGNORE || (t as usize) < vocab, "target id {t} outside vocab {vocab}");
 }
 
-pub fn cross_entropy_inplace(
-    logits: &mut [f32],
-    targets: &[u32],
-    weights: &[f32],
-    vocab: usize,
-) -> f64 {
+pub fn cross_entropy_inplace(logits: &mut [f32], targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
     assert_eq!(logits.len(), targets.len() * vocab);
     assert_eq!(weights.len(), targets.len());
     logits
@@ -35,11 +27,17 @@ pub fn cross_entropy_inplace(
                 row.fill(0.0);
                 return 0.0;
             }
-            let z = log_partition(row);
-            let ce = z - row[t as usize];
+            // One exp per logit: row becomes exp(x - max), then w·softmax - w·onehot.
+            let target_logit = row[t as usize];
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
             for x in row.iter_mut() {
-                *x = w * (*x - z).exp();
+                *x = (*x - m).exp();
+                sum += *x;
             }
+            let ce = m + sum.ln() - target_logit;
+            let scale = w / sum;
+            row.iter_mut().for_each(|x| *x *= scale);
             row[t as usize] -= w;
             (w as f64) * (ce as f64)
         })

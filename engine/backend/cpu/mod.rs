@@ -8,6 +8,7 @@ mod gemm;
 mod loss;
 mod norm;
 mod rope;
+mod scratch;
 
 pub use rope::rope_tables;
 
@@ -38,14 +39,7 @@ impl Backend for Cpu {
     fn fill_zero(&self, buf: &mut Vec<f32>) {
         buf.fill(0.0);
     }
-    fn copy_range(
-        &self,
-        dst: &mut Vec<f32>,
-        dst_off: usize,
-        src: &Vec<f32>,
-        src_off: usize,
-        len: usize,
-    ) {
+    fn copy_range(&self, dst: &mut Vec<f32>, dst_off: usize, src: &Vec<f32>, src_off: usize, len: usize) {
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
     }
     fn add_inplace(&self, y: &mut Vec<f32>, x: &Vec<f32>) {
@@ -72,49 +66,16 @@ impl Backend for Cpu {
     fn embedding_bwd(&self, dtable: &mut Vec<f32>, dout: &Vec<f32>, ids: &[u32], dim: usize) {
         elementwise::embedding_bwd(dtable, dout, ids, dim)
     }
-    fn rmsnorm_fwd(
-        &self,
-        out: &mut Vec<f32>,
-        rstd: &mut Vec<f32>,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        dim: usize,
-        eps: f32,
-    ) {
+    fn rmsnorm_fwd(&self, out: &mut Vec<f32>, rstd: &mut Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, dim: usize, eps: f32) {
         norm::rmsnorm_fwd(out, rstd, x, w, dim, eps)
     }
-    fn rmsnorm_bwd(
-        &self,
-        dx: &mut Vec<f32>,
-        dw: &mut Vec<f32>,
-        dout: &Vec<f32>,
-        x: &Vec<f32>,
-        w: &Vec<f32>,
-        rstd: &Vec<f32>,
-        dim: usize,
-    ) {
+    fn rmsnorm_bwd(&self, dx: &mut Vec<f32>, dw: &mut Vec<f32>, dout: &Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, rstd: &Vec<f32>, dim: usize) {
         norm::rmsnorm_bwd(dx, dw, dout, x, w, rstd, dim)
     }
-    fn rope_fwd(
-        &self,
-        x: &mut Vec<f32>,
-        cos: &Vec<f32>,
-        sin: &Vec<f32>,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-    ) {
+    fn rope_fwd(&self, x: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
         rope::rope_fwd(x, cos, sin, positions, heads, head_dim)
     }
-    fn rope_bwd(
-        &self,
-        dx: &mut Vec<f32>,
-        cos: &Vec<f32>,
-        sin: &Vec<f32>,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-    ) {
+    fn rope_bwd(&self, dx: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
         rope::rope_bwd(dx, cos, sin, positions, heads, head_dim)
     }
     fn to_head_major(
@@ -130,15 +91,7 @@ impl Backend for Cpu {
     ) {
         elementwise::to_head_major(dst, src, batch, seq, heads, head_dim, cap, starts)
     }
-    fn to_token_major(
-        &self,
-        dst: &mut Vec<f32>,
-        src: &Vec<f32>,
-        batch: usize,
-        seq: usize,
-        heads: usize,
-        head_dim: usize,
-    ) {
+    fn to_token_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         elementwise::to_token_major(dst, src, batch, seq, heads, head_dim)
     }
     fn attention_fwd(
@@ -171,36 +124,16 @@ impl Backend for Cpu {
     fn swiglu_fwd(&self, h: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) {
         elementwise::swiglu_fwd(h, gate, up)
     }
-    fn swiglu_bwd(
-        &self,
-        dgate: &mut Vec<f32>,
-        dup: &mut Vec<f32>,
-        dh: &Vec<f32>,
-        gate: &Vec<f32>,
-        up: &Vec<f32>,
-    ) {
+    fn swiglu_bwd(&self, dgate: &mut Vec<f32>, dup: &mut Vec<f32>, dh: &Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) {
         elementwise::swiglu_bwd(dgate, dup, dh, gate, up)
     }
-    fn cross_entropy_inplace(
-        &self,
-        logits: &mut Vec<f32>,
-        targets: &[u32],
-        weights: &[f32],
-        vocab: usize,
-    ) -> f64 {
+    fn cross_entropy_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         loss::cross_entropy_inplace(logits, targets, weights, vocab)
     }
     fn target_logprobs(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> Vec<f32> {
         loss::target_logprobs(logits, targets, vocab)
     }
-    fn adamw(
-        &self,
-        param: &mut Vec<f32>,
-        grad: &Vec<f32>,
-        m: &mut Vec<f32>,
-        v: &mut Vec<f32>,
-        hp: AdamWStep,
-    ) {
+    fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamWStep) {
         adamw::adamw(param, grad, m, v, hp)
     }
 }

@@ -6,42 +6,27 @@ pub fn rmsnorm_fwd(out: &mut [f32], rstd: &mut [f32], x: &[f32], w: &[f32], dim:
     assert_eq!(w.len(), dim);
     assert_eq!(out.len(), x.len());
     assert_eq!(rstd.len(), x.len() / dim);
-    out.par_chunks_mut(dim)
-        .zip(rstd.par_iter_mut())
-        .zip(x.par_chunks(dim))
-        .for_each(|((o, r), x)| {
-            let ms = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-            *r = 1.0 / (ms + eps).sqrt();
-            for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
-                *o = w * (x * *r);
-            }
-        });
+    out.par_chunks_mut(dim).zip(rstd.par_iter_mut()).zip(x.par_chunks(dim)).for_each(|((o, r), x)| {
+        let ms = x.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        *r = 1.0 / (ms + eps).sqrt();
+        for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+            *o = w * (x * *r);
+        }
+    });
 }
 
 /// `dx += ∂L/∂x` and `dw += ∂L/∂w`.
-pub fn rmsnorm_bwd(
-    dx: &mut [f32],
-    dw: &mut [f32],
-    dout: &[f32],
-    x: &[f32],
-    w: &[f32],
-    rstd: &[f32],
-    dim: usize,
-) {
+pub fn rmsnorm_bwd(dx: &mut [f32], dw: &mut [f32], dout: &[f32], x: &[f32], w: &[f32], rstd: &[f32], dim: usize) {
     let rows = x.len() / dim;
     assert!(dx.len() == x.len() && dout.len() == x.len() && rstd.len() == rows && dw.len() == dim);
-    dx.par_chunks_mut(dim)
-        .zip(dout.par_chunks(dim))
-        .zip(x.par_chunks(dim))
-        .zip(rstd.par_iter())
-        .for_each(|(((dx, dy), x), &r)| {
-            // d(x·r)/dx = r·I - r³/d · x xᵀ, applied to g = w ⊙ dy.
-            let gx: f32 = dy.iter().zip(w).zip(x).map(|((dy, w), x)| dy * w * x).sum();
-            let c = r * r * r * gx / dim as f32;
-            for (((dx, &dy), &w), &x) in dx.iter_mut().zip(dy).zip(w).zip(x) {
-                *dx += r * w * dy - c * x;
-            }
-        });
+    dx.par_chunks_mut(dim).zip(dout.par_chunks(dim)).zip(x.par_chunks(dim)).zip(rstd.par_iter()).for_each(|(((dx, dy), x), &r)| {
+        // d(x·r)/dx = r·I - r³/d · x xᵀ, applied to g = w ⊙ dy.
+        let gx: f32 = dy.iter().zip(w).zip(x).map(|((dy, w), x)| dy * w * x).sum();
+        let c = r * r * r * gx / dim as f32;
+        for (((dx, &dy), &w), &x) in dx.iter_mut().zip(dy).zip(w).zip(x) {
+            *dx += r * w * dy - c * x;
+        }
+    });
     let partial = (0..rows)
         .into_par_iter()
         .with_min_len(64)
@@ -49,10 +34,7 @@ pub fn rmsnorm_bwd(
             || vec![0f32; dim],
             |mut acc, row| {
                 let (dy, x, r) = (&dout[row * dim..][..dim], &x[row * dim..][..dim], rstd[row]);
-                acc.iter_mut()
-                    .zip(dy)
-                    .zip(x)
-                    .for_each(|((a, dy), x)| *a += dy * x * r);
+                acc.iter_mut().zip(dy).zip(x).for_each(|((a, dy), x)| *a += dy * x * r);
                 acc
             },
         )

@@ -7,9 +7,7 @@ use rayon::prelude::*;
 /// agree with `transformers` bit for bit on the angles.
 pub fn rope_tables(max_pos: usize, head_dim: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32))
-        .collect();
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32)).collect();
     let mut cos = Vec::with_capacity(max_pos * half);
     let mut sin = Vec::with_capacity(max_pos * half);
     for p in 0..max_pos {
@@ -24,56 +22,29 @@ pub fn rope_tables(max_pos: usize, head_dim: usize, theta: f32) -> (Vec<f32>, Ve
 
 /// Rotates each head of each token by its position; `sign = -1` applies the
 /// inverse rotation, which is the backward pass (rotations are orthogonal).
-fn rotate(
-    x: &mut [f32],
-    cos: &[f32],
-    sin: &[f32],
-    positions: &[u32],
-    heads: usize,
-    head_dim: usize,
-    sign: f32,
-) {
+fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], positions: &[u32], heads: usize, head_dim: usize, sign: f32) {
     let half = head_dim / 2;
     assert_eq!(x.len(), positions.len() * heads * head_dim);
-    x.par_chunks_mut(heads * head_dim)
-        .zip(positions.par_iter())
-        .for_each(|(tok, &p)| {
-            let base = p as usize * half;
-            assert!(
-                base + half <= cos.len(),
-                "position {p} beyond the RoPE table"
-            );
-            let (c, s) = (&cos[base..base + half], &sin[base..base + half]);
-            for head in tok.chunks_exact_mut(head_dim) {
-                let (lo, hi) = head.split_at_mut(half);
-                for i in 0..half {
-                    let (a, b) = (lo[i], hi[i]);
-                    let si = sign * s[i];
-                    lo[i] = a * c[i] - b * si;
-                    hi[i] = b * c[i] + a * si;
-                }
+    x.par_chunks_mut(heads * head_dim).zip(positions.par_iter()).for_each(|(tok, &p)| {
+        let base = p as usize * half;
+        assert!(base + half <= cos.len(), "position {p} beyond the RoPE table");
+        let (c, s) = (&cos[base..base + half], &sin[base..base + half]);
+        for head in tok.chunks_exact_mut(head_dim) {
+            let (lo, hi) = head.split_at_mut(half);
+            for i in 0..half {
+                let (a, b) = (lo[i], hi[i]);
+                let si = sign * s[i];
+                lo[i] = a * c[i] - b * si;
+                hi[i] = b * c[i] + a * si;
             }
-        });
+        }
+    });
 }
 
-pub fn rope_fwd(
-    x: &mut [f32],
-    cos: &[f32],
-    sin: &[f32],
-    positions: &[u32],
-    heads: usize,
-    head_dim: usize,
-) {
+pub fn rope_fwd(x: &mut [f32], cos: &[f32], sin: &[f32], positions: &[u32], heads: usize, head_dim: usize) {
     rotate(x, cos, sin, positions, heads, head_dim, 1.0);
 }
 
-pub fn rope_bwd(
-    dx: &mut [f32],
-    cos: &[f32],
-    sin: &[f32],
-    positions: &[u32],
-    heads: usize,
-    head_dim: usize,
-) {
+pub fn rope_bwd(dx: &mut [f32], cos: &[f32], sin: &[f32], positions: &[u32], heads: usize, head_dim: usize) {
     rotate(dx, cos, sin, positions, heads, head_dim, -1.0);
 }
