@@ -4,6 +4,10 @@
 Run from the repo root with torch, transformers, safetensors and tokenizers
 installed (CPU is enough):  python3 tools/make_fixtures.py
 
+  python3 tools/make_fixtures.py --check-load DIR TOKENS.json
+      loads a vul2safe-saved DIR in transformers and prints its logprobs in
+      the JSON of `vul2safe score`, so the two can be compared.
+
 It writes
   models/tiny/tokenizer.json          byte-level BPE trained on the demo corpus
   tests/fixtures/<name>/config.json   tiny random HF model (A: Llama, B: Qwen2)
@@ -160,19 +164,25 @@ def write_adamw_unit():
               os.path.join(ROOT, "tests/fixtures/adamw_unit.safetensors"))
 
 
-def check_roundtrip(dir_):
-    """Loads a checkpoint that vul2safe saved and prints its logits checksum."""
+def check_roundtrip(dir_, tokens_file):
+    """Loads a checkpoint that vul2safe saved with transformers and prints the
+    same JSON as `vul2safe score --model DIR --tokens FILE`, for diffing."""
     cfg = json.load(open(os.path.join(dir_, "config.json")))
     cls = Qwen2ForCausalLM if cfg["architectures"][0].startswith("Qwen2") else LlamaForCausalLM
     m = cls.from_pretrained(dir_).eval()
-    ids = torch.arange(0, 10).reshape(1, 10) % cfg["vocab_size"]
+    rows = json.load(open(tokens_file))["tokens"]
+    out = []
     with torch.no_grad():
-        print(json.dumps({"logits_sum": float(m(input_ids=ids).logits.sum())}))
+        for row in rows:
+            ids = torch.tensor([row])
+            lp = torch.log_softmax(m(input_ids=ids).logits[0, :-1].float(), -1)
+            out.append(lp.gather(1, ids[0, 1:, None])[:, 0].tolist())
+    print(json.dumps({"logprobs": out}))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--check-load":
-        check_roundtrip(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--check-load":
+        check_roundtrip(sys.argv[2], sys.argv[3])
         sys.exit(0)
     torch.manual_seed(0)
     make_tokenizer()

@@ -80,6 +80,11 @@ struct RawConfig {
     eos_token_id: Option<Value>,
 }
 
+/// An f32 as JSON in its shortest decimal form (1e-6, not 9.99999997e-7).
+fn short_f32(x: f32) -> Value {
+    x.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null)
+}
+
 fn token_ids(v: &Option<Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
@@ -193,8 +198,8 @@ impl ModelConfig {
             "num_key_value_heads": self.num_kv_heads,
             "head_dim": self.head_dim,
             "hidden_act": "silu",
-            "rms_norm_eps": self.rms_norm_eps,
-            "rope_theta": self.rope_theta,
+            "rms_norm_eps": short_f32(self.rms_norm_eps),
+            "rope_theta": short_f32(self.rope_theta),
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "torch_dtype": dtype,
