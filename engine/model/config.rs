@@ -143,12 +143,12 @@ impl ModelConfig {
         let num_kv_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         ensure!(raw.num_attention_heads > 0 && num_kv_heads > 0, "attention heads must be positive");
         ensure!(
-            raw.num_attention_heads % num_kv_heads == 0,
+            raw.num_attention_heads.is_multiple_of(num_kv_heads),
             "num_attention_heads {} is not a multiple of num_key_value_heads {num_kv_heads}",
             raw.num_attention_heads
         );
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        ensure!(head_dim % 2 == 0 && head_dim > 0, "head_dim {head_dim} must be even and positive");
+        ensure!(head_dim.is_multiple_of(2) && head_dim > 0, "head_dim {head_dim} must be even and positive");
         ensure!(raw.vocab_size > 0 && raw.hidden_size > 0 && raw.num_hidden_layers > 0, "sizes must be positive");
         Ok(ModelConfig {
             arch,
