@@ -93,7 +93,9 @@ fn demo_trains_and_saves_a_loadable_model() {
     let out = dir.path().join("demo-model");
     let o = vul2safe(&["demo", "--steps", "40", "--out", out.to_str().unwrap()]);
     let text = stdout(&o);
-    assert!(text.contains("greedy sample after training"), "{text}");
-    let g = vul2safe(&["generate", "--model", out.to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
+    assert!(text.contains("PrimeVul+ records") && text.contains("greedy completion of held-out"), "{text}");
+    assert!(out.join("primevul_plus/primevul_plus.jsonl").exists());
+    let model = out.join("model");
+    let g = vul2safe(&["generate", "--model", model.to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
     assert!(stdout(&g).starts_with("int "));
 }

@@ -15,7 +15,7 @@ use vul2safe::data::corpus::EMBEDDED_CORPUS;
 use vul2safe::data::labels::{diff_spans, token_mask};
 use vul2safe::data::prompts::leaked_term;
 use vul2safe::data::record::PrimeVulPlus;
-use vul2safe::data::teacher::chat::{ChatTeacher, RetryPolicy};
+use vul2safe::data::teacher::chat::{ChatBackend, ChatTeacher, RetryPolicy};
 use vul2safe::data::teacher::heuristic::Heuristic;
 use vul2safe::data::teacher::http::HttpChat;
 use vul2safe::data::teacher::Teacher;
@@ -276,6 +276,21 @@ fn a_killed_build_resumes_without_asking_anything_twice() {
     assert_eq!(stats["teacher_cache_hits"], 5);
     assert_eq!(second.requests().len() + 5, 16, "8 pairs × 2 questions in all");
     assert!(second.requests().iter().filter(|b| is_prompt_request(b)).count() > 0);
+}
+
+#[test]
+fn local_teacher_runs_our_engine_and_records_unusable_answers() {
+    use vul2safe::data::teacher::local::LocalChat;
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_a");
+    let backend = LocalChat::load(&model, 16).unwrap();
+    assert_eq!(backend.name(), format!("local:{}", model.display()));
+    let t = ChatTeacher { backend, retry: RetryPolicy { attempts: 1, first_backoff: Duration::ZERO } };
+    // A random tiny model cannot answer in JSON: each pair is a recorded failure.
+    let stats = run(&opts(vec![Input::File(corpus_head(dir.path(), 2))], dir.path()), &t).unwrap();
+    assert_eq!((stats.kept, stats.dropped["teacher_error"]), (0, 2));
+    let failures = std::fs::read_to_string(dir.path().join("failures.jsonl")).unwrap();
+    assert!(failures.contains("unusable answer") || failures.contains("no JSON object"), "{failures}");
 }
 
 #[test]

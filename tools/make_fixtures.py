@@ -9,7 +9,7 @@ installed (CPU is enough):  python3 tools/make_fixtures.py
       the JSON of `vul2safe score`, so the two can be compared.
 
 It writes
-  models/tiny/tokenizer.json          byte-level BPE trained on the demo corpus
+  models/tiny/tokenizer.json          byte-level BPE trained on the embedded corpus
   tests/fixtures/<name>/config.json   tiny random HF model (A: Llama, B: Qwen2)
   tests/fixtures/<name>/model.safetensors, tokenizer.json (a copy of the tiny one)
   tests/fixtures/<name>/expected.safetensors
@@ -44,7 +44,10 @@ def make_tokenizer():
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train([os.path.join(ROOT, "models/tiny/demo_corpus.c")], trainer)
+    # Trained on both sides of every pair of the embedded PrimeVul sample.
+    corpus = os.path.join(ROOT, "engine/data/corpus/primevul_sample.jsonl")
+    funcs = [json.loads(line)["func"] for line in open(corpus, encoding="utf-8")]
+    tok.train_from_iterator(funcs, trainer)
     path = os.path.join(ROOT, "models/tiny/tokenizer.json")
     tok.save(path)
     print("tokenizer:", path, tok.get_vocab_size())

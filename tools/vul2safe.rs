@@ -21,7 +21,7 @@ enum Cmd {
     /// Run the whole pipeline on the embedded default (tiny model, embedded corpus, CPU).
     Demo {
         /// Training steps.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 400)]
         steps: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,

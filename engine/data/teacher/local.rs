@@ -18,13 +18,12 @@ pub struct LocalChat {
 }
 
 impl LocalChat {
+    /// Answers are at most `max_new_tokens` long, and at most half the
+    /// model's context, so the question keeps the other half.
     pub fn load(dir: &Path, max_new_tokens: usize) -> Result<LocalChat> {
-        Ok(LocalChat {
-            dir: dir.display().to_string(),
-            model: Transformer::load(&Cpu, dir)?,
-            tokenizer: Tokenizer::load(dir)?,
-            max_new_tokens,
-        })
+        let model = Transformer::load(&Cpu, dir)?;
+        let max_new_tokens = max_new_tokens.min(model.cfg.max_position_embeddings / 2).max(1);
+        Ok(LocalChat { dir: dir.display().to_string(), model, tokenizer: Tokenizer::load(dir)?, max_new_tokens })
     }
 }
 
@@ -39,7 +38,7 @@ impl ChatBackend for LocalChat {
         let fatal = |e: anyhow::Error| ChatError::Fatal(e);
         let mut ids = self.tokenizer.encode(&text).map_err(fatal)?.ids;
         // Keep the tail of long prompts within the model's context.
-        let room = self.model.cfg.max_position_embeddings.saturating_sub(self.max_new_tokens).max(1);
+        let room = self.model.cfg.max_position_embeddings - self.max_new_tokens;
         if ids.len() > room {
             ids.drain(..ids.len() - room);
         }
