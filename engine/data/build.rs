@@ -8,12 +8,12 @@
 use super::cache::AnswerCache;
 use super::corpus::EMBEDDED_CORPUS;
 use super::labels::diff_spans;
-use super::lang::Lang;
 use super::pairs::{PairStats, Pairer, RepairPair};
 use super::prompts::{leaked_term, signature, template_prompts};
 use super::record::{Message, PrimeVulPlus, Reflection, Verdict};
 use super::teacher::{PairView, Teacher};
 use crate::fsutil::{atomic_write, sync_dir};
+use crate::lang::Lang;
 use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::json;

@@ -5,7 +5,6 @@ pub mod build;
 pub mod cache;
 pub mod corpus;
 pub mod labels;
-pub mod lang;
 pub mod pairs;
 pub mod primevul;
 pub mod prompts;

@@ -3,7 +3,7 @@
 //! (signature, leading comment or docstring, project); every prompt, from a
 //! template or a teacher, passes the leak filter.
 
-use super::lang::Lang;
+use crate::lang::Lang;
 
 /// Stems whose presence makes a prompt explicit about security.
 const LEAK_STEMS: &[&str] = &[

@@ -8,10 +8,10 @@ pub mod heuristic;
 pub mod http;
 pub mod local;
 
-use super::lang::Lang;
 use super::pairs::RepairPair;
 use super::prompts::Signature;
 use super::record::{Message, Reflection};
+use crate::lang::Lang;
 use anyhow::Result;
 
 /// What a teacher sees of a pair.

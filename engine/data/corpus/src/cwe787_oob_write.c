@@ -39,6 +39,8 @@ int parse_options(const uint8_t *pkt, size_t len, struct opt *opts, int max_opts
             return -1; //+
         opts[n].type = pkt[i];
         opts[n].len = pkt[i + 1];
+        if (i + 2 + opts[n].len > len) //+
+            return -1; //+
         i += 2 + opts[n].len;
         n++;
     }

@@ -1,0 +1,5 @@
+//! Evaluation: security analyzers (built-in and external), the sandbox that
+//! runs generated code, pass@k / secure@k, benchmarks and reports.
+
+pub mod analyzer;
+pub mod finding;
