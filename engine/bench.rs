@@ -1,5 +1,6 @@
-//! Training-step throughput measurement shared by `vul2safe bench cpu` and the
-//! criterion bench, on the shape `bench/torch_cpu_compare.py` also runs.
+//! Throughput measurements shared by `vul2safe bench` and the criterion
+//! benches: the CPU training step (on the shape `bench/torch_cpu_compare.py`
+//! also runs) and the built-in analyzer.
 
 use crate::backend::Backend;
 use crate::model::weights::init_params;
@@ -60,4 +61,30 @@ pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq:
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];
     Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3, steps: stats })
+}
+
+/// Both sides of every pair of the embedded corpus, with their languages.
+pub fn corpus_functions() -> Vec<(crate::lang::Lang, String)> {
+    crate::data::corpus::EMBEDDED_CORPUS
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            let func = v["func"].as_str().unwrap_or_default().to_string();
+            (crate::lang::Lang::detect(v["file_name"].as_str(), &func), func)
+        })
+        .collect()
+}
+
+/// Functions per second of the built-in analyzer on one thread, over `rounds`
+/// passes of the embedded corpus; also returns the findings of one pass.
+pub fn analyzer_throughput(rounds: usize) -> (f64, usize) {
+    let funcs = corpus_functions();
+    let one_pass: usize = funcs.iter().map(|(l, f)| crate::eval::analyzer::builtin::analyze_text(*l, f, "f").len()).sum();
+    let t0 = std::time::Instant::now();
+    for _ in 0..rounds {
+        for (l, f) in &funcs {
+            std::hint::black_box(crate::eval::analyzer::builtin::analyze_text(*l, f, "f"));
+        }
+    }
+    ((rounds * funcs.len()) as f64 / t0.elapsed().as_secs_f64(), one_pass)
 }

@@ -76,6 +76,7 @@ fn build_data(dir: &Path, log: &mut impl FnMut(&str)) -> Result<(BuildStats, Vec
         concurrency: 2,
         skip_bad: false,
         test_fraction: 0.1,
+        analyzer_check: true,
     };
     let stats = build(&opts, &Heuristic, &|_| {})?;
     log(&format!(

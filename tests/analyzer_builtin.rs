@@ -52,3 +52,56 @@ fn flags_vulnerable_versions_and_spares_fixed_ones() {
     assert!(vuln_hits as f64 >= 0.9 * n, "flagged only {vuln_hits} of {} vulnerable versions", pairs.len());
     assert!(fixed_hits as f64 <= 0.1 * n, "flagged {fixed_hits} of {} fixed versions", pairs.len());
 }
+
+#[test]
+fn findings_carry_exact_spans() {
+    let src = "#include <string.h>\n\nvoid f(char *dst, const char *name)\n{\n    strcpy(dst, name);\n}\n";
+    let f = analyze_text(Lang::C, src, "x.c");
+    assert_eq!(f.len(), 1, "{f:?}");
+    let f = &f[0];
+    assert_eq!((f.rule.as_str(), f.cwe.as_str(), f.tool.as_str(), f.file.as_str()), ("c/unbounded-copy", "CWE-120", "builtin", "x.c"));
+    assert_eq!((f.start.line, f.start.col, f.end.line, f.end.col), (5, 5, 5, 22));
+    assert_eq!(&src[f.bytes[0]..f.bytes[1]], "strcpy(dst, name)");
+    let py = "import yaml\n\ndef load(p):\n    return yaml.load(open(p))\n";
+    let f = analyze_text(Lang::Python, py, "x.py");
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].rule.as_str(), f[0].start.line, f[0].start.col), ("py/deserialization", 4, 12));
+    assert_eq!(&py[f[0].bytes[0]..f[0].bytes[1]], "yaml.load(open(p))");
+}
+
+#[test]
+fn flow_rules_follow_paths() {
+    let double =
+        "int f(char *p, int bad)\n{\n    if (bad) {\n        free(p);\n        return -1;\n    }\n    free(p);\n    return 0;\n}\n";
+    assert!(analyze_text(Lang::C, double, "a.c").is_empty(), "freeing once per path is fine");
+    let goto = "int f(char *p, int bad)\n{\n    if (bad) {\n        free(p);\n        goto out;\n    }\n    return 0;\nout:\n    free(p);\n    return -1;\n}\n";
+    let rules: Vec<String> = analyze_text(Lang::C, goto, "b.c").into_iter().map(|f| f.rule).collect();
+    assert_eq!(rules, vec!["c/double-free"]);
+    let uaf = "void g(struct s *x)\n{\n    free(x);\n    if (x->flag)\n        h();\n}\n";
+    let rules: Vec<String> = analyze_text(Lang::C, uaf, "c.c").into_iter().map(|f| f.rule).collect();
+    assert_eq!(rules, vec!["c/use-after-free"]);
+    let null = "int n(const char *k)\n{\n    const char *v = getenv(k);\n    return atoi(v);\n}\n";
+    let rules: Vec<String> = analyze_text(Lang::C, null, "d.c").into_iter().map(|f| f.rule).collect();
+    assert!(rules.contains(&"c/null-deref".to_string()), "{rules:?}");
+}
+
+#[test]
+fn partial_and_garbage_code_never_panics() {
+    let pairs = pairs();
+    let mut findings = 0;
+    for p in pairs.iter().step_by(3) {
+        let lang = Lang::detect(Some(&p.file), &p.vulnerable);
+        // Every prefix a model could stop at, on char boundaries.
+        for (i, _) in p.vulnerable.char_indices().step_by(7) {
+            findings += analyze_text(lang, &p.vulnerable[..i], "cut").len();
+        }
+    }
+    assert!(findings > 0, "prefixes still yield findings where the code got far enough");
+    for junk in ["", "}}}{{{", "int f( {", "def (:\n  eval(", "\u{0}\u{1}", &"(".repeat(5000), "strcpy(a, b); gets(x);"] {
+        for lang in [Lang::C, Lang::Cpp, Lang::Python] {
+            analyze_text(lang, junk, "junk");
+        }
+    }
+    // Statements outside any function (a fragment) are still analyzed.
+    assert!(!analyze_text(Lang::C, "strcpy(a, b);", "frag.c").is_empty());
+}

@@ -29,6 +29,7 @@ fn opts(inputs: Vec<Input>, out: &Path) -> BuildOptions {
         concurrency: 4,
         skip_bad: false,
         test_fraction: 0.1,
+        analyzer_check: false,
     }
 }
 
@@ -325,4 +326,18 @@ fn cli_builds_the_embedded_corpus_and_rejects_bad_flags() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(want) && !err.contains("panicked"), "{flags:?}: {err}");
     }
+}
+
+#[test]
+fn analyzer_check_drops_pairs_the_analyzer_does_not_confirm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(vec![Input::Embedded], dir.path());
+    let without = run(&o, &Heuristic).unwrap();
+    o.analyzer_check = true;
+    let with = run(&o, &Heuristic).unwrap();
+    let dropped = with.dropped.get("analyzer_disagrees").copied().unwrap_or(0);
+    assert!(dropped > 0 && dropped < 20, "{with:?}");
+    assert_eq!(with.kept + dropped, without.kept);
+    let r = &records(dir.path())[0];
+    assert!(r.reflection.transcript.iter().any(|m| m.role == "analyzer" && m.content.contains("high/medium findings")));
 }

@@ -60,6 +60,18 @@ enum Cmd {
         #[arg(long)]
         tokens: PathBuf,
     },
+    /// Security findings per file (built-in analyzer and external tools).
+    Analyze {
+        /// Files or folders (C, C++, Python).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Comma-separated: builtin, cppcheck, flawfinder, bandit, icd.
+        #[arg(long, value_delimiter = ',', default_value = "builtin")]
+        tools: Vec<String>,
+        /// Print the JSON report (docs/analyze.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// Build data sets.
     Data {
         #[command(subcommand)]
@@ -74,6 +86,16 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Each analyzer's flag rate on the corpus's vulnerable and fixed functions, and agreement with builtin.
+    Agreement {
+        #[arg(long, value_delimiter = ',', default_value = "cppcheck,flawfinder,bandit,icd")]
+        tools: Vec<String>,
+    },
+    /// Functions/s of the built-in analyzer on one thread (embedded corpus).
+    Analyzer {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
         #[arg(long, default_value_t = 8)]
@@ -126,6 +148,9 @@ enum DataCmd {
         /// Share of functions held out as the test split.
         #[arg(long, default_value_t = 0.1)]
         test_fraction: f64,
+        /// Skip the built-in analyzer's check that the vulnerable version is flagged more than the fix.
+        #[arg(long)]
+        no_analyzer_check: bool,
     },
 }
 
@@ -180,6 +205,31 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::json!({ "logprobs": lp }));
         }
         Cmd::Data { what } => data_build(what)?,
+        Cmd::Analyze { paths, tools, json } => {
+            let report = vul2safe::eval::scan::scan(&paths, &tools)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", vul2safe::eval::scan::render_text(&report));
+            }
+            if !report.errors.is_empty() {
+                for e in &report.errors {
+                    eprintln!("error: {}: {}", e.source, e.error);
+                }
+                std::process::exit(2);
+            }
+        }
+        Cmd::Bench { what: BenchCmd::Agreement { tools } } => {
+            for row in vul2safe::eval::agreement::corpus_agreement(&tools)? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+        }
+        Cmd::Bench { what: BenchCmd::Analyzer { rounds } } => {
+            let (per_sec, findings) = vul2safe::bench::analyzer_throughput(rounds.max(1));
+            let funcs = vul2safe::bench::corpus_functions().len();
+            let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
+            println!("{v}");
+        }
         Cmd::Bench { what: BenchCmd::Cpu { batch, seq, steps } } => {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
@@ -219,6 +269,7 @@ fn data_build(cmd: DataCmd) -> Result<()> {
         backoff_ms,
         skip_bad,
         test_fraction,
+        no_analyzer_check,
     } = cmd;
     if !(0.0..=1.0).contains(&threshold) || !(0.0..=1.0).contains(&test_fraction) {
         bail!("--threshold and --test-fraction must be in [0, 1]");
@@ -241,7 +292,16 @@ fn data_build(cmd: DataCmd) -> Result<()> {
         bail!("--teacher must be `heuristic`, `local:MODEL_DIR` or an http(s):// URL, got {teacher:?}");
     };
     let inputs = if input.is_empty() { vec![Input::Embedded] } else { input.into_iter().map(Input::File).collect() };
-    let opts = BuildOptions { inputs, out: out.clone(), prompts_per_pair, threshold, concurrency, skip_bad, test_fraction };
+    let opts = BuildOptions {
+        inputs,
+        out: out.clone(),
+        prompts_per_pair,
+        threshold,
+        concurrency,
+        skip_bad,
+        test_fraction,
+        analyzer_check: !no_analyzer_check,
+    };
     let stats = build(&opts, teacher.as_ref(), &|done| {
         if done % 500 == 0 {
             eprintln!("data build: {done} pairs done");

@@ -12,6 +12,7 @@ use super::pairs::{PairStats, Pairer, RepairPair};
 use super::prompts::{leaked_term, signature, template_prompts};
 use super::record::{Message, PrimeVulPlus, Reflection, Verdict};
 use super::teacher::{PairView, Teacher};
+use crate::eval::analyzer::builtin::analyze_text;
 use crate::fsutil::{atomic_write, sync_dir};
 use crate::lang::Lang;
 use anyhow::{Context, Result};
@@ -47,6 +48,9 @@ pub struct BuildOptions {
     pub skip_bad: bool,
     /// Share of functions (by name) held out as the test split.
     pub test_fraction: f64,
+    /// Also require the built-in analyzer to flag the vulnerable version more
+    /// than the fixed one (high and medium findings).
+    pub analyzer_check: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -147,6 +151,16 @@ fn process(asker: &Asker, opts: &BuildOptions, pair: RepairPair) -> Outcome {
     }
     if reflection.confidence < opts.threshold {
         return Outcome::Dropped("low_confidence", hits);
+    }
+    if opts.analyzer_check {
+        let count = |code: &str| analyze_text(lang, code, "f").iter().filter(|f| f.severity.is_high_or_medium()).count();
+        let (v, f) = (count(&pair.vulnerable), count(&pair.secure));
+        reflection
+            .transcript
+            .push(Message::new("analyzer", format!("builtin: {v} high/medium findings in the vulnerable version, {f} in the fix")));
+        if v <= f {
+            return Outcome::Dropped("analyzer_disagrees", hits);
+        }
     }
     let prompts = match gather_prompts(asker, &view, opts.prompts_per_pair, &mut hits, &mut reflection.transcript) {
         Ok(p) if p.is_empty() => return Outcome::Dropped("prompt_leak", hits),

@@ -50,13 +50,7 @@ fn check_lengths(u: &Unit, report: &mut Report) {
         let args = call_args(call);
         // `read(fd, buf, len)` with both from the caller is the caller's contract.
         let is_param = |i: usize| args.get(i).is_some_and(|a| a.kind() == "identifier" && u.params.contains(u.text(*a)));
-        let dest = if name == "fread" {
-            0
-        } else if name == "memcpy" || name == "memmove" {
-            0
-        } else {
-            1
-        };
+        let dest = if matches!(name, "read" | "pread") { 1 } else { 0 };
         if is_param(dest) && positions.iter().all(|&i| is_param(i)) {
             continue;
         }

@@ -208,7 +208,7 @@ impl Walker<'_, '_, '_, '_, '_> {
                 };
                 let then = stmt.child_by_field_name("consequence").map_or(Some(freed.clone()), |c| self.walk(c, Some(freed.clone())));
                 let other = match stmt.child_by_field_name("alternative") {
-                    Some(alt) => named_children(alt).into_iter().fold(Some(freed), |s, c| self.walk(c, s)),
+                    Some(alt) => named_children(alt).into_iter().try_fold(freed, |s, c| self.walk(c, Some(s))),
                     None => Some(freed),
                 };
                 merge(then, other)

@@ -74,7 +74,7 @@ fn check_sql(call: Node, scope: Node, src: &str, report: &mut Report) {
                 .filter(|n| n.kind() == "assignment" && n.child_by_field_name("left").is_some_and(|l| text(l, src) == name))
                 .filter(|n| n.start_byte() < call.start_byte())
                 .filter_map(|n| n.child_by_field_name("right").and_then(|r| built_string_names(r, src)))
-                .last()
+                .next_back()
         }
         _ => built_string_names(query, src),
     };
