@@ -4,4 +4,5 @@
 pub mod agreement;
 pub mod analyzer;
 pub mod finding;
+pub mod sandbox;
 pub mod scan;
