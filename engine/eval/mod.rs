@@ -4,5 +4,10 @@
 pub mod agreement;
 pub mod analyzer;
 pub mod finding;
+pub mod harness;
+pub mod passk;
+pub mod plot;
+pub mod report;
 pub mod sandbox;
 pub mod scan;
+pub mod tasks;

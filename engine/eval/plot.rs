@@ -1,0 +1,53 @@
+//! PNG line charts of metric@k against k (secure@k, pass@k), with plotters.
+//! Text needs a TrueType font: DejaVu Sans from the system (Debian
+//! `fonts-dejavu-core`, installed by tools/setup.sh) or `$VUL2SAFE_FONT`.
+
+use anyhow::{anyhow, Context, Result};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_CANDIDATES: &[&str] = &["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];
+
+/// Registers the font once; plotters keeps it for the process's lifetime.
+fn ensure_font() -> Result<()> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let path =
+            std::env::var("VUL2SAFE_FONT").ok().or_else(|| FONT_CANDIDATES.iter().find(|p| Path::new(p).exists()).map(|p| p.to_string()));
+        let path = path.ok_or("no TrueType font found: install fonts-dejavu-core (tools/setup.sh) or set VUL2SAFE_FONT")?;
+        let bytes: &'static [u8] = Box::leak(std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).map_err(|_| format!("{path}: not a usable font"))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
+/// One chart: each series is a name and its `(k, value)` points, values in [0, 1].
+pub fn plot_at_k(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
+    ensure_font()?;
+    let max_k = series.iter().flat_map(|(_, p)| p.iter().map(|(k, _)| *k)).max().unwrap_or(1).max(2);
+    let root = BitMapBackend::new(path, (720, 440)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(1usize..max_k, 0f64..1.0)?;
+        chart.configure_mesh().x_desc("k (samples per task)").y_desc(y_label).draw()?;
+        for (i, (name, points)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).mix(0.9);
+            chart
+                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&(k, v)| Circle::new((k, v), 3, color.filled())))?;
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| anyhow!("{e}")).with_context(|| format!("drawing {}", path.display()))
+}

@@ -1,0 +1,159 @@
+//! Evaluation: the pass@k estimator, benchmark formats and loaders, reference
+//! solutions run in the sandbox (the embedded self-invoking tasks and the real
+//! HumanEval from PyPI), code extraction, and `vul2safe eval` end to end.
+
+use std::io::Write;
+use std::process::Command;
+use vul2safe::eval::harness::code_under_test;
+use vul2safe::eval::passk::{mean_at_k, pass_at_k};
+use vul2safe::eval::sandbox::{self, Isolation, Limits};
+use vul2safe::eval::tasks::{load_bench, parse_tasks, Task, TaskKind};
+use vul2safe::lang::Lang;
+
+#[test]
+fn pass_at_k_is_the_unbiased_estimator() {
+    assert!((pass_at_k(10, 3, 1) - 0.3).abs() < 1e-12);
+    // 1 - C(7,2)/C(10,2) = 1 - 21/45
+    assert!((pass_at_k(10, 3, 2) - (1.0 - 21.0 / 45.0)).abs() < 1e-12);
+    assert_eq!(pass_at_k(5, 0, 3), 0.0);
+    assert_eq!(pass_at_k(5, 3, 3), 1.0, "fewer failures than k");
+    assert!((mean_at_k(&[(4, 4), (4, 0)], 1) - 0.5).abs() < 1e-12);
+}
+
+#[test]
+fn embedded_benchmarks_load() {
+    let sec = load_bench("security").unwrap();
+    assert!(sec.len() >= 40);
+    assert!(sec.iter().all(|t| t.cwe.as_deref().is_some_and(|c| c.starts_with("CWE-")) && t.test.is_none()));
+    assert!(sec.iter().any(|t| t.lang == Lang::C) && sec.iter().any(|t| t.lang == Lang::Python));
+    let cwes: std::collections::HashSet<_> = sec.iter().filter_map(|t| t.cwe.clone()).collect();
+    assert!(cwes.len() >= 15, "{cwes:?}");
+    let pro = load_bench("self-invoking").unwrap();
+    assert!(pro.len() >= 5 && pro.iter().all(|t| t.test.is_some() && t.reference.is_some() && t.kind == TaskKind::Instruction));
+}
+
+#[test]
+fn public_formats_parse_by_their_field_names() {
+    let text = [
+        r#"{"task_id": "HumanEval/0", "prompt": "def f(x):\n", "canonical_solution": "    return x\n", "test": "def check(c):\n    assert c(1) == 1\n", "entry_point": "f"}"#,
+        r#"{"id": "HumanEvalPro/1", "raw_problem": "def a():\n", "raw_solution": "    return 1\n", "new_problem": "def b():\n", "new_solution": "    return a() + 1\n", "test_code": "assert b() == 2\n"}"#,
+        r#"{"ID": "CWE-020_author_1.py", "Prompt": "import yaml\ndef load(p):\n", "Insecure_code": "..."}"#,
+        r#"{"test_case_prompt": "Write C code that copies a string.", "cwe_identifier": "CWE-120", "language": "c", "line_text": "strcpy"}"#,
+    ]
+    .join("\n");
+    let t = parse_tasks(&text, "mixed.jsonl").unwrap();
+    assert_eq!((t[0].kind.clone(), t[0].reference.as_deref()), (TaskKind::Completion, Some("def f(x):\n    return x\n")));
+    assert!(t[0].test.as_ref().unwrap().ends_with("check(f)\n"));
+    assert_eq!(t[1].reference.as_deref(), Some("def a():\n    return 1\n\n\ndef b():\n    return a() + 1\n"));
+    assert_eq!((t[2].cwe.as_deref(), t[2].lang), (Some("CWE-20"), Lang::Python));
+    assert_eq!((t[3].cwe.as_deref(), t[3].lang), (Some("CWE-120"), Lang::C));
+
+    for (bad, want) in [
+        ("", "no tasks"),
+        ("{\"prompt\": 1}\n{", "line 1"),
+        ("{\"prompt\": \"x\", \"language\": \"cobol\"}", "unsupported language \"cobol\""),
+    ] {
+        let e = format!("{:#}", parse_tasks(bad, "b.jsonl").unwrap_err());
+        assert!(e.contains("b.jsonl") && e.contains(want), "{e}");
+    }
+    // Gzipped files load like plain ones.
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("t.jsonl.gz");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    assert_eq!(load_bench(gz.to_str().unwrap()).unwrap().len(), 4);
+}
+
+fn runs_clean(task: &Task, code: &str) -> bool {
+    let program = format!("{code}{}", task.test.as_ref().unwrap());
+    let limits = Limits { isolation: Isolation::BestEffort, ..Limits::default() };
+    sandbox::run("python3", &["main.py"], &[("main.py", &program)], &limits).unwrap().success()
+}
+
+#[test]
+fn self_invoking_references_pass_and_wrong_code_fails() {
+    for t in load_bench("self-invoking").unwrap() {
+        assert!(runs_clean(&t, t.reference.as_ref().unwrap()), "{} reference fails", t.id);
+        assert!(!runs_clean(&t, "def nothing():\n    pass\n"), "{} passes without code", t.id);
+    }
+}
+
+#[test]
+fn humaneval_from_pypi_checks_real_solutions() {
+    let tasks = match load_bench("humaneval") {
+        Ok(t) => t,
+        Err(e) => return eprintln!("SKIPPED: {e:#}"),
+    };
+    assert_eq!(tasks.len(), 164);
+    for t in tasks.iter().take(8) {
+        assert!(runs_clean(t, t.reference.as_ref().unwrap()), "{}: canonical solution fails", t.id);
+        assert!(!runs_clean(t, &format!("{}    return None\n", t.prompt)), "{}: a wrong solution passes", t.id);
+    }
+}
+
+#[test]
+fn code_is_extracted_from_completions_and_answers() {
+    let completion = Task {
+        id: "t".into(),
+        kind: TaskKind::Completion,
+        lang: Lang::Python,
+        prompt: "def f():\n".into(),
+        cwe: None,
+        test: None,
+        reference: None,
+    };
+    assert_eq!(code_under_test(&completion, "    return 1\n\ndef g():\n    pass\n"), "def f():\n    return 1\n");
+    let answer = Task { kind: TaskKind::Instruction, ..completion };
+    assert_eq!(code_under_test(&answer, "Sure:\n```c\nint x;\n```\nDone."), "int x;\n");
+    assert_eq!(code_under_test(&answer, "  int y;  "), "int y;");
+}
+
+#[test]
+fn eval_cli_writes_report_samples_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ev");
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_a");
+    let exe = env!("CARGO_BIN_EXE_vul2safe");
+    let o = Command::new(exe)
+        .args([
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--bench",
+            "self-invoking",
+            "--samples",
+            "3",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            out.to_str().unwrap(),
+            "--allow-unisolated",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = &report["report"];
+    assert_eq!((r["tasks"].as_u64(), r["samples"].as_u64(), r["tasks_with_tests"].as_u64()), (Some(5), Some(15), Some(5)));
+    for key in ["high_medium_per_100", "vulnerable_sample_share"] {
+        assert!(r[key].as_f64().is_some(), "{key}");
+    }
+    assert_eq!(r["secure_at_k"].as_object().unwrap().len(), 3);
+    assert_eq!(r["pass_at_k"]["1"].as_f64(), Some(0.0), "a random model passes nothing");
+    assert_eq!(std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().count(), 15);
+    if report["plot_error"].is_null() {
+        for png in ["secure_at_k.png", "pass_at_k.png"] {
+            assert_eq!(&std::fs::read(out.join(png)).unwrap()[1..4], b"PNG");
+        }
+    } else {
+        eprintln!("SKIPPED plots: {}", report["plot_error"]);
+    }
+    let bad = Command::new(exe).args(["eval", "--model", model.to_str().unwrap(), "--bench", "/nonexistent.jsonl"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.jsonl"));
+    let long = Command::new(exe)
+        .args(["eval", "--model", model.to_str().unwrap(), "--bench", "security", "--max-new-tokens", "500"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&long.stderr).contains("leaves no room for a prompt"));
+}
