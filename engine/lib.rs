@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod generate;
 pub mod lang;
 pub mod model;
+pub mod prompt;
 pub mod tensor;
 pub mod tokenizer;
 pub mod train;

@@ -177,3 +177,16 @@ fn grad_clipping_bounds_the_global_norm() {
     assert!(before > 1.0);
     assert!((grad_norm(&Cpu, &g) - 1.0).abs() < 1e-4);
 }
+
+#[test]
+fn training_is_bitwise_deterministic() {
+    // Exact resume depends on it: same seed, same steps, same bits.
+    let run = || {
+        let (mut t, b) = vul2safe::bench::setup(&Cpu, vul2safe::demo::tiny_config(300), 4, 64);
+        for _ in 0..3 {
+            t.step(&Cpu, std::slice::from_ref(&b)).unwrap();
+        }
+        t.model.params.iter().into_iter().flat_map(|p| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect::<Vec<u32>>()
+    };
+    assert!(run() == run());
+}

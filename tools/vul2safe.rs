@@ -95,8 +95,8 @@ enum Cmd {
         tools: Vec<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// `raw` or `chatml` (wrap instructions in ChatML turns).
-        #[arg(long, default_value = "raw")]
+        /// `plain` (### Instruction / ### Response) or `chatml`.
+        #[arg(long, default_value = "plain")]
         prompt_format: String,
         /// Where report.json, samples.jsonl and the plots go.
         #[arg(long, default_value = "eval-out")]
@@ -104,6 +104,43 @@ enum Cmd {
         /// Run tests even where the sandbox cannot create namespaces (no network isolation).
         #[arg(long)]
         allow_unisolated: bool,
+    },
+    /// Supervised fine-tuning on PrimeVul+ (prompt → secure function, loss on the function only).
+    Sft {
+        /// HF folder to start from (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// primevul_plus.jsonl, or the folder `data build` wrote.
+        #[arg(long)]
+        data: PathBuf,
+        /// Run folder: step-NNNNNN checkpoints, latest, metrics.jsonl.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        steps: u64,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 1)]
+        grad_accum: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f32,
+        #[arg(long, default_value_t = 20)]
+        warmup: u64,
+        #[arg(long, default_value_t = 1.0)]
+        max_grad_norm: f32,
+        #[arg(long, default_value_t = 50)]
+        eval_every: u64,
+        #[arg(long, default_value_t = 100)]
+        save_every: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "plain")]
+        prompt_format: String,
+        /// Continue from the run folder's newest checkpoint.
+        #[arg(long)]
+        resume: bool,
     },
     /// Build data sets.
     Data {
@@ -238,6 +275,57 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::json!({ "logprobs": lp }));
         }
         Cmd::Data { what } => data_build(what)?,
+        Cmd::Sft {
+            model,
+            data,
+            out,
+            steps,
+            batch,
+            seq,
+            grad_accum,
+            lr,
+            warmup,
+            max_grad_norm,
+            eval_every,
+            save_every,
+            seed,
+            prompt_format,
+            resume,
+        } => {
+            if !(lr > 0.0 && lr.is_finite()) || !(max_grad_norm > 0.0) {
+                bail!("--lr and --max-grad-norm must be positive");
+            }
+            let prompt_format = vul2safe::prompt::PromptFormat::parse(&prompt_format)?;
+            let opts = vul2safe::train::sft::SftOptions {
+                model,
+                data,
+                out: out.clone(),
+                steps,
+                batch,
+                seq,
+                grad_accum,
+                lr,
+                warmup,
+                max_grad_norm,
+                eval_every,
+                save_every,
+                seed,
+                prompt_format,
+                resume,
+            };
+            let bar = indicatif::ProgressBar::new(steps)
+                .with_style(indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} {msg}").expect("valid template"));
+            let summary = vul2safe::train::sft::run(&be, &opts, |row| {
+                bar.set_position(row["step"].as_u64().unwrap_or(0));
+                bar.set_message(format!("loss {:.4}", row["loss"].as_f64().unwrap_or(f64::NAN)));
+            })?;
+            bar.finish_and_clear();
+            println!(
+                "{}",
+                serde_json::json!({"steps": summary.steps, "final_loss": summary.final_loss, "eval_loss": summary.eval_loss, "skipped_steps": summary.skipped,
+                    "tok_s": summary.tokens_per_sec.round(), "resumed_from": summary.resumed_from, "run": out})
+            );
+        }
         Cmd::Eval {
             model,
             bench,
@@ -252,13 +340,9 @@ fn run(cli: Cli) -> Result<()> {
             out,
             allow_unisolated,
         } => {
-            use vul2safe::eval::harness::{evaluate, EvalOptions, PromptFormat};
+            use vul2safe::eval::harness::{evaluate, EvalOptions};
             validate_sampling(temperature, top_p)?;
-            let prompt_format = match prompt_format.as_str() {
-                "raw" => PromptFormat::Raw,
-                "chatml" => PromptFormat::ChatMl,
-                other => bail!("--prompt-format must be raw or chatml, got {other:?}"),
-            };
+            let prompt_format = vul2safe::prompt::PromptFormat::parse(&prompt_format)?;
             let mut tasks = vul2safe::eval::tasks::load_bench(&bench)?;
             tasks.truncate(limit.unwrap_or(usize::MAX));
             let tok = Tokenizer::load(&model)?;

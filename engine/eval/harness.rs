@@ -10,6 +10,7 @@ use super::tasks::{Task, TaskKind};
 use crate::backend::Backend;
 use crate::generate::{generate, SamplingConfig};
 use crate::model::Transformer;
+use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
 use anyhow::{ensure, Result};
 use serde::Serialize;
@@ -18,13 +19,6 @@ use std::time::Instant;
 
 /// HumanEval's stop sequences: a completion ends where the next top-level item starts.
 const STOP_SEQUENCES: &[&str] = &["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PromptFormat {
-    Raw,
-    /// `<|im_start|>user … <|im_end|><|im_start|>assistant` (Qwen, SmolLM2-Instruct).
-    ChatMl,
-}
 
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
@@ -77,9 +71,9 @@ pub struct EvalReport {
 }
 
 fn format_prompt(task: &Task, format: PromptFormat) -> String {
-    match (task.kind.clone(), format) {
-        (TaskKind::Completion, _) | (_, PromptFormat::Raw) => task.prompt.clone(),
-        (TaskKind::Instruction, PromptFormat::ChatMl) => format!("<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n", task.prompt),
+    match task.kind {
+        TaskKind::Completion => task.prompt.clone(),
+        TaskKind::Instruction => format.instruction(&task.prompt),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Optimizer and training utilities: AdamW over a parameter set, global
 //! grad-norm clipping, LR schedules, and the accumulate-then-step loop.
 
+pub mod checkpoint;
 pub mod optimizer;
 pub mod schedule;
+pub mod sft;
 pub mod trainer;
 
 pub use optimizer::{AdamW, AdamWConfig};

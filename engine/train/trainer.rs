@@ -15,6 +15,8 @@ pub struct StepStats {
     pub lr: f32,
     pub tokens: usize,
     pub secs: f64,
+    /// True when the loss or gradients were NaN/inf and the update was skipped.
+    pub skipped: bool,
 }
 
 pub struct Trainer<B: Backend> {
@@ -43,7 +45,9 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Accumulates gradients over `micro` (whose weights share one normalizer),
-    /// then clips and applies one AdamW update.
+    /// then clips and applies one AdamW update. A non-finite loss or gradient
+    /// skips the update (the step is reported with `skipped`), so one bad batch
+    /// cannot poison the weights.
     pub fn step(&mut self, be: &B, micro: &[Batch]) -> Result<StepStats> {
         let t0 = Instant::now();
         zero_grads(be, &mut self.grads);
@@ -53,8 +57,12 @@ impl<B: Backend> Trainer<B> {
         }
         let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);
         let lr = self.schedule.lr_at(self.opt.step);
-        self.opt.update(be, &mut self.model.params, &self.grads, lr);
+        let skipped = !(loss.is_finite() && grad_norm.is_finite());
+        if !skipped {
+            self.opt.update(be, &mut self.model.params, &self.grads, lr);
+        }
         Ok(StepStats {
+            skipped,
             step: self.opt.step,
             loss,
             grad_norm,

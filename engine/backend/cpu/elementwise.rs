@@ -18,8 +18,12 @@ pub fn scale(buf: &mut [f32], s: f32) {
     buf.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= s));
 }
 
+/// Sums fixed-size chunks in parallel, then the partials in order: the result
+/// is bit-identical from run to run (rayon's own `sum` is not), which exact
+/// resume depends on.
 pub fn sum_squares(buf: &[f32]) -> f64 {
-    buf.par_chunks(CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).sum()
+    let partials: Vec<f64> = buf.par_chunks(CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()).collect();
+    partials.iter().sum()
 }
 
 pub fn add_bias(y: &mut [f32], bias: &[f32], rows: usize) {

@@ -41,6 +41,8 @@ pub fn cross_entropy_inplace(logits: &mut [f32], targets: &[u32], weights: &[f32
             row[t as usize] -= w;
             (w as f64) * (ce as f64)
         })
+        .collect::<Vec<f64>>()
+        .iter()
         .sum()
 }
 

@@ -27,23 +27,20 @@ pub fn rmsnorm_bwd(dx: &mut [f32], dw: &mut [f32], dout: &[f32], x: &[f32], w: &
             *dx += r * w * dy - c * x;
         }
     });
-    let partial = (0..rows)
+    // Fixed row blocks, summed in order: deterministic, unlike a rayon fold.
+    const BLOCK: usize = 64;
+    let partials: Vec<Vec<f32>> = (0..rows.div_ceil(BLOCK))
         .into_par_iter()
-        .with_min_len(64)
-        .fold(
-            || vec![0f32; dim],
-            |mut acc, row| {
+        .map(|b| {
+            let mut acc = vec![0f32; dim];
+            for row in b * BLOCK..((b + 1) * BLOCK).min(rows) {
                 let (dy, x, r) = (&dout[row * dim..][..dim], &x[row * dim..][..dim], rstd[row]);
                 acc.iter_mut().zip(dy).zip(x).for_each(|((a, dy), x)| *a += dy * x * r);
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; dim],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
-    dw.iter_mut().zip(&partial).for_each(|(d, p)| *d += p);
+            }
+            acc
+        })
+        .collect();
+    for p in &partials {
+        dw.iter_mut().zip(p).for_each(|(d, p)| *d += p);
+    }
 }
