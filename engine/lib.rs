@@ -14,6 +14,7 @@ pub mod generate;
 pub mod lang;
 pub mod model;
 pub mod prompt;
+pub mod rl;
 pub mod tensor;
 pub mod tokenizer;
 pub mod train;

@@ -142,6 +142,8 @@ enum Cmd {
         #[arg(long)]
         resume: bool,
     },
+    /// PPO from an SFT policy, with instance-level or token-level rewards (docs/training.md).
+    Ppo(PpoArgs),
     /// Build data sets.
     Data {
         #[command(subcommand)]
@@ -152,6 +154,92 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct PpoArgs {
+    /// The starting policy (HF folder with tokenizer.json); also the frozen reference and the critic's start.
+    #[arg(long)]
+    policy: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// `instance` (one score on the last token) or `tlr` (token-level rewards).
+    #[arg(long, default_value = "tlr")]
+    reward: String,
+    #[arg(long, default_value_t = 20)]
+    iters: u64,
+    /// Prompts sampled per iteration.
+    #[arg(long, default_value_t = 16)]
+    rollout_batch: usize,
+    #[arg(long, default_value_t = 96)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 4)]
+    epochs: usize,
+    /// Sequences per minibatch.
+    #[arg(long, default_value_t = 8)]
+    minibatch: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f32,
+    #[arg(long, default_value_t = 1e-4)]
+    critic_lr: f32,
+    /// `standard`, `dual`, `token-aware` or `decoupled` (docs/training.md).
+    #[arg(long, default_value = "standard")]
+    clip: String,
+    #[arg(long, default_value_t = 0.2)]
+    clip_eps: f32,
+    /// ε for token-rewarded tokens (`token-aware`) or the token part (`decoupled`; `inf` = unclipped).
+    #[arg(long, default_value_t = 0.5)]
+    clip_eps_tok: f32,
+    /// Dual-clip bound c (> 1).
+    #[arg(long, default_value_t = 3.0)]
+    dual_clip: f32,
+    #[arg(long, default_value_t = 0.2)]
+    value_clip: f32,
+    #[arg(long, default_value_t = 1.0)]
+    gamma: f32,
+    #[arg(long, default_value_t = 0.95)]
+    lambda: f32,
+    #[arg(long, default_value_t = 0.05)]
+    kl_coef: f32,
+    /// Target KL per sequence for the adaptive controller (0 keeps kl-coef fixed).
+    #[arg(long, default_value_t = 6.0)]
+    kl_target: f32,
+    #[arg(long, default_value_t = 10000.0)]
+    kl_horizon: f32,
+    /// `k1` or `k3`.
+    #[arg(long, default_value = "k3")]
+    kl_estimator: String,
+    #[arg(long, default_value_t = 0.0)]
+    entropy_coef: f32,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f32,
+    /// Instance reward for a sample without high or medium findings.
+    #[arg(long, default_value_t = 1.0)]
+    r_clean: f32,
+    /// TLR: total bonus shared by tokens that reproduce the fix's secure spans.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f32,
+    /// TLR: penalty per finding, times its severity weight.
+    #[arg(long, default_value_t = 0.5)]
+    beta: f32,
+    /// TLR: penalty per run of n-grams repeating the vulnerable version.
+    #[arg(long, default_value_t = 0.25)]
+    beta_ref: f32,
+    /// `spread` over the sequence's tokens or `last` token.
+    #[arg(long, default_value = "spread")]
+    penalty: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    save_every: u64,
+    #[arg(long, default_value = "plain")]
+    prompt_format: String,
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Subcommand)]
@@ -275,6 +363,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::json!({ "logprobs": lp }));
         }
         Cmd::Data { what } => data_build(what)?,
+        Cmd::Ppo(args) => ppo(&be, args)?,
         Cmd::Sft {
             model,
             data,
@@ -400,6 +489,80 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn ppo(be: &Cpu, a: PpoArgs) -> Result<()> {
+    use vul2safe::rl::kl::{AdaptiveKl, KlEstimator};
+    use vul2safe::rl::ppo::{run, PpoOptions};
+    use vul2safe::rl::ppo_loss::ClipMode;
+    use vul2safe::rl::reward::{Placement, RewardConfig, RewardMode};
+    let mode = match a.reward.as_str() {
+        "instance" => RewardMode::Instance,
+        "tlr" => RewardMode::Tlr,
+        other => bail!("--reward must be instance or tlr, got {other:?}"),
+    };
+    let clip = match a.clip.as_str() {
+        "standard" => ClipMode::Standard,
+        "dual" => ClipMode::Dual { c: a.dual_clip },
+        "token-aware" => ClipMode::TokenAware { eps_tok: a.clip_eps_tok },
+        "decoupled" => ClipMode::Decoupled { eps_tok: a.clip_eps_tok },
+        other => bail!("--clip must be standard, dual, token-aware or decoupled, got {other:?}"),
+    };
+    let placement = match a.penalty.as_str() {
+        "spread" => Placement::Spread,
+        "last" => Placement::Last,
+        other => bail!("--penalty must be spread or last, got {other:?}"),
+    };
+    if !(a.clip_eps > 0.0
+        && a.gamma > 0.0
+        && a.gamma <= 1.0
+        && (0.0..=1.0).contains(&a.lambda)
+        && a.dual_clip > 1.0
+        && a.lr > 0.0
+        && a.critic_lr > 0.0)
+    {
+        bail!("need --clip-eps > 0, 0 < --gamma ≤ 1, 0 ≤ --lambda ≤ 1, --dual-clip > 1 and positive learning rates");
+    }
+    validate_sampling(a.temperature, 1.0)?;
+    let reward =
+        RewardConfig { r_clean: a.r_clean, alpha: a.alpha, beta: a.beta, beta_ref: a.beta_ref, placement, ..RewardConfig::default() };
+    let opts = PpoOptions {
+        policy: a.policy,
+        data: a.data,
+        out: a.out.clone(),
+        mode,
+        reward,
+        iters: a.iters,
+        rollout_batch: a.rollout_batch,
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        epochs: a.epochs,
+        minibatch: a.minibatch,
+        lr: a.lr,
+        critic_lr: a.critic_lr,
+        clip_eps: a.clip_eps,
+        clip,
+        value_clip: a.value_clip,
+        gamma: a.gamma,
+        lambda: a.lambda,
+        kl: AdaptiveKl { coef: a.kl_coef, target: a.kl_target, horizon: a.kl_horizon },
+        kl_estimator: KlEstimator::parse(&a.kl_estimator)?,
+        entropy_coef: a.entropy_coef,
+        max_grad_norm: a.max_grad_norm,
+        seed: a.seed,
+        save_every: a.save_every,
+        prompt_format: vul2safe::prompt::PromptFormat::parse(&a.prompt_format)?,
+        resume: a.resume,
+    };
+    let bar = indicatif::ProgressBar::new(opts.iters)
+        .with_style(indicatif::ProgressStyle::with_template("ppo {bar:30} {pos}/{len} {msg}").expect("valid template"));
+    let summary = run(be, &opts, |row| {
+        bar.set_position(row["iter"].as_u64().unwrap_or(0));
+        bar.set_message(format!("vuln {:.2} kl {:.3}", row["vuln_rate"].as_f64().unwrap_or(0.0), row["kl"].as_f64().unwrap_or(0.0)));
+    })?;
+    bar.finish_and_clear();
+    println!("{}", serde_json::json!({"iters": summary.iters, "last": summary.last, "run": a.out}));
     Ok(())
 }
 

@@ -188,6 +188,14 @@ pub trait Backend: Sync {
     /// `log softmax(logits[r])[targets[r]]` for each row (rows with IGNORE give 0).
     fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> Vec<f32>;
 
+    /// Per row: `log softmax(logits)[target]` and the entropy of the softmax,
+    /// in one pass over the logits (no second softmax is materialized).
+    fn logprob_entropy(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>);
+    /// Overwrites logits with `∂L/∂logits` for a loss whose per-row gradient
+    /// is `c_logp[r]` with respect to the target's logprob and `c_ent[r]` with
+    /// respect to the entropy: `c_logp (onehot - p) - c_ent p (log p + H)`.
+    fn logit_grad_inplace(&self, logits: &mut Self::Buf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize);
+
     /// One decoupled-weight-decay Adam update of `param` in place.
     fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamWStep);
 }

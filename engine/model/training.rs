@@ -77,14 +77,16 @@ pub struct TrainState<B: Backend> {
     seq: usize,
     layers: Vec<LayerActs<B::Buf>>,
     x_final: B::Buf,
-    ln_f: B::Buf,
+    /// Final-norm hidden states `[tokens, hidden]`: what every head reads.
+    pub(crate) ln_f: B::Buf,
     rstd_f: B::Buf,
     head_rows: usize,
     head_x: B::Buf,
     head_logits: B::Buf,
     head_dx: B::Buf,
     d_resid: B::Buf,
-    d_ln: B::Buf,
+    /// A head writes `∂L/∂ln_f` here before the trunk's backward pass.
+    pub(crate) d_ln: B::Buf,
     d_act: B::Buf,
     d_gate: B::Buf,
     d_up: B::Buf,
@@ -106,6 +108,11 @@ fn head_chunk_rows(tokens: usize, vocab: usize) -> usize {
 }
 
 impl<B: Backend> TrainState<B> {
+    /// The `(batch, seq)` this state was sized for.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.batch, self.seq)
+    }
+
     pub fn new(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
         let n = batch * seq;
         let (d, f, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
@@ -164,6 +171,33 @@ impl<B: Backend> Transformer<B> {
     /// Forward and backward on one micro-batch. Gradients are *added* to
     /// `grads`; returns `Σ weights · cross-entropy` (the weighted loss).
     pub fn forward_backward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, grads: &mut Params<B::Buf>) -> Result<f64> {
+        self.forward_backward_with(be, batch, st, grads, |be, logits, r0, rows| {
+            be.cross_entropy_inplace(logits, &batch.targets[r0..r0 + rows], &batch.weights[r0..r0 + rows], self.cfg.vocab_size)
+        })
+    }
+
+    /// Forward and backward for a loss on each target token's logprob and
+    /// entropy (policy gradients). `grad(row0, logp, entropy)` returns, per
+    /// row, `∂L/∂logp`, `∂L/∂entropy`, and the chunk's loss.
+    pub fn forward_backward_policy(
+        &self,
+        be: &B,
+        batch: &Batch,
+        st: &mut TrainState<B>,
+        grads: &mut Params<B::Buf>,
+        mut grad: impl FnMut(usize, &[f32], &[f32]) -> (Vec<f32>, Vec<f32>, f64),
+    ) -> Result<f64> {
+        let vocab = self.cfg.vocab_size;
+        self.forward_backward_with(be, batch, st, grads, |be, logits, r0, rows| {
+            let targets = &batch.targets[r0..r0 + rows];
+            let (logp, ent) = be.logprob_entropy(logits, targets, vocab);
+            let (c_logp, c_ent, loss) = grad(r0, &logp, &ent);
+            be.logit_grad_inplace(logits, targets, &c_logp, &c_ent, vocab);
+            loss
+        })
+    }
+
+    fn check_batch(&self, batch: &Batch, st: &TrainState<B>) -> Result<()> {
         ensure!(
             batch.batch == st.batch && batch.seq == st.seq,
             "batch shape {}×{} does not match the training state's {}×{}",
@@ -178,11 +212,62 @@ impl<B: Backend> Transformer<B> {
         if let Some(t) = batch.targets.iter().find(|&&t| t != IGNORE && t as usize >= self.cfg.vocab_size) {
             anyhow::bail!("target id {t} is out of range for vocab size {}", self.cfg.vocab_size);
         }
-        let positions: Vec<u32> = (0..n).map(|i| (i % batch.seq) as u32).collect();
+        Ok(())
+    }
+
+    /// The trunk's forward, then `head_chunk(be, logits, row0, rows)` turning
+    /// each chunk of LM-head logits into their gradient in place (returning its
+    /// loss), then the backward pass.
+    fn forward_backward_with(
+        &self,
+        be: &B,
+        batch: &Batch,
+        st: &mut TrainState<B>,
+        grads: &mut Params<B::Buf>,
+        head_chunk: impl FnMut(&B, &mut B::Buf, usize, usize) -> f64,
+    ) -> Result<f64> {
+        self.check_batch(batch, st)?;
+        let positions = Self::train_positions(batch);
         self.train_forward(be, batch, &positions, st);
-        let loss = self.head_loss_backward(be, batch, st, grads);
+        let loss = self.lm_head_backward(be, batch, st, grads, head_chunk);
         self.train_backward(be, batch, &positions, st, grads);
         Ok(loss)
+    }
+
+    /// The trunk's forward and the final norm, leaving `st.ln_f` for a head.
+    pub(crate) fn trunk_forward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>) -> Result<Vec<u32>> {
+        self.check_batch(batch, st)?;
+        let positions = Self::train_positions(batch);
+        self.train_forward(be, batch, &positions, st);
+        Ok(positions)
+    }
+
+    /// The trunk's backward from `st.d_ln` (which a head has written).
+    pub(crate) fn trunk_backward(&self, be: &B, batch: &Batch, positions: &[u32], st: &mut TrainState<B>, grads: &mut Params<B::Buf>) {
+        self.train_backward(be, batch, positions, st, grads);
+    }
+
+    /// Forward only: each row's target logprob and softmax entropy (targets
+    /// IGNORE give 0 logprob), with the LM head in row chunks.
+    pub fn score_batch(&self, be: &B, batch: &Batch, st: &mut TrainState<B>) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.trunk_forward(be, batch, st)?;
+        let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let n = batch.batch * batch.seq;
+        let (mut logp, mut ent) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r0 in (0..n).step_by(st.head_rows) {
+            let rows = st.head_rows.min(n - r0);
+            let mut x = be.zeros(rows * d);
+            be.copy_range(&mut x, 0, &st.ln_f, r0 * d, rows * d);
+            let logits = self.logits(be, &x, rows);
+            let (l, e) = be.logprob_entropy(&logits, &batch.targets[r0..r0 + rows], v);
+            logp.extend(l);
+            ent.extend(e);
+        }
+        Ok((logp, ent))
+    }
+
+    fn train_positions(batch: &Batch) -> Vec<u32> {
+        (0..batch.batch * batch.seq).map(|i| (i % batch.seq) as u32).collect()
     }
 
     fn attn_shape(&self, batch: usize, seq: usize) -> AttnShape {
@@ -231,9 +316,17 @@ impl<B: Backend> Transformer<B> {
         be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
     }
 
-    /// LM head and cross-entropy in row chunks: logits → loss and dlogits in
-    /// place → d(ln_f) into `st.d_ln` and the head's weight gradient.
-    fn head_loss_backward(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, grads: &mut Params<B::Buf>) -> f64 {
+    /// The LM head in row chunks: logits → `head_chunk` (loss, and gradient in
+    /// place) → d(ln_f) into `st.d_ln` and the head's weight gradient. The full
+    /// `[tokens, vocab]` logits never exist at once.
+    fn lm_head_backward(
+        &self,
+        be: &B,
+        batch: &Batch,
+        st: &mut TrainState<B>,
+        grads: &mut Params<B::Buf>,
+        mut head_chunk: impl FnMut(&B, &mut B::Buf, usize, usize) -> f64,
+    ) -> f64 {
         let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         let n = batch.batch * batch.seq;
         let head = self.head();
@@ -246,7 +339,15 @@ impl<B: Backend> Transformer<B> {
             let rows = st.head_rows.min(n - r0);
             be.copy_range(&mut st.head_x, 0, &st.ln_f, r0 * d, rows * d);
             be.matmul(&mut st.head_logits, &st.head_x, head, MatMul::linear(rows, d, v));
-            loss += be.cross_entropy_inplace(&mut st.head_logits, &batch.targets[r0..r0 + rows], &batch.weights[r0..r0 + rows], v);
+            if rows < st.head_rows {
+                // The op sees exactly `rows` rows.
+                let mut part = be.zeros(rows * v);
+                be.copy_range(&mut part, 0, &st.head_logits, 0, rows * v);
+                loss += head_chunk(be, &mut part, r0, rows);
+                be.copy_range(&mut st.head_logits, 0, &part, 0, rows * v);
+            } else {
+                loss += head_chunk(be, &mut st.head_logits, r0, rows);
+            }
             be.matmul(&mut st.head_dx, &st.head_logits, head, MatMul::linear_dx(rows, d, v));
             be.matmul(head_grad, &st.head_logits, &st.head_x, MatMul::linear_dw(rows, d, v));
             be.copy_range(&mut st.d_ln, r0 * d, &st.head_dx, 0, rows * d);

@@ -61,3 +61,50 @@ pub fn target_logprobs(logits: &[f32], targets: &[u32], vocab: usize) -> Vec<f32
         })
         .collect()
 }
+
+/// Softmax statistics of one row: `(log Z, entropy)`.
+fn log_z_and_entropy(row: &[f32]) -> (f32, f32) {
+    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let (mut s, mut sx) = (0f32, 0f32);
+    for &x in row {
+        let e = (x - m).exp();
+        s += e;
+        sx += e * (x - m);
+    }
+    // H = log Z - E[x] with both taken around the max.
+    (m + s.ln(), s.ln() - sx / s)
+}
+
+pub fn logprob_entropy(logits: &[f32], targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(logits.len(), targets.len() * vocab);
+    logits
+        .par_chunks(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            check_target(t, vocab);
+            let (log_z, h) = log_z_and_entropy(row);
+            (if t == IGNORE { 0.0 } else { row[t as usize] - log_z }, h)
+        })
+        .unzip()
+}
+
+pub fn logit_grad_inplace(logits: &mut [f32], targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
+    assert!(logits.len() == targets.len() * vocab && c_logp.len() == targets.len() && c_ent.len() == targets.len());
+    logits.par_chunks_mut(vocab).zip(targets.par_iter()).zip(c_logp.par_iter().zip(c_ent.par_iter())).for_each(
+        |((row, &t), (&cl, &ce))| {
+            check_target(t, vocab);
+            if t == IGNORE || (cl == 0.0 && ce == 0.0) {
+                row.fill(0.0);
+                return;
+            }
+            let (log_z, h) = log_z_and_entropy(row);
+            for x in row.iter_mut() {
+                let logp = *x - log_z;
+                let p = logp.exp();
+                // d logp_t / dz = onehot - p;  dH / dz = -p (log p + H)
+                *x = -cl * p - ce * p * (logp + h);
+            }
+            row[t as usize] += cl;
+        },
+    );
+}

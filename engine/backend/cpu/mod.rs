@@ -133,6 +133,12 @@ impl Backend for Cpu {
     fn target_logprobs(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> Vec<f32> {
         loss::target_logprobs(logits, targets, vocab)
     }
+    fn logprob_entropy(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
+        loss::logprob_entropy(logits, targets, vocab)
+    }
+    fn logit_grad_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
+        loss::logit_grad_inplace(logits, targets, c_logp, c_ent, vocab)
+    }
     fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamWStep) {
         adamw::adamw(param, grad, m, v, hp)
     }

@@ -1,0 +1,104 @@
+//! The critic: its own copy of the model with a linear value head on the
+//! final hidden states, trained with the clipped value loss.
+
+use crate::backend::{AdamWStep, Backend, MatMul};
+use crate::model::{Batch, Params, TrainState, Transformer};
+use crate::train::optimizer::{zero_grads, AdamW, AdamWConfig};
+use anyhow::Result;
+
+pub struct Critic<B: Backend> {
+    pub model: Transformer<B>,
+    /// Value head `[hidden]` and its bias `[1]`.
+    pub w: B::Buf,
+    pub b: B::Buf,
+    pub opt: AdamW<B>,
+    head_m: [B::Buf; 2],
+    head_v: [B::Buf; 2],
+    grads: Params<B::Buf>,
+    state: Option<TrainState<B>>,
+}
+
+impl<B: Backend> Critic<B> {
+    pub fn new(be: &B, model: Transformer<B>) -> Critic<B> {
+        let d = model.cfg.hidden_size;
+        let grads = Params::build(&model.cfg, |s| be.zeros(s.numel()));
+        let opt = AdamW::new(be, &model.cfg, AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() });
+        Critic {
+            w: be.zeros(d),
+            b: be.zeros(1),
+            head_m: [be.zeros(d), be.zeros(1)],
+            head_v: [be.zeros(d), be.zeros(1)],
+            opt,
+            grads,
+            state: None,
+            model,
+        }
+    }
+
+    fn state(&mut self, be: &B, batch: &Batch) -> TrainState<B> {
+        match self.state.take() {
+            Some(s) if s.shape() == (batch.batch, batch.seq) => s,
+            _ => TrainState::new(be, &self.model.cfg, batch.batch, batch.seq),
+        }
+    }
+
+    fn head(&self, be: &B, st: &TrainState<B>, n: usize) -> Vec<f32> {
+        let d = self.model.cfg.hidden_size;
+        let mut v = be.zeros(n);
+        be.matmul(&mut v, &st.ln_f, &self.w, MatMul { m: n, n: 1, k: d, trans_a: false, trans_b: false, accumulate: false });
+        let bias = be.download(&self.b)[0];
+        be.download(&v).into_iter().map(|x| x + bias).collect()
+    }
+
+    /// The value of every row (position) of the batch.
+    pub fn values(&mut self, be: &B, batch: &Batch) -> Result<Vec<f32>> {
+        let mut st = self.state(be, batch);
+        self.model.trunk_forward(be, batch, &mut st)?;
+        let v = self.head(be, &st, batch.batch * batch.seq);
+        self.state = Some(st);
+        Ok(v)
+    }
+
+    /// One update: `grad(values)` gives `∂L/∂value` per row and the loss.
+    pub fn train_step(
+        &mut self,
+        be: &B,
+        batch: &Batch,
+        lr: f32,
+        max_grad_norm: f32,
+        grad: impl FnOnce(&[f32]) -> (Vec<f32>, f64),
+    ) -> Result<f64> {
+        let (n, d) = (batch.batch * batch.seq, self.model.cfg.hidden_size);
+        let mut st = self.state(be, batch);
+        zero_grads(be, &mut self.grads);
+        let positions = self.model.trunk_forward(be, batch, &mut st)?;
+        let values = self.head(be, &st, n);
+        let (dv, loss) = grad(&values);
+        let dv_buf = be.upload(&dv);
+        be.matmul(&mut st.d_ln, &dv_buf, &self.w, MatMul { m: n, n: d, k: 1, trans_a: false, trans_b: false, accumulate: false });
+        let mut gw = be.zeros(d);
+        be.matmul(&mut gw, &st.ln_f, &dv_buf, MatMul { m: d, n: 1, k: n, trans_a: true, trans_b: false, accumulate: false });
+        let gb = be.upload(&[dv.iter().sum::<f32>()]);
+        self.model.trunk_backward(be, batch, &positions, &mut st, &mut self.grads);
+        self.state = Some(st);
+        // Clip the trunk and the head together.
+        let norm =
+            (self.grads.iter().into_iter().map(|g| be.sum_squares(g)).sum::<f64>() + be.sum_squares(&gw) + be.sum_squares(&gb)).sqrt();
+        if !(loss.is_finite() && norm.is_finite()) {
+            return Ok(f64::NAN);
+        }
+        let scale = (max_grad_norm as f64 / (norm + 1e-6)).min(1.0) as f32;
+        for g in self.grads.iter_mut().into_iter().chain([&mut gw]) {
+            be.scale(g, scale);
+        }
+        let mut gb = gb;
+        be.scale(&mut gb, scale);
+        self.opt.update(be, &mut self.model.params, &self.grads, lr);
+        let hp = AdamWStep { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: self.opt.step };
+        let [mw, mb] = &mut self.head_m;
+        let [vw, vb] = &mut self.head_v;
+        be.adamw(&mut self.w, &gw, mw, vw, hp);
+        be.adamw(&mut self.b, &gb, mb, vb, hp);
+        Ok(loss)
+    }
+}
