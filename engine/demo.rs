@@ -1,39 +1,47 @@
-//! `vul2safe demo`: the whole pipeline that exists today, on the embedded
-//! default (tiny model, embedded corpus, CPU, no network): build PrimeVul+
-//! from the embedded PrimeVul sample with the heuristic teacher, train a tiny
-//! Llama from scratch on the fixed (secure) functions of the train split, then
-//! complete a held-out function from its signature.
+//! `vul2safe demo`: the whole method on the embedded default — CPU, no
+//! network, deterministic for a `--seed`:
+//!
+//! 1. train a byte-level BPE tokenizer on the embedded corpus;
+//! 2. pretrain a tiny Llama on both vulnerable and fixed functions, so that it
+//!    starts out writing insecure code often (the base model);
+//! 3. build PrimeVul+ with the heuristic teacher and the analyzer check;
+//! 4. SFT on prompt → secure function;
+//! 5. PPO with instance rewards and with token-level rewards (and TLR with
+//!    the decoupled clipping), from the same SFT checkpoint, same budget;
+//! 6. evaluate every model on the held-out split's implicit prompts
+//!    (vulnerability rate, secure@1) and on the self-invoking tasks (pass@1).
 
 use crate::backend::cpu::Cpu;
 use crate::data::build::{build, read_records, BuildOptions, BuildStats, Input};
-use crate::data::record::PrimeVulPlus;
+use crate::data::corpus::EMBEDDED_CORPUS;
 use crate::data::teacher::heuristic::Heuristic;
-use crate::generate::{generate, SamplingConfig};
+use crate::eval::harness::{evaluate, EvalOptions};
+use crate::eval::sandbox::Isolation;
+use crate::eval::tasks::{load_bench, Task, TaskKind};
+use crate::lang::Lang;
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
+use crate::prompt::PromptFormat;
+use crate::rl::kl::{AdaptiveKl, KlEstimator};
+use crate::rl::ppo::{self, PpoOptions};
+use crate::rl::ppo_loss::ClipMode;
+use crate::rl::reward::{RewardConfig, RewardMode};
 use crate::tensor::DType;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::train_bpe;
+use crate::train::checkpoint::save_model;
+use crate::train::sft::{self, SftOptions};
 use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer};
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
-
-pub const TOKENIZER_JSON: &[u8] = include_bytes!("../models/tiny/tokenizer.json");
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
-    pub steps: u64,
-    pub batch: usize,
-    pub seq: usize,
     pub seed: u64,
-    pub max_new_tokens: usize,
-}
-
-impl Default for DemoOptions {
-    fn default() -> Self {
-        DemoOptions { steps: 400, batch: 8, seq: 128, seed: 0, max_new_tokens: 80 }
-    }
+    /// Tiny budgets (for tests): the same pipeline in seconds.
+    pub quick: bool,
 }
 
 /// The tiny demo model: Llama, 4 layers, hidden 128, 4 heads of 32, tied embeddings.
@@ -58,107 +66,276 @@ pub fn tiny_config(vocab: usize) -> ModelConfig {
     }
 }
 
-pub struct DemoReport {
-    pub first_loss: f64,
-    pub final_loss: f64,
-    pub tokens_per_sec: f64,
-    pub data: BuildStats,
-    pub sample: String,
+struct Budget {
+    vocab: usize,
+    pretrain_steps: u64,
+    sft_steps: u64,
+    ppo_iters: u64,
+    rollout_batch: usize,
+    samples: usize,
+    eval_tasks: usize,
 }
 
-/// Builds PrimeVul+ from the embedded corpus into `dir` with the offline teacher.
-fn build_data(dir: &Path, log: &mut impl FnMut(&str)) -> Result<(BuildStats, Vec<PrimeVulPlus>)> {
-    let opts = BuildOptions {
-        inputs: vec![Input::Embedded],
-        out: dir.to_path_buf(),
-        prompts_per_pair: 3,
-        threshold: 0.7,
-        concurrency: 2,
-        skip_bad: false,
-        test_fraction: 0.1,
-        analyzer_check: true,
-    };
-    let stats = build(&opts, &Heuristic, &|_| {})?;
-    log(&format!(
-        "data: {} PrimeVul pairs -> {} PrimeVul+ records ({} CWEs; dropped {:?}) in {:.3}s",
-        stats.pairs_in,
-        stats.kept,
-        stats.cwe_histogram.len(),
-        stats.dropped,
-        stats.seconds
-    ));
-    Ok((stats, read_records(&dir.join("primevul_plus.jsonl"))?))
-}
-
-/// Runs the pipeline; `log` receives one progress line at a time. With
-/// `out`, the PrimeVul+ data and the trained model (HF folder) are kept there.
-pub fn run(opts: &DemoOptions, out: Option<&Path>, mut log: impl FnMut(&str)) -> Result<DemoReport> {
-    let be = Cpu;
-    let scratch = std::env::temp_dir().join(format!("vul2safe-demo-{}", std::process::id()));
-    let data_dir = out.map(|o| o.join("primevul_plus")).unwrap_or_else(|| scratch.clone());
-    let built = build_data(&data_dir, &mut log);
-    if out.is_none() {
-        let _ = std::fs::remove_dir_all(&scratch);
+impl Budget {
+    fn of(quick: bool) -> Budget {
+        if quick {
+            Budget { vocab: 400, pretrain_steps: 20, sft_steps: 10, ppo_iters: 2, rollout_batch: 4, samples: 2, eval_tasks: 4 }
+        } else {
+            Budget { vocab: 512, pretrain_steps: 400, sft_steps: 200, ppo_iters: 30, rollout_batch: 16, samples: 4, eval_tasks: 100 }
+        }
     }
-    let (data, records) = built?;
+}
 
-    let tok = Tokenizer::from_bytes(TOKENIZER_JSON, "embedded tokenizer.json")?;
-    let eos = tok.token_id("<|endoftext|>").context("tokenizer lacks <|endoftext|>")?;
+/// One row of the demo's table.
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoRow {
+    pub model: String,
+    /// Share of held-out samples with a high or medium finding.
+    pub vuln_rate: f64,
+    pub high_medium_per_100: f64,
+    pub secure_at_1: f64,
+    /// pass@1 on the self-invoking tasks.
+    pub pass_at_1: f64,
+    /// Final per-sequence KL to the SFT model during PPO (none for base and SFT).
+    pub kl: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    pub seed: u64,
+    pub data: BuildStats,
+    pub rows: Vec<DemoRow>,
+    pub seconds: f64,
+}
+
+/// Renders the table the demo prints and the README shows.
+pub fn table(rows: &[DemoRow]) -> String {
+    let mut s = String::from("| model | vuln rate (high+medium) | high+medium / 100 samples | secure@1 | pass@1 (self-invoking) | KL to SFT |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        let kl = r.kl.map_or("—".to_string(), |k| format!("{k:.2}"));
+        s.push_str(&format!("| {} | {:.1} % | {:.1} | {:.3} | {:.3} | {kl} |\n", r.model, 100.0 * r.vuln_rate, r.high_medium_per_100, r.secure_at_1, r.pass_at_1));
+    }
+    s
+}
+
+fn corpus_functions() -> Vec<String> {
+    EMBEDDED_CORPUS.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["func"].as_str().map(str::to_string)).collect()
+}
+
+/// Pretrains the base model on every corpus function, vulnerable and fixed.
+fn pretrain(work: &Path, tok_json: &str, budget: &Budget, seed: u64, log: &mut impl FnMut(&str)) -> Result<PathBuf> {
+    let be = Cpu;
+    let tok = crate::tokenizer::Tokenizer::from_bytes(tok_json.as_bytes(), "demo tokenizer")?;
+    let eos = tok.token_id("<|endoftext|>").context("demo tokenizer lacks <|endoftext|>")?;
     let mut stream = Vec::new();
-    for r in records.iter().filter(|r| r.split == "train") {
-        stream.extend(tok.encode(&r.secure)?.ids);
+    for f in corpus_functions() {
+        stream.extend(tok.encode(&f)?.ids);
         stream.push(eos);
     }
-    ensure!(stream.len() > opts.seq + 1, "training text shorter than one window");
+    let (batch, seq) = (8, 128);
     let cfg = tiny_config(tok.vocab_size());
     log(&format!(
-        "sft-lm: training a {}-layer Llama ({} params) on {} tokens of fixed functions, {} steps of {}×{} on the CPU",
+        "pretrain: {}-layer Llama ({} params) on {} tokens of vulnerable and fixed functions, {} steps",
         cfg.num_layers,
         crate::model::weights::param_count(&cfg),
         stream.len(),
-        opts.steps,
-        opts.batch,
-        opts.seq
+        budget.pretrain_steps
     ));
-    let model = Transformer::from_host(&be, cfg.clone(), &init_params(&cfg, opts.seed));
-    let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: 3e-3, min: 3e-4, warmup_steps: 20, total_steps: opts.steps };
-    let mut trainer = Trainer::new(&be, model, opts.batch, opts.seq, AdamWConfig::default(), schedule, 1.0);
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let (mut first_loss, mut final_loss, mut tokens, mut secs) = (f64::NAN, f64::NAN, 0usize, 0.0);
-    for step in 0..opts.steps {
-        let mut ids = Vec::with_capacity(opts.batch * opts.seq);
-        for _ in 0..opts.batch {
-            let start = rng.random_range(0..stream.len() - opts.seq);
-            ids.extend_from_slice(&stream[start..start + opts.seq]);
+    let model = Transformer::from_host(&be, cfg.clone(), &init_params(&cfg, seed));
+    let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: 3e-3, min: 3e-4, warmup_steps: 20, total_steps: budget.pretrain_steps };
+    let mut trainer = Trainer::new(&be, model, batch, seq, AdamWConfig::default(), schedule, 1.0);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for step in 0..budget.pretrain_steps {
+        let mut ids = Vec::with_capacity(batch * seq);
+        for _ in 0..batch {
+            let start = rng.random_range(0..stream.len() - seq);
+            ids.extend_from_slice(&stream[start..start + seq]);
         }
         let n = ids.len();
-        let batch = Batch::causal_lm(ids, &vec![true; n], opts.batch, opts.seq, (opts.batch * (opts.seq - 1)) as f32);
-        let s = trainer.step(&be, &[batch])?;
-        if step == 0 {
-            first_loss = s.loss;
+        let s = trainer.step(&be, &[Batch::causal_lm(ids, &vec![true; n], batch, seq, (batch * (seq - 1)) as f32)])?;
+        if step % 100 == 0 || step + 1 == budget.pretrain_steps {
+            log(&format!("  step {:4}  loss {:.4}", s.step, s.loss));
         }
-        final_loss = s.loss;
-        tokens += s.tokens;
-        secs += s.secs;
-        if step % 50 == 0 || step + 1 == opts.steps {
-            log(&format!("step {:4}  loss {:.4}  grad-norm {:.3}  lr {:.2e}", s.step, s.loss, s.grad_norm, s.lr));
-        }
+    }
+    let dir = work.join("base");
+    save_model(&be, &dir, &trainer.model, Some(tok_json.as_bytes()))?;
+    Ok(dir)
+}
+
+/// The held-out split's implicit prompts, one per record.
+fn held_out_tasks(data: &Path, limit: usize) -> Result<Vec<Task>> {
+    let records = read_records(&data.join("primevul_plus.jsonl"))?;
+    Ok(records
+        .iter()
+        .filter(|r| r.split == "test")
+        .take(limit)
+        .map(|r| Task {
+            id: r.id.clone(),
+            kind: TaskKind::Instruction,
+            lang: match r.lang.as_str() {
+                "python" => Lang::Python,
+                _ => Lang::C,
+            },
+            prompt: r.prompts[0].clone(),
+            cwe: r.cwe.first().cloned(),
+            test: None,
+            reference: None,
+        })
+        .collect())
+}
+
+fn evaluate_model(dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, name: &str, kl: Option<f64>) -> Result<DemoRow> {
+    let be = Cpu;
+    let model = Transformer::load(&be, dir)?;
+    let tok = crate::tokenizer::Tokenizer::load(dir)?;
+    let opts = EvalOptions {
+        samples: budget.samples,
+        temperature: 0.8,
+        top_p: 0.95,
+        max_new_tokens: 96,
+        seed,
+        tools: vec!["builtin".into()],
+        prompt_format: PromptFormat::Plain,
+        isolation: Isolation::BestEffort,
+    };
+    let (sec, _) = evaluate(&be, &model, &tok, held_out, &opts)?;
+    let (func, _) = evaluate(&be, &model, &tok, &load_bench("self-invoking")?, &opts)?;
+    Ok(DemoRow {
+        model: name.into(),
+        vuln_rate: sec.vulnerable_sample_share,
+        high_medium_per_100: sec.high_medium_per_100,
+        secure_at_1: sec.secure_at_k.get(&1).copied().unwrap_or(0.0),
+        pass_at_1: func.pass_at_k.get(&1).copied().unwrap_or(0.0),
+        kl,
+    })
+}
+
+/// Runs the pipeline in `work` (kept, so every stage's output can be inspected).
+pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result<DemoReport> {
+    let t0 = std::time::Instant::now();
+    let budget = Budget::of(opts.quick);
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    let funcs = corpus_functions();
+    let (_, tok_json) = train_bpe(funcs.iter().map(String::as_str), budget.vocab)?;
+    log(&format!("tokenizer: byte-level BPE, {} tokens, trained on {} corpus functions", budget.vocab, funcs.len()));
+    let base = pretrain(work, &tok_json, &budget, opts.seed, &mut log)?;
+
+    let data_dir = work.join("primevul_plus");
+    let data = build(
+        &BuildOptions {
+            inputs: vec![Input::Embedded],
+            out: data_dir.clone(),
+            prompts_per_pair: 3,
+            threshold: 0.7,
+            concurrency: 2,
+            skip_bad: false,
+            test_fraction: 0.15,
+            analyzer_check: true,
+        },
+        &Heuristic,
+        &|_| {},
+    )?;
+    log(&format!("data: {} PrimeVul pairs -> {} PrimeVul+ records (dropped {:?}), splits {:?}", data.pairs_in, data.kept, data.dropped, data.splits));
+
+    let sft_run = work.join("sft");
+    let s = sft::run(
+        &Cpu,
+        &SftOptions {
+            model: base.clone(),
+            data: data_dir.clone(),
+            out: sft_run.clone(),
+            steps: budget.sft_steps,
+            batch: 8,
+            seq: 128,
+            grad_accum: 1,
+            lr: 1e-3,
+            warmup: 10,
+            max_grad_norm: 1.0,
+            eval_every: (budget.sft_steps / 4).max(1),
+            save_every: 0,
+            seed: opts.seed,
+            prompt_format: PromptFormat::Plain,
+            resume: false,
+        },
+        |_| {},
+    )?;
+    log(&format!("sft: {} steps, train loss {:.3}, held-out loss {:.3}", s.steps, s.final_loss, s.eval_loss));
+    let sft_model = sft_run.join(format!("step-{:06}", budget.sft_steps));
+
+    let mut ppo_runs = Vec::new();
+    for (name, mode, clip) in [
+        ("ppo-instance", RewardMode::Instance, ClipMode::Standard),
+        ("ppo-tlr", RewardMode::Tlr, ClipMode::Standard),
+        ("ppo-tlr-decoupled", RewardMode::Tlr, ClipMode::Decoupled { eps_tok: 0.5 }),
+    ] {
+        let out = work.join(name);
+        let summary = ppo::run(
+            &Cpu,
+            &PpoOptions {
+                policy: sft_model.clone(),
+                data: data_dir.clone(),
+                out: out.clone(),
+                mode,
+                reward: RewardConfig::default(),
+                iters: budget.ppo_iters,
+                rollout_batch: budget.rollout_batch,
+                max_new_tokens: 64,
+                temperature: 1.0,
+                epochs: 2,
+                minibatch: 8,
+                lr: 5e-5,
+                critic_lr: 1e-4,
+                clip_eps: 0.2,
+                clip,
+                value_clip: 0.2,
+                gamma: 1.0,
+                lambda: 0.95,
+                kl: AdaptiveKl { coef: 0.05, target: 6.0, horizon: 10_000.0 },
+                kl_estimator: KlEstimator::K3,
+                entropy_coef: 0.0,
+                max_grad_norm: 1.0,
+                seed: opts.seed,
+                save_every: 0,
+                prompt_format: PromptFormat::Plain,
+                resume: false,
+            },
+            |row| {
+                if row["iter"].as_u64().is_some_and(|i| i % 10 == 0) {
+                    log(&format!("  {name} iter {}: train vuln rate {:.2}, kl {:.2}", row["iter"], row["vuln_rate"].as_f64().unwrap_or(0.0), row["kl"].as_f64().unwrap_or(0.0)));
+                }
+            },
+        )?;
+        log(&format!("{name}: {} iterations, final train vuln rate {:.2}", summary.iters, summary.last["vuln_rate"].as_f64().unwrap_or(0.0)));
+        ppo_runs.push((name, out.join(format!("step-{:06}", budget.ppo_iters)), summary.last["kl"].as_f64()));
     }
 
-    // Complete a held-out function from its signature.
-    let held_out = records.iter().find(|r| r.split == "test" && r.lang == "c").or(records.first()).context("no records")?;
-    let head_len = held_out.secure.find('{').map_or(held_out.secure.len(), |i| i + 1);
-    let head = &held_out.secure[..head_len];
-    let prompt = tok.encode(head)?.ids;
-    let sampling = SamplingConfig { max_new_tokens: opts.max_new_tokens, stop_tokens: vec![eos], ..Default::default() };
-    let gen = generate(&be, &trainer.model, &[prompt], &sampling)?;
-    let sample = format!("{head}{}", tok.decode(&gen[0].tokens)?);
-    log(&format!("greedy completion of held-out {} ({}):\n{sample}", held_out.id, held_out.cwe.join(",")));
-    if let Some(dir) = out {
-        let model_dir = dir.join("model");
-        trainer.model.save(&be, &model_dir)?;
-        crate::fsutil::atomic_write(&model_dir.join("tokenizer.json"), TOKENIZER_JSON)?;
-        log(&format!("saved PrimeVul+ to {} and the model to {}", data_dir.display(), model_dir.display()));
+    let held_out = held_out_tasks(&data_dir, budget.eval_tasks)?;
+    log(&format!("eval: {} held-out prompts × {} samples per model, plus the self-invoking tasks", held_out.len(), budget.samples));
+    let mut rows = vec![evaluate_model(&base, &held_out, &budget, opts.seed, "base (pretrained)", None)?, evaluate_model(&sft_model, &held_out, &budget, opts.seed, "sft", None)?];
+    for (name, dir, kl) in &ppo_runs {
+        rows.push(evaluate_model(dir, &held_out, &budget, opts.seed, name, *kl)?);
     }
-    Ok(DemoReport { first_loss, final_loss, tokens_per_sec: tokens as f64 / secs.max(1e-9), data, sample })
+    let report = DemoReport { seed: opts.seed, data, rows, seconds: t0.elapsed().as_secs_f64() };
+    crate::fsutil::atomic_write(&work.join("demo_report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    plot_ppo_curves(work, &ppo_runs.iter().map(|(n, _, _)| *n).collect::<Vec<_>>())?;
+    Ok(report)
+}
+
+/// Training-time vulnerability rate per PPO iteration, one line per run.
+fn plot_ppo_curves(work: &Path, runs: &[&str]) -> Result<()> {
+    let mut series = Vec::new();
+    for name in runs {
+        let text = std::fs::read_to_string(work.join(name).join("metrics.jsonl"))?;
+        let points: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| (v["iter"].as_f64().unwrap_or(0.0), v["vuln_rate"].as_f64().unwrap_or(0.0)))
+            .collect();
+        series.push((name.to_string(), points));
+    }
+    // Plots are a convenience: a missing font must not fail the demo.
+    if let Err(e) = crate::eval::plot::plot_lines(&work.join("ppo_vuln_rate.png"), "PPO: vulnerable samples per iteration", "iteration", "vuln rate", &series, (0.0, 1.0)) {
+        eprintln!("note: no plot: {e:#}");
+    }
+    Ok(())
 }

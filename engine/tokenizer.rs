@@ -45,3 +45,33 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+/// Trains a byte-level BPE tokenizer (as GPT-2 and Llama 3 use) on `texts`,
+/// with `<|endoftext|>` as its one special token. Returns the tokenizer and
+/// its tokenizer.json text.
+pub fn train_bpe<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<(Tokenizer, String)> {
+    use tokenizers::decoders::DecoderWrapper;
+    use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+    use tokenizers::normalizers::NormalizerWrapper;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+    use tokenizers::processors::PostProcessorWrapper;
+    use tokenizers::{AddedToken, TokenizerBuilder};
+    let byte_level = ByteLevel::new(false, true, true);
+    let mut tok = TokenizerBuilder::<BPE, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>::new()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(byte_level.into()))
+        .with_decoder(Some(byte_level.into()))
+        .build()
+        .map_err(|e| anyhow!("building a tokenizer: {e}"))?;
+    let mut trainer = BpeTrainerBuilder::new()
+        .show_progress(false)
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .special_tokens(vec![AddedToken::from("<|endoftext|>", true)])
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    tok.train(&mut trainer, texts).map_err(|e| anyhow!("training the tokenizer: {e}"))?;
+    let json = tok.to_string(false).map_err(|e| anyhow!("serializing the tokenizer: {e}"))?;
+    Ok((Tokenizer::from_bytes(json.as_bytes(), "trained tokenizer")?, json))
+}

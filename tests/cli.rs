@@ -88,14 +88,17 @@ fn bad_inputs_fail_cleanly() {
 }
 
 #[test]
-fn demo_trains_and_saves_a_loadable_model() {
+fn demo_runs_the_whole_pipeline_quickly() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo-model");
-    let o = vul2safe(&["demo", "--steps", "40", "--out", out.to_str().unwrap()]);
+    let out = dir.path().join("demo");
+    let o = vul2safe(&["demo", "--quick", "--out", out.to_str().unwrap()]);
     let text = stdout(&o);
-    assert!(text.contains("PrimeVul+ records") && text.contains("greedy completion of held-out"), "{text}");
-    assert!(out.join("primevul_plus/primevul_plus.jsonl").exists());
-    let model = out.join("model");
-    let g = vul2safe(&["generate", "--model", model.to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
+    for stage in ["tokenizer:", "pretrain:", "data:", "sft:", "ppo-instance:", "ppo-tlr:", "eval:", "| ppo-tlr |"] {
+        assert!(text.contains(stage), "missing {stage}: {text}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("demo_report.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 5);
+    // Every stage's model is a loadable HF folder.
+    let g = vul2safe(&["generate", "--model", out.join("ppo-tlr/step-000002").to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
     assert!(stdout(&g).starts_with("int "));
 }

@@ -14,8 +14,12 @@ use vul2safe::tensor::DType;
 use vul2safe::tokenizer::Tokenizer;
 use vul2safe::train::sft::{examples, pack};
 
+fn tiny_tokenizer() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/tokenizer.json")).unwrap()
+}
+
 fn tiny_model(dir: &Path) -> PathBuf {
-    let tok_json = vul2safe::demo::TOKENIZER_JSON;
+    let tok_json = &tiny_tokenizer()[..];
     let vocab = Tokenizer::from_bytes(tok_json, "t").unwrap().vocab_size();
     let cfg = ModelConfig {
         arch: Arch::Llama,
@@ -69,7 +73,7 @@ fn sft(model: &Path, data: &Path, out: &Path, steps: u32, extra: &[&str]) -> Com
 fn loss_is_on_the_answer_only_and_windows_pack() {
     let dir = tempfile::tempdir().unwrap();
     let d = data(dir.path());
-    let tok = Tokenizer::from_bytes(vul2safe::demo::TOKENIZER_JSON, "t").unwrap();
+    let tok = Tokenizer::from_bytes(&tiny_tokenizer(), "t").unwrap();
     let eos = tok.token_id("<|endoftext|>").unwrap();
     let ex = examples(&d, &tok, "train", PromptFormat::Plain, eos).unwrap();
     assert!(ex.len() > 100);

@@ -20,14 +20,14 @@ struct Cli {
 enum Cmd {
     /// Run the whole pipeline on the embedded default (tiny model, embedded corpus, CPU).
     Demo {
-        /// Training steps.
-        #[arg(long, default_value_t = 400)]
-        steps: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Save the trained model and tokenizer here (HF folder).
+        /// Where every stage's output goes (default: demo-run/).
+        #[arg(long, default_value = "demo-run")]
+        out: PathBuf,
+        /// Tiny budgets: the same pipeline in seconds.
         #[arg(long)]
-        out: Option<PathBuf>,
+        quick: bool,
     },
     /// Generate a continuation of a prompt.
     Generate {
@@ -331,10 +331,10 @@ fn validate_sampling(temperature: f32, top_p: f32) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     let be = Cpu;
     match cli.cmd {
-        Cmd::Demo { steps, seed, out } => {
-            let opts = vul2safe::demo::DemoOptions { steps, seed, ..Default::default() };
-            let r = vul2safe::demo::run(&opts, out.as_deref(), |line| println!("{line}"))?;
-            println!("demo: loss {:.3} -> {:.3}, {:.0} train tok/s", r.first_loss, r.final_loss, r.tokens_per_sec);
+        Cmd::Demo { seed, out, quick } => {
+            let r = vul2safe::demo::run(&vul2safe::demo::DemoOptions { seed, quick }, &out, |line| println!("{line}"))?;
+            println!("\n{}", vul2safe::demo::table(&r.rows));
+            println!("demo finished in {:.0} s; every stage's output is in {}", r.seconds, out.display());
         }
         Cmd::Generate { model, prompt, max_new_tokens, temperature, top_k, top_p, seed, json } => {
             validate_sampling(temperature, top_p)?;

@@ -23,10 +23,18 @@ fn ensure_font() -> Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-/// One chart: each series is a name and its `(k, value)` points, values in [0, 1].
+/// metric@k against k: each series is a name and its `(k, value)` points, values in [0, 1].
 pub fn plot_at_k(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = series.iter().map(|(n, p)| (n.clone(), p.iter().map(|&(k, v)| (k as f64, v)).collect())).collect();
+    plot_lines(path, title, "k (samples per task)", y_label, &series, (0.0, 1.0))
+}
+
+/// A line chart of named series over a shared x axis, y in `y_range`.
+pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)], y_range: (f64, f64)) -> Result<()> {
     ensure_font()?;
-    let max_k = series.iter().flat_map(|(_, p)| p.iter().map(|(k, _)| *k)).max().unwrap_or(1).max(2);
+    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
+    let (x_min, x_max) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (x_min, x_max) = if x_min < x_max { (x_min, x_max) } else { (0.0, 1.0) };
     let root = BitMapBackend::new(path, (720, 440)).into_drawing_area();
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
         root.fill(&WHITE)?;
@@ -35,8 +43,8 @@ pub fn plot_at_k(path: &Path, title: &str, y_label: &str, series: &[(String, Vec
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(56)
-            .build_cartesian_2d(1usize..max_k, 0f64..1.0)?;
-        chart.configure_mesh().x_desc("k (samples per task)").y_desc(y_label).draw()?;
+            .build_cartesian_2d(x_min..x_max, y_range.0..y_range.1)?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
         for (i, (name, points)) in series.iter().enumerate() {
             let color = Palette99::pick(i).mix(0.9);
             chart

@@ -95,7 +95,7 @@ fn record_lang(r: &PrimeVulPlus) -> Lang {
 
 /// One scored rollout.
 struct Rollout {
-    prompt_len: usize,
+    prompt: Vec<u32>,
     tokens: Vec<u32>,
     reward: SampleReward,
 }
@@ -114,15 +114,16 @@ fn token_offsets(tok: &Tokenizer, tokens: &[u32]) -> Result<(String, Vec<(usize,
 
 /// Sequences as one right-padded batch whose targets are the response tokens.
 fn to_batch(rollouts: &[&Rollout], pad: u32) -> Batch {
-    let seq = rollouts.iter().map(|r| r.prompt_len + r.tokens.len()).max().unwrap_or(2).max(2);
+    let seq = rollouts.iter().map(|r| r.prompt.len() + r.tokens.len()).max().unwrap_or(2).max(2);
     let b = rollouts.len();
     let mut ids = vec![pad; b * seq];
     let mut targets = vec![IGNORE; b * seq];
     for (i, r) in rollouts.iter().enumerate() {
-        let row = &mut ids[i * seq..];
-        row[r.prompt_len..r.prompt_len + r.tokens.len()].copy_from_slice(&r.tokens);
+        let row = &mut ids[i * seq..(i + 1) * seq];
+        row[..r.prompt.len()].copy_from_slice(&r.prompt);
+        row[r.prompt.len()..r.prompt.len() + r.tokens.len()].copy_from_slice(&r.tokens);
         for (j, &t) in r.tokens.iter().enumerate() {
-            targets[i * seq + r.prompt_len + j - 1] = t;
+            targets[i * seq + r.prompt.len() + j - 1] = t;
         }
     }
     Batch { batch: b, seq, ids, targets, weights: vec![0.0; b * seq] }
@@ -130,7 +131,7 @@ fn to_batch(rollouts: &[&Rollout], pad: u32) -> Batch {
 
 /// Row of the batch that predicts response token `j` of sequence `i`.
 fn row_of(seq: usize, r: &Rollout, i: usize, j: usize) -> usize {
-    i * seq + r.prompt_len + j - 1
+    i * seq + r.prompt.len() + j - 1
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -252,7 +253,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             reward.secure_bonus.resize(g.tokens.len(), 0.0);
             reward.penalties.resize(g.tokens.len(), 0.0);
             if !g.tokens.is_empty() {
-                rollouts.push(Rollout { prompt_len: p.len(), tokens: g.tokens.clone(), reward });
+                rollouts.push(Rollout { prompt: p.clone(), tokens: g.tokens.clone(), reward });
             }
         }
         ensure!(!rollouts.is_empty(), "every response in the rollout batch was empty");
