@@ -2,9 +2,10 @@
 //! network, deterministic for a `--seed`:
 //!
 //! 1. train a byte-level BPE tokenizer on the embedded corpus;
-//! 2. pretrain a tiny Llama on both vulnerable and fixed functions, so that it
-//!    starts out writing insecure code often (the base model);
-//! 3. build PrimeVul+ with the heuristic teacher and the analyzer check;
+//! 2. build PrimeVul+ with the heuristic teacher and the analyzer check;
+//! 3. pretrain a tiny Llama on both vulnerable and fixed functions, bare and
+//!    as answers to the train split's prompts, so that it starts out writing
+//!    insecure code often (the base model);
 //! 4. SFT on prompt → secure function;
 //! 5. PPO with instance rewards and with token-level rewards (and TLR with
 //!    the decoupled clipping), from the same SFT checkpoint, same budget;
@@ -81,7 +82,7 @@ impl Budget {
         if quick {
             Budget { vocab: 400, pretrain_steps: 20, sft_steps: 10, ppo_iters: 2, rollout_batch: 4, samples: 2, eval_tasks: 4 }
         } else {
-            Budget { vocab: 512, pretrain_steps: 400, sft_steps: 200, ppo_iters: 30, rollout_batch: 16, samples: 4, eval_tasks: 100 }
+            Budget { vocab: 512, pretrain_steps: 500, sft_steps: 40, ppo_iters: 30, rollout_batch: 16, samples: 4, eval_tasks: 100 }
         }
     }
 }
@@ -122,8 +123,9 @@ fn corpus_functions() -> Vec<String> {
     EMBEDDED_CORPUS.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["func"].as_str().map(str::to_string)).collect()
 }
 
-/// Pretrains the base model on every corpus function, vulnerable and fixed.
-fn pretrain(work: &Path, tok_json: &str, budget: &Budget, seed: u64, log: &mut impl FnMut(&str)) -> Result<PathBuf> {
+/// Pretrains the base model on every corpus function, vulnerable and fixed,
+/// and on the train split's prompts answered with either version.
+fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64, log: &mut impl FnMut(&str)) -> Result<PathBuf> {
     let be = Cpu;
     let tok = crate::tokenizer::Tokenizer::from_bytes(tok_json.as_bytes(), "demo tokenizer")?;
     let eos = tok.token_id("<|endoftext|>").context("demo tokenizer lacks <|endoftext|>")?;
@@ -132,10 +134,16 @@ fn pretrain(work: &Path, tok_json: &str, budget: &Budget, seed: u64, log: &mut i
         stream.extend(tok.encode(&f)?.ids);
         stream.push(eos);
     }
+    for r in read_records(&data.join("primevul_plus.jsonl"))?.iter().filter(|r| r.split == "train") {
+        for (p, answer) in r.prompts.iter().zip([&r.vulnerable, &r.secure].iter().cycle()) {
+            stream.extend(tok.encode(&format!("{}{answer}", PromptFormat::Plain.instruction(p)))?.ids);
+            stream.push(eos);
+        }
+    }
     let (batch, seq) = (8, 128);
     let cfg = tiny_config(tok.vocab_size());
     log(&format!(
-        "pretrain: {}-layer Llama ({} params) on {} tokens of vulnerable and fixed functions, {} steps",
+        "pretrain: {}-layer Llama ({} params) on {} tokens of vulnerable and fixed code, {} steps",
         cfg.num_layers,
         crate::model::weights::param_count(&cfg),
         stream.len(),
@@ -192,7 +200,7 @@ fn evaluate_model(dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, nam
         samples: budget.samples,
         temperature: 0.8,
         top_p: 0.95,
-        max_new_tokens: 96,
+        max_new_tokens: 128,
         seed,
         tools: vec!["builtin".into()],
         prompt_format: PromptFormat::Plain,
@@ -218,8 +226,6 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
     let funcs = corpus_functions();
     let (_, tok_json) = train_bpe(funcs.iter().map(String::as_str), budget.vocab)?;
     log(&format!("tokenizer: byte-level BPE, {} tokens, trained on {} corpus functions", budget.vocab, funcs.len()));
-    let base = pretrain(work, &tok_json, &budget, opts.seed, &mut log)?;
-
     let data_dir = work.join("primevul_plus");
     let data = build(
         &BuildOptions {
@@ -236,6 +242,7 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
         &|_| {},
     )?;
     log(&format!("data: {} PrimeVul pairs -> {} PrimeVul+ records (dropped {:?}), splits {:?}", data.pairs_in, data.kept, data.dropped, data.splits));
+    let base = pretrain(work, &data_dir, &tok_json, &budget, opts.seed, &mut log)?;
 
     let sft_run = work.join("sft");
     let s = sft::run(
@@ -279,7 +286,7 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
                 reward: RewardConfig::default(),
                 iters: budget.ppo_iters,
                 rollout_batch: budget.rollout_batch,
-                max_new_tokens: 64,
+                max_new_tokens: 128,
                 temperature: 1.0,
                 epochs: 2,
                 minibatch: 8,

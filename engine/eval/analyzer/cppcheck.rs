@@ -1,5 +1,7 @@
 //! cppcheck adapter (XML v2). Severity map: error → high, warning → medium,
-//! style / performance / portability → low; information is dropped.
+//! style / performance / portability → low; information is dropped, and so
+//! are messages without a CWE (syntaxError, unknownMacro, …): they are about
+//! parsing the file, not about its security.
 
 use super::adapters::{to_finding, Raw};
 use super::external::{run, stage};
@@ -33,7 +35,7 @@ pub fn parse(xml: &str) -> Result<Vec<Raw>> {
     loop {
         match reader.read_event().context("cppcheck printed malformed XML")? {
             Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"error" => {
-                let sev = attr(&e, "severity").and_then(|s| severity(&s));
+                let sev = attr(&e, "severity").and_then(|s| severity(&s)).filter(|_| attr(&e, "cwe").is_some_and(|c| c != "0"));
                 current = sev.map(|s| {
                     (
                         attr(&e, "id").unwrap_or_default(),
