@@ -114,13 +114,24 @@ pub fn table(rows: &[DemoRow]) -> String {
     let mut s = String::from("| model | vuln rate (high+medium) | high+medium / 100 samples | secure@1 | pass@1 (self-invoking) | KL to SFT |\n|---|---|---|---|---|---|\n");
     for r in rows {
         let kl = r.kl.map_or("—".to_string(), |k| format!("{k:.2}"));
-        s.push_str(&format!("| {} | {:.1} % | {:.1} | {:.3} | {:.3} | {kl} |\n", r.model, 100.0 * r.vuln_rate, r.high_medium_per_100, r.secure_at_1, r.pass_at_1));
+        s.push_str(&format!(
+            "| {} | {:.1} % | {:.1} | {:.3} | {:.3} | {kl} |\n",
+            r.model,
+            100.0 * r.vuln_rate,
+            r.high_medium_per_100,
+            r.secure_at_1,
+            r.pass_at_1
+        ));
     }
     s
 }
 
 fn corpus_functions() -> Vec<String> {
-    EMBEDDED_CORPUS.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["func"].as_str().map(str::to_string)).collect()
+    EMBEDDED_CORPUS
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["func"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// Pretrains the base model on every corpus function, vulnerable and fixed,
@@ -128,7 +139,7 @@ fn corpus_functions() -> Vec<String> {
 fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64, log: &mut impl FnMut(&str)) -> Result<PathBuf> {
     let be = Cpu;
     let tok = crate::tokenizer::Tokenizer::from_bytes(tok_json.as_bytes(), "demo tokenizer")?;
-    let eos = tok.token_id("<|endoftext|>").context("demo tokenizer lacks <|endoftext|>")?;
+    let eos = tok.eos_id()?;
     let mut stream = Vec::new();
     for f in corpus_functions() {
         stream.extend(tok.encode(&f)?.ids);
@@ -241,7 +252,10 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
         &Heuristic,
         &|_| {},
     )?;
-    log(&format!("data: {} PrimeVul pairs -> {} PrimeVul+ records (dropped {:?}), splits {:?}", data.pairs_in, data.kept, data.dropped, data.splits));
+    log(&format!(
+        "data: {} PrimeVul pairs -> {} PrimeVul+ records (dropped {:?}), splits {:?}",
+        data.pairs_in, data.kept, data.dropped, data.splits
+    ));
     let base = pretrain(work, &data_dir, &tok_json, &budget, opts.seed, &mut log)?;
 
     let sft_run = work.join("sft");
@@ -308,17 +322,29 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
             },
             |row| {
                 if row["iter"].as_u64().is_some_and(|i| i % 10 == 0) {
-                    log(&format!("  {name} iter {}: train vuln rate {:.2}, kl {:.2}", row["iter"], row["vuln_rate"].as_f64().unwrap_or(0.0), row["kl"].as_f64().unwrap_or(0.0)));
+                    log(&format!(
+                        "  {name} iter {}: train vuln rate {:.2}, kl {:.2}",
+                        row["iter"],
+                        row["vuln_rate"].as_f64().unwrap_or(0.0),
+                        row["kl"].as_f64().unwrap_or(0.0)
+                    ));
                 }
             },
         )?;
-        log(&format!("{name}: {} iterations, final train vuln rate {:.2}", summary.iters, summary.last["vuln_rate"].as_f64().unwrap_or(0.0)));
+        log(&format!(
+            "{name}: {} iterations, final train vuln rate {:.2}",
+            summary.iters,
+            summary.last["vuln_rate"].as_f64().unwrap_or(0.0)
+        ));
         ppo_runs.push((name, out.join(format!("step-{:06}", budget.ppo_iters)), summary.last["kl"].as_f64()));
     }
 
     let held_out = held_out_tasks(&data_dir, budget.eval_tasks)?;
     log(&format!("eval: {} held-out prompts × {} samples per model, plus the self-invoking tasks", held_out.len(), budget.samples));
-    let mut rows = vec![evaluate_model(&base, &held_out, &budget, opts.seed, "base (pretrained)", None)?, evaluate_model(&sft_model, &held_out, &budget, opts.seed, "sft", None)?];
+    let mut rows = vec![
+        evaluate_model(&base, &held_out, &budget, opts.seed, "base (pretrained)", None)?,
+        evaluate_model(&sft_model, &held_out, &budget, opts.seed, "sft", None)?,
+    ];
     for (name, dir, kl) in &ppo_runs {
         rows.push(evaluate_model(dir, &held_out, &budget, opts.seed, name, *kl)?);
     }
@@ -341,7 +367,14 @@ fn plot_ppo_curves(work: &Path, runs: &[&str]) -> Result<()> {
         series.push((name.to_string(), points));
     }
     // Plots are a convenience: a missing font must not fail the demo.
-    if let Err(e) = crate::eval::plot::plot_lines(&work.join("ppo_vuln_rate.png"), "PPO: vulnerable samples per iteration", "iteration", "vuln rate", &series, (0.0, 1.0)) {
+    if let Err(e) = crate::eval::plot::plot_lines(
+        &work.join("ppo_vuln_rate.png"),
+        "PPO: vulnerable samples per iteration",
+        "iteration",
+        "vuln rate",
+        &series,
+        (0.0, 1.0),
+    ) {
         eprintln!("note: no plot: {e:#}");
     }
     Ok(())

@@ -16,9 +16,14 @@ pub struct Encoding {
 
 impl Tokenizer {
     pub fn load(dir_or_file: &Path) -> Result<Tokenizer> {
+        Ok(Tokenizer::load_with_json(dir_or_file)?.0)
+    }
+
+    /// The tokenizer and its tokenizer.json bytes (to copy into checkpoints).
+    pub fn load_with_json(dir_or_file: &Path) -> Result<(Tokenizer, Vec<u8>)> {
         let path = if dir_or_file.is_dir() { dir_or_file.join("tokenizer.json") } else { dir_or_file.to_path_buf() };
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        Tokenizer::from_bytes(&bytes, &path.display().to_string())
+        Ok((Tokenizer::from_bytes(&bytes, &path.display().to_string())?, bytes))
     }
 
     /// Parses tokenizer.json text; `source` names it in errors.
@@ -39,6 +44,11 @@ impl Tokenizer {
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The end-of-text token: `<|endoftext|>`, `<|im_end|>` or `</s>`.
+    pub fn eos_id(&self) -> Result<u32> {
+        ["<|endoftext|>", "<|im_end|>", "</s>"].iter().find_map(|t| self.token_id(t)).context("the tokenizer has no end-of-text token")
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -99,6 +99,7 @@ fn demo_runs_the_whole_pipeline_quickly() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("demo_report.json")).unwrap()).unwrap();
     assert_eq!(report["rows"].as_array().unwrap().len(), 5);
     // Every stage's model is a loadable HF folder.
-    let g = vul2safe(&["generate", "--model", out.join("ppo-tlr/step-000002").to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
+    let g =
+        vul2safe(&["generate", "--model", out.join("ppo-tlr/step-000002").to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
     assert!(stdout(&g).starts_with("int "));
 }

@@ -52,7 +52,8 @@ fn logit_gradient_matches_finite_differences() {
 #[test]
 fn ppo_losses_have_the_right_gradients_and_clipping() {
     let base = PolicyToken { logp: -1.0, logp_old: -1.1, adv: 0.8, adv_tok: 0.3, has_token_reward: true };
-    let modes = [ClipMode::Standard, ClipMode::Dual { c: 3.0 }, ClipMode::TokenAware { eps_tok: 0.5 }, ClipMode::Decoupled { eps_tok: 0.5 }];
+    let modes =
+        [ClipMode::Standard, ClipMode::Dual { c: 3.0 }, ClipMode::TokenAware { eps_tok: 0.5 }, ClipMode::Decoupled { eps_tok: 0.5 }];
     for mode in modes {
         for adv in [0.8f32, -0.8] {
             for logp in [-1.05f32, -0.6, -1.6] {
@@ -145,7 +146,10 @@ fn token_rewards_place_bonuses_and_penalties() {
     }
     let last = token_rewards(&tokens, &offsets, &high, None, &reference, &RewardConfig { placement: Placement::Last, ..cfg.clone() });
     assert!((last.penalties[3] - (-0.5)).abs() < 1e-6 && (last.penalties[6] - (-0.25)).abs() < 1e-6);
-    assert!((last.penalties.iter().sum::<f32>() - r.penalties.iter().sum::<f32>()).abs() < 1e-6, "placement moves, never changes, the total");
+    assert!(
+        (last.penalties.iter().sum::<f32>() - r.penalties.iter().sum::<f32>()).abs() < 1e-6,
+        "placement moves, never changes, the total"
+    );
     // Both reward modes carry the same total signal; only its placement differs.
     let kl = vec![0.1f32; 8];
     let (i1, t1) = assemble(&r, &kl, 0.5, RewardMode::Instance);

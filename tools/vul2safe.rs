@@ -106,42 +106,7 @@ enum Cmd {
         allow_unisolated: bool,
     },
     /// Supervised fine-tuning on PrimeVul+ (prompt → secure function, loss on the function only).
-    Sft {
-        /// HF folder to start from (config.json, model.safetensors, tokenizer.json).
-        #[arg(long)]
-        model: PathBuf,
-        /// primevul_plus.jsonl, or the folder `data build` wrote.
-        #[arg(long)]
-        data: PathBuf,
-        /// Run folder: step-NNNNNN checkpoints, latest, metrics.jsonl.
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        steps: u64,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        #[arg(long, default_value_t = 256)]
-        seq: usize,
-        #[arg(long, default_value_t = 1)]
-        grad_accum: usize,
-        #[arg(long, default_value_t = 1e-3)]
-        lr: f32,
-        #[arg(long, default_value_t = 20)]
-        warmup: u64,
-        #[arg(long, default_value_t = 1.0)]
-        max_grad_norm: f32,
-        #[arg(long, default_value_t = 50)]
-        eval_every: u64,
-        #[arg(long, default_value_t = 100)]
-        save_every: u64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value = "plain")]
-        prompt_format: String,
-        /// Continue from the run folder's newest checkpoint.
-        #[arg(long)]
-        resume: bool,
-    },
+    Sft(SftArgs),
     /// PPO from an SFT policy, with instance-level or token-level rewards (docs/training.md).
     Ppo(PpoArgs),
     /// Build data sets.
@@ -154,6 +119,44 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct SftArgs {
+    /// HF folder to start from (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// primevul_plus.jsonl, or the folder `data build` wrote.
+    #[arg(long)]
+    data: PathBuf,
+    /// Run folder: step-NNNNNN checkpoints, latest, metrics.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 200)]
+    steps: u64,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 20)]
+    warmup: u64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f32,
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    #[arg(long, default_value_t = 100)]
+    save_every: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value = "plain")]
+    prompt_format: String,
+    /// Continue from the run folder's newest checkpoint.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args)]
@@ -364,43 +367,28 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Data { what } => data_build(what)?,
         Cmd::Ppo(args) => ppo(&be, args)?,
-        Cmd::Sft {
-            model,
-            data,
-            out,
-            steps,
-            batch,
-            seq,
-            grad_accum,
-            lr,
-            warmup,
-            max_grad_norm,
-            eval_every,
-            save_every,
-            seed,
-            prompt_format,
-            resume,
-        } => {
-            if !(lr > 0.0 && lr.is_finite()) || !(max_grad_norm > 0.0) {
+        Cmd::Sft(a) => {
+            let positive = |x: f32| x.is_finite() && x > 0.0;
+            if !positive(a.lr) || !positive(a.max_grad_norm) {
                 bail!("--lr and --max-grad-norm must be positive");
             }
-            let prompt_format = vul2safe::prompt::PromptFormat::parse(&prompt_format)?;
+            let (steps, out) = (a.steps, a.out.clone());
             let opts = vul2safe::train::sft::SftOptions {
-                model,
-                data,
-                out: out.clone(),
-                steps,
-                batch,
-                seq,
-                grad_accum,
-                lr,
-                warmup,
-                max_grad_norm,
-                eval_every,
-                save_every,
-                seed,
-                prompt_format,
-                resume,
+                model: a.model,
+                data: a.data,
+                out: a.out,
+                steps: a.steps,
+                batch: a.batch,
+                seq: a.seq,
+                grad_accum: a.grad_accum,
+                lr: a.lr,
+                warmup: a.warmup,
+                max_grad_norm: a.max_grad_norm,
+                eval_every: a.eval_every,
+                save_every: a.save_every,
+                seed: a.seed,
+                prompt_format: vul2safe::prompt::PromptFormat::parse(&a.prompt_format)?,
+                resume: a.resume,
             };
             let bar = indicatif::ProgressBar::new(steps)
                 .with_style(indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} {msg}").expect("valid template"));

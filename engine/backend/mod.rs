@@ -185,8 +185,6 @@ pub trait Backend: Sync {
     /// logits are overwritten by `weights[r] · (softmax - onehot)`. Rows whose
     /// target is [`IGNORE`] get zero gradient. Returns `Σ_r weights[r] · ce_r`.
     fn cross_entropy_inplace(&self, logits: &mut Self::Buf, targets: &[u32], weights: &[f32], vocab: usize) -> f64;
-    /// `log softmax(logits[r])[targets[r]]` for each row (rows with IGNORE give 0).
-    fn target_logprobs(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> Vec<f32>;
 
     /// Per row: `log softmax(logits)[target]` and the entropy of the softmax,
     /// in one pass over the logits (no second softmax is materialized).

@@ -25,12 +25,20 @@ fn ensure_font() -> Result<()> {
 
 /// metric@k against k: each series is a name and its `(k, value)` points, values in [0, 1].
 pub fn plot_at_k(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
-    let series: Vec<(String, Vec<(f64, f64)>)> = series.iter().map(|(n, p)| (n.clone(), p.iter().map(|&(k, v)| (k as f64, v)).collect())).collect();
+    let series: Vec<(String, Vec<(f64, f64)>)> =
+        series.iter().map(|(n, p)| (n.clone(), p.iter().map(|&(k, v)| (k as f64, v)).collect())).collect();
     plot_lines(path, title, "k (samples per task)", y_label, &series, (0.0, 1.0))
 }
 
 /// A line chart of named series over a shared x axis, y in `y_range`.
-pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)], y_range: (f64, f64)) -> Result<()> {
+pub fn plot_lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    y_range: (f64, f64),
+) -> Result<()> {
     ensure_font()?;
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x));
     let (x_min, x_max) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));

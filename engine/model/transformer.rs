@@ -134,7 +134,7 @@ impl<B: Backend> Transformer<B> {
                 let logits = self.forward_logits(be, row, 1, row.len())?;
                 let mut targets: Vec<u32> = row[1..].to_vec();
                 targets.push(crate::backend::IGNORE);
-                let mut lp = be.target_logprobs(&logits, &targets, self.cfg.vocab_size);
+                let (mut lp, _) = be.logprob_entropy(&logits, &targets, self.cfg.vocab_size);
                 lp.pop();
                 Ok(lp)
             })

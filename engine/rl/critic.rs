@@ -4,7 +4,8 @@
 use crate::backend::{AdamWStep, Backend, MatMul};
 use crate::model::{Batch, Params, TrainState, Transformer};
 use crate::train::optimizer::{zero_grads, AdamW, AdamWConfig};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::path::Path;
 
 pub struct Critic<B: Backend> {
     pub model: Transformer<B>,
@@ -48,6 +49,41 @@ impl<B: Backend> Critic<B> {
         be.matmul(&mut v, &st.ln_f, &self.w, MatMul { m: n, n: 1, k: d, trans_a: false, trans_b: false, accumulate: false });
         let bias = be.download(&self.b)[0];
         be.download(&v).into_iter().map(|x| x + bias).collect()
+    }
+
+    /// The head's four tensors (and the names they are saved under).
+    fn head_tensors(&mut self) -> [(&'static str, &mut B::Buf); 6] {
+        let [mw, mb] = &mut self.head_m;
+        let [vw, vb] = &mut self.head_v;
+        [("w", &mut self.w), ("b", &mut self.b), ("m.w", mw), ("m.b", mb), ("v.w", vw), ("v.b", vb)]
+    }
+
+    /// Saves the value head and its Adam moments (safetensors).
+    pub fn save_head(&mut self, be: &B, path: &Path) -> Result<()> {
+        let host: Vec<(&str, Vec<f32>)> = self.head_tensors().into_iter().map(|(n, b)| (n, be.download(b))).collect();
+        let views = host
+            .iter()
+            .map(|(n, v)| {
+                Ok((n.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![v.len()], bytemuck::cast_slice(v))?))
+            })
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        std::fs::write(path, safetensors::serialize(views, None)?).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn load_head(&mut self, be: &B, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+        for (name, buf) in self.head_tensors() {
+            let t = st.tensor(name).map_err(|_| anyhow::anyhow!("{}: missing tensor {name}", path.display()))?;
+            anyhow::ensure!(
+                t.dtype() == safetensors::Dtype::F32 && t.shape() == [be.len(buf)],
+                "{}: tensor {name} has the wrong shape",
+                path.display()
+            );
+            *buf = be.upload(&crate::tensor::bytes_to_f32(t.data(), crate::tensor::DType::F32));
+        }
+        Ok(())
     }
 
     /// The value of every row (position) of the batch.

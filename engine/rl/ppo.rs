@@ -148,42 +148,13 @@ pub struct PpoSummary {
     pub last: serde_json::Value,
 }
 
-fn save_critic_head<B: Backend>(be: &B, path: &Path, c: &Critic<B>) -> Result<()> {
-    let (w, b) = (be.download(&c.w), be.download(&c.b));
-    let views = vec![
-        ("w".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![w.len()], bytemuck::cast_slice(&w))?),
-        ("b".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], bytemuck::cast_slice(&b))?),
-    ];
-    std::fs::write(path, safetensors::serialize(views, None)?).with_context(|| format!("writing {}", path.display()))
-}
-
-fn load_critic_head<B: Backend>(be: &B, path: &Path, c: &mut Critic<B>) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let get = |n: &str| -> Result<Vec<f32>> {
-        Ok(crate::tensor::bytes_to_f32(
-            st.tensor(n).map_err(|_| anyhow::anyhow!("{}: missing {n}", path.display()))?.data(),
-            crate::tensor::DType::F32,
-        ))
-    };
-    c.w = be.upload(&get("w")?);
-    c.b = be.upload(&get("b")?);
-    Ok(())
-}
-
 pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_json::Value)) -> Result<PpoSummary> {
     ensure!(
         o.rollout_batch >= 1 && o.minibatch >= 1 && o.epochs >= 1 && o.max_new_tokens >= 1,
         "--rollout-batch, --minibatch, --epochs and --max-new-tokens must be ≥ 1"
     );
-    let tok_path = o.policy.join("tokenizer.json");
-    let tok_bytes = std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
-    let tok = Tokenizer::from_bytes(&tok_bytes, &tok_path.display().to_string())?;
-    let eos = tok
-        .token_id("<|endoftext|>")
-        .or(tok.token_id("<|im_end|>"))
-        .or(tok.token_id("</s>"))
-        .context("the tokenizer has no end-of-text token")?;
+    let (tok, tok_bytes) = Tokenizer::load_with_json(&o.policy)?;
+    let eos = tok.eos_id()?;
     let examples = load_examples(&o.data, &tok, o.prompt_format)?;
 
     let resume_dir = if o.resume { latest(&o.out)? } else { None };
@@ -202,7 +173,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
     if let Some(dir) = &resume_dir {
         load_optimizer(be, &dir.join("trainer.safetensors"), &cfg, &mut opt)?;
         load_optimizer(be, &dir.join("critic/trainer.safetensors"), &cfg, &mut critic.opt)?;
-        load_critic_head(be, &dir.join("critic/value_head.safetensors"), &mut critic)?;
+        critic.load_head(be, &dir.join("critic/value_head.safetensors"))?;
     }
     let mut kl = AdaptiveKl { coef: state.kl_coef, ..o.kl };
     let mut grads = Params::build(&cfg, |s| be.zeros(s.numel()));
@@ -384,7 +355,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 let cdir = dir.join("critic");
                 save_model(be, &cdir, &critic.model, None)?;
                 save_optimizer(be, &cdir.join("trainer.safetensors"), &cfg, &critic.opt)?;
-                save_critic_head(be, &cdir.join("value_head.safetensors"), &critic)?;
+                critic.save_head(be, &cdir.join("value_head.safetensors"))?;
                 std::fs::write(dir.join("state.json"), &snapshot)?;
                 Ok(())
             })?;

@@ -193,8 +193,8 @@ pub fn assemble(r: &SampleReward, kl: &[f32], kl_coef: f32, mode: RewardMode) ->
     }
     match mode {
         RewardMode::Tlr => {
-            for i in 0..n {
-                tok[i] = r.secure_bonus[i] + r.penalties[i];
+            for ((t, b), p) in tok.iter_mut().zip(&r.secure_bonus).zip(&r.penalties) {
+                *t = b + p;
             }
             inst[n - 1] += r.instance;
         }

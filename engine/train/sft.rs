@@ -103,7 +103,7 @@ pub fn eval_loss<B: Backend>(be: &B, model: &Transformer<B>, windows: &[(Vec<u32
     for w in windows.chunks(8) {
         let b = to_batch(w, seq, 1.0);
         let logits = model.forward_logits(be, &b.ids, b.batch, seq)?;
-        for (lp, t) in be.target_logprobs(&logits, &b.targets, model.cfg.vocab_size).iter().zip(&b.targets) {
+        for (lp, t) in be.logprob_entropy(&logits, &b.targets, model.cfg.vocab_size).0.iter().zip(&b.targets) {
             if *t != IGNORE {
                 total -= *lp as f64;
                 n += 1;
@@ -135,14 +135,8 @@ pub struct SftSummary {
 
 pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_json::Value)) -> Result<SftSummary> {
     ensure!(o.batch >= 1 && o.seq >= 2 && o.grad_accum >= 1 && o.steps >= 1, "--batch, --grad-accum and --steps must be ≥ 1 and --seq ≥ 2");
-    let tok_path = o.model.join("tokenizer.json");
-    let tok_bytes = std::fs::read(&tok_path).with_context(|| format!("reading {}", tok_path.display()))?;
-    let tok = Tokenizer::from_bytes(&tok_bytes, &tok_path.display().to_string())?;
-    let eos = tok
-        .token_id("<|endoftext|>")
-        .or(tok.token_id("</s>"))
-        .or(tok.token_id("<|im_end|>"))
-        .context("the tokenizer has no end-of-text token")?;
+    let (tok, tok_bytes) = Tokenizer::load_with_json(&o.model)?;
+    let eos = tok.eos_id()?;
     let train = examples(&o.data, &tok, "train", o.prompt_format, eos)?;
     let test = examples(&o.data, &tok, "test", o.prompt_format, eos)?;
     ensure!(!train.is_empty(), "{}: no train-split records", o.data.display());

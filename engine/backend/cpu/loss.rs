@@ -1,15 +1,9 @@
-//! Fused softmax cross-entropy (in place: logits become their gradient) and
-//! target log-probabilities, both over rows of `vocab` logits.
+//! Fused softmax cross-entropy (in place: logits become their gradient),
+//! target log-probabilities with entropies, and the logit gradient of any
+//! loss on those two, all over rows of `vocab` logits.
 
 use crate::backend::IGNORE;
 use rayon::prelude::*;
-
-/// `log Σ exp(x)` of one row, computed stably around its maximum.
-fn log_partition(row: &[f32]) -> f32 {
-    let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let s: f32 = row.iter().map(|&x| (x - m).exp()).sum();
-    m + s.ln()
-}
 
 fn check_target(t: u32, vocab: usize) {
     assert!(t == IGNORE || (t as usize) < vocab, "target id {t} outside vocab {vocab}");
@@ -44,22 +38,6 @@ pub fn cross_entropy_inplace(logits: &mut [f32], targets: &[u32], weights: &[f32
         .collect::<Vec<f64>>()
         .iter()
         .sum()
-}
-
-pub fn target_logprobs(logits: &[f32], targets: &[u32], vocab: usize) -> Vec<f32> {
-    assert_eq!(logits.len(), targets.len() * vocab);
-    logits
-        .par_chunks(vocab)
-        .zip(targets.par_iter())
-        .map(|(row, &t)| {
-            check_target(t, vocab);
-            if t == IGNORE {
-                0.0
-            } else {
-                row[t as usize] - log_partition(row)
-            }
-        })
-        .collect()
 }
 
 /// Softmax statistics of one row: `(log Z, entropy)`.

@@ -130,9 +130,6 @@ impl Backend for Cpu {
     fn cross_entropy_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         loss::cross_entropy_inplace(logits, targets, weights, vocab)
     }
-    fn target_logprobs(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> Vec<f32> {
-        loss::target_logprobs(logits, targets, vocab)
-    }
     fn logprob_entropy(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
         loss::logprob_entropy(logits, targets, vocab)
     }
