@@ -67,3 +67,21 @@ pub fn plot_lines(
     };
     draw().map_err(|e| anyhow!("{e}")).with_context(|| format!("drawing {}", path.display()))
 }
+
+/// Plots `keys` of a run's metrics.jsonl against `x_key` into `png`; a missing
+/// font or an empty log is reported, not fatal (plots are a convenience).
+pub fn plot_metrics(run: &Path, x_key: &str, keys: &[&str], png: &str, title: &str) -> Option<String> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).ok()?;
+    let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let series: Vec<(String, Vec<(f64, f64)>)> = keys
+        .iter()
+        .map(|k| (k.to_string(), rows.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[*k].as_f64()?))).collect::<Vec<_>>()))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    let (lo, hi) = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+    if series.is_empty() || !lo.is_finite() {
+        return Some("no metrics to plot".into());
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-6);
+    plot_lines(&run.join(png), title, x_key, "value", &series, (lo - pad, hi + pad)).err().map(|e| format!("{e:#}"))
+}

@@ -361,5 +361,9 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             })?;
         }
     }
+    let keys = ["reward_instance", "reward_secure_bonus", "reward_penalty", "vuln_rate", "kl", "clip_frac"];
+    if let Some(why) = crate::eval::plot::plot_metrics(&o.out, "iter", &keys, "ppo.png", "PPO") {
+        eprintln!("note: no PPO plot: {why}");
+    }
     Ok(PpoSummary { iters: state.iter, last })
 }

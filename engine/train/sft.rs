@@ -211,6 +211,9 @@ pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_js
             })?;
         }
     }
+    if let Some(why) = crate::eval::plot::plot_metrics(&o.out, "step", &["loss", "eval_loss"], "loss.png", "SFT loss") {
+        eprintln!("note: no loss plot: {why}");
+    }
     Ok(SftSummary {
         steps: state.step,
         final_loss: last_loss,
