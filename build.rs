@@ -49,7 +49,9 @@ fn main() {
                 .is_ok_and(|s| s.success());
             let same = ok && std::fs::read(&fresh).ok() == std::fs::read(&committed).ok();
             if !same {
-                println!("cargo:warning=kernels-ptx/{f}.ptx is not what nvcc makes of {f}.cu now: run tools/build-ptx.sh and commit the result");
+                println!(
+                    "cargo:warning=kernels-ptx/{f}.ptx is not what nvcc makes of {f}.cu now: run tools/build-ptx.sh and commit the result"
+                );
             }
         }
         let abs = std::fs::canonicalize(&committed).expect("committed PTX is readable");

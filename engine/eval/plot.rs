@@ -78,7 +78,10 @@ pub fn plot_metrics(run: &Path, x_key: &str, keys: &[&str], png: &str, title: &s
         .map(|k| (k.to_string(), rows.iter().filter_map(|r| Some((r[x_key].as_f64()?, r[*k].as_f64()?))).collect::<Vec<_>>()))
         .filter(|(_, p)| !p.is_empty())
         .collect();
-    let (lo, hi) = series.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
+    let (lo, hi) = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
     if series.is_empty() || !lo.is_finite() {
         return Some("no metrics to plot".into());
     }
