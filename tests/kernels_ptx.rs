@@ -7,7 +7,7 @@ use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
     let families: Vec<&str> = KERNEL_PTX.iter().map(|(f, _)| *f).collect();
-    for f in ["adamw", "elementwise", "norm"] {
+    for f in ["adamw", "elementwise", "embedding", "loss", "norm", "rope"] {
         assert!(families.contains(&f), "{f} missing from {families:?}");
     }
     for (f, text) in KERNEL_PTX {
@@ -31,4 +31,16 @@ fn kernels_exist_for_both_storage_types() {
         assert!(norm.contains(&k), "{k}");
     }
     assert_eq!(entry_points(ptx("adamw").unwrap()), vec!["adamw_multi", "sum_squares_partial"]);
+    for (family, kernels) in [
+        ("rope", &["rope"][..]),
+        ("embedding", &["embedding_fwd", "embedding_bwd"][..]),
+        ("loss", &["cross_entropy", "logprob_entropy", "logit_grad"][..]),
+    ] {
+        let entries = entry_points(ptx(family).unwrap());
+        for k in kernels {
+            for s in ["f32", "bf16"] {
+                assert!(entries.contains(&format!("{k}_{s}").as_str()), "{family}: {k}_{s} in {entries:?}");
+            }
+        }
+    }
 }
