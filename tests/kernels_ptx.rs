@@ -7,7 +7,7 @@ use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
     let families: Vec<&str> = KERNEL_PTX.iter().map(|(f, _)| *f).collect();
-    for f in ["adamw", "elementwise", "embedding", "loss", "norm", "rope"] {
+    for f in ["adamw", "attention", "elementwise", "embedding", "layout", "loss", "norm", "rope"] {
         assert!(families.contains(&f), "{f} missing from {families:?}");
     }
     for (f, text) in KERNEL_PTX {
@@ -35,6 +35,20 @@ fn kernels_exist_for_both_storage_types() {
         ("rope", &["rope"][..]),
         ("embedding", &["embedding_fwd", "embedding_bwd"][..]),
         ("loss", &["cross_entropy", "logprob_entropy", "logit_grad"][..]),
+        ("layout", &["to_head_major", "to_token_major"][..]),
+        (
+            "attention",
+            &[
+                "attention_fwd_d64",
+                "attention_fwd_d128",
+                "attention_rowdot_d64",
+                "attention_bwd_dq_d64",
+                "attention_bwd_dkdv_d64",
+                "attention_bwd_dq_d128",
+                "attention_bwd_dkdv_d128",
+                "attention_fwd_d32",
+            ][..],
+        ),
     ] {
         let entries = entry_points(ptx(family).unwrap());
         for k in kernels {
