@@ -9,6 +9,7 @@
 //!   gradient accumulation over micro-batches needs no extra buffers.
 
 pub mod cpu;
+pub mod cuda;
 pub mod kernels;
 
 /// A row-major matrix product `c (+)= op(a) · op(b)` with `op(a)` of shape `[m, k]`

@@ -1,0 +1,402 @@
+//! The CUDA backend: cudarc (loaded at run time, so builds and CPU runs need
+//! no CUDA), cuBLAS for the matrix products, and our kernels from
+//! kernels-ptx/ for everything else. Storage is f32 for now; the kernels also
+//! exist for bf16 storage with f32 math, which the mixed-precision path will
+//! use. Token ids and per-row metadata arrive on the host and are uploaded.
+//!
+//! Attention runs for head_dim 32, 64 and 128 (one warp per row).
+
+use super::kernels::{entry_points, KERNEL_PTX};
+use super::{AdamWStep, AttnShape, Backend, MatMul};
+use anyhow::{Context, Result};
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const THREADS: u32 = 256;
+
+pub struct Cuda {
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    kernels: HashMap<String, CudaFunction>,
+}
+
+/// One block per row of `rows`.
+fn per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Enough blocks for a grid-stride loop over `n` elements.
+fn per_element(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl Cuda {
+    /// Opens GPU `ordinal` and loads every kernel family. Errors (no driver,
+    /// no GPU) say so, which is how tests decide to skip.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| anyhow::anyhow!("the CUDA driver library could not be loaded"))?
+            .with_context(|| format!("no usable CUDA device {ordinal}"))?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone()).context("initializing cuBLAS")?;
+        let mut kernels = HashMap::new();
+        for (family, ptx) in KERNEL_PTX {
+            let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(*ptx)).with_context(|| format!("loading kernel family {family}"))?;
+            for name in entry_points(ptx) {
+                kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
+            }
+        }
+        Ok(Cuda { stream, blas, kernels })
+    }
+
+    fn kernel(&self, name: &str) -> &CudaFunction {
+        self.kernels.get(name).unwrap_or_else(|| panic!("kernel {name} is not in the embedded PTX"))
+    }
+
+    fn ids(&self, host: &[u32]) -> CudaSlice<u32> {
+        self.stream.clone_htod(host).expect("uploading ids")
+    }
+
+    fn floats(&self, host: &[f32]) -> CudaSlice<f32> {
+        self.stream.clone_htod(host).expect("uploading floats")
+    }
+
+    fn attention_kernel(&self, stem: &str, head_dim: usize) -> &CudaFunction {
+        match head_dim {
+            32 | 64 | 128 => self.kernel(&format!("{stem}_d{head_dim}_f32")),
+            d => panic!("CUDA attention supports head_dim 32, 64 and 128, not {d}"),
+        }
+    }
+
+    /// Blocks until queued work is done (for timing and tests).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().context("synchronizing the CUDA stream")
+    }
+}
+
+macro_rules! launch {
+    ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        let cfg = $cfg;
+        let f = $self.kernel($name);
+        let mut b = $self.stream.launch_builder(f);
+        $(b.arg($arg);)+
+        // SAFETY: every kernel's argument list matches its extern "C" signature
+        // in kernels-ptx/, and buffer sizes are checked by the callers.
+        unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
+    }};
+}
+
+impl Backend for Cuda {
+    type Buf = CudaSlice<f32>;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+    fn zeros(&self, len: usize) -> CudaSlice<f32> {
+        self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
+    }
+    fn upload(&self, host: &[f32]) -> CudaSlice<f32> {
+        if host.is_empty() {
+            return self.zeros(0);
+        }
+        self.floats(host)
+    }
+    fn download(&self, buf: &CudaSlice<f32>) -> Vec<f32> {
+        self.stream.clone_dtoh(buf).expect("downloading device memory")
+    }
+    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+    fn fill_zero(&self, buf: &mut CudaSlice<f32>) {
+        self.stream.memset_zeros(buf).expect("memset");
+    }
+    fn copy_range(&self, dst: &mut CudaSlice<f32>, dst_off: usize, src: &CudaSlice<f32>, src_off: usize, len: usize) {
+        if len > 0 {
+            self.stream.memcpy_dtod(&src.slice(src_off..src_off + len), &mut dst.slice_mut(dst_off..dst_off + len)).expect("device copy");
+        }
+    }
+    fn add_inplace(&self, y: &mut CudaSlice<f32>, x: &CudaSlice<f32>) {
+        let n = y.len() as i64;
+        launch!(self, "add_inplace_f32", per_element(n as usize), y, x, &n);
+    }
+    fn scale(&self, buf: &mut CudaSlice<f32>, s: f32) {
+        let n = buf.len() as i64;
+        launch!(self, "scale_f32", per_element(n as usize), buf, &s, &n);
+    }
+    fn sum_squares(&self, buf: &CudaSlice<f32>) -> f64 {
+        let n = buf.len() as i64;
+        let cfg = per_element(n as usize);
+        let mut partial = self.zeros(cfg.grid_dim.0 as usize);
+        launch!(self, "sum_squares_partial", cfg, &mut partial, buf, &n);
+        self.download(&partial).iter().map(|&x| x as f64).sum()
+    }
+    fn matmul(&self, c: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>, mm: MatMul) {
+        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
+        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+        let cfg = GemmConfig {
+            transa: op(mm.trans_b),
+            transb: op(mm.trans_a),
+            m: mm.n as i32,
+            n: mm.m as i32,
+            k: mm.k as i32,
+            alpha: 1.0f32,
+            lda: if mm.trans_b { mm.k } else { mm.n } as i32,
+            ldb: if mm.trans_a { mm.m } else { mm.k } as i32,
+            beta: if mm.accumulate { 1.0 } else { 0.0 },
+            ldc: mm.n as i32,
+        };
+        // SAFETY: the shapes above index within a (m·k), b (k·n) and c (m·n), which the callers size.
+        unsafe { self.blas.gemm(cfg, b, a, c) }.expect("cuBLAS sgemm");
+    }
+    fn add_bias(&self, y: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize) {
+        let (r, cols) = (rows as i64, bias.len() as i64);
+        launch!(self, "add_bias_f32", per_element(rows * bias.len()), y, bias, &r, &cols);
+    }
+    fn bias_grad(&self, dbias: &mut CudaSlice<f32>, dy: &CudaSlice<f32>, rows: usize) {
+        let (r, cols) = (rows as i64, dbias.len() as i64);
+        launch!(self, "bias_grad_f32", per_element(dbias.len()), dbias, dy, &r, &cols);
+    }
+    fn embedding_fwd(&self, out: &mut CudaSlice<f32>, table: &CudaSlice<f32>, ids: &[u32], dim: usize) {
+        let d_ids = self.ids(ids);
+        let (rows, d) = (ids.len() as i64, dim as i32);
+        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out, table, &d_ids, &rows, &d);
+    }
+    fn embedding_bwd(&self, dtable: &mut CudaSlice<f32>, dout: &CudaSlice<f32>, ids: &[u32], dim: usize) {
+        // Rows grouped by token on the host (a counting sort), one block per token on the device.
+        let vocab = dtable.len() / dim;
+        let mut starts = vec![0u32; vocab + 1];
+        for &id in ids {
+            starts[id as usize + 1] += 1;
+        }
+        for i in 0..vocab {
+            starts[i + 1] += starts[i];
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; ids.len()];
+        for (r, &id) in ids.iter().enumerate() {
+            order[fill[id as usize] as usize] = r as u32;
+            fill[id as usize] += 1;
+        }
+        let (d_order, d_starts, d) = (self.ids(&order), self.ids(&starts), dim as i32);
+        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable, dout, &d_order, &d_starts, &d);
+    }
+    fn rmsnorm_fwd(
+        &self,
+        out: &mut CudaSlice<f32>,
+        rstd: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dim: usize,
+        eps: f32,
+    ) {
+        let d = dim as i32;
+        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out, rstd, x, w, &d, &eps);
+    }
+    fn rmsnorm_bwd(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dw: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        rstd: &CudaSlice<f32>,
+        dim: usize,
+    ) {
+        const ROWS_PER_BLOCK: usize = 64;
+        let rows = x.len() / dim;
+        let d = dim as i32;
+        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx, dout, x, w, rstd, &d);
+        let blocks = rows.div_ceil(ROWS_PER_BLOCK);
+        let mut partial = self.zeros(blocks * dim);
+        let (r, rpb, nb) = (rows as i64, ROWS_PER_BLOCK as i32, blocks as i32);
+        launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout, x, rstd, &r, &d, &rpb);
+        launch!(self, "rmsnorm_bwd_dw_reduce_f32", per_element(dim), dw, &partial, &nb, &d);
+    }
+    fn rope_fwd(
+        &self,
+        x: &mut CudaSlice<f32>,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        positions: &[u32],
+        heads: usize,
+        head_dim: usize,
+    ) {
+        let p = self.ids(positions);
+        let (rows, h, hd, sign) = (positions.len() as i64, heads as i32, head_dim as i32, 1.0f32);
+        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &p, &rows, &h, &hd, &sign);
+    }
+    fn rope_bwd(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        positions: &[u32],
+        heads: usize,
+        head_dim: usize,
+    ) {
+        let p = self.ids(positions);
+        let (rows, h, hd, sign) = (positions.len() as i64, heads as i32, head_dim as i32, -1.0f32);
+        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), dx, cos, sin, &p, &rows, &h, &hd, &sign);
+    }
+    fn to_head_major(
+        &self,
+        dst: &mut CudaSlice<f32>,
+        src: &CudaSlice<f32>,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        cap: usize,
+        starts: &[usize],
+    ) {
+        let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
+        let d_s = self.ids(&s);
+        let (b, t, h, hd, c) = (batch as i32, seq as i32, heads as i32, head_dim as i32, cap as i32);
+        launch!(self, "to_head_major_f32", per_element(src.len()), dst, src, &b, &t, &h, &hd, &c, &d_s);
+    }
+    fn to_token_major(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        let (b, t, h, hd) = (batch as i32, seq as i32, heads as i32, head_dim as i32);
+        launch!(self, "to_token_major_f32", per_element(src.len()), dst, src, &b, &t, &h, &hd);
+    }
+    fn attention_fwd(
+        &self,
+        out: &mut CudaSlice<f32>,
+        lse: Option<&mut CudaSlice<f32>>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        sh: AttnShape,
+        kv_lens: &[usize],
+    ) {
+        let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
+        let d_lens = self.ids(&lens);
+        let mut scratch;
+        let lse = match lse {
+            Some(l) => l,
+            None => {
+                scratch = self.zeros(sh.batch * sh.q_heads * sh.q_len);
+                &mut scratch
+            }
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (sh.q_len.div_ceil(8) as u32, sh.q_heads as u32, sh.batch as u32),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
+        let f = self.attention_kernel("attention_fwd", sh.head_dim);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(out).arg(lse).arg(q).arg(k).arg(v).arg(&d_lens).arg(&hq).arg(&hkv).arg(&tq).arg(&cap).arg(&scale);
+        // SAFETY: matches attention_fwd_d*_f32 in kernels-ptx/attention.cu; shapes come from `sh`.
+        unsafe { b.launch(cfg) }.expect("launching attention_fwd");
+    }
+    fn attention_bwd(
+        &self,
+        dq: &mut CudaSlice<f32>,
+        dk: &mut CudaSlice<f32>,
+        dv: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        out: &CudaSlice<f32>,
+        lse: &CudaSlice<f32>,
+        sh: AttnShape,
+    ) {
+        assert_eq!(sh.kv_cap, sh.q_len, "attention_bwd is for training: kv_cap must equal q_len");
+        let rows = sh.batch * sh.q_heads * sh.q_len;
+        let mut rowdot = self.zeros(rows);
+        let r = rows as i64;
+        let f = self.attention_kernel("attention_rowdot", sh.head_dim);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(&mut rowdot).arg(dout).arg(out).arg(&r);
+        // SAFETY: matches attention_rowdot_d*_f32.
+        unsafe { b.launch(LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }
+            .expect("launching attention_rowdot");
+        let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
+        let blocks = sh.q_len.div_ceil(8) as u32;
+        let f = self.attention_kernel("attention_bwd_dq", sh.head_dim);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(dq).arg(dout).arg(q).arg(k).arg(v).arg(lse).arg(&rowdot).arg(&hq).arg(&hkv).arg(&t).arg(&scale);
+        // SAFETY: matches attention_bwd_dq_d*_f32.
+        unsafe {
+            b.launch(LaunchConfig {
+                grid_dim: (blocks, sh.q_heads as u32, sh.batch as u32),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .expect("launching attention_bwd_dq");
+        let f = self.attention_kernel("attention_bwd_dkdv", sh.head_dim);
+        let mut b = self.stream.launch_builder(f);
+        b.arg(dk).arg(dv).arg(dout).arg(q).arg(k).arg(v).arg(lse).arg(&rowdot).arg(&hq).arg(&hkv).arg(&t).arg(&scale);
+        // SAFETY: matches attention_bwd_dkdv_d*_f32.
+        unsafe {
+            b.launch(LaunchConfig {
+                grid_dim: (blocks, sh.kv_heads as u32, sh.batch as u32),
+                block_dim: (THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        }
+        .expect("launching attention_bwd_dkdv");
+    }
+    fn swiglu_fwd(&self, h: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) {
+        let n = h.len() as i64;
+        launch!(self, "swiglu_fwd_f32", per_element(n as usize), h, gate, up, &n);
+    }
+    fn swiglu_bwd(
+        &self,
+        dgate: &mut CudaSlice<f32>,
+        dup: &mut CudaSlice<f32>,
+        dh: &CudaSlice<f32>,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+    ) {
+        let n = dh.len() as i64;
+        launch!(self, "swiglu_bwd_f32", per_element(n as usize), dgate, dup, dh, gate, up, &n);
+    }
+    fn cross_entropy_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
+        let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
+        let mut loss = self.zeros(targets.len());
+        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits, &mut loss, &t, &w, &v);
+        self.download(&loss).iter().map(|&x| x as f64).sum()
+    }
+    fn logprob_entropy(&self, logits: &CudaSlice<f32>, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
+        let (t, v) = (self.ids(targets), vocab as i32);
+        let (mut lp, mut h) = (self.zeros(targets.len()), self.zeros(targets.len()));
+        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits, &mut lp, &mut h, &t, &v);
+        let (mut lp, mut h) = (self.download(&lp), self.download(&h));
+        lp.truncate(targets.len());
+        h.truncate(targets.len());
+        (lp, h)
+    }
+    fn logit_grad_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
+        let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
+        launch!(self, "logit_grad_f32", per_row(targets.len()), logits, &t, &cl, &ce, &v);
+    }
+    fn adamw(&self, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, m: &mut CudaSlice<f32>, v: &mut CudaSlice<f32>, hp: AdamWStep) {
+        let n = param.len() as i64;
+        let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
+        let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
+        launch!(
+            self,
+            "adamw_f32",
+            per_element(n as usize),
+            param,
+            grad,
+            m,
+            v,
+            &n,
+            &hp.lr,
+            &hp.beta1,
+            &hp.beta2,
+            &hp.eps,
+            &hp.weight_decay,
+            &bc1,
+            &bc2
+        );
+    }
+}

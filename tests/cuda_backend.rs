@@ -1,0 +1,256 @@
+//! The CUDA backend against the CPU reference: each op on random inputs, and
+//! the full model's forward, backward and AdamW step on a fixture model.
+//! Without a GPU (this includes CI) every test prints why it skipped.
+
+mod common;
+
+use common::{assert_close, fixture_dir};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vul2safe::backend::cpu::{rope_tables, Cpu};
+use vul2safe::backend::cuda::Cuda;
+use vul2safe::backend::{AdamWStep, AttnShape, Backend, MatMul, IGNORE};
+use vul2safe::model::weights::load_params;
+use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
+
+fn gpu() -> Option<Cuda> {
+    match Cuda::new(0) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("SKIPPED: no GPU: {e:#}");
+            None
+        }
+    }
+}
+
+fn randv(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn close(what: &str, gpu: &Cuda, got: &<Cuda as Backend>::Buf, want: &[f32]) {
+    assert_close(what, &gpu.download(got)[..want.len()], want, 1e-4, 1e-5);
+}
+
+#[test]
+fn dense_and_elementwise_ops_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for (m, n, k, ta, tb) in [(7, 5, 3, false, false), (33, 17, 65, false, true), (16, 40, 9, true, false), (8, 8, 8, true, true)] {
+        let (a, b, c0) = (randv(&mut rng, m * k), randv(&mut rng, k * n), randv(&mut rng, m * n));
+        for accumulate in [false, true] {
+            let mm = MatMul { m, n, k, trans_a: ta, trans_b: tb, accumulate };
+            let mut want = c0.clone();
+            Cpu.matmul(&mut want, &a, &b, mm);
+            let mut got = g.upload(&c0);
+            g.matmul(&mut got, &g.upload(&a), &g.upload(&b), mm);
+            close(&format!("matmul {mm:?}"), &g, &got, &want);
+        }
+    }
+    let (x, y) = (randv(&mut rng, 1000), randv(&mut rng, 1000));
+    let (mut want, mut got) = (y.clone(), g.upload(&y));
+    Cpu.add_inplace(&mut want, &x);
+    g.add_inplace(&mut got, &g.upload(&x));
+    close("add", &g, &got, &want);
+    Cpu.scale(&mut want, 0.3);
+    g.scale(&mut got, 0.3);
+    close("scale", &g, &got, &want);
+    assert!((g.sum_squares(&got) - Cpu.sum_squares(&want)).abs() < 1e-3 * Cpu.sum_squares(&want));
+    let (gate, up, dh) = (randv(&mut rng, 999), randv(&mut rng, 999), randv(&mut rng, 999));
+    let mut h = vec![0.0; 999];
+    Cpu.swiglu_fwd(&mut h, &gate, &up);
+    let mut gh = g.zeros(999);
+    g.swiglu_fwd(&mut gh, &g.upload(&gate), &g.upload(&up));
+    close("swiglu fwd", &g, &gh, &h);
+    let (mut dg, mut du) = (vec![0.0; 999], vec![0.0; 999]);
+    Cpu.swiglu_bwd(&mut dg, &mut du, &dh, &gate, &up);
+    let (mut gdg, mut gdu) = (g.zeros(999), g.zeros(999));
+    g.swiglu_bwd(&mut gdg, &mut gdu, &g.upload(&dh), &g.upload(&gate), &g.upload(&up));
+    close("swiglu dgate", &g, &gdg, &dg);
+    close("swiglu dup", &g, &gdu, &du);
+    let (rows, cols) = (13, 24);
+    let (yb, bias) = (randv(&mut rng, rows * cols), randv(&mut rng, cols));
+    let mut want = yb.clone();
+    Cpu.add_bias(&mut want, &bias, rows);
+    let mut got = g.upload(&yb);
+    g.add_bias(&mut got, &g.upload(&bias), rows);
+    close("add_bias", &g, &got, &want);
+    let mut db = bias.clone();
+    Cpu.bias_grad(&mut db, &yb, rows);
+    let mut gdb = g.upload(&bias);
+    g.bias_grad(&mut gdb, &g.upload(&yb), rows);
+    close("bias_grad", &g, &gdb, &db);
+}
+
+#[test]
+fn norm_rope_embedding_and_layout_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (rows, dim) = (37, 96);
+    let (x, w, dout) = (randv(&mut rng, rows * dim), randv(&mut rng, dim), randv(&mut rng, rows * dim));
+    let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    Cpu.rmsnorm_fwd(&mut out, &mut rstd, &x, &w, dim, 1e-5);
+    let (mut gout, mut grstd) = (g.zeros(rows * dim), g.zeros(rows));
+    let (gx, gw) = (g.upload(&x), g.upload(&w));
+    g.rmsnorm_fwd(&mut gout, &mut grstd, &gx, &gw, dim, 1e-5);
+    close("rmsnorm", &g, &gout, &out);
+    let (mut dx, mut dw) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
+    let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
+    Cpu.rmsnorm_bwd(&mut dx, &mut dw, &dout, &x, &w, &rstd, dim);
+    g.rmsnorm_bwd(&mut gdx, &mut gdw, &g.upload(&dout), &gx, &gw, &grstd, dim);
+    close("rmsnorm dx", &g, &gdx, &dx);
+    close("rmsnorm dw", &g, &gdw, &dw);
+
+    let (heads, hd) = (3, 32);
+    let (cos, sin) = rope_tables(64, hd, 10_000.0);
+    let pos: Vec<u32> = (0..rows as u32).map(|i| (i * 7) % 64).collect();
+    let xr = randv(&mut rng, rows * heads * hd);
+    let mut want = xr.clone();
+    Cpu.rope_fwd(&mut want, &cos, &sin, &pos, heads, hd);
+    let mut got = g.upload(&xr);
+    let (gc, gs) = (g.upload(&cos), g.upload(&sin));
+    g.rope_fwd(&mut got, &gc, &gs, &pos, heads, hd);
+    close("rope", &g, &got, &want);
+    g.rope_bwd(&mut got, &gc, &gs, &pos, heads, hd);
+    close("rope inverse", &g, &got, &xr);
+
+    let (vocab, edim) = (50, 24);
+    let ids: Vec<u32> = (0..rows).map(|i| if i % 3 == 0 { 7 } else { rng.random_range(0..vocab as u32) }).collect();
+    let table = randv(&mut rng, vocab * edim);
+    let mut e = vec![0.0; rows * edim];
+    Cpu.embedding_fwd(&mut e, &table, &ids, edim);
+    let mut ge = g.zeros(rows * edim);
+    g.embedding_fwd(&mut ge, &g.upload(&table), &ids, edim);
+    close("embedding", &g, &ge, &e);
+    let de = randv(&mut rng, rows * edim);
+    let mut dt = table.clone();
+    Cpu.embedding_bwd(&mut dt, &de, &ids, edim);
+    let mut gdt = g.upload(&table);
+    g.embedding_bwd(&mut gdt, &g.upload(&de), &ids, edim);
+    close("embedding bwd (hot token 7)", &g, &gdt, &dt);
+
+    let (b, t, h, d, cap) = (2, 5, 3, 32, 9);
+    let src = randv(&mut rng, b * t * h * d);
+    let mut hm = vec![0.0; b * h * cap * d];
+    Cpu.to_head_major(&mut hm, &src, b, t, h, d, cap, &[1, 4]);
+    let mut ghm = g.zeros(b * h * cap * d);
+    g.to_head_major(&mut ghm, &g.upload(&src), b, t, h, d, cap, &[1, 4]);
+    close("to_head_major", &g, &ghm, &hm);
+    let mut tm = vec![0.0; src.len()];
+    let back = {
+        let mut hm2 = vec![0.0; src.len()];
+        Cpu.to_head_major(&mut hm2, &src, b, t, h, d, t, &[0, 0]);
+        hm2
+    };
+    Cpu.to_token_major(&mut tm, &back, b, t, h, d);
+    let mut gtm = g.zeros(src.len());
+    g.to_token_major(&mut gtm, &g.upload(&back), b, t, h, d);
+    close("to_token_major", &g, &gtm, &tm);
+}
+
+#[test]
+fn attention_matches_the_cpu_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for hd in [32, 64, 128] {
+        for (batch, hq, hkv, t) in [(2, 4, 2, 37), (1, 2, 2, 70)] {
+            let sh = AttnShape { batch, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
+            let (q, k, v, dout) = (
+                randv(&mut rng, batch * hq * t * hd),
+                randv(&mut rng, batch * hkv * t * hd),
+                randv(&mut rng, batch * hkv * t * hd),
+                randv(&mut rng, batch * hq * t * hd),
+            );
+            let lens = vec![t; batch];
+            let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; batch * hq * t]);
+            Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &lens);
+            let (gq, gk, gv) = (g.upload(&q), g.upload(&k), g.upload(&v));
+            let (mut gout, mut glse) = (g.zeros(q.len()), g.zeros(lse.len()));
+            g.attention_fwd(&mut gout, Some(&mut glse), &gq, &gk, &gv, sh, &lens);
+            close(&format!("attention out hd {hd} t {t}"), &g, &gout, &out);
+            close("attention lse", &g, &glse, &lse);
+            let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+            Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, sh);
+            let (mut gdq, mut gdk, mut gdv) = (g.zeros(q.len()), g.zeros(k.len()), g.zeros(v.len()));
+            g.attention_bwd(&mut gdq, &mut gdk, &mut gdv, &g.upload(&dout), &gq, &gk, &gv, &gout, &glse, sh);
+            close("attention dq", &g, &gdq, &dq);
+            close("attention dk", &g, &gdk, &dk);
+            close("attention dv", &g, &gdv, &dv);
+        }
+    }
+    // Decode-shaped: 1 query against a cache holding more positions than it sees.
+    let sh = AttnShape { batch: 2, q_heads: 2, kv_heads: 1, q_len: 1, kv_cap: 16, head_dim: 64 };
+    let (q, k, v) = (randv(&mut rng, 2 * 2 * 64), randv(&mut rng, 2 * 16 * 64), randv(&mut rng, 2 * 16 * 64));
+    let mut out = vec![0.0; q.len()];
+    Cpu.attention_fwd(&mut out, None, &q, &k, &v, sh, &[5, 11]);
+    let mut gout = g.zeros(q.len());
+    g.attention_fwd(&mut gout, None, &g.upload(&q), &g.upload(&k), &g.upload(&v), sh, &[5, 11]);
+    close("decode attention", &g, &gout, &out);
+}
+
+#[test]
+fn losses_and_adamw_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (rows, vocab) = (9, 1000);
+    let logits = randv(&mut rng, rows * vocab);
+    let targets: Vec<u32> = (0..rows).map(|r| if r == 4 { IGNORE } else { rng.random_range(0..vocab as u32) }).collect();
+    let weights: Vec<f32> = (0..rows).map(|r| 0.1 * r as f32).collect();
+    let mut want = logits.clone();
+    let l_cpu = Cpu.cross_entropy_inplace(&mut want, &targets, &weights, vocab);
+    let mut got = g.upload(&logits);
+    let l_gpu = g.cross_entropy_inplace(&mut got, &targets, &weights, vocab);
+    assert!((l_cpu - l_gpu).abs() < 1e-4 * l_cpu.abs().max(1.0));
+    close("cross-entropy grad", &g, &got, &want);
+    let (lp, h) = Cpu.logprob_entropy(&logits, &targets, vocab);
+    let (glp, gh) = g.logprob_entropy(&g.upload(&logits), &targets, vocab);
+    assert_close("logprob", &glp, &lp, 1e-4, 1e-5);
+    assert_close("entropy", &gh, &h, 1e-4, 1e-5);
+    let (cl, ce) = (randv(&mut rng, rows), randv(&mut rng, rows));
+    let mut want = logits.clone();
+    Cpu.logit_grad_inplace(&mut want, &targets, &cl, &ce, vocab);
+    let mut got = g.upload(&logits);
+    g.logit_grad_inplace(&mut got, &targets, &cl, &ce, vocab);
+    close("policy logit grad", &g, &got, &want);
+    let (p, gr, m, v) = (
+        randv(&mut rng, 777),
+        randv(&mut rng, 777),
+        randv(&mut rng, 777),
+        randv(&mut rng, 777).iter().map(|x| x.abs()).collect::<Vec<_>>(),
+    );
+    let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3 };
+    let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
+    Cpu.adamw(&mut cp, &gr, &mut cm, &mut cv, hp);
+    let (mut gp, mut gm, mut gv) = (g.upload(&p), g.upload(&m), g.upload(&v));
+    g.adamw(&mut gp, &g.upload(&gr), &mut gm, &mut gv, hp);
+    close("adamw p", &g, &gp, &cp);
+    close("adamw m", &g, &gm, &cm);
+    close("adamw v", &g, &gv, &cv);
+}
+
+#[test]
+fn full_model_step_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    // qwen2_b: GQA, q/k/v bias, tied embeddings, head_dim 32 (llama_a's head_dim 16 is below the kernels' 32).
+    let dir = fixture_dir("qwen2_b");
+    let cfg = ModelConfig::load(&dir).unwrap();
+    let host = load_params(&dir, &cfg).unwrap();
+    let cpu_model = Transformer::from_host(&Cpu, cfg.clone(), &host);
+    let gpu_model = Transformer::from_host(&g, cfg.clone(), &host);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (b, t) = (2, 37);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let batch = Batch::causal_lm(ids.clone(), &vec![true; b * t], b, t, (b * (t - 1)) as f32);
+    let logits_cpu = cpu_model.forward_logits(&Cpu, &ids, b, t).unwrap();
+    let logits_gpu = g.download(&gpu_model.forward_logits(&g, &ids, b, t).unwrap());
+    assert_close("logits", &logits_gpu, &logits_cpu, 1e-3, 1e-4);
+    let mut st_c = TrainState::new(&Cpu, &cfg, b, t);
+    let mut st_g = TrainState::new(&g, &cfg, b, t);
+    let mut gr_c = Params::build(&cfg, |s| vec![0.0; s.numel()]);
+    let mut gr_g = Params::build(&cfg, |s| g.zeros(s.numel()));
+    let loss_c = cpu_model.forward_backward(&Cpu, &batch, &mut st_c, &mut gr_c).unwrap();
+    let loss_g = gpu_model.forward_backward(&g, &batch, &mut st_g, &mut gr_g).unwrap();
+    assert!((loss_c - loss_g).abs() < 1e-4 * loss_c, "{loss_c} vs {loss_g}");
+    for (spec, (a, bb)) in vul2safe::model::tensor_specs(&cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
+        assert_close(&format!("grad {}", spec.name), &g.download(a), bb, 1e-3, 1e-4);
+    }
+}
