@@ -33,6 +33,46 @@ pub fn small_llama() -> ModelConfig {
     }
 }
 
+/// The two shapes of the PyTorch reference (../shared/torch_baseline.py).
+pub fn named_shape(name: &str) -> anyhow::Result<ModelConfig> {
+    let base = small_llama();
+    Ok(match name {
+        "small" => base,
+        "llama-124m" => ModelConfig {
+            vocab_size: 50304,
+            hidden_size: 768,
+            intermediate_size: 2048,
+            num_layers: 12,
+            num_heads: 12,
+            num_kv_heads: 12,
+            tie_word_embeddings: true,
+            max_position_embeddings: 2048,
+            ..base
+        },
+        "qwen2-0.5b" => ModelConfig {
+            arch: Arch::Qwen2,
+            vocab_size: 151936,
+            hidden_size: 896,
+            intermediate_size: 4864,
+            num_layers: 24,
+            num_heads: 14,
+            num_kv_heads: 2,
+            qkv_bias: true,
+            tie_word_embeddings: true,
+            max_position_embeddings: 4096,
+            ..base
+        },
+        other => anyhow::bail!("unknown shape {other:?} (small, llama-124m, qwen2-0.5b)"),
+    })
+}
+
+/// Training FLOPs per token: 6·N for the weights plus the attention matmuls
+/// (causal: half of 12·layers·seq·d_head·heads).
+pub fn flops_per_token(cfg: &ModelConfig, seq: usize) -> f64 {
+    let n = crate::model::weights::param_count(cfg) as f64;
+    6.0 * n + 6.0 * (cfg.num_layers * seq * cfg.q_dim()) as f64
+}
+
 /// A trainer on random weights and one fixed random batch.
 pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize) -> (Trainer<B>, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);

@@ -257,6 +257,21 @@ enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// Training-step tokens/s on a backend and model shape (random weights).
+    Train {
+        /// `cpu` or `cuda`.
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// `small` (4L h256), `llama-124m` or `qwen2-0.5b`.
+        #[arg(long, default_value = "llama-124m")]
+        shape: String,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 1024)]
+        seq: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
         #[arg(long, default_value_t = 8)]
@@ -459,6 +474,27 @@ fn run(cli: Cli) -> Result<()> {
             let funcs = vul2safe::bench::corpus_functions().len();
             let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
             println!("{v}");
+        }
+        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps } } => {
+            if batch == 0 || seq < 2 || steps == 0 {
+                bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
+            }
+            let cfg = vul2safe::bench::named_shape(&shape)?;
+            let flops = vul2safe::bench::flops_per_token(&cfg, seq);
+            let r = match backend.as_str() {
+                "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, 2, steps)?,
+                "cuda" => {
+                    let g = vul2safe::backend::cuda::Cuda::new(0)?;
+                    vul2safe::bench::train_throughput(&g, cfg, batch, seq, 2, steps)?
+                }
+                other => bail!("--backend must be cpu or cuda, got {other:?}"),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq,
+                    "step_ms": (r.step_ms * 100.0).round() / 100.0, "tok_s": r.tokens_per_sec.round(),
+                    "tflops": (r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0, "storage": "f32"})
+            );
         }
         Cmd::Bench { what: BenchCmd::Cpu { batch, seq, steps } } => {
             if batch == 0 || seq < 2 || steps == 0 {

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""PyTorch on the GPU on the same shapes as `vul2safe bench train`, in the
+same run (based on ../shared/torch_baseline.py: random init, SDPA, autocast
+bf16, fused AdamW), then one table of vul2safe / torch ratios.
+
+Usage (on the GPU machine): python3 bench/torch_compare.py path/to/vul2safe
+"""
+import json
+import subprocess
+import sys
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+SHAPES = [("llama-124m", 16, 1024), ("qwen2-0.5b", 8, 1024)]
+
+
+def model(name):
+    if name == "llama-124m":
+        return LlamaForCausalLM(LlamaConfig(vocab_size=50304, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                                            num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=2048,
+                                            tie_word_embeddings=True, attn_implementation="sdpa"))
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
+                                        tie_word_embeddings=True, attn_implementation="sdpa"))
+
+
+def torch_tok_s(name, b, t, compile_, steps=10):
+    torch.manual_seed(0)
+    m = model(name).cuda()
+    if compile_:
+        m = torch.compile(m)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
+    x = torch.randint(0, 50000, (b, t), device="cuda")
+    times = []
+    for _ in range(steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = m(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    med = sorted(times[3:])[len(times[3:]) // 2]
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    del m, opt
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return b * t / med, peak
+
+
+def main():
+    exe = sys.argv[1] if len(sys.argv) > 1 else "target/device/vul2safe"
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
+    rows = []
+    for name, b, t in SHAPES:
+        try:
+            ours = json.loads(subprocess.check_output([exe, "bench", "train", "--backend", "cuda", "--shape", name, "--batch", str(b), "--seq", str(t), "--steps", "5"], timeout=300))
+        except Exception as e:  # report and go on: the other shape may still run
+            ours = {"tok_s": float("nan"), "error": repr(e)[:200]}
+        eager, eager_mem = torch_tok_s(name, b, t, False)
+        compiled, comp_mem = torch_tok_s(name, b, t, True)
+        rows.append((name, b, t, ours.get("tok_s"), eager, compiled, comp_mem))
+        print(json.dumps({"shape": name, "vul2safe": ours, "torch_eager_tok_s": round(eager), "torch_compile_tok_s": round(compiled), "torch_compile_peak_gib": round(comp_mem, 1)}), flush=True)
+    print("| shape | B×T | vul2safe tok/s | torch eager | torch.compile | vs compile |")
+    print("|---|---|---|---|---|---|")
+    for name, b, t, ours, eager, compiled, _ in rows:
+        print(f"| {name} | {b}×{t} | {ours} | {eager:.0f} | {compiled:.0f} | {ours / compiled:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
