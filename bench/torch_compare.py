@@ -53,7 +53,7 @@ def torch_tok_s(name, b, t, compile_, steps=10):
 
 
 def main():
-    exe = sys.argv[1] if len(sys.argv) > 1 else "target/device/vul2safe"
+    exe = sys.argv[1] if len(sys.argv) > 1 else "gpu-bin/vul2safe"
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
     rows = []
     for name, b, t in SHAPES:

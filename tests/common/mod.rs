@@ -6,8 +6,12 @@ use safetensors::SafeTensors;
 use std::path::PathBuf;
 use vul2safe::tensor::{bytes_to_f32, DType};
 
+/// `tests/fixtures/<name>`; a test binary carried to another machine (tools/gpu-check)
+/// finds them relative to the repository root it runs in.
 pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    let built_here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = if built_here.join("tests/fixtures").is_dir() { built_here } else { std::env::current_dir().expect("a working directory") };
+    root.join("tests/fixtures").join(name)
 }
 
 /// The tensors of a fixture's `expected.safetensors`.
