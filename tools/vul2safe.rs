@@ -123,6 +123,9 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct SftArgs {
+    /// `cpu` or `cuda`.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
     /// HF folder to start from (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
@@ -161,6 +164,9 @@ struct SftArgs {
 
 #[derive(clap::Args)]
 struct PpoArgs {
+    /// `cpu` or `cuda`.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
     /// The starting policy (HF folder with tokenizer.json); also the frozen reference and the critic's start.
     #[arg(long)]
     policy: PathBuf,
@@ -407,10 +413,15 @@ fn run(cli: Cli) -> Result<()> {
             };
             let bar = indicatif::ProgressBar::new(steps)
                 .with_style(indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} {msg}").expect("valid template"));
-            let summary = vul2safe::train::sft::run(&be, &opts, |row| {
+            let on_step = |row: &serde_json::Value| {
                 bar.set_position(row["step"].as_u64().unwrap_or(0));
                 bar.set_message(format!("loss {:.4}", row["loss"].as_f64().unwrap_or(f64::NAN)));
-            })?;
+            };
+            let summary = match a.backend.as_str() {
+                "cpu" => vul2safe::train::sft::run(&be, &opts, on_step)?,
+                "cuda" => vul2safe::train::sft::run(&vul2safe::backend::cuda::Cuda::new(0)?, &opts, on_step)?,
+                other => bail!("--backend must be cpu or cuda, got {other:?}"),
+            };
             bar.finish_and_clear();
             println!(
                 "{}",
@@ -581,10 +592,15 @@ fn ppo(be: &Cpu, a: PpoArgs) -> Result<()> {
     };
     let bar = indicatif::ProgressBar::new(opts.iters)
         .with_style(indicatif::ProgressStyle::with_template("ppo {bar:30} {pos}/{len} {msg}").expect("valid template"));
-    let summary = run(be, &opts, |row| {
+    let on_iter = |row: &serde_json::Value| {
         bar.set_position(row["iter"].as_u64().unwrap_or(0));
         bar.set_message(format!("vuln {:.2} kl {:.3}", row["vuln_rate"].as_f64().unwrap_or(0.0), row["kl"].as_f64().unwrap_or(0.0)));
-    })?;
+    };
+    let summary = match a.backend.as_str() {
+        "cpu" => run(be, &opts, on_iter)?,
+        "cuda" => run(&vul2safe::backend::cuda::Cuda::new(0)?, &opts, on_iter)?,
+        other => bail!("--backend must be cpu or cuda, got {other:?}"),
+    };
     bar.finish_and_clear();
     println!("{}", serde_json::json!({"iters": summary.iters, "last": summary.last, "run": a.out}));
     Ok(())
