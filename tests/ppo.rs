@@ -2,39 +2,15 @@
 //! metrics, a resumed run matches an uninterrupted one bit for bit, and bad
 //! flags are refused.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vul2safe::backend::cpu::Cpu;
 use vul2safe::data::build::{build, BuildOptions, Input};
 use vul2safe::data::teacher::heuristic::Heuristic;
-use vul2safe::model::weights::init_params;
-use vul2safe::model::{Arch, ModelConfig, Transformer};
-use vul2safe::tensor::DType;
 
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
-    let tok = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/tokenizer.json")).unwrap();
-    let vocab = vul2safe::tokenizer::Tokenizer::from_bytes(&tok, "t").unwrap().vocab_size();
-    let cfg = ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: vocab,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 1,
-        num_heads: 2,
-        num_kv_heads: 1,
-        head_dim: 16,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 256,
-        tie_word_embeddings: true,
-        qkv_bias: false,
-        dtype: DType::F32,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    };
-    let policy = dir.join("policy");
-    Transformer::<Cpu>::from_host(&Cpu, cfg.clone(), &init_params(&cfg, 5)).save(&Cpu, &policy).unwrap();
-    std::fs::write(policy.join("tokenizer.json"), tok).unwrap();
+    let policy = common::tiny_model(dir, "policy", 1, 256, 5);
     let data = dir.join("data");
     let opts = BuildOptions {
         inputs: vec![Input::Embedded],

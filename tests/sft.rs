@@ -1,16 +1,14 @@
 //! SFT: completion-only loss, packing, eval loss, and a run killed with
 //! SIGKILL that resumes to exactly the weights of an uninterrupted run.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vul2safe::backend::cpu::Cpu;
 use vul2safe::data::build::{build, BuildOptions, Input};
 use vul2safe::data::teacher::heuristic::Heuristic;
-use vul2safe::model::weights::init_params;
-use vul2safe::model::{Arch, ModelConfig, Transformer};
 use vul2safe::prompt::PromptFormat;
-use vul2safe::tensor::DType;
 use vul2safe::tokenizer::Tokenizer;
 use vul2safe::train::sft::{examples, pack};
 
@@ -19,30 +17,7 @@ fn tiny_tokenizer() -> Vec<u8> {
 }
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let tok_json = &tiny_tokenizer()[..];
-    let vocab = Tokenizer::from_bytes(tok_json, "t").unwrap().vocab_size();
-    let cfg = ModelConfig {
-        arch: Arch::Llama,
-        vocab_size: vocab,
-        hidden_size: 32,
-        intermediate_size: 64,
-        num_layers: 1,
-        num_heads: 2,
-        num_kv_heads: 2,
-        head_dim: 16,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 128,
-        tie_word_embeddings: true,
-        qkv_bias: false,
-        dtype: DType::F32,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-    };
-    let out = dir.join("init");
-    Transformer::<Cpu>::from_host(&Cpu, cfg.clone(), &init_params(&cfg, 3)).save(&Cpu, &out).unwrap();
-    std::fs::write(out.join("tokenizer.json"), tok_json).unwrap();
-    out
+    common::tiny_model(dir, "init", 2, 128, 3)
 }
 
 fn data(dir: &Path) -> PathBuf {

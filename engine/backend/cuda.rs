@@ -50,6 +50,18 @@ fn per_element(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+macro_rules! launch {
+    ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        let cfg = $cfg;
+        let f = $self.kernel($name);
+        let mut b = $self.stream.launch_builder(f);
+        $(b.arg($arg);)+
+        // SAFETY: every kernel's argument list matches its extern "C" signature
+        // in kernels-ptx/, and buffer sizes are checked by the callers.
+        unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
+    }};
+}
+
 impl Cuda {
     /// Opens GPU `ordinal` and loads every kernel family. Errors (no driver,
     /// no GPU) say so, which is how tests decide to skip.
@@ -89,22 +101,27 @@ impl Cuda {
         }
     }
 
+    /// Rotates in place; `sign = -1` is the inverse rotation (the backward).
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut CudaSlice<f32>,
+        cos: &CudaSlice<f32>,
+        sin: &CudaSlice<f32>,
+        positions: &[u32],
+        heads: usize,
+        head_dim: usize,
+        sign: f32,
+    ) {
+        let p = self.ids(positions);
+        let (rows, h, hd) = (positions.len() as i64, heads as i32, head_dim as i32);
+        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &p, &rows, &h, &hd, &sign);
+    }
+
     /// Blocks until queued work is done (for timing and tests).
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().context("synchronizing the CUDA stream")
     }
-}
-
-macro_rules! launch {
-    ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
-        let cfg = $cfg;
-        let f = $self.kernel($name);
-        let mut b = $self.stream.launch_builder(f);
-        $(b.arg($arg);)+
-        // SAFETY: every kernel's argument list matches its extern "C" signature
-        // in kernels-ptx/, and buffer sizes are checked by the callers.
-        unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
-    }};
 }
 
 impl Backend for Cuda {
@@ -242,9 +259,7 @@ impl Backend for Cuda {
         heads: usize,
         head_dim: usize,
     ) {
-        let p = self.ids(positions);
-        let (rows, h, hd, sign) = (positions.len() as i64, heads as i32, head_dim as i32, 1.0f32);
-        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &p, &rows, &h, &hd, &sign);
+        self.rope(x, cos, sin, positions, heads, head_dim, 1.0);
     }
     fn rope_bwd(
         &self,
@@ -255,9 +270,7 @@ impl Backend for Cuda {
         heads: usize,
         head_dim: usize,
     ) {
-        let p = self.ids(positions);
-        let (rows, h, hd, sign) = (positions.len() as i64, heads as i32, head_dim as i32, -1.0f32);
-        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), dx, cos, sin, &p, &rows, &h, &hd, &sign);
+        self.rope(dx, cos, sin, positions, heads, head_dim, -1.0);
     }
     fn to_head_major(
         &self,

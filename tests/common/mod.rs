@@ -72,3 +72,34 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
+
+/// A random tiny Llama (hidden 32, one layer, head_dim 16) saved with the
+/// fixtures' tokenizer as an HF folder `dir/name`.
+pub fn tiny_model(dir: &std::path::Path, name: &str, kv_heads: usize, max_pos: usize, seed: u64) -> PathBuf {
+    use vul2safe::backend::cpu::Cpu;
+    use vul2safe::model::{weights::init_params, Arch, ModelConfig, Transformer};
+    let tok = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny/tokenizer.json")).expect("fixture tokenizer");
+    let vocab = vul2safe::tokenizer::Tokenizer::from_bytes(&tok, "tiny").expect("valid tokenizer").vocab_size();
+    let cfg = ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: vocab,
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_layers: 1,
+        num_heads: 2,
+        num_kv_heads: kv_heads,
+        head_dim: 16,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: max_pos,
+        tie_word_embeddings: true,
+        qkv_bias: false,
+        dtype: DType::F32,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+    };
+    let out = dir.join(name);
+    Transformer::<Cpu>::from_host(&Cpu, cfg.clone(), &init_params(&cfg, seed)).save(&Cpu, &out).expect("saving");
+    std::fs::write(out.join("tokenizer.json"), tok).expect("writing tokenizer");
+    out
+}
