@@ -104,6 +104,9 @@ enum Cmd {
         /// Run tests even where the sandbox cannot create namespaces (no network isolation).
         #[arg(long)]
         allow_unisolated: bool,
+        /// `cpu` or `cuda` (generation only; analysis and tests run on the host).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Supervised fine-tuning on PrimeVul+ (prompt → secure function, loss on the function only).
     Sft(SftArgs),
@@ -442,6 +445,7 @@ fn run(cli: Cli) -> Result<()> {
             prompt_format,
             out,
             allow_unisolated,
+            backend,
         } => {
             use vul2safe::eval::harness::{evaluate, EvalOptions};
             validate_sampling(temperature, top_p)?;
@@ -449,14 +453,20 @@ fn run(cli: Cli) -> Result<()> {
             let mut tasks = vul2safe::eval::tasks::load_bench(&bench)?;
             tasks.truncate(limit.unwrap_or(usize::MAX));
             let tok = Tokenizer::load(&model)?;
-            let m = Transformer::load(&be, &model)?;
             let isolation = if allow_unisolated {
                 vul2safe::eval::sandbox::Isolation::BestEffort
             } else {
                 vul2safe::eval::sandbox::Isolation::Required
             };
             let opts = EvalOptions { samples, temperature, top_p, max_new_tokens, seed, tools, prompt_format, isolation };
-            let (report, sample_rows) = evaluate(&be, &m, &tok, &tasks, &opts)?;
+            let (report, sample_rows) = match backend.as_str() {
+                "cpu" => evaluate(&be, &Transformer::load(&be, &model)?, &tok, &tasks, &opts)?,
+                "cuda" => {
+                    let g = vul2safe::backend::cuda::Cuda::new(0)?;
+                    evaluate(&g, &Transformer::load(&g, &model)?, &tok, &tasks, &opts)?
+                }
+                other => bail!("--backend must be cpu or cuda, got {other:?}"),
+            };
             vul2safe::eval::report::write(&out, &bench, &model, &report, &sample_rows)?;
             println!("{}", vul2safe::eval::report::summary_line(&report));
             eprintln!("wrote {}", out.display());
