@@ -6,7 +6,7 @@ use crate::backend::Backend;
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
 use crate::tensor::DType;
-use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, StepStats, Trainer};
+use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,7 +88,6 @@ pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize) -> 
 pub struct TrainBench {
     pub tokens_per_sec: f64,
     pub step_ms: f64,
-    pub steps: Vec<StepStats>,
 }
 
 pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, warmup: usize, steps: usize) -> Result<TrainBench> {
@@ -100,7 +99,7 @@ pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq:
     let mut secs: Vec<f64> = stats.iter().map(|s| s.secs).collect();
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];
-    Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3, steps: stats })
+    Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3 })
 }
 
 /// Both sides of every pair of the embedded corpus, with their languages.

@@ -1,4 +1,4 @@
-//! Host-side tensors and the storage dtypes we read from and write to disk.
+//! The storage dtypes we read from and write to disk, and their decoding to f32.
 
 use anyhow::{bail, Result};
 use half::{bf16, f16};
@@ -30,13 +30,6 @@ impl DType {
             other => bail!("unsupported tensor dtype {other:?} (expected F32, F16 or BF16)"),
         })
     }
-
-    pub fn size_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-        }
-    }
 }
 
 /// Decodes little-endian bytes of `dtype` into f32. The input may be unaligned
@@ -46,19 +39,5 @@ pub fn bytes_to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
         DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         DType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         DType::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-    }
-}
-
-/// A dense row-major f32 tensor on the host.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostTensor {
-    pub shape: Vec<usize>,
-    pub data: Vec<f32>,
-}
-
-impl HostTensor {
-    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> HostTensor {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} does not match data");
-        HostTensor { shape, data }
     }
 }

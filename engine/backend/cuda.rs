@@ -117,11 +117,6 @@ impl Cuda {
         let (rows, h, hd) = (positions.len() as i64, heads as i32, head_dim as i32);
         launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &p, &rows, &h, &hd, &sign);
     }
-
-    /// Blocks until queued work is done (for timing and tests).
-    pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().context("synchronizing the CUDA stream")
-    }
 }
 
 impl Backend for Cuda {
@@ -129,6 +124,9 @@ impl Backend for Cuda {
 
     fn name(&self) -> &'static str {
         "cuda"
+    }
+    fn synchronize(&self) {
+        self.stream.synchronize().expect("synchronizing the CUDA stream");
     }
     fn zeros(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")

@@ -83,6 +83,8 @@ pub trait Backend: Sync {
     type Buf: Send + Sync;
 
     fn name(&self) -> &'static str;
+    /// Waits for queued device work (a no-op on the CPU); timings call it.
+    fn synchronize(&self);
 
     // Memory.
     fn zeros(&self, len: usize) -> Self::Buf;

@@ -61,6 +61,8 @@ impl<B: Backend> Trainer<B> {
         if !skipped {
             self.opt.update(be, &mut self.model.params, &self.grads, lr);
         }
+        // Device backends queue work: the step's time includes finishing it.
+        be.synchronize();
         Ok(StepStats {
             skipped,
             step: self.opt.step,

@@ -24,6 +24,7 @@ impl Backend for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
     }
+    fn synchronize(&self) {}
     fn zeros(&self, len: usize) -> Vec<f32> {
         vec![0.0; len]
     }
