@@ -254,3 +254,71 @@ fn full_model_step_matches_the_cpu() {
         assert_close(&format!("grad {}", spec.name), &g.download(a), bb, 1e-3, 1e-4);
     }
 }
+
+#[test]
+fn rl_reductions_match_their_cpu_twins() {
+    use vul2safe::rl::gae::gae;
+    use vul2safe::rl::ppo_loss::{policy_token, value_token, ClipMode, PolicyToken};
+    use vul2safe::rl::reward::{assemble, RewardMode, SampleReward};
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let lens = [5usize, 1, 9, 3];
+    let mut starts = vec![0usize];
+    for l in lens {
+        starts.push(starts.last().unwrap() + l);
+    }
+    let n = *starts.last().unwrap();
+    let (values, rewards, kl, bonus, penalty) =
+        (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let sums = g.rl_segment_sum(&penalty, &starts);
+    for s in 0..lens.len() {
+        let want: f32 = penalty[starts[s]..starts[s + 1]].iter().sum();
+        assert!((sums[s] - want).abs() < 1e-5, "segment {s}");
+    }
+    let instance = randv(&mut rng, lens.len());
+    let token_total: Vec<f32> = (0..lens.len())
+        .map(|s| bonus[starts[s]..starts[s + 1]].iter().sum::<f32>() + penalty[starts[s]..starts[s + 1]].iter().sum::<f32>())
+        .collect();
+    for (mode, tlr) in [(RewardMode::Tlr, true), (RewardMode::Instance, false)] {
+        let (gi, gt) = g.rl_assemble(&kl, &bonus, &penalty, &instance, &token_total, &starts, 0.3, tlr);
+        for s in 0..lens.len() {
+            let span = starts[s]..starts[s + 1];
+            let r = SampleReward {
+                instance: instance[s],
+                secure_bonus: bonus[span.clone()].to_vec(),
+                penalties: penalty[span.clone()].to_vec(),
+                high_medium: 0,
+            };
+            let (ci, ct) = assemble(&r, &kl[span.clone()], 0.3, mode);
+            assert_close("assembled instance stream", &gi[span.clone()], &ci, 1e-5, 1e-6);
+            assert_close("assembled token stream", &gt[span], &ct, 1e-5, 1e-6);
+        }
+    }
+    let (ga, gr) = g.rl_gae(&rewards, &values, &starts, 0.99, 0.95);
+    for s in 0..lens.len() {
+        let span = starts[s]..starts[s + 1];
+        let (a, r) = gae(&rewards[span.clone()], &values[span.clone()], 0.99, 0.95);
+        assert_close("gae advantages", &ga[span.clone()], &a, 1e-5, 1e-6);
+        assert_close("gae returns", &gr[span], &r, 1e-5, 1e-6);
+    }
+    let (lp, lo, adv, at) = (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let has: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+    for mode in [ClipMode::Standard, ClipMode::Dual { c: 3.0 }, ClipMode::TokenAware { eps_tok: 0.5 }, ClipMode::Decoupled { eps_tok: 0.5 }]
+    {
+        let out = g.rl_policy_loss(&lp, &lo, &adv, &at, &has, 0.2, mode);
+        for i in 0..n {
+            let (l, d, c) = policy_token(
+                PolicyToken { logp: lp[i], logp_old: lo[i], adv: adv[i], adv_tok: at[i], has_token_reward: has[i] },
+                0.2,
+                mode,
+            );
+            assert!((out.loss[i] - l).abs() < 1e-4 && (out.dlogp[i] - d).abs() < 1e-4 && out.clipped[i] == c, "{mode:?} token {i}");
+        }
+    }
+    let (v, vo, ret) = (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let (gl, gd) = g.rl_value_loss(&v, &vo, &ret, 0.2);
+    for i in 0..n {
+        let (l, d) = value_token(v[i], vo[i], ret[i], 0.2);
+        assert!((gl[i] - l).abs() < 1e-5 && (gd[i] - d).abs() < 1e-5, "value token {i}");
+    }
+}

@@ -7,7 +7,7 @@ use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
     let families: Vec<&str> = KERNEL_PTX.iter().map(|(f, _)| *f).collect();
-    for f in ["adamw", "attention", "elementwise", "embedding", "layout", "loss", "norm", "rope"] {
+    for f in ["adamw", "attention", "elementwise", "embedding", "layout", "loss", "norm", "rl", "rope"] {
         assert!(families.contains(&f), "{f} missing from {families:?}");
     }
     for (f, text) in KERNEL_PTX {
@@ -31,6 +31,10 @@ fn kernels_exist_for_both_storage_types() {
         assert!(norm.contains(&k), "{k}");
     }
     assert_eq!(entry_points(ptx("adamw").unwrap()), vec!["adamw_f32", "sum_squares_partial"]);
+    let rl = entry_points(ptx("rl").unwrap());
+    for k in ["rl_segment_sum", "rl_assemble", "rl_gae", "rl_policy_loss", "rl_value_loss"] {
+        assert!(rl.contains(&k), "{k} in {rl:?}");
+    }
     for (family, kernels) in [
         ("rope", &["rope"][..]),
         ("embedding", &["embedding_fwd", "embedding_bwd"][..]),

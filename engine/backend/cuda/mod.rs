@@ -17,7 +17,7 @@ use std::sync::Arc;
 const THREADS: u32 = 256;
 
 pub struct Cuda {
-    stream: Arc<CudaStream>,
+    pub(crate) stream: Arc<CudaStream>,
     blas: CudaBlas,
     kernels: HashMap<String, CudaFunction>,
 }
@@ -40,12 +40,12 @@ fn driver_present() -> bool {
 }
 
 /// One block per row of `rows`.
-fn per_row(rows: usize) -> LaunchConfig {
+pub(crate) fn per_row(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// Enough blocks for a grid-stride loop over `n` elements.
-fn per_element(n: usize) -> LaunchConfig {
+pub(crate) fn per_element(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 16) as u32;
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
@@ -61,6 +61,8 @@ macro_rules! launch {
         unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
     }};
 }
+
+pub mod rl;
 
 impl Cuda {
     /// Opens GPU `ordinal` and loads every kernel family. Errors (no driver,
@@ -82,15 +84,15 @@ impl Cuda {
         Ok(Cuda { stream, blas, kernels })
     }
 
-    fn kernel(&self, name: &str) -> &CudaFunction {
+    pub(crate) fn kernel(&self, name: &str) -> &CudaFunction {
         self.kernels.get(name).unwrap_or_else(|| panic!("kernel {name} is not in the embedded PTX"))
     }
 
-    fn ids(&self, host: &[u32]) -> CudaSlice<u32> {
+    pub(crate) fn ids(&self, host: &[u32]) -> CudaSlice<u32> {
         self.stream.clone_htod(host).expect("uploading ids")
     }
 
-    fn floats(&self, host: &[f32]) -> CudaSlice<f32> {
+    pub(crate) fn floats(&self, host: &[f32]) -> CudaSlice<f32> {
         self.stream.clone_htod(host).expect("uploading floats")
     }
 

@@ -1,0 +1,145 @@
+//! GPU twins of the RL reductions in engine/rl/ (kernels-ptx/rl.cu), on
+//! packed sequences: `starts[s]..starts[s+1]` are sequence `s`'s tokens.
+//! Host slices in, host vectors out, like the CPU functions they mirror.
+
+use super::{per_element, per_row, Cuda};
+use crate::backend::Backend;
+use crate::rl::ppo_loss::ClipMode;
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+fn starts_i32(starts: &[usize]) -> Vec<i32> {
+    starts.iter().map(|&s| s as i32).collect()
+}
+
+/// Per-token results of the policy loss.
+pub struct PolicyLoss {
+    pub loss: Vec<f32>,
+    pub dlogp: Vec<f32>,
+    pub clipped: Vec<bool>,
+}
+
+impl Cuda {
+    fn starts(&self, starts: &[usize]) -> cudarc::driver::CudaSlice<i32> {
+        self.stream.clone_htod(&starts_i32(starts)).expect("uploading sequence starts")
+    }
+
+    /// Per-sequence sums (the sequence-penalty reduction).
+    pub fn rl_segment_sum(&self, values: &[f32], starts: &[usize]) -> Vec<f32> {
+        let nseq = starts.len() - 1;
+        let (v, st) = (self.floats(values), self.starts(starts));
+        let mut out = self.zeros(nseq);
+        launch!(self, "rl_segment_sum", per_row(nseq), &mut out, &v, &st);
+        let mut host = self.download(&out);
+        host.truncate(nseq);
+        host
+    }
+
+    /// The instance and token reward streams (see `rl::reward::assemble`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rl_assemble(
+        &self,
+        kl: &[f32],
+        bonus: &[f32],
+        penalty: &[f32],
+        instance: &[f32],
+        token_total: &[f32],
+        starts: &[usize],
+        kl_coef: f32,
+        tlr: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n = kl.len();
+        let nseq = starts.len() - 1;
+        let (k, b, p, i, t, st) = (
+            self.floats(kl),
+            self.floats(bonus),
+            self.floats(penalty),
+            self.floats(instance),
+            self.floats(token_total),
+            self.starts(starts),
+        );
+        let (mut inst, mut tok) = (self.zeros(n), self.zeros(n));
+        let (ns, mode) = (nseq as i32, i32::from(tlr));
+        launch!(self, "rl_assemble", per_row(nseq), &mut inst, &mut tok, &k, &b, &p, &i, &t, &st, &ns, &kl_coef, &mode);
+        let (mut a, mut b) = (self.download(&inst), self.download(&tok));
+        a.truncate(n);
+        b.truncate(n);
+        (a, b)
+    }
+
+    /// GAE advantages and returns per sequence.
+    pub fn rl_gae(&self, rewards: &[f32], values: &[f32], starts: &[usize], gamma: f32, lambda: f32) -> (Vec<f32>, Vec<f32>) {
+        let n = rewards.len();
+        let nseq = starts.len() - 1;
+        let (r, v, st) = (self.floats(rewards), self.floats(values), self.starts(starts));
+        let (mut adv, mut ret) = (self.zeros(n), self.zeros(n));
+        let ns = nseq as i32;
+        let cfg = LaunchConfig { grid_dim: (nseq.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, "rl_gae", cfg, &mut adv, &mut ret, &r, &v, &st, &ns, &gamma, &lambda);
+        let (mut a, mut b) = (self.download(&adv), self.download(&ret));
+        a.truncate(n);
+        b.truncate(n);
+        (a, b)
+    }
+
+    /// The clipped policy loss per token (see `rl::ppo_loss::policy_token`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rl_policy_loss(
+        &self,
+        logp: &[f32],
+        logp_old: &[f32],
+        adv: &[f32],
+        adv_tok: &[f32],
+        has_tok: &[bool],
+        eps: f32,
+        mode: ClipMode,
+    ) -> PolicyLoss {
+        let n = logp.len();
+        let (code, param) = match mode {
+            ClipMode::Standard => (0i32, 0.0f32),
+            ClipMode::Dual { c } => (1, c),
+            ClipMode::TokenAware { eps_tok } => (2, eps_tok),
+            ClipMode::Decoupled { eps_tok } => (3, eps_tok),
+        };
+        let flags: Vec<u8> = has_tok.iter().map(|&h| u8::from(h)).collect();
+        let (lp, lo, a, at) = (self.floats(logp), self.floats(logp_old), self.floats(adv), self.floats(adv_tok));
+        let ht = self.stream.clone_htod(&flags).expect("uploading flags");
+        let (mut loss, mut dlogp) = (self.zeros(n), self.zeros(n));
+        let mut clipped = self.stream.alloc_zeros::<i32>(n.max(1)).expect("allocating");
+        let len = n as i64;
+        launch!(
+            self,
+            "rl_policy_loss",
+            per_element(n),
+            &mut loss,
+            &mut dlogp,
+            &mut clipped,
+            &lp,
+            &lo,
+            &a,
+            &at,
+            &ht,
+            &len,
+            &eps,
+            &code,
+            &param
+        );
+        let c: Vec<i32> = self.stream.clone_dtoh(&clipped).expect("downloading");
+        let (mut l, mut g) = (self.download(&loss), self.download(&dlogp));
+        l.truncate(n);
+        g.truncate(n);
+        PolicyLoss { loss: l, dlogp: g, clipped: c.into_iter().take(n).map(|x| x != 0).collect() }
+    }
+
+    /// The clipped value loss per token: `(loss, ∂loss/∂v)`.
+    pub fn rl_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+        let n = v.len();
+        let (dv_in, vo, r) = (self.floats(v), self.floats(v_old), self.floats(ret));
+        let (mut loss, mut dv) = (self.zeros(n), self.zeros(n));
+        let len = n as i64;
+        launch!(self, "rl_value_loss", per_element(n), &mut loss, &mut dv, &dv_in, &vo, &r, &len, &eps);
+        let (mut a, mut b) = (self.download(&loss), self.download(&dv));
+        a.truncate(n);
+        b.truncate(n);
+        (a, b)
+    }
+}
