@@ -2,7 +2,7 @@
 //! versions of every pair), one thread. Target: ≥ 5,000 functions/s.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vul2safe::bench::corpus_functions;
+use vul2safe::data::corpus::functions as corpus_functions;
 use vul2safe::eval::analyzer::builtin::analyze_text;
 
 fn analyzer(c: &mut Criterion) {

@@ -102,22 +102,10 @@ pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq:
     Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3 })
 }
 
-/// Both sides of every pair of the embedded corpus, with their languages.
-pub fn corpus_functions() -> Vec<(crate::lang::Lang, String)> {
-    crate::data::corpus::EMBEDDED_CORPUS
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            let func = v["func"].as_str().unwrap_or_default().to_string();
-            (crate::lang::Lang::detect(v["file_name"].as_str(), &func), func)
-        })
-        .collect()
-}
-
 /// Functions per second of the built-in analyzer on one thread, over `rounds`
 /// passes of the embedded corpus; also returns the findings of one pass.
 pub fn analyzer_throughput(rounds: usize) -> (f64, usize) {
-    let funcs = corpus_functions();
+    let funcs = crate::data::corpus::functions();
     let one_pass: usize = funcs.iter().map(|(l, f)| crate::eval::analyzer::builtin::analyze_text(*l, f, "f").len()).sum();
     let t0 = std::time::Instant::now();
     for _ in 0..rounds {

@@ -14,12 +14,11 @@
 
 use crate::backend::cpu::Cpu;
 use crate::data::build::{build, read_records, BuildOptions, BuildStats, Input};
-use crate::data::corpus::EMBEDDED_CORPUS;
+use crate::data::corpus;
 use crate::data::teacher::heuristic::Heuristic;
 use crate::eval::harness::{evaluate, EvalOptions};
 use crate::eval::sandbox::Isolation;
 use crate::eval::tasks::{load_bench, Task, TaskKind};
-use crate::lang::Lang;
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
 use crate::prompt::PromptFormat;
@@ -126,14 +125,6 @@ pub fn table(rows: &[DemoRow]) -> String {
     s
 }
 
-fn corpus_functions() -> Vec<String> {
-    EMBEDDED_CORPUS
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["func"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// Pretrains the base model on every corpus function, vulnerable and fixed,
 /// and on the train split's prompts answered with either version.
 fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64, log: &mut impl FnMut(&str)) -> Result<PathBuf> {
@@ -141,7 +132,7 @@ fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64
     let tok = crate::tokenizer::Tokenizer::from_bytes(tok_json.as_bytes(), "demo tokenizer")?;
     let eos = tok.eos_id()?;
     let mut stream = Vec::new();
-    for f in corpus_functions() {
+    for (_, f) in corpus::functions() {
         stream.extend(tok.encode(&f)?.ids);
         stream.push(eos);
     }
@@ -191,10 +182,7 @@ fn held_out_tasks(data: &Path, limit: usize) -> Result<Vec<Task>> {
         .map(|r| Task {
             id: r.id.clone(),
             kind: TaskKind::Instruction,
-            lang: match r.lang.as_str() {
-                "python" => Lang::Python,
-                _ => Lang::C,
-            },
+            lang: r.language(),
             prompt: r.prompts[0].clone(),
             cwe: r.cwe.first().cloned(),
             test: None,
@@ -234,8 +222,8 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
     let t0 = std::time::Instant::now();
     let budget = Budget::of(opts.quick);
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
-    let funcs = corpus_functions();
-    let (_, tok_json) = train_bpe(funcs.iter().map(String::as_str), budget.vocab)?;
+    let funcs = corpus::functions();
+    let (_, tok_json) = train_bpe(funcs.iter().map(|(_, f)| f.as_str()), budget.vocab)?;
     log(&format!("tokenizer: byte-level BPE, {} tokens, trained on {} corpus functions", budget.vocab, funcs.len()));
     let data_dir = work.join("primevul_plus");
     let data = build(

@@ -25,6 +25,16 @@ impl Lang {
         }
     }
 
+    /// Parses a language name as records and benchmark files spell it.
+    pub fn from_code(code: &str) -> Option<Lang> {
+        match code.to_ascii_lowercase().as_str() {
+            "c" => Some(Lang::C),
+            "cpp" | "c++" => Some(Lang::Cpp),
+            "python" | "py" => Some(Lang::Python),
+            _ => None,
+        }
+    }
+
     /// The short name stored in records.
     pub fn code(self) -> &'static str {
         match self {

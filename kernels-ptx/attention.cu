@@ -17,6 +17,16 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Stages keys and values [j0, j0 + TILE) of one head into shared memory (zeros past `valid`).
+template <int D, typename T>
+__device__ __forceinline__ void load_kv_tile(float (*ks)[D], float (*vs)[D], const T *k, const T *v, long base, int j0, int valid) {
+    for (int e = threadIdx.x; e < TILE * D; e += blockDim.x) {
+        int j = j0 + e / D, d = e % D;
+        ks[e / D][d] = j < valid ? ld(k, base + (long)j * D + d) : 0.0f;
+        vs[e / D][d] = j < valid ? ld(v, base + (long)j * D + d) : 0.0f;
+    }
+}
+
 template <int D, typename T>
 __device__ void attention_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const unsigned *kv_lens, int hq, int hkv, int tq,
                               int cap, float scale) {
@@ -39,11 +49,7 @@ __device__ void attention_fwd(T *out, float *lse, const T *q, const T *k, const 
     int last = min(kv_len, kv_len - tq + (int)(blockIdx.x + 1) * WARPS);  // keys any query of this block can see
     for (int j0 = 0; j0 < last; j0 += TILE) {
         __syncthreads();
-        for (int e = threadIdx.x; e < TILE * D; e += blockDim.x) {
-            int j = j0 + e / D, d = e % D;
-            ks[e / D][d] = j < kv_len ? ld(k, kbase + (long)j * D + d) : 0.0f;
-            vs[e / D][d] = j < kv_len ? ld(v, kbase + (long)j * D + d) : 0.0f;
-        }
+        load_kv_tile<D>(ks, vs, k, v, kbase, j0, kv_len);
         __syncthreads();
         if (!active) continue;
         for (int jj = 0; jj < TILE && j0 + jj <= pos; jj++) {
@@ -100,11 +106,7 @@ __device__ void attention_bwd_dq(T *dq, const T *dout, const T *q, const T *k, c
     int last = min(t, (int)(blockIdx.x + 1) * WARPS);
     for (int j0 = 0; j0 < last; j0 += TILE) {
         __syncthreads();
-        for (int e = threadIdx.x; e < TILE * D; e += blockDim.x) {
-            int j = j0 + e / D, d = e % D;
-            ks[e / D][d] = j < t ? ld(k, kbase + (long)j * D + d) : 0.0f;
-            vs[e / D][d] = j < t ? ld(v, kbase + (long)j * D + d) : 0.0f;
-        }
+        load_kv_tile<D>(ks, vs, k, v, kbase, j0, t);
         __syncthreads();
         if (!active) continue;
         for (int jj = 0; jj < TILE && j0 + jj <= i; jj++) {

@@ -3,28 +3,34 @@
 // when cap > seq, at per-row offsets starts[b]).
 #include "common.cuh"
 
+// Coordinates of flat element k of a [batch, seq, heads, hd] tensor.
+struct Bthd {
+    int b, t, h, d;
+};
+
+__device__ __forceinline__ Bthd unflatten(long k, int seq, int heads, int hd) {
+    Bthd c;
+    c.d = (int)(k % hd);
+    long r = k / hd;
+    c.h = (int)(r % heads);
+    r /= heads;
+    c.t = (int)(r % seq);
+    c.b = (int)(r / seq);
+    return c;
+}
+
 template <typename T>
 __device__ void to_head_major(T *dst, const T *src, int batch, int seq, int heads, int hd, int cap, const unsigned *starts) {
     FOR_EACH(k, (long)batch * seq * heads * hd) {
-        int d = (int)(k % hd);
-        long r = k / hd;
-        int h = (int)(r % heads);
-        r /= heads;
-        int t = (int)(r % seq);
-        int b = (int)(r / seq);
-        st(dst, (((long)b * heads + h) * cap + starts[b] + t) * hd + d, ld(src, k));
+        Bthd c = unflatten(k, seq, heads, hd);
+        st(dst, (((long)c.b * heads + c.h) * cap + starts[c.b] + c.t) * hd + c.d, ld(src, k));
     }
 }
 
 template <typename T> __device__ void to_token_major(T *dst, const T *src, int batch, int seq, int heads, int hd) {
     FOR_EACH(k, (long)batch * seq * heads * hd) {
-        int d = (int)(k % hd);
-        long r = k / hd;
-        int h = (int)(r % heads);
-        r /= heads;
-        int t = (int)(r % seq);
-        int b = (int)(r / seq);
-        st(dst, k, ld(src, (((long)b * heads + h) * seq + t) * hd + d));
+        Bthd c = unflatten(k, seq, heads, hd);
+        st(dst, k, ld(src, (((long)c.b * heads + c.h) * seq + c.t) * hd + c.d));
     }
 }
 

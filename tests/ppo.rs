@@ -6,23 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vul2safe::data::build::{build, BuildOptions, Input};
-use vul2safe::data::teacher::heuristic::Heuristic;
 
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     let policy = common::tiny_model(dir, "policy", 1, 256, 5);
-    let data = dir.join("data");
-    let opts = BuildOptions {
-        inputs: vec![Input::Embedded],
-        out: data.clone(),
-        prompts_per_pair: 1,
-        threshold: 0.7,
-        concurrency: 1,
-        skip_bad: false,
-        test_fraction: 0.1,
-        analyzer_check: false,
-    };
-    build(&opts, &Heuristic, &|_| {}).unwrap();
+    let data = common::embedded_data(dir);
     (policy, data)
 }
 
@@ -91,14 +78,11 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
         v
     };
     assert_eq!(state(&full), state(&split));
-    let rewards = |run: &Path| -> Vec<f64> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["policy_loss"].as_f64().unwrap())
-            .collect()
-    };
-    assert_eq!(rewards(&full), rewards(&split), "each iteration logged once, with the same losses");
+    assert_eq!(
+        common::metric_column(&full, "policy_loss"),
+        common::metric_column(&split, "policy_loss"),
+        "each iteration logged once, with the same losses"
+    );
 }
 
 #[test]

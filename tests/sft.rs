@@ -6,8 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use vul2safe::data::build::{build, BuildOptions, Input};
-use vul2safe::data::teacher::heuristic::Heuristic;
 use vul2safe::prompt::PromptFormat;
 use vul2safe::tokenizer::Tokenizer;
 use vul2safe::train::sft::{examples, pack};
@@ -21,19 +19,7 @@ fn tiny_model(dir: &Path) -> PathBuf {
 }
 
 fn data(dir: &Path) -> PathBuf {
-    let out = dir.join("data");
-    let opts = BuildOptions {
-        inputs: vec![Input::Embedded],
-        out: out.clone(),
-        prompts_per_pair: 1,
-        threshold: 0.7,
-        concurrency: 1,
-        skip_bad: false,
-        test_fraction: 0.1,
-        analyzer_check: false,
-    };
-    build(&opts, &Heuristic, &|_| {}).unwrap();
-    out
+    common::embedded_data(dir)
 }
 
 fn sft(model: &Path, data: &Path, out: &Path, steps: u32, extra: &[&str]) -> Command {
@@ -117,14 +103,11 @@ fn a_killed_run_resumes_bit_exactly() {
         let b = std::fs::read(killed.join(&last).join(f)).unwrap();
         assert!(a == b, "{f} differs after resume");
     }
-    let losses = |run: &Path| -> Vec<f64> {
-        std::fs::read_to_string(run.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-            .collect()
-    };
-    assert_eq!(losses(&reference), losses(&killed), "the metrics log has each step once, with the same losses");
+    assert_eq!(
+        common::metric_column(&reference, "loss"),
+        common::metric_column(&killed, "loss"),
+        "the metrics log has each step once, with the same losses"
+    );
 }
 
 #[test]

@@ -492,7 +492,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { what: BenchCmd::Analyzer { rounds } } => {
             let (per_sec, findings) = vul2safe::bench::analyzer_throughput(rounds.max(1));
-            let funcs = vul2safe::bench::corpus_functions().len();
+            let funcs = vul2safe::data::corpus::functions().len();
             let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
             println!("{v}");
         }

@@ -204,3 +204,24 @@ pub trait Backend: Sync {
 
 /// Target id that marks a position with no loss.
 pub const IGNORE: u32 = u32::MAX;
+
+/// Rows grouped by token id (a counting sort): the rows of token `v` are
+/// `order[starts[v]..starts[v + 1]]`, in row order. Both backends' embedding
+/// backward use it so each token's rows have one owner (no atomics).
+pub fn rows_by_token(ids: &[u32], vocab: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut starts = vec![0usize; vocab + 1];
+    for &id in ids {
+        assert!((id as usize) < vocab, "embedding_bwd: id {id} >= vocab {vocab}");
+        starts[id as usize + 1] += 1;
+    }
+    for i in 0..vocab {
+        starts[i + 1] += starts[i];
+    }
+    let mut fill = starts.clone();
+    let mut order = vec![0usize; ids.len()];
+    for (r, &id) in ids.iter().enumerate() {
+        order[fill[id as usize]] = r;
+        fill[id as usize] += 1;
+    }
+    (starts, order)
+}

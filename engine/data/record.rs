@@ -11,6 +11,7 @@
 //! - `split`: `train` or `test`, assigned per function name.
 
 use super::labels::Span;
+use crate::lang::Lang;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,4 +63,11 @@ pub struct PrimeVulPlus {
     pub prompts: Vec<String>,
     pub reflection: Reflection,
     pub split: String,
+}
+
+impl PrimeVulPlus {
+    /// The record's language, or detection from its code when the field is unknown.
+    pub fn language(&self) -> Lang {
+        Lang::from_code(&self.lang).unwrap_or_else(|| Lang::detect(None, &self.secure))
+    }
 }

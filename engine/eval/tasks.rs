@@ -70,12 +70,8 @@ fn parse_task(v: &Value) -> Result<Task> {
     }
     let prompt = field(v, &["prompt", "Prompt", "test_case_prompt"]).context("no prompt field (prompt, Prompt or test_case_prompt)")?;
     let id = field(v, &["id", "task_id", "ID", "prompt_id"]).unwrap_or("task").to_string();
-    let lang_name = field(v, &["language", "lang"]).map(str::to_lowercase);
-    let lang = match lang_name.as_deref() {
-        Some("python" | "py") => Lang::Python,
-        Some("cpp" | "c++") => Lang::Cpp,
-        Some("c") => Lang::C,
-        Some(other) => bail!("unsupported language {other:?} (c, cpp, python)"),
+    let lang = match field(v, &["language", "lang"]) {
+        Some(name) => Lang::from_code(name).with_context(|| format!("unsupported language {:?} (c, cpp, python)", name.to_lowercase()))?,
         None => Lang::detect(Some(&id), prompt),
     };
     let cwe = field(v, &["cwe", "cwe_identifier", "CWE"]).map(str::to_string).or_else(|| {

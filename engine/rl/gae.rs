@@ -18,11 +18,13 @@ pub fn gae(rewards: &[f32], values: &[f32], gamma: f32, lambda: f32) -> (Vec<f32
     (adv, ret)
 }
 
-/// `(x - mean) / (std + 1e-8)` over all values of all sequences.
-pub fn whiten(seqs: &mut [Vec<f32>]) {
+/// `(x - mean) / (std + 1e-8)` over all values of all sequences; returns the
+/// factor `1 / (std + 1e-8)` it scaled by (1 when there are fewer than 2 values,
+/// which are left as they are).
+pub fn whiten(seqs: &mut [Vec<f32>]) -> f64 {
     let n: usize = seqs.iter().map(Vec::len).sum();
     if n < 2 {
-        return;
+        return 1.0;
     }
     let mean = seqs.iter().flatten().map(|&x| x as f64).sum::<f64>() / n as f64;
     let var = seqs.iter().flatten().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
@@ -30,4 +32,5 @@ pub fn whiten(seqs: &mut [Vec<f32>]) {
     for x in seqs.iter_mut().flatten() {
         *x = ((*x as f64 - mean) * inv) as f32;
     }
+    inv
 }

@@ -19,9 +19,9 @@ use crate::lang::Lang;
 use crate::model::{Batch, Params, TrainState, Transformer};
 use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
-use crate::train::checkpoint::{latest, load_optimizer, save_model, save_optimizer, write_step, MetricsLog};
+use crate::train::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
 use crate::train::optimizer::{clip_grad_norm, zero_grads, AdamW, AdamWConfig};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -76,21 +76,11 @@ fn load_examples(data: &Path, tok: &Tokenizer, format: PromptFormat) -> Result<V
         let (s, v) = (tok.encode(&r.secure)?, tok.encode(&r.vulnerable)?);
         let reference = Reference::new(s.ids, &s.offsets, &r.secure_spans, v.ids, &v.offsets, &r.vulnerable_spans);
         for p in &r.prompts {
-            out.push(Example { prompt: tok.encode(&format.instruction(p))?.ids, lang: record_lang(r), reference: reference.clone() });
+            out.push(Example { prompt: tok.encode(&format.instruction(p))?.ids, lang: r.language(), reference: reference.clone() });
         }
     }
     ensure!(!out.is_empty(), "{}: no train-split records with prompts", path.display());
     Ok(out)
-}
-
-/// The record's own language code, else detection from its code.
-fn record_lang(r: &PrimeVulPlus) -> Lang {
-    match r.lang.as_str() {
-        "python" => Lang::Python,
-        "cpp" => Lang::Cpp,
-        "c" => Lang::C,
-        _ => Lang::detect(None, &r.secure),
-    }
 }
 
 /// One scored rollout.
@@ -159,8 +149,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
 
     let resume_dir = if o.resume { latest(&o.out)? } else { None };
     let mut state = match &resume_dir {
-        Some(dir) => serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)
-            .with_context(|| format!("{}: bad state.json", dir.display()))?,
+        Some(dir) => load_state(dir)?,
         None => PpoState { kl_coef: o.kl.coef, ..Default::default() },
     };
     let policy_dir = resume_dir.clone().unwrap_or_else(|| o.policy.clone());
@@ -260,12 +249,9 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             vals.push(v);
         }
         // Whiten the total advantage; scale the token part by the same factor.
-        let flat: Vec<f32> = adv.iter().flatten().copied().collect();
-        let mean = flat.iter().map(|&x| x as f64).sum::<f64>() / flat.len().max(1) as f64;
-        let std = (flat.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (flat.len().max(2) - 1) as f64).sqrt() + 1e-8;
-        whiten(&mut adv);
+        let scale = whiten(&mut adv);
         for a in adv_tok.iter_mut().flatten() {
-            *a = (*a as f64 / std) as f32;
+            *a = (*a as f64 * scale) as f32;
         }
 
         // PPO epochs over minibatches of sequences.

@@ -75,6 +75,13 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
+/// A step folder's state.json (what a run records beyond tensors).
+pub fn load_state<T: serde::de::DeserializeOwned>(step_dir: &Path) -> Result<T> {
+    let path = step_dir.join("state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not the state this run expects", path.display()))
+}
+
 /// Saves a model as an HF folder (plus tokenizer.json when given) inside `dir`.
 pub fn save_model<B: Backend>(be: &B, dir: &Path, model: &Transformer<B>, tokenizer_json: Option<&[u8]>) -> Result<()> {
     model.save(be, dir)?;

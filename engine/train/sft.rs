@@ -4,7 +4,7 @@
 //! a held-out split gives the eval loss. Checkpoints are atomic and a run
 //! resumes bit-exactly from the newest one.
 
-use super::checkpoint::{latest, load_optimizer, save_model, save_optimizer, write_step, MetricsLog};
+use super::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
 use super::optimizer::AdamWConfig;
 use super::schedule::{LrSchedule, ScheduleKind};
 use super::trainer::Trainer;
@@ -13,7 +13,7 @@ use crate::data::build::read_records;
 use crate::model::{Batch, Transformer};
 use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -145,8 +145,7 @@ pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_js
     let resume_dir = if o.resume { latest(&o.out)? } else { None };
     let (model_dir, mut state) = match &resume_dir {
         Some(dir) => {
-            let s: SftState = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)
-                .with_context(|| format!("{}: bad state.json", dir.display()))?;
+            let s: SftState = load_state(dir)?;
             (dir.clone(), s)
         }
         None => (o.model.clone(), SftState { seed: o.seed, ..Default::default() }),

@@ -103,3 +103,30 @@ pub fn tiny_model(dir: &std::path::Path, name: &str, kv_heads: usize, max_pos: u
     std::fs::write(out.join("tokenizer.json"), tok).expect("writing tokenizer");
     out
 }
+
+/// PrimeVul+ built from the embedded corpus (heuristic teacher, one prompt per pair) into `dir/data`.
+pub fn embedded_data(dir: &std::path::Path) -> PathBuf {
+    use vul2safe::data::build::{build, BuildOptions, Input};
+    let out = dir.join("data");
+    let opts = BuildOptions {
+        inputs: vec![Input::Embedded],
+        out: out.clone(),
+        prompts_per_pair: 1,
+        threshold: 0.7,
+        concurrency: 1,
+        skip_bad: false,
+        test_fraction: 0.1,
+        analyzer_check: false,
+    };
+    build(&opts, &vul2safe::data::teacher::heuristic::Heuristic, &|_| {}).expect("building PrimeVul+");
+    out
+}
+
+/// One numeric column of a run's metrics.jsonl, in order.
+pub fn metric_column(run: &std::path::Path, key: &str) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics log")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")[key].as_f64().expect("numeric field"))
+        .collect()
+}

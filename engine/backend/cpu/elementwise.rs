@@ -1,5 +1,6 @@
 //! Element-wise and row-wise ops: residual adds, bias, embedding, SwiGLU, layout moves.
 
+use crate::backend::rows_by_token;
 use rayon::prelude::*;
 
 /// Chunk length that keeps rayon's per-task overhead small for cheap element ops.
@@ -57,25 +58,11 @@ pub fn embedding_fwd(out: &mut [f32], table: &[f32], ids: &[u32], dim: usize) {
 
 pub fn embedding_bwd(dtable: &mut [f32], dout: &[f32], ids: &[u32], dim: usize) {
     assert_eq!(dout.len(), ids.len() * dim);
-    let vocab = dtable.len() / dim;
-    // Counting sort of rows by token id, then one task per table row: a hot
-    // token's rows are summed by a single owner, with no atomics or races.
-    let mut starts = vec![0usize; vocab + 1];
-    for &id in ids {
-        assert!((id as usize) < vocab, "embedding_bwd: id {id} >= vocab {vocab}");
-        starts[id as usize + 1] += 1;
-    }
-    for i in 0..vocab {
-        starts[i + 1] += starts[i];
-    }
-    let mut fill = starts.clone();
-    let mut rows_by_id = vec![0usize; ids.len()];
-    for (r, &id) in ids.iter().enumerate() {
-        rows_by_id[fill[id as usize]] = r;
-        fill[id as usize] += 1;
-    }
+    // One task per table row: a hot token's rows are summed by a single owner,
+    // with no atomics or races.
+    let (starts, order) = rows_by_token(ids, dtable.len() / dim);
     dtable.par_chunks_mut(dim).enumerate().for_each(|(id, trow)| {
-        for &r in &rows_by_id[starts[id]..starts[id + 1]] {
+        for &r in &order[starts[id]..starts[id + 1]] {
             trow.iter_mut().zip(&dout[r * dim..(r + 1) * dim]).for_each(|(t, d)| *t += d);
         }
     });

@@ -7,7 +7,7 @@
 //! Attention runs for head_dim 32, 64 and 128 (one warp per row).
 
 use super::kernels::{entry_points, KERNEL_PTX};
-use super::{AdamWStep, AttnShape, Backend, MatMul};
+use super::{rows_by_token, AdamWStep, AttnShape, Backend, MatMul};
 use anyhow::{Context, Result};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
@@ -42,6 +42,11 @@ fn driver_present() -> bool {
 /// One block per row of `rows`.
 pub(crate) fn per_row(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One warp per row: `rows` rows in blocks of 8 warps, on a `(y, z)` grid.
+fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, y as u32, z as u32), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
 /// Enough blocks for a grid-stride loop over `n` elements.
@@ -96,9 +101,10 @@ impl Cuda {
         self.stream.clone_htod(host).expect("uploading floats")
     }
 
-    fn attention_kernel(&self, stem: &str, head_dim: usize) -> &CudaFunction {
+    /// The attention kernel `stem` instantiated for `head_dim`.
+    fn attention_kernel_name(stem: &str, head_dim: usize) -> String {
         match head_dim {
-            32 | 64 | 128 => self.kernel(&format!("{stem}_d{head_dim}_f32")),
+            32 | 64 | 128 => format!("{stem}_d{head_dim}_f32"),
             d => panic!("CUDA attention supports head_dim 32, 64 and 128, not {d}"),
         }
     }
@@ -200,22 +206,11 @@ impl Backend for Cuda {
         launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out, table, &d_ids, &rows, &d);
     }
     fn embedding_bwd(&self, dtable: &mut CudaSlice<f32>, dout: &CudaSlice<f32>, ids: &[u32], dim: usize) {
-        // Rows grouped by token on the host (a counting sort), one block per token on the device.
+        // Rows grouped by token on the host, one block per token on the device.
         let vocab = dtable.len() / dim;
-        let mut starts = vec![0u32; vocab + 1];
-        for &id in ids {
-            starts[id as usize + 1] += 1;
-        }
-        for i in 0..vocab {
-            starts[i + 1] += starts[i];
-        }
-        let mut fill = starts.clone();
-        let mut order = vec![0u32; ids.len()];
-        for (r, &id) in ids.iter().enumerate() {
-            order[fill[id as usize] as usize] = r as u32;
-            fill[id as usize] += 1;
-        }
-        let (d_order, d_starts, d) = (self.ids(&order), self.ids(&starts), dim as i32);
+        let (starts, order) = rows_by_token(ids, vocab);
+        let to_u32 = |v: Vec<usize>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
+        let (d_order, d_starts, d) = (self.ids(&to_u32(order)), self.ids(&to_u32(starts)), dim as i32);
         launch!(self, "embedding_bwd_f32", per_row(vocab), dtable, dout, &d_order, &d_starts, &d);
     }
     fn rmsnorm_fwd(
@@ -312,17 +307,10 @@ impl Backend for Cuda {
                 &mut scratch
             }
         };
-        let cfg = LaunchConfig {
-            grid_dim: (sh.q_len.div_ceil(8) as u32, sh.q_heads as u32, sh.batch as u32),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
-        let f = self.attention_kernel("attention_fwd", sh.head_dim);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(out).arg(lse).arg(q).arg(k).arg(v).arg(&d_lens).arg(&hq).arg(&hkv).arg(&tq).arg(&cap).arg(&scale);
-        // SAFETY: matches attention_fwd_d*_f32 in kernels-ptx/attention.cu; shapes come from `sh`.
-        unsafe { b.launch(cfg) }.expect("launching attention_fwd");
+        let name = Self::attention_kernel_name("attention_fwd", sh.head_dim);
+        let cfg = per_warp_row(sh.q_len, sh.q_heads, sh.batch);
+        launch!(self, &name, cfg, out, lse, q, k, v, &d_lens, &hq, &hkv, &tq, &cap, &scale);
     }
     fn attention_bwd(
         &self,
@@ -341,38 +329,13 @@ impl Backend for Cuda {
         let rows = sh.batch * sh.q_heads * sh.q_len;
         let mut rowdot = self.zeros(rows);
         let r = rows as i64;
-        let f = self.attention_kernel("attention_rowdot", sh.head_dim);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(&mut rowdot).arg(dout).arg(out).arg(&r);
-        // SAFETY: matches attention_rowdot_d*_f32.
-        unsafe { b.launch(LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }
-            .expect("launching attention_rowdot");
+        let name = Self::attention_kernel_name("attention_rowdot", sh.head_dim);
+        launch!(self, &name, per_warp_row(rows, 1, 1), &mut rowdot, dout, out, &r);
         let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
-        let blocks = sh.q_len.div_ceil(8) as u32;
-        let f = self.attention_kernel("attention_bwd_dq", sh.head_dim);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(dq).arg(dout).arg(q).arg(k).arg(v).arg(lse).arg(&rowdot).arg(&hq).arg(&hkv).arg(&t).arg(&scale);
-        // SAFETY: matches attention_bwd_dq_d*_f32.
-        unsafe {
-            b.launch(LaunchConfig {
-                grid_dim: (blocks, sh.q_heads as u32, sh.batch as u32),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .expect("launching attention_bwd_dq");
-        let f = self.attention_kernel("attention_bwd_dkdv", sh.head_dim);
-        let mut b = self.stream.launch_builder(f);
-        b.arg(dk).arg(dv).arg(dout).arg(q).arg(k).arg(v).arg(lse).arg(&rowdot).arg(&hq).arg(&hkv).arg(&t).arg(&scale);
-        // SAFETY: matches attention_bwd_dkdv_d*_f32.
-        unsafe {
-            b.launch(LaunchConfig {
-                grid_dim: (blocks, sh.kv_heads as u32, sh.batch as u32),
-                block_dim: (THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            })
-        }
-        .expect("launching attention_bwd_dkdv");
+        let name = Self::attention_kernel_name("attention_bwd_dq", sh.head_dim);
+        launch!(self, &name, per_warp_row(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let name = Self::attention_kernel_name("attention_bwd_dkdv", sh.head_dim);
+        launch!(self, &name, per_warp_row(sh.q_len, sh.kv_heads, sh.batch), dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
     }
     fn swiglu_fwd(&self, h: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) {
         let n = h.len() as i64;
