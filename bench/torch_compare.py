@@ -3,10 +3,11 @@
 same run (based on ../shared/torch_baseline.py: random init, SDPA, autocast
 bf16, fused AdamW), then one table of vul2safe / torch ratios.
 
-Usage (on the GPU machine): python3 bench/torch_compare.py path/to/vul2safe
+Usage (on the GPU machine, after the vul2safe benches of the same run):
+    python3 bench/torch_compare.py bench.jsonl
+where bench.jsonl holds `vul2safe bench train` JSON lines.
 """
 import json
-import subprocess
 import sys
 import time
 
@@ -26,7 +27,7 @@ def model(name):
                                         tie_word_embeddings=True, attn_implementation="sdpa"))
 
 
-def torch_tok_s(name, b, t, compile_, steps=10):
+def torch_tok_s(name, b, t, compile_, steps=8):
     torch.manual_seed(0)
     m = model(name).cuda()
     if compile_:
@@ -52,23 +53,30 @@ def torch_tok_s(name, b, t, compile_, steps=10):
     return b * t / med, peak
 
 
+def ours(path):
+    rows = {}
+    for line in open(path):
+        if line.startswith("{"):
+            r = json.loads(line)
+            rows[(r["shape"], r["batch"], r["seq"])] = r
+    return rows
+
+
 def main():
-    exe = sys.argv[1] if len(sys.argv) > 1 else "gpu-bin/vul2safe"
+    measured = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
     rows = []
     for name, b, t in SHAPES:
-        try:
-            ours = json.loads(subprocess.check_output([exe, "bench", "train", "--backend", "cuda", "--shape", name, "--batch", str(b), "--seq", str(t), "--steps", "5"], timeout=300))
-        except Exception as e:  # report and go on: the other shape may still run
-            ours = {"tok_s": float("nan"), "error": repr(e)[:200]}
+        r = measured.get((name, b, t), {})
         eager, eager_mem = torch_tok_s(name, b, t, False)
         compiled, comp_mem = torch_tok_s(name, b, t, True)
-        rows.append((name, b, t, ours.get("tok_s"), eager, compiled, comp_mem))
-        print(json.dumps({"shape": name, "vul2safe": ours, "torch_eager_tok_s": round(eager), "torch_compile_tok_s": round(compiled), "torch_compile_peak_gib": round(comp_mem, 1)}), flush=True)
-    print("| shape | B×T | vul2safe tok/s | torch eager | torch.compile | vs compile |")
-    print("|---|---|---|---|---|---|")
-    for name, b, t, ours, eager, compiled, _ in rows:
-        print(f"| {name} | {b}×{t} | {ours} | {eager:.0f} | {compiled:.0f} | {ours / compiled:.2f}× |")
+        rows.append((name, b, t, r.get("tok_s", float("nan")), r.get("peak_gib", float("nan")), eager, compiled, comp_mem))
+        print(json.dumps({"shape": name, "torch_eager_tok_s": round(eager), "torch_eager_peak_gib": round(eager_mem, 1),
+                          "torch_compile_tok_s": round(compiled), "torch_compile_peak_gib": round(comp_mem, 1)}), flush=True)
+    print("| shape | B×T | vul2safe tok/s | peak GiB | torch eager | torch.compile | peak GiB | vs eager | vs compile |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, b, t, tok, mem, eager, compiled, comp_mem in rows:
+        print(f"| {name} | {b}×{t} | {tok:.0f} | {mem} | {eager:.0f} | {compiled:.0f} | {comp_mem:.1f} | {tok / eager:.2f}× | {tok / compiled:.2f}× |")
 
 
 if __name__ == "__main__":

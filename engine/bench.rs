@@ -91,15 +91,41 @@ pub struct TrainBench {
 }
 
 pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, warmup: usize, steps: usize) -> Result<TrainBench> {
+    train_throughput_with(be, cfg, batch, seq, warmup, steps, || {})
+}
+
+/// As `train_throughput`, calling `before_timed` between the warm-up and the
+/// timed steps (where a profiler starts).
+pub fn train_throughput_with<B: Backend>(
+    be: &B,
+    cfg: ModelConfig,
+    batch: usize,
+    seq: usize,
+    warmup: usize,
+    steps: usize,
+    before_timed: impl FnOnce(),
+) -> Result<TrainBench> {
     let (mut trainer, b) = setup(be, cfg, batch, seq);
     for _ in 0..warmup {
         trainer.step(be, std::slice::from_ref(&b))?;
     }
+    before_timed();
     let stats = (0..steps).map(|_| trainer.step(be, std::slice::from_ref(&b))).collect::<Result<Vec<_>>>()?;
     let mut secs: Vec<f64> = stats.iter().map(|s| s.secs).collect();
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];
     Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3 })
+}
+
+/// Dense bf16 tensor-core peak of the cards we measure on, for MFU.
+pub fn bf16_peak_flops(device_name: &str) -> Option<f64> {
+    if device_name.contains("H100") || device_name.contains("H200") {
+        Some(989.4e12)
+    } else if device_name.contains("A100") {
+        Some(312e12)
+    } else {
+        None
+    }
 }
 
 /// Functions per second of the built-in analyzer on one thread, over `rounds`

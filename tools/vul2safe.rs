@@ -280,6 +280,12 @@ enum BenchCmd {
         seq: usize,
         #[arg(long, default_value_t = 5)]
         steps: usize,
+        /// Per-kernel-family GPU time of the timed steps (CUDA events).
+        #[arg(long)]
+        profile: bool,
+        /// CUDA matmul precision: `tf32` (tensor cores) or `f32`.
+        #[arg(long, default_value = "tf32")]
+        matmul: String,
     },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
@@ -496,26 +502,52 @@ fn run(cli: Cli) -> Result<()> {
             let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
             println!("{v}");
         }
-        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps } } => {
+        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps, profile, matmul } } => {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let flops = vul2safe::bench::flops_per_token(&cfg, seq);
+            let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": "f32"});
             let r = match backend.as_str() {
                 "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, 2, steps)?,
                 "cuda" => {
                     let g = vul2safe::backend::cuda::Cuda::new(0)?;
-                    vul2safe::bench::train_throughput(&g, cfg, batch, seq, 2, steps)?
+                    match matmul.as_str() {
+                        "tf32" | "f32" => g.set_tf32(matmul == "tf32")?,
+                        other => bail!("--matmul must be tf32 or f32, got {other:?}"),
+                    }
+                    let r = vul2safe::bench::train_throughput_with(&g, cfg, batch, seq, 2, steps, || {
+                        if profile {
+                            g.start_profile()
+                        }
+                    })?;
+                    let name = g.device_name();
+                    let tflops = r.tokens_per_sec * flops / 1e12;
+                    v["device"] = name.clone().into();
+                    v["matmul"] = matmul.clone().into();
+                    v["peak_gib"] = ((g.peak_memory_bytes() as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0).into();
+                    if let Some(peak) = vul2safe::bench::bf16_peak_flops(&name) {
+                        v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
+                    }
+                    if profile {
+                        let rows = g.take_profile();
+                        let total: f64 = rows.iter().map(|f| f.ms).sum();
+                        eprintln!("| kernel family | calls/step | ms/step | share |\n|---|---|---|---|");
+                        for f in &rows {
+                            eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / steps, f.ms / steps as f64, 100.0 * f.ms / total);
+                        }
+                        eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the step |", total / steps as f64, 100.0 * total / steps as f64 / r.step_ms);
+                        v["profile"] = serde_json::to_value(&rows)?;
+                    }
+                    r
                 }
                 other => bail!("--backend must be cpu or cuda, got {other:?}"),
             };
-            println!(
-                "{}",
-                serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq,
-                    "step_ms": (r.step_ms * 100.0).round() / 100.0, "tok_s": r.tokens_per_sec.round(),
-                    "tflops": (r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0, "storage": "f32"})
-            );
+            v["step_ms"] = ((r.step_ms * 100.0).round() / 100.0).into();
+            v["tok_s"] = r.tokens_per_sec.round().into();
+            v["tflops"] = ((r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0).into();
+            println!("{v}");
         }
         Cmd::Bench { what: BenchCmd::Cpu { batch, seq, steps } } => {
             if batch == 0 || seq < 2 || steps == 0 {

@@ -10,7 +10,7 @@ use super::kernels::{entry_points, KERNEL_PTX};
 use super::{rows_by_token, AdamWStep, AttnShape, Backend, MatMul};
 use anyhow::{Context, Result};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,7 +20,13 @@ pub struct Cuda {
     pub(crate) stream: Arc<CudaStream>,
     blas: CudaBlas,
     kernels: HashMap<String, CudaFunction>,
+    pool: sys::CUmemoryPool,
+    profile: profile::Recorder,
 }
+
+// SAFETY: the memory pool handle is only passed to thread-safe driver calls.
+unsafe impl Send for Cuda {}
+unsafe impl Sync for Cuda {}
 
 /// Whether libcuda can be opened (cudarc panics when it cannot, so ask first).
 fn driver_present() -> bool {
@@ -59,6 +65,7 @@ macro_rules! launch {
     ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let cfg = $cfg;
         let f = $self.kernel($name);
+        let _timed = $self.timed($name);
         let mut b = $self.stream.launch_builder(f);
         $(b.arg($arg);)+
         // SAFETY: every kernel's argument list matches its extern "C" signature
@@ -67,6 +74,8 @@ macro_rules! launch {
     }};
 }
 
+mod memory;
+pub mod profile;
 pub mod rl;
 
 impl Cuda {
@@ -77,7 +86,11 @@ impl Cuda {
             anyhow::bail!("no NVIDIA driver on this machine (libcuda.so could not be opened)");
         }
         let ctx = CudaContext::new(ordinal).with_context(|| format!("no usable CUDA device {ordinal}"))?;
+        // SAFETY: all work goes to one stream, so cudarc's cross-stream event
+        // tracking (an event record per buffer use) buys nothing.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
+        let pool = memory::caching_pool(&ctx)?;
         let blas = CudaBlas::new(stream.clone()).context("initializing cuBLAS")?;
         let mut kernels = HashMap::new();
         for (family, ptx) in KERNEL_PTX {
@@ -86,7 +99,24 @@ impl Cuda {
                 kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
             }
         }
-        Ok(Cuda { stream, blas, kernels })
+        Ok(Cuda { stream, blas, kernels, pool, profile: Default::default() })
+    }
+
+    /// Lets cuBLAS round f32 matmul inputs to TF32 on the tensor cores (a
+    /// 10-bit mantissa, about 7× the plain f32 rate). Off by default, so the
+    /// tests compare plain f32 with the CPU.
+    pub fn set_tf32(&self, on: bool) -> Result<()> {
+        use cudarc::cublas::sys::{cublasMath_t, cublasSetMathMode, cublasStatus_t};
+        let mode = if on { cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH } else { cublasMath_t::CUBLAS_DEFAULT_MATH };
+        // SAFETY: the handle is live for as long as `self.blas`.
+        let status = unsafe { cublasSetMathMode(*self.blas.handle(), mode) };
+        anyhow::ensure!(status == cublasStatus_t::CUBLAS_STATUS_SUCCESS, "cublasSetMathMode: {status:?}");
+        Ok(())
+    }
+
+    /// The card's name, as the driver reports it.
+    pub fn device_name(&self) -> String {
+        self.stream.context().name().unwrap_or_else(|e| format!("unknown ({e})"))
     }
 
     pub(crate) fn kernel(&self, name: &str) -> &CudaFunction {
@@ -189,6 +219,7 @@ impl Backend for Cuda {
             beta: if mm.accumulate { 1.0 } else { 0.0 },
             ldc: mm.n as i32,
         };
+        let _timed = self.timed("gemm");
         // SAFETY: the shapes above index within a (m·k), b (k·n) and c (m·n), which the callers size.
         unsafe { self.blas.gemm(cfg, b, a, c) }.expect("cuBLAS sgemm");
     }
