@@ -17,11 +17,24 @@ template <typename T> __device__ void add_bias(T *y, const T *bias, long rows, l
 }
 
 // dbias[c] += sum_r dy[r, c]: one thread per column, rows in order (deterministic).
-template <typename T> __device__ void bias_grad(T *dbias, const T *dy, long rows, long cols) {
+// Column sums in two deterministic passes (many row blocks keep every SM
+// busy): partial[b, c] = sum of dy over block b's rows, then
+// out[c] += sum_b partial[b, c] in block order.
+template <typename T> __device__ void bias_grad_partial(float *partial, const T *dy, long rows, int cols, int rows_per_block) {
+    long r0 = (long)blockIdx.x * rows_per_block;
+    long r1 = min(rows, r0 + rows_per_block);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float acc = 0.0f;
+        for (long r = r0; r < r1; r++) acc += ld(dy, r * cols + c);
+        partial[(long)blockIdx.x * cols + c] = acc;
+    }
+}
+
+template <typename T> __device__ void column_partials_add(T *out, const float *partial, int blocks, int cols) {
     FOR_EACH(c, cols) {
         float acc = 0.0f;
-        for (long r = 0; r < rows; r++) acc += ld(dy, r * cols + c);
-        st(dbias, c, ld(dbias, c) + acc);
+        for (int b = 0; b < blocks; b++) acc += partial[(long)b * cols + c];
+        st(out, c, ld(out, c) + acc);
     }
 }
 
@@ -46,7 +59,12 @@ template <typename T> __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, 
     extern "C" __global__ void add_inplace_##S(T *y, const T *x, long n) { add_inplace(y, x, n); }                         \
     extern "C" __global__ void scale_##S(T *y, float s, long n) { scale(y, s, n); }                                        \
     extern "C" __global__ void add_bias_##S(T *y, const T *b, long rows, long cols) { add_bias(y, b, rows, cols); }       \
-    extern "C" __global__ void bias_grad_##S(T *db, const T *dy, long rows, long cols) { bias_grad(db, dy, rows, cols); } \
+    extern "C" __global__ void bias_grad_partial_##S(float *p, const T *dy, long rows, int cols, int rows_per_block) {    \
+        bias_grad_partial(p, dy, rows, cols, rows_per_block);                                                              \
+    }                                                                                                                      \
+    extern "C" __global__ void column_partials_add_##S(T *out, const float *p, int blocks, int cols) {                    \
+        column_partials_add(out, p, blocks, cols);                                                                         \
+    }                                                                                                                      \
     extern "C" __global__ void swiglu_fwd_##S(T *h, const T *g, const T *u, long n) { swiglu_fwd(h, g, u, n); }           \
     extern "C" __global__ void swiglu_bwd_##S(T *dg, T *du, const T *dh, const T *g, const T *u, long n) {               \
         swiglu_bwd(dg, du, dh, g, u, n);                                                                                   \

@@ -41,15 +41,6 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
     }
 }
 
-// dw[i] += sum_b partial[b, i], blocks in order.
-template <typename T> __device__ void rmsnorm_bwd_dw_reduce(T *dw, const float *partial, int blocks, int dim) {
-    FOR_EACH(i, dim) {
-        float acc = 0.0f;
-        for (int b = 0; b < blocks; b++) acc += partial[(long)b * dim + i];
-        st(dw, i, ld(dw, i) + acc);
-    }
-}
-
 #define INSTANTIATE(T, S)                                                                                                   \
     extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, int dim, float eps) {          \
         rmsnorm_fwd(out, rstd, x, w, dim, eps);                                                                             \
@@ -60,9 +51,6 @@ template <typename T> __device__ void rmsnorm_bwd_dw_reduce(T *dw, const float *
     extern "C" __global__ void rmsnorm_bwd_dw_partial_##S(float *p, const T *dy, const T *x, const float *rstd, long rows, \
                                                           int dim, int rows_per_block) {                                   \
         rmsnorm_bwd_dw_partial(p, dy, x, rstd, rows, dim, rows_per_block);                                                  \
-    }                                                                                                                       \
-    extern "C" __global__ void rmsnorm_bwd_dw_reduce_##S(T *dw, const float *p, int blocks, int dim) {                     \
-        rmsnorm_bwd_dw_reduce(dw, p, blocks, dim);                                                                          \
     }
 
 INSTANTIATE(float, f32)

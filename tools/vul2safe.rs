@@ -283,9 +283,9 @@ enum BenchCmd {
         /// Per-kernel-family GPU time of the timed steps (CUDA events).
         #[arg(long)]
         profile: bool,
-        /// CUDA matmul precision: `tf32` (tensor cores) or `f32`.
-        #[arg(long, default_value = "tf32")]
-        matmul: String,
+        /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention), `tf32` or `exact` (f32).
+        #[arg(long, default_value = "bf16")]
+        math: String,
     },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
@@ -502,7 +502,7 @@ fn run(cli: Cli) -> Result<()> {
             let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
             println!("{v}");
         }
-        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps, profile, matmul } } => {
+        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps, profile, math } } => {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
             }
@@ -513,10 +513,7 @@ fn run(cli: Cli) -> Result<()> {
                 "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, 2, steps)?,
                 "cuda" => {
                     let g = vul2safe::backend::cuda::Cuda::new(0)?;
-                    match matmul.as_str() {
-                        "tf32" | "f32" => g.set_tf32(matmul == "tf32")?,
-                        other => bail!("--matmul must be tf32 or f32, got {other:?}"),
-                    }
+                    g.set_math(vul2safe::backend::cuda::Math::parse(&math)?)?;
                     let r = vul2safe::bench::train_throughput_with(&g, cfg, batch, seq, 2, steps, || {
                         if profile {
                             g.start_profile()
@@ -525,7 +522,7 @@ fn run(cli: Cli) -> Result<()> {
                     let name = g.device_name();
                     let tflops = r.tokens_per_sec * flops / 1e12;
                     v["device"] = name.clone().into();
-                    v["matmul"] = matmul.clone().into();
+                    v["math"] = math.clone().into();
                     v["peak_gib"] = ((g.peak_memory_bytes() as f64 / (1u64 << 30) as f64 * 100.0).round() / 100.0).into();
                     if let Some(peak) = vul2safe::bench::bf16_peak_flops(&name) {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();

@@ -3,18 +3,24 @@
 //! kernels-ptx/ for everything else. Storage is f32 for now; the kernels also
 //! exist for bf16 storage with f32 math, which the mixed-precision path will
 //! use. Token ids and per-row metadata arrive on the host and are uploaded.
+//! Math runs on the tensor cores by default (`Math`, `set_math`).
 //!
-//! Attention runs for head_dim 32, 64 and 128 (one warp per row).
+//! Attention runs for head_dim 32, 64 and 128: flash tiles on the tensor
+//! cores, or one warp per row in exact f32 and for decode steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
 use super::{rows_by_token, AdamWStep, AttnShape, Backend, MatMul};
 use anyhow::{Context, Result};
-use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::CudaBlas;
+pub use gemm::Math;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 const THREADS: u32 = 256;
+/// Rows per block in the two-pass column sums (bias and norm-weight gradients).
+const ROWS_PER_BLOCK: usize = 64;
 
 pub struct Cuda {
     pub(crate) stream: Arc<CudaStream>,
@@ -22,6 +28,7 @@ pub struct Cuda {
     kernels: HashMap<String, CudaFunction>,
     pool: sys::CUmemoryPool,
     profile: profile::Recorder,
+    math: AtomicU8,
 }
 
 // SAFETY: the memory pool handle is only passed to thread-safe driver calls.
@@ -55,6 +62,11 @@ fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, y as u32, z as u32), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// One 4-warp block per 64 rows (queries or keys) of a flash attention kernel, on a `(heads, batch)` grid.
+fn per_flash_tile(rows: usize, heads: usize, batch: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.div_ceil(64) as u32, heads as u32, batch as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
+}
+
 /// Enough blocks for a grid-stride loop over `n` elements.
 pub(crate) fn per_element(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 16) as u32;
@@ -74,6 +86,7 @@ macro_rules! launch {
     }};
 }
 
+mod gemm;
 mod memory;
 pub mod profile;
 pub mod rl;
@@ -99,19 +112,29 @@ impl Cuda {
                 kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
             }
         }
-        Ok(Cuda { stream, blas, kernels, pool, profile: Default::default() })
+        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0) };
+        cuda.set_math(Math::Bf16)?;
+        Ok(cuda)
     }
 
-    /// Lets cuBLAS round f32 matmul inputs to TF32 on the tensor cores (a
-    /// 10-bit mantissa, about 7× the plain f32 rate). Off by default, so the
-    /// tests compare plain f32 with the CPU.
-    pub fn set_tf32(&self, on: bool) -> Result<()> {
+    /// Chooses the arithmetic (`Math`); new backends start in `Math::Bf16`.
+    pub fn set_math(&self, math: Math) -> Result<()> {
         use cudarc::cublas::sys::{cublasMath_t, cublasSetMathMode, cublasStatus_t};
-        let mode = if on { cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH } else { cublasMath_t::CUBLAS_DEFAULT_MATH };
+        let mode = if math == Math::Tf32 { cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH } else { cublasMath_t::CUBLAS_DEFAULT_MATH };
         // SAFETY: the handle is live for as long as `self.blas`.
         let status = unsafe { cublasSetMathMode(*self.blas.handle(), mode) };
         anyhow::ensure!(status == cublasStatus_t::CUBLAS_STATUS_SUCCESS, "cublasSetMathMode: {status:?}");
+        self.math.store(math as u8, Ordering::Relaxed);
         Ok(())
+    }
+
+    pub fn math(&self) -> Math {
+        [Math::Exact, Math::Tf32, Math::Bf16][self.math.load(Ordering::Relaxed) as usize]
+    }
+
+    /// Flash attention on the tensor cores, in every mode but `Exact`.
+    fn tensor_cores(&self) -> bool {
+        self.math() != Math::Exact
     }
 
     /// The card's name, as the driver reports it.
@@ -137,6 +160,12 @@ impl Cuda {
             32 | 64 | 128 => format!("{stem}_d{head_dim}_f32"),
             d => panic!("CUDA attention supports head_dim 32, 64 and 128, not {d}"),
         }
+    }
+
+    /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
+    fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
+        let (nb, c) = (blocks as i32, cols as i32);
+        launch!(self, "column_partials_add_f32", per_element(cols), out, partial, &nb, &c);
     }
 
     /// Rotates in place; `sign = -1` is the inverse rotation (the backward).
@@ -205,31 +234,19 @@ impl Backend for Cuda {
         self.download(&partial).iter().map(|&x| x as f64).sum()
     }
     fn matmul(&self, c: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>, mm: MatMul) {
-        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
-        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-        let cfg = GemmConfig {
-            transa: op(mm.trans_b),
-            transb: op(mm.trans_a),
-            m: mm.n as i32,
-            n: mm.m as i32,
-            k: mm.k as i32,
-            alpha: 1.0f32,
-            lda: if mm.trans_b { mm.k } else { mm.n } as i32,
-            ldb: if mm.trans_a { mm.m } else { mm.k } as i32,
-            beta: if mm.accumulate { 1.0 } else { 0.0 },
-            ldc: mm.n as i32,
-        };
-        let _timed = self.timed("gemm");
-        // SAFETY: the shapes above index within a (m·k), b (k·n) and c (m·n), which the callers size.
-        unsafe { self.blas.gemm(cfg, b, a, c) }.expect("cuBLAS sgemm");
+        self.gemm(c, a, b, mm);
     }
     fn add_bias(&self, y: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize) {
         let (r, cols) = (rows as i64, bias.len() as i64);
         launch!(self, "add_bias_f32", per_element(rows * bias.len()), y, bias, &r, &cols);
     }
     fn bias_grad(&self, dbias: &mut CudaSlice<f32>, dy: &CudaSlice<f32>, rows: usize) {
-        let (r, cols) = (rows as i64, dbias.len() as i64);
-        launch!(self, "bias_grad_f32", per_element(dbias.len()), dbias, dy, &r, &cols);
+        let cols = dbias.len();
+        let blocks = rows.div_ceil(ROWS_PER_BLOCK);
+        let mut partial = self.zeros(blocks * cols);
+        let (r, c, rpb) = (rows as i64, cols as i32, ROWS_PER_BLOCK as i32);
+        launch!(self, "bias_grad_partial_f32", per_row(blocks), &mut partial, dy, &r, &c, &rpb);
+        self.add_column_partials(dbias, &partial, blocks, cols);
     }
     fn embedding_fwd(&self, out: &mut CudaSlice<f32>, table: &CudaSlice<f32>, ids: &[u32], dim: usize) {
         let d_ids = self.ids(ids);
@@ -266,15 +283,14 @@ impl Backend for Cuda {
         rstd: &CudaSlice<f32>,
         dim: usize,
     ) {
-        const ROWS_PER_BLOCK: usize = 64;
         let rows = x.len() / dim;
         let d = dim as i32;
         launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx, dout, x, w, rstd, &d);
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
         let mut partial = self.zeros(blocks * dim);
-        let (r, rpb, nb) = (rows as i64, ROWS_PER_BLOCK as i32, blocks as i32);
+        let (r, rpb) = (rows as i64, ROWS_PER_BLOCK as i32);
         launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout, x, rstd, &r, &d, &rpb);
-        launch!(self, "rmsnorm_bwd_dw_reduce_f32", per_element(dim), dw, &partial, &nb, &d);
+        self.add_column_partials(dw, &partial, blocks, dim);
     }
     fn rope_fwd(
         &self,
@@ -339,8 +355,12 @@ impl Backend for Cuda {
             }
         };
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
-        let name = Self::attention_kernel_name("attention_fwd", sh.head_dim);
-        let cfg = per_warp_row(sh.q_len, sh.q_heads, sh.batch);
+        // A flash block covers 64 queries: decode-sized steps stay on the per-row kernel.
+        let (name, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
+            (Self::attention_kernel_name("flash_fwd", sh.head_dim), per_flash_tile(sh.q_len, sh.q_heads, sh.batch))
+        } else {
+            (Self::attention_kernel_name("attention_fwd", sh.head_dim), per_warp_row(sh.q_len, sh.q_heads, sh.batch))
+        };
         launch!(self, &name, cfg, out, lse, q, k, v, &d_lens, &hq, &hkv, &tq, &cap, &scale);
     }
     fn attention_bwd(
@@ -363,10 +383,15 @@ impl Backend for Cuda {
         let name = Self::attention_kernel_name("attention_rowdot", sh.head_dim);
         launch!(self, &name, per_warp_row(rows, 1, 1), &mut rowdot, dout, out, &r);
         let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
-        let name = Self::attention_kernel_name("attention_bwd_dq", sh.head_dim);
-        launch!(self, &name, per_warp_row(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
-        let name = Self::attention_kernel_name("attention_bwd_dkdv", sh.head_dim);
-        launch!(self, &name, per_warp_row(sh.q_len, sh.kv_heads, sh.batch), dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let (stem, dq_cfg, dkdv_cfg) = if self.tensor_cores() {
+            ("flash", per_flash_tile(sh.q_len, sh.q_heads, sh.batch), per_flash_tile(sh.q_len, sh.kv_heads, sh.batch))
+        } else {
+            ("attention", per_warp_row(sh.q_len, sh.q_heads, sh.batch), per_warp_row(sh.q_len, sh.kv_heads, sh.batch))
+        };
+        let name = Self::attention_kernel_name(&format!("{stem}_bwd_dq"), sh.head_dim);
+        launch!(self, &name, dq_cfg, dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let name = Self::attention_kernel_name(&format!("{stem}_bwd_dkdv"), sh.head_dim);
+        launch!(self, &name, dkdv_cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
     }
     fn swiglu_fwd(&self, h: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) {
         let n = h.len() as i64;

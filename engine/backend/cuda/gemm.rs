@@ -1,0 +1,117 @@
+//! Matrix products on cuBLAS in three math modes. Storage stays f32; `Bf16`
+//! casts both operands to bf16 scratch (as PyTorch's autocast does) and runs
+//! cublasGemmEx with f32 accumulation and f32 output.
+
+use super::{per_element, Cuda};
+use crate::backend::MatMul;
+use anyhow::{bail, Result};
+use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
+use cudarc::cublas::{Gemm, GemmConfig};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use std::ffi::c_void;
+
+/// How the CUDA backend does its arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Math {
+    /// Plain f32 everywhere: the reference the tests hold to tight tolerances.
+    Exact,
+    /// TF32 matmuls (10-bit mantissa) and bf16 flash attention.
+    Tf32,
+    /// bf16 matmul inputs and bf16 flash attention, f32 accumulation (the default).
+    Bf16,
+}
+
+impl Math {
+    pub fn parse(s: &str) -> Result<Math> {
+        Ok(match s {
+            "exact" => Math::Exact,
+            "tf32" => Math::Tf32,
+            "bf16" => Math::Bf16,
+            other => bail!("unknown math mode {other:?} (exact, tf32, bf16)"),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Math::Exact => "exact",
+            Math::Tf32 => "tf32",
+            Math::Bf16 => "bf16",
+        }
+    }
+}
+
+fn op(transposed: bool) -> cublasOperation_t {
+    if transposed {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
+    }
+}
+
+impl Cuda {
+    /// Row-major `C (+)= op(A)·op(B)`, which cuBLAS (column-major) sees as `Cᵀ = op(B)ᵀ·op(A)ᵀ`.
+    pub(crate) fn gemm(&self, c: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>, mm: MatMul) {
+        let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
+        let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
+        let beta = if mm.accumulate { 1.0f32 } else { 0.0 };
+        if self.math() == Math::Bf16 {
+            let (a16, b16) = (self.bf16_copy(a, mm.m * mm.k), self.bf16_copy(b, mm.k * mm.n));
+            let _timed = self.timed("gemm");
+            let alpha = 1.0f32;
+            let (pa, _ra) = a16.device_ptr(&self.stream);
+            let (pb, _rb) = b16.device_ptr(&self.stream);
+            let (pc, _wc) = c.device_ptr_mut(&self.stream);
+            // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
+            // the scratch copies live until the call returns and the stream orders their reuse.
+            unsafe {
+                cudarc::cublas::result::gemm_ex(
+                    *self.blas.handle(),
+                    op(mm.trans_b),
+                    op(mm.trans_a),
+                    mm.n as i32,
+                    mm.m as i32,
+                    mm.k as i32,
+                    &alpha as *const f32 as *const c_void,
+                    pb as *const c_void,
+                    cudaDataType_t::CUDA_R_16BF,
+                    lda,
+                    pa as *const c_void,
+                    cudaDataType_t::CUDA_R_16BF,
+                    ldb,
+                    &beta as *const f32 as *const c_void,
+                    pc as *mut c_void,
+                    cudaDataType_t::CUDA_R_32F,
+                    mm.n as i32,
+                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+                )
+            }
+            .expect("cublasGemmEx (bf16)");
+            return;
+        }
+        let cfg = GemmConfig {
+            transa: op(mm.trans_b),
+            transb: op(mm.trans_a),
+            m: mm.n as i32,
+            n: mm.m as i32,
+            k: mm.k as i32,
+            alpha: 1.0f32,
+            lda,
+            ldb,
+            beta,
+            ldc: mm.n as i32,
+        };
+        let _timed = self.timed("gemm");
+        // SAFETY: as above.
+        unsafe { self.blas.gemm(cfg, b, a, c) }.expect("cuBLAS sgemm");
+    }
+
+    /// The first `n` values of `x` as bf16, in pool-cached scratch.
+    fn bf16_copy(&self, x: &CudaSlice<f32>, n: usize) -> CudaSlice<half::bf16> {
+        // SAFETY: the cast below writes all n elements before any read.
+        let mut out = unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating bf16 scratch");
+        let len = n as i64;
+        launch!(self, "cast_f32_to_bf16", per_element(n), &mut out, x, &len);
+        out
+    }
+}

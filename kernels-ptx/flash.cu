@@ -1,0 +1,297 @@
+// Causal GQA flash attention on the tensor cores (mma.sync m16n8k16, bf16
+// inputs, f32 accumulation), forward and backward. Same contract as
+// attention.cu, which stays the exact f32 path: no T x T matrix is stored, the
+// forward saves the natural-log row log-sum-exp, and the backward recomputes
+// probabilities from it in two deterministic passes (dQ per query tile; dK
+// and dV per key tile over every query head of its GQA group), so no atomics.
+//
+// Each warp owns 16 rows. Score fragments are kept in registers and turned
+// into the A operand of the next product directly (the m16n8 accumulator
+// layout matches the m16n8k16 A layout), as in FlashAttention-2.
+// Layouts: q/out/dout [B, Hq, Tq, D]; k/v [B, Hkv, cap, D] with kv_lens[b]
+// valid positions; query i of row b sits at kv_lens[b] - Tq + i.
+#include "common.cuh"
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// Register layouts of m16n8k16 (g = lane / 4, t = lane % 4):
+//   A 16x16: a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
+//   B 16x8:  b[0] = (k 2t..2t+1, n g), b[1] = (k 2t+8..2t+9, n g)
+//   C 16x8:  c[0..1] = (g, 2t..2t+1), c[2..3] = (g+8, 2t..2t+1)
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two bf16 in one register, the first in the low half (the lower index).
+__device__ __forceinline__ unsigned pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned *>(&v);
+}
+__device__ __forceinline__ unsigned pack(bf16 lo, bf16 hi) {
+    __nv_bfloat162 v;
+    v.x = lo;
+    v.y = hi;
+    return *reinterpret_cast<unsigned *>(&v);
+}
+// Two neighbouring bf16 of a shared-memory row (even column).
+__device__ __forceinline__ unsigned pair(const bf16 *p) { return *reinterpret_cast<const unsigned *>(p); }
+// The same column of two neighbouring shared-memory rows.
+template <int SD> __device__ __forceinline__ unsigned column_pair(const bf16 *p) { return pack(p[0], p[SD]); }
+
+// Stages rows [r0, r0 + ROWS) of a [*, D] matrix as bf16 with row stride SD (zeros at and past `valid`).
+template <int ROWS, int D, int SD, typename T>
+__device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0, int valid) {
+    for (int e = threadIdx.x; e < ROWS * D; e += blockDim.x) {
+        int r = e / D, c = e % D;
+        dst[r * SD + c] = __float2bfloat16(r0 + r < valid ? ld(src, base + (long)(r0 + r) * D + c) : 0.0f);
+    }
+}
+
+// A fragments of a warp's 16 rows [row0, row0 + 16) of a [*, D] matrix in global memory.
+template <int D, typename T>
+__device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src, long base, int row0, int rows) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    for (int kk = 0; kk < D / 16; kk++)
+        for (int half = 0; half < 2; half++) {
+            int c = kk * 16 + 2 * t + 8 * half;
+            for (int hi = 0; hi < 2; hi++) {
+                int r = row0 + g + 8 * hi;
+                long o = base + (long)r * D + c;
+                a[kk][2 * half + hi] = r < rows ? pack(ld(src, o), ld(src, o + 1)) : 0u;
+            }
+        }
+}
+
+// acc[n] (16 x 8 tiles over N columns) = rows(a) . tileᵀ, where tile holds N rows of D in shared memory.
+template <int D, int SD, int N>
+__device__ __forceinline__ void rows_times_tile_t(float (&acc)[N / 8][4], const unsigned (&a)[D / 16][4], const bf16 *tile) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    for (int n = 0; n < N / 8; n++) {
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+        const bf16 *row = tile + (n * 8 + g) * SD + 2 * t;
+        for (int kk = 0; kk < D / 16; kk++) mma(acc[n], a[kk], pair(row + kk * 16), pair(row + kk * 16 + 8));
+    }
+}
+
+// out[d] (16 x 8 tiles over D) += p . tile, p a 16 x K score block in accumulator layout, tile K rows of D.
+template <int D, int SD, int K>
+__device__ __forceinline__ void scores_times_tile(float (&out)[D / 8][4], const float (&p)[K / 8][4], const bf16 *tile) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    for (int kk = 0; kk < K / 16; kk++) {
+        unsigned a[4] = {pack(p[2 * kk][0], p[2 * kk][1]), pack(p[2 * kk][2], p[2 * kk][3]), pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                         pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+        const bf16 *col = tile + (kk * 16 + 2 * t) * SD + g;
+        for (int d = 0; d < D / 8; d++) mma(out[d], a, column_pair<SD>(col + d * 8), column_pair<SD>(col + 8 * SD + d * 8));
+    }
+}
+
+// Writes a warp's 16 x D accumulator block (times `mul`) to rows [row0, row0 + 16) below `rows`.
+template <int D, typename T>
+__device__ __forceinline__ void store_rows(T *dst, long base, int row0, int rows, const float (&acc)[D / 8][4], float mul0, float mul1) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    for (int d = 0; d < D / 8; d++)
+        for (int hi = 0; hi < 2; hi++) {
+            int r = row0 + g + 8 * hi;
+            if (r >= rows) continue;
+            float mul = hi ? mul1 : mul0;
+            long o = base + (long)r * D + d * 8 + 2 * t;
+            st(dst, o, acc[d][2 * hi] * mul);
+            st(dst, o + 1, acc[d][2 * hi + 1] * mul);
+        }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffff, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffff, v, 1);
+    return v + __shfl_xor_sync(0xffffffff, v, 2);
+}
+
+#define BQ 64  // query rows per block in the forward and dQ passes (4 warps x 16)
+#define BK 64  // keys per staged tile, and keys per block in the dK/dV pass
+
+template <int D, typename T>
+__device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const unsigned *kv_lens, int hq, int hkv, int tq, int cap,
+                          float scale) {
+    constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
+    __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int kvh = h / (hq / hkv), kv_len = kv_lens[b];
+    int row0 = blockIdx.x * BQ + warp * 16;
+    long qbase = ((long)b * hq + h) * tq * D, kbase = ((long)b * hkv + kvh) * cap * D;
+    unsigned qa[D / 16][4];
+    rows_as_a<D>(qa, q, qbase, row0, tq);
+    float o[D / 8][4] = {};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    int pos[2] = {kv_len - tq + row0 + g, kv_len - tq + row0 + g + 8};
+    float sl2 = scale * LOG2E;
+    int last = min(kv_len, kv_len - tq + (int)(blockIdx.x + 1) * BQ);  // keys any query of this block can see
+    for (int j0 = 0; j0 < last; j0 += BK) {
+        __syncthreads();
+        stage<BK, D, SD>(ks, k, kbase, j0, kv_len);
+        stage<BK, D, SD>(vs, v, kbase, j0, kv_len);
+        __syncthreads();
+        if (j0 > kv_len - tq + row0 + 15) continue;  // every key of the tile is in this warp's future
+        float s[BK / 8][4];
+        rows_times_tile_t<D, SD, BK>(s, qa, ks);
+        float mx[2] = {-INFINITY, -INFINITY};
+        for (int n = 0; n < BK / 8; n++)
+            for (int e = 0; e < 4; e++) {
+                int key = j0 + n * 8 + 2 * t + (e & 1);
+                s[n][e] = key <= pos[e >> 1] && key < kv_len ? s[n][e] * sl2 : -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+            }
+        float alpha[2];
+        for (int r = 0; r < 2; r++) {
+            float m_new = fmaxf(m[r], quad_max(mx[r]));
+            float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
+            alpha[r] = exp2f(m[r] - base);
+            l[r] *= alpha[r];
+            m[r] = m_new;
+            mx[r] = base;
+        }
+        for (int n = 0; n < BK / 8; n++)
+            for (int e = 0; e < 4; e++) {
+                s[n][e] = exp2f(s[n][e] - mx[e >> 1]);
+                l[e >> 1] += s[n][e];
+            }
+        for (int d = 0; d < D / 8; d++) {
+            o[d][0] *= alpha[0];
+            o[d][1] *= alpha[0];
+            o[d][2] *= alpha[1];
+            o[d][3] *= alpha[1];
+        }
+        scores_times_tile<D, SD, BK>(o, s, vs);
+    }
+    float inv[2];
+    for (int r = 0; r < 2; r++) {
+        l[r] = quad_sum(l[r]);
+        inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    }
+    store_rows<D>(out, qbase, row0, tq, o, inv[0], inv[1]);
+    if (t == 0)
+        for (int r = 0; r < 2; r++) {
+            int i = row0 + g + 8 * r;
+            if (i < tq) lse[((long)b * hq + h) * tq + i] = (m[r] + log2f(l[r])) * LN2;
+        }
+}
+
+// dQ_i = scale * sum_j P_ij (dO_i . v_j - rowdot_i) k_j, one 64-query tile per block (training: tq == cap == kv_len).
+template <int D, typename T>
+__device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq, int hkv,
+                             int tlen, float scale) {
+    constexpr int SD = D + 8;
+    __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int kvh = h / (hq / hkv);
+    int row0 = blockIdx.x * BQ + warp * 16;
+    long rbase = ((long)b * hq + h) * tlen, qbase = rbase * D, kbase = ((long)b * hkv + kvh) * tlen * D;
+    unsigned qa[D / 16][4], da[D / 16][4];
+    rows_as_a<D>(qa, q, qbase, row0, tlen);
+    rows_as_a<D>(da, dout, qbase, row0, tlen);
+    float lrow[2], drow[2];
+    for (int r = 0; r < 2; r++) {
+        int i = row0 + g + 8 * r;
+        lrow[r] = i < tlen ? lse[rbase + i] * LOG2E : 0.0f;
+        drow[r] = i < tlen ? rowdot[rbase + i] : 0.0f;
+    }
+    float acc[D / 8][4] = {};
+    float sl2 = scale * LOG2E;
+    int last = min(tlen, (int)(blockIdx.x + 1) * BQ);
+    for (int j0 = 0; j0 < last; j0 += BK) {
+        __syncthreads();
+        stage<BK, D, SD>(ks, k, kbase, j0, tlen);
+        stage<BK, D, SD>(vs, v, kbase, j0, tlen);
+        __syncthreads();
+        if (j0 > row0 + 15) continue;
+        float s[BK / 8][4], dp[BK / 8][4];
+        rows_times_tile_t<D, SD, BK>(s, qa, ks);
+        rows_times_tile_t<D, SD, BK>(dp, da, vs);
+        for (int n = 0; n < BK / 8; n++)
+            for (int e = 0; e < 4; e++) {
+                int key = j0 + n * 8 + 2 * t + (e & 1), i = row0 + g + 8 * (e >> 1);
+                float p = key <= i && i < tlen ? exp2f(s[n][e] * sl2 - lrow[e >> 1]) : 0.0f;
+                s[n][e] = p * (dp[n][e] - drow[e >> 1]);
+            }
+        scores_times_tile<D, SD, BK>(acc, s, ks);
+    }
+    store_rows<D>(dq, qbase, row0, tlen, acc, scale, scale);
+}
+
+// dV_j = sum_{h in group, i >= j} P_ij dO_i;  dK_j = scale * sum P_ij (dO_i . v_j - rowdot_i) q_i.
+// One 64-key tile per block; query tiles of QT rows.
+template <int D, typename T>
+__device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq,
+                               int hkv, int tlen, float scale) {
+    constexpr int SD = D + 8, QT = D <= 64 ? 64 : 32;  // fewer score registers beside the wide dK/dV accumulators
+    __shared__ __align__(16) bf16 qs[QT * SD], dos[QT * SD];
+    __shared__ float ls[QT], ds[QT];
+    int b = blockIdx.z, kvh = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int group = hq / hkv;
+    int key0 = blockIdx.x * BK + warp * 16;
+    long kbase = ((long)b * hkv + kvh) * tlen * D;
+    unsigned ka[D / 16][4], va[D / 16][4];
+    rows_as_a<D>(ka, k, kbase, key0, tlen);
+    rows_as_a<D>(va, v, kbase, key0, tlen);
+    float dka[D / 8][4] = {}, dva[D / 8][4] = {};
+    float sl2 = scale * LOG2E;
+    int first = blockIdx.x * BK;  // queries before the block's first key see none of its keys
+    for (int hh = 0; hh < group; hh++) {
+        long rbase = ((long)b * hq + kvh * group + hh) * tlen, qbase = rbase * D;
+        for (int i0 = first - first % QT; i0 < tlen; i0 += QT) {
+            __syncthreads();
+            stage<QT, D, SD>(qs, q, qbase, i0, tlen);
+            stage<QT, D, SD>(dos, dout, qbase, i0, tlen);
+            for (int e = threadIdx.x; e < QT; e += blockDim.x) {
+                ls[e] = i0 + e < tlen ? lse[rbase + i0 + e] * LOG2E : 0.0f;
+                ds[e] = i0 + e < tlen ? rowdot[rbase + i0 + e] : 0.0f;
+            }
+            __syncthreads();
+            if (i0 + QT - 1 < key0) continue;  // every query of the tile precedes this warp's keys
+            float s[QT / 8][4], dp[QT / 8][4];
+            rows_times_tile_t<D, SD, QT>(s, ka, qs);
+            rows_times_tile_t<D, SD, QT>(dp, va, dos);
+            for (int n = 0; n < QT / 8; n++)
+                for (int e = 0; e < 4; e++) {
+                    int c = n * 8 + 2 * t + (e & 1), i = i0 + c, j = key0 + g + 8 * (e >> 1);
+                    float p = j <= i && i < tlen ? exp2f(s[n][e] * sl2 - ls[c]) : 0.0f;
+                    s[n][e] = p;
+                    dp[n][e] = p * (dp[n][e] - ds[c]);
+                }
+            scores_times_tile<D, SD, QT>(dva, s, dos);
+            scores_times_tile<D, SD, QT>(dka, dp, qs);
+        }
+    }
+    store_rows<D>(dk, kbase, key0, tlen, dka, scale, scale);
+    store_rows<D>(dv, kbase, key0, tlen, dva, 1.0f, 1.0f);
+}
+
+#define INSTANTIATE(D, T, S)                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(128) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
+                                                                           const T *v, const unsigned *kv_lens, int hq,      \
+                                                                           int hkv, int tq, int cap, float scale) {          \
+        flash_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                                 \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128)                                                                         \
+        flash_bwd_dq_d##D##_##S(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse,                   \
+                                const float *rowdot, int hq, int hkv, int t, float scale) {                                   \
+        flash_bwd_dq<D, T>(dq, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                                \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128)                                                                         \
+        flash_bwd_dkdv_d##D##_##S(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse,          \
+                                  const float *rowdot, int hq, int hkv, int t, float scale) {                                 \
+        flash_bwd_dkdv<D, T>(dk, dv, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                          \
+    }
+
+INSTANTIATE(32, float, f32)
+INSTANTIATE(64, float, f32)
+INSTANTIATE(128, float, f32)
+INSTANTIATE(32, bf16, bf16)
+INSTANTIATE(64, bf16, bf16)
+INSTANTIATE(128, bf16, bf16)
