@@ -2,8 +2,8 @@
 // inputs, f32 accumulation), forward and backward. Same contract as
 // attention.cu, which stays the exact f32 path: no T x T matrix is stored, the
 // forward saves the natural-log row log-sum-exp, and the backward recomputes
-// probabilities from it in two deterministic passes (dQ per query tile; dK
-// and dV per key tile over every query head of its GQA group), so no atomics.
+// probabilities from it in deterministic passes (dQ per query tile; dK and
+// dV per key tile and query head, then a sum over each GQA group), so no atomics.
 //
 // Each warp owns 16 rows. Score fragments are kept in registers and turned
 // into the A operand of the next product directly (the m16n8 accumulator
@@ -42,12 +42,23 @@ __device__ __forceinline__ unsigned pair(const bf16 *p) { return *reinterpret_ca
 // The same column of two neighbouring shared-memory rows.
 template <int SD> __device__ __forceinline__ unsigned column_pair(const bf16 *p) { return pack(p[0], p[SD]); }
 
-// Stages rows [r0, r0 + ROWS) of a [*, D] matrix as bf16 with row stride SD (zeros at and past `valid`).
+// Four consecutive values as f32 (16-byte f32 or 8-byte bf16 loads; i is a multiple of 4).
+__device__ __forceinline__ float4 ld4(const float *p, long i) { return *reinterpret_cast<const float4 *>(p + i); }
+__device__ __forceinline__ float4 ld4(const bf16 *p, long i) {
+    uint2 u = *reinterpret_cast<const uint2 *>(p + i);
+    float2 lo = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.x));
+    float2 hi = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.y));
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
+// Stages rows [r0, r0 + ROWS) of a [*, D] matrix as bf16 with row stride SD (zeros at and past `valid`),
+// four values per thread and step.
 template <int ROWS, int D, int SD, typename T>
 __device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0, int valid) {
-    for (int e = threadIdx.x; e < ROWS * D; e += blockDim.x) {
-        int r = e / D, c = e % D;
-        dst[r * SD + c] = __float2bfloat16(r0 + r < valid ? ld(src, base + (long)(r0 + r) * D + c) : 0.0f);
+    for (int e = threadIdx.x; e < ROWS * D / 4; e += blockDim.x) {
+        int r = e / (D / 4), c = e % (D / 4) * 4;
+        float4 x = r0 + r < valid ? ld4(src, base + (long)(r0 + r) * D + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        *reinterpret_cast<uint2 *>(dst + r * SD + c) = make_uint2(pack(x.x, x.y), pack(x.z, x.w));
     }
 }
 
@@ -123,7 +134,8 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v
     __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv), kv_len = kv_lens[b];
-    int row0 = blockIdx.x * BQ + warp * 16;
+    int tile = gridDim.x - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
+    int row0 = tile * BQ + warp * 16;
     long qbase = ((long)b * hq + h) * tq * D, kbase = ((long)b * hkv + kvh) * cap * D;
     unsigned qa[D / 16][4];
     rows_as_a<D>(qa, q, qbase, row0, tq);
@@ -131,7 +143,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     int pos[2] = {kv_len - tq + row0 + g, kv_len - tq + row0 + g + 8};
     float sl2 = scale * LOG2E;
-    int last = min(kv_len, kv_len - tq + (int)(blockIdx.x + 1) * BQ);  // keys any query of this block can see
+    int last = min(kv_len, kv_len - tq + (tile + 1) * BQ);  // keys any query of this block can see
     for (int j0 = 0; j0 < last; j0 += BK) {
         __syncthreads();
         stage<BK, D, SD>(ks, k, kbase, j0, kv_len);
@@ -190,7 +202,8 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
     __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
-    int row0 = blockIdx.x * BQ + warp * 16;
+    int tile = gridDim.x - 1 - blockIdx.x;
+    int row0 = tile * BQ + warp * 16;
     long rbase = ((long)b * hq + h) * tlen, qbase = rbase * D, kbase = ((long)b * hkv + kvh) * tlen * D;
     unsigned qa[D / 16][4], da[D / 16][4];
     rows_as_a<D>(qa, q, qbase, row0, tlen);
@@ -203,7 +216,7 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
     }
     float acc[D / 8][4] = {};
     float sl2 = scale * LOG2E;
-    int last = min(tlen, (int)(blockIdx.x + 1) * BQ);
+    int last = min(tlen, (tile + 1) * BQ);
     for (int j0 = 0; j0 < last; j0 += BK) {
         __syncthreads();
         stage<BK, D, SD>(ks, k, kbase, j0, tlen);
@@ -224,56 +237,64 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
     store_rows<D>(dq, qbase, row0, tlen, acc, scale, scale);
 }
 
-// dV_j = sum_{h in group, i >= j} P_ij dO_i;  dK_j = scale * sum P_ij (dO_i . v_j - rowdot_i) q_i.
-// One 64-key tile per block; query tiles of QT rows.
+// For query head h: dV_j = sum_{i >= j} P_ij dO_i;  dK_j = scale * sum P_ij (dO_i . v_j - rowdot_i) q_i,
+// written to dk/dv [B, Hq, T, D]. One 64-key tile per block and query head (so GQA groups add
+// parallelism rather than work per block); flash_group_sum adds a group's heads when it has several.
 template <int D, typename T>
 __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq,
                                int hkv, int tlen, float scale) {
     constexpr int SD = D + 8, QT = D <= 64 ? 64 : 32;  // fewer score registers beside the wide dK/dV accumulators
     __shared__ __align__(16) bf16 qs[QT * SD], dos[QT * SD];
     __shared__ float ls[QT], ds[QT];
-    int b = blockIdx.z, kvh = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    int group = hq / hkv;
+    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int kvh = h / (hq / hkv);
     int key0 = blockIdx.x * BK + warp * 16;
-    long kbase = ((long)b * hkv + kvh) * tlen * D;
+    long kbase = ((long)b * hkv + kvh) * tlen * D, rbase = ((long)b * hq + h) * tlen, qbase = rbase * D;
     unsigned ka[D / 16][4], va[D / 16][4];
     rows_as_a<D>(ka, k, kbase, key0, tlen);
     rows_as_a<D>(va, v, kbase, key0, tlen);
     float dka[D / 8][4] = {}, dva[D / 8][4] = {};
     float sl2 = scale * LOG2E;
     int first = blockIdx.x * BK;  // queries before the block's first key see none of its keys
-    for (int hh = 0; hh < group; hh++) {
-        long rbase = ((long)b * hq + kvh * group + hh) * tlen, qbase = rbase * D;
-        for (int i0 = first - first % QT; i0 < tlen; i0 += QT) {
-            __syncthreads();
-            stage<QT, D, SD>(qs, q, qbase, i0, tlen);
-            stage<QT, D, SD>(dos, dout, qbase, i0, tlen);
-            for (int e = threadIdx.x; e < QT; e += blockDim.x) {
-                ls[e] = i0 + e < tlen ? lse[rbase + i0 + e] * LOG2E : 0.0f;
-                ds[e] = i0 + e < tlen ? rowdot[rbase + i0 + e] : 0.0f;
-            }
-            __syncthreads();
-            if (i0 + QT - 1 < key0) continue;  // every query of the tile precedes this warp's keys
-            float s[QT / 8][4], dp[QT / 8][4];
-            rows_times_tile_t<D, SD, QT>(s, ka, qs);
-            rows_times_tile_t<D, SD, QT>(dp, va, dos);
-            for (int n = 0; n < QT / 8; n++)
-                for (int e = 0; e < 4; e++) {
-                    int c = n * 8 + 2 * t + (e & 1), i = i0 + c, j = key0 + g + 8 * (e >> 1);
-                    float p = j <= i && i < tlen ? exp2f(s[n][e] * sl2 - ls[c]) : 0.0f;
-                    s[n][e] = p;
-                    dp[n][e] = p * (dp[n][e] - ds[c]);
-                }
-            scores_times_tile<D, SD, QT>(dva, s, dos);
-            scores_times_tile<D, SD, QT>(dka, dp, qs);
+    for (int i0 = first - first % QT; i0 < tlen; i0 += QT) {
+        __syncthreads();
+        stage<QT, D, SD>(qs, q, qbase, i0, tlen);
+        stage<QT, D, SD>(dos, dout, qbase, i0, tlen);
+        for (int e = threadIdx.x; e < QT; e += blockDim.x) {
+            ls[e] = i0 + e < tlen ? lse[rbase + i0 + e] * LOG2E : 0.0f;
+            ds[e] = i0 + e < tlen ? rowdot[rbase + i0 + e] : 0.0f;
         }
+        __syncthreads();
+        if (i0 + QT - 1 < key0) continue;  // every query of the tile precedes this warp's keys
+        float s[QT / 8][4], dp[QT / 8][4];
+        rows_times_tile_t<D, SD, QT>(s, ka, qs);
+        rows_times_tile_t<D, SD, QT>(dp, va, dos);
+        for (int n = 0; n < QT / 8; n++)
+            for (int e = 0; e < 4; e++) {
+                int c = n * 8 + 2 * t + (e & 1), i = i0 + c, j = key0 + g + 8 * (e >> 1);
+                float p = j <= i && i < tlen ? exp2f(s[n][e] * sl2 - ls[c]) : 0.0f;
+                s[n][e] = p;
+                dp[n][e] = p * (dp[n][e] - ds[c]);
+            }
+        scores_times_tile<D, SD, QT>(dva, s, dos);
+        scores_times_tile<D, SD, QT>(dka, dp, qs);
     }
-    store_rows<D>(dk, kbase, key0, tlen, dka, scale, scale);
-    store_rows<D>(dv, kbase, key0, tlen, dva, 1.0f, 1.0f);
+    store_rows<D>(dk, qbase, key0, tlen, dka, scale, scale);
+    store_rows<D>(dv, qbase, key0, tlen, dva, 1.0f, 1.0f);
+}
+
+// out[b, g] = sum of part[b, g * group + i] over i < group, each block of `inner` values (T * D).
+template <typename T> __device__ void flash_group_sum(T *out, const T *part, long kv_blocks, int group, long inner) {
+    FOR_EACH(e, kv_blocks * inner) {
+        long blk = e / inner, o = e % inner;
+        float acc = 0.0f;
+        for (int i = 0; i < group; i++) acc += ld(part, (blk * group + i) * inner + o);
+        st(out, e, acc);
+    }
 }
 
 #define INSTANTIATE(D, T, S)                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(128) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
+    extern "C" __global__ void __launch_bounds__(128, D <= 64 ? 4 : 2) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
                                                                            const T *v, const unsigned *kv_lens, int hq,      \
                                                                            int hkv, int tq, int cap, float scale) {          \
         flash_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                                 \
@@ -288,6 +309,10 @@ __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T 
                                   const float *rowdot, int hq, int hkv, int t, float scale) {                                 \
         flash_bwd_dkdv<D, T>(dk, dv, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                          \
     }
+#define INSTANTIATE_SUM(T, S)                                                                                                 \
+    extern "C" __global__ void flash_group_sum_##S(T *out, const T *part, long kv_blocks, int group, long inner) {          \
+        flash_group_sum<T>(out, part, kv_blocks, group, inner);                                                               \
+    }
 
 INSTANTIATE(32, float, f32)
 INSTANTIATE(64, float, f32)
@@ -295,3 +320,5 @@ INSTANTIATE(128, float, f32)
 INSTANTIATE(32, bf16, bf16)
 INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
+INSTANTIATE_SUM(float, f32)
+INSTANTIATE_SUM(bf16, bf16)

@@ -85,6 +85,9 @@ pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     /// Waits for queued device work (a no-op on the CPU); timings call it.
     fn synchronize(&self);
+    /// Logits the fused LM head materializes at once: small enough to stay
+    /// near the caches on a CPU, large enough to fill a GPU.
+    fn logits_chunk_elems(&self) -> usize;
 
     // Memory.
     fn zeros(&self, len: usize) -> Self::Buf;

@@ -102,9 +102,9 @@ pub struct TrainState<B: Backend> {
     v_tok: B::Buf,
 }
 
-/// Rows of logits materialized at once by the fused LM head (≈32 MiB in f32).
-fn head_chunk_rows(tokens: usize, vocab: usize) -> usize {
-    ((8usize << 20) / vocab).clamp(1, tokens)
+/// Rows of logits materialized at once by the fused LM head.
+fn head_chunk_rows(chunk_elems: usize, tokens: usize, vocab: usize) -> usize {
+    (chunk_elems / vocab).clamp(1, tokens)
 }
 
 impl<B: Backend> TrainState<B> {
@@ -136,7 +136,7 @@ impl<B: Backend> TrainState<B> {
                 act: be.zeros(n * f),
             })
             .collect();
-        let head_rows = head_chunk_rows(n, cfg.vocab_size);
+        let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
         TrainState {
             batch,
             seq,

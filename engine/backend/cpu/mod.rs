@@ -25,6 +25,9 @@ impl Backend for Cpu {
         "cpu"
     }
     fn synchronize(&self) {}
+    fn logits_chunk_elems(&self) -> usize {
+        8 << 20 // 32 MiB
+    }
     fn zeros(&self, len: usize) -> Vec<f32> {
         vec![0.0; len]
     }

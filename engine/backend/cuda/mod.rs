@@ -195,6 +195,11 @@ impl Backend for Cuda {
     fn synchronize(&self) {
         self.stream.synchronize().expect("synchronizing the CUDA stream");
     }
+    fn logits_chunk_elems(&self) -> usize {
+        // 512 MiB: chunks of ~900 (vocab 152K) to ~2,700 (vocab 50K) rows keep
+        // the head's matmuls large and every SM busy in the row kernels.
+        128 << 20
+    }
     fn zeros(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
     }
@@ -383,15 +388,30 @@ impl Backend for Cuda {
         let name = Self::attention_kernel_name("attention_rowdot", sh.head_dim);
         launch!(self, &name, per_warp_row(rows, 1, 1), &mut rowdot, dout, out, &r);
         let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
-        let (stem, dq_cfg, dkdv_cfg) = if self.tensor_cores() {
-            ("flash", per_flash_tile(sh.q_len, sh.q_heads, sh.batch), per_flash_tile(sh.q_len, sh.kv_heads, sh.batch))
-        } else {
-            ("attention", per_warp_row(sh.q_len, sh.q_heads, sh.batch), per_warp_row(sh.q_len, sh.kv_heads, sh.batch))
-        };
-        let name = Self::attention_kernel_name(&format!("{stem}_bwd_dq"), sh.head_dim);
-        launch!(self, &name, dq_cfg, dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
-        let name = Self::attention_kernel_name(&format!("{stem}_bwd_dkdv"), sh.head_dim);
-        launch!(self, &name, dkdv_cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        if !self.tensor_cores() {
+            let name = Self::attention_kernel_name("attention_bwd_dq", sh.head_dim);
+            launch!(self, &name, per_warp_row(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let name = Self::attention_kernel_name("attention_bwd_dkdv", sh.head_dim);
+            launch!(self, &name, per_warp_row(sh.q_len, sh.kv_heads, sh.batch), dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            return;
+        }
+        let name = Self::attention_kernel_name("flash_bwd_dq", sh.head_dim);
+        launch!(self, &name, per_flash_tile(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        // dK/dV per query head; a GQA group's heads are then summed.
+        let name = Self::attention_kernel_name("flash_bwd_dkdv", sh.head_dim);
+        let cfg = per_flash_tile(sh.q_len, sh.q_heads, sh.batch);
+        let group = sh.group();
+        if group == 1 {
+            launch!(self, &name, cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            return;
+        }
+        let mut dk_heads = self.zeros(sh.batch * sh.q_heads * sh.q_len * sh.head_dim);
+        let mut dv_heads = self.zeros(dk_heads.len());
+        launch!(self, &name, cfg, &mut dk_heads, &mut dv_heads, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
+        let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim);
+        launch!(self, "flash_group_sum_f32", cfg, dk, &dk_heads, &blocks, &g, &inner);
+        launch!(self, "flash_group_sum_f32", cfg, dv, &dv_heads, &blocks, &g, &inner);
     }
     fn swiglu_fwd(&self, h: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) {
         let n = h.len() as i64;
