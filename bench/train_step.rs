@@ -7,7 +7,7 @@ use vul2safe::bench::{setup, small_llama};
 
 fn train_step(c: &mut Criterion) {
     let (batch, seq) = (8, 256);
-    let (mut trainer, b) = setup(&Cpu, small_llama(), batch, seq);
+    let (mut trainer, b) = setup(&Cpu, small_llama(), batch, seq, false);
     let mut g = c.benchmark_group("cpu");
     g.sample_size(10);
     g.throughput(Throughput::Elements((batch * seq) as u64));

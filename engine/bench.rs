@@ -74,14 +74,15 @@ pub fn flops_per_token(cfg: &ModelConfig, seq: usize) -> f64 {
 }
 
 /// A trainer on random weights and one fixed random batch.
-pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize) -> (Trainer<B>, Batch) {
+pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, recompute: bool) -> (Trainer<B>, Batch) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
     let n = batch * seq;
     let b = Batch::causal_lm(ids, &vec![true; n], batch, seq, (batch * (seq - 1)) as f32);
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
     let schedule = LrSchedule { kind: ScheduleKind::Constant, peak: 1e-4, min: 1e-4, warmup_steps: 0, total_steps: 1 };
-    (Trainer::new(be, model, batch, seq, AdamWConfig::default(), schedule, 1.0), b)
+    let trainer = Trainer::new(be, model, batch, seq, AdamWConfig::default(), schedule, 1.0);
+    (if recompute { trainer.recompute_mlp(be) } else { trainer }, b)
 }
 
 /// Median training-step throughput after `warmup` steps.
@@ -90,8 +91,16 @@ pub struct TrainBench {
     pub step_ms: f64,
 }
 
-pub fn train_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, warmup: usize, steps: usize) -> Result<TrainBench> {
-    train_throughput_with(be, cfg, batch, seq, warmup, steps, || {})
+pub fn train_throughput<B: Backend>(
+    be: &B,
+    cfg: ModelConfig,
+    batch: usize,
+    seq: usize,
+    recompute: bool,
+    warmup: usize,
+    steps: usize,
+) -> Result<TrainBench> {
+    train_throughput_with(be, cfg, batch, seq, recompute, warmup, steps, || {})
 }
 
 /// As `train_throughput`, calling `before_timed` between the warm-up and the
@@ -101,11 +110,12 @@ pub fn train_throughput_with<B: Backend>(
     cfg: ModelConfig,
     batch: usize,
     seq: usize,
+    recompute: bool,
     warmup: usize,
     steps: usize,
     before_timed: impl FnOnce(),
 ) -> Result<TrainBench> {
-    let (mut trainer, b) = setup(be, cfg, batch, seq);
+    let (mut trainer, b) = setup(be, cfg, batch, seq, recompute);
     for _ in 0..warmup {
         trainer.step(be, std::slice::from_ref(&b))?;
     }

@@ -265,6 +265,7 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
             seed: opts.seed,
             prompt_format: PromptFormat::Plain,
             resume: false,
+            recompute: false,
         },
         |_| {},
     )?;

@@ -182,7 +182,7 @@ fn grad_clipping_bounds_the_global_norm() {
 fn training_is_bitwise_deterministic() {
     // Exact resume depends on it: same seed, same steps, same bits.
     let run = || {
-        let (mut t, b) = vul2safe::bench::setup(&Cpu, vul2safe::demo::tiny_config(300), 4, 64);
+        let (mut t, b) = vul2safe::bench::setup(&Cpu, vul2safe::demo::tiny_config(300), 4, 64, false);
         for _ in 0..3 {
             t.step(&Cpu, std::slice::from_ref(&b)).unwrap();
         }

@@ -54,6 +54,26 @@ fn loss_and_every_gradient_match_transformers() {
 }
 
 #[test]
+fn recomputing_the_mlp_gives_the_same_loss_and_gradients() {
+    for name in MODELS {
+        let (m, e) = load(name);
+        let b = batch(&e);
+        let run = |mut st: TrainState<Cpu>| {
+            let mut grads = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
+            let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads).unwrap();
+            (loss, grads)
+        };
+        let (loss_kept, kept) = run(TrainState::new(&Cpu, &m.cfg, b.batch, b.seq));
+        let (loss_redone, redone) = run(TrainState::recomputing_mlp(&Cpu, &m.cfg, b.batch, b.seq));
+        // Same ops on the same inputs: the results are identical, not just close.
+        assert_eq!(loss_kept, loss_redone, "{name} loss");
+        for (spec, (a, r)) in tensor_specs(&m.cfg).iter().zip(kept.iter().into_iter().zip(redone.iter())) {
+            assert_eq!(a, r, "{name} grad {}", spec.name);
+        }
+    }
+}
+
+#[test]
 fn gradient_accumulation_equals_one_big_batch() {
     let (m, e) = load("qwen2_b");
     let full = batch(&e);

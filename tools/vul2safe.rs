@@ -163,6 +163,9 @@ struct SftArgs {
     /// Continue from the run folder's newest checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Recompute the MLP projections in the backward instead of keeping them (less memory).
+    #[arg(long)]
+    recompute: bool,
 }
 
 #[derive(clap::Args)]
@@ -283,6 +286,9 @@ enum BenchCmd {
         /// Per-kernel-family GPU time of the timed steps (CUDA events).
         #[arg(long)]
         profile: bool,
+        /// Recompute the MLP projections in the backward (less memory).
+        #[arg(long)]
+        recompute: bool,
         /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention), `tf32` or `exact` (f32).
         #[arg(long, default_value = "bf16")]
         math: String,
@@ -419,6 +425,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed: a.seed,
                 prompt_format: vul2safe::prompt::PromptFormat::parse(&a.prompt_format)?,
                 resume: a.resume,
+                recompute: a.recompute,
             };
             let bar = indicatif::ProgressBar::new(steps)
                 .with_style(indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} {msg}").expect("valid template"));
@@ -502,19 +509,19 @@ fn run(cli: Cli) -> Result<()> {
             let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
             println!("{v}");
         }
-        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps, profile, math } } => {
+        Cmd::Bench { what: BenchCmd::Train { backend, shape, batch, seq, steps, profile, recompute, math } } => {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let flops = vul2safe::bench::flops_per_token(&cfg, seq);
-            let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": "f32"});
+            let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": "f32", "recompute": recompute});
             let r = match backend.as_str() {
-                "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, 2, steps)?,
+                "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps)?,
                 "cuda" => {
                     let g = vul2safe::backend::cuda::Cuda::new(0)?;
                     g.set_math(vul2safe::backend::cuda::Math::parse(&math)?)?;
-                    let r = vul2safe::bench::train_throughput_with(&g, cfg, batch, seq, 2, steps, || {
+                    let r = vul2safe::bench::train_throughput_with(&g, cfg, batch, seq, recompute, 2, steps, || {
                         if profile {
                             g.start_profile()
                         }
@@ -552,7 +559,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cfg = vul2safe::bench::small_llama();
             let params = vul2safe::model::weights::param_count(&cfg);
-            let r = vul2safe::bench::train_throughput(&be, cfg, batch, seq, 2, steps)?;
+            let r = vul2safe::bench::train_throughput(&be, cfg, batch, seq, false, 2, steps)?;
             println!(
                 "{}",
                 serde_json::json!({

@@ -2,6 +2,13 @@
 //! backward needs (by name, per layer), a chunked fused LM head + cross-entropy
 //! that never holds the full `[tokens, vocab]` logits, and the backward pass
 //! that accumulates parameter gradients.
+//!
+//! Memory plan: what is cheap to redo is not kept per layer. The norm outputs
+//! (from the saved input and rstd), the token-major attention output (one
+//! transpose) and the SwiGLU product (elementwise) are recomputed in the
+//! backward into one shared buffer each. With `recompute_mlp` the MLP's gate
+//! and up projections are recomputed too (two matmuls per layer), which frees
+//! the largest per-layer activations.
 
 use super::config::ModelConfig;
 use super::params::Params;
@@ -52,7 +59,6 @@ impl Batch {
 struct LayerActs<Buf> {
     /// Pre-norm input of the attention block (the residual stream).
     x_in: Buf,
-    ln1: Buf,
     rstd1: Buf,
     /// Head-major, after RoPE.
     q: Buf,
@@ -60,14 +66,11 @@ struct LayerActs<Buf> {
     v: Buf,
     att: Buf,
     lse: Buf,
-    att_tok: Buf,
     /// Residual stream between attention and MLP.
     x_mid: Buf,
-    ln2: Buf,
     rstd2: Buf,
-    gate: Buf,
-    up: Buf,
-    act: Buf,
+    /// The MLP's gate and up projections, unless they are recomputed.
+    gate_up: Option<(Buf, Buf)>,
 }
 
 /// Reusable buffers for training on one `(batch, seq)` shape: saved
@@ -76,6 +79,13 @@ pub struct TrainState<B: Backend> {
     batch: usize,
     seq: usize,
     layers: Vec<LayerActs<B::Buf>>,
+    /// The current layer's norm output (ln1 or ln2), in the forward and again in the backward.
+    ln: B::Buf,
+    /// Token-major attention output (and q before it is head-major).
+    att_tok: B::Buf,
+    /// Gate and up projections of layers that do not keep theirs.
+    gate: B::Buf,
+    up: B::Buf,
     x_final: B::Buf,
     /// Final-norm hidden states `[tokens, hidden]`: what every head reads.
     pub(crate) ln_f: B::Buf,
@@ -87,7 +97,9 @@ pub struct TrainState<B: Backend> {
     d_resid: B::Buf,
     /// A head writes `∂L/∂ln_f` here before the trunk's backward pass.
     pub(crate) d_ln: B::Buf,
-    d_act: B::Buf,
+    /// SwiGLU output: written in the forward, recomputed in the backward for
+    /// the down projection's weight gradient, then overwritten by its gradient.
+    act: B::Buf,
     d_gate: B::Buf,
     d_up: B::Buf,
     d_att_tok: B::Buf,
@@ -114,33 +126,43 @@ impl<B: Backend> TrainState<B> {
     }
 
     pub fn new(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
+        Self::with_plan(be, cfg, batch, seq, false)
+    }
+
+    /// As `new`, recomputing each layer's gate and up projections in the
+    /// backward instead of keeping them (`--recompute`).
+    pub fn recomputing_mlp(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
+        Self::with_plan(be, cfg, batch, seq, true)
+    }
+
+    fn with_plan(be: &B, cfg: &ModelConfig, batch: usize, seq: usize, recompute_mlp: bool) -> TrainState<B> {
         let n = batch * seq;
         let (d, f, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
         let heads = batch * cfg.num_heads * seq;
         let layers = (0..cfg.num_layers)
             .map(|_| LayerActs {
                 x_in: be.zeros(n * d),
-                ln1: be.zeros(n * d),
                 rstd1: be.zeros(n),
                 q: be.zeros(n * qd),
                 k: be.zeros(n * kvd),
                 v: be.zeros(n * kvd),
                 att: be.zeros(n * qd),
                 lse: be.zeros(heads),
-                att_tok: be.zeros(n * qd),
                 x_mid: be.zeros(n * d),
-                ln2: be.zeros(n * d),
                 rstd2: be.zeros(n),
-                gate: be.zeros(n * f),
-                up: be.zeros(n * f),
-                act: be.zeros(n * f),
+                gate_up: (!recompute_mlp).then(|| (be.zeros(n * f), be.zeros(n * f))),
             })
             .collect();
+        let scratch_mlp = if recompute_mlp { n * f } else { 0 };
         let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
         TrainState {
             batch,
             seq,
             layers,
+            ln: be.zeros(n * d),
+            att_tok: be.zeros(n * qd),
+            gate: be.zeros(scratch_mlp),
+            up: be.zeros(scratch_mlp),
             x_final: be.zeros(n * d),
             ln_f: be.zeros(n * d),
             rstd_f: be.zeros(n),
@@ -150,7 +172,7 @@ impl<B: Backend> TrainState<B> {
             head_dx: be.zeros(head_rows * d),
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
-            d_act: be.zeros(n * f),
+            act: be.zeros(n * f),
             d_gate: be.zeros(n * f),
             d_up: be.zeros(n * f),
             d_att_tok: be.zeros(n * qd),
@@ -288,30 +310,34 @@ impl<B: Backend> Transformer<B> {
             let p = &self.params.layers[l];
             let (done, rest) = st.layers.split_at_mut(l + 1);
             let a = &mut done[l];
-            be.rmsnorm_fwd(&mut a.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
+            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             // q goes through att_tok as token-major scratch before its head-major home.
-            project(be, &mut a.att_tok, &a.ln1, &p.wq, p.bq.as_ref(), n, d, h * hd);
-            project(be, &mut st.k_tok, &a.ln1, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
-            project(be, &mut st.v_tok, &a.ln1, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
-            be.rope_fwd(&mut a.att_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
+            project(be, &mut st.att_tok, &st.ln, &p.wq, p.bq.as_ref(), n, d, h * hd);
+            project(be, &mut st.k_tok, &st.ln, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
+            project(be, &mut st.v_tok, &st.ln, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
+            be.rope_fwd(&mut st.att_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
             be.rope_fwd(&mut st.k_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
-            be.to_head_major(&mut a.q, &a.att_tok, bs, t, h, hd, t, &zero);
+            be.to_head_major(&mut a.q, &st.att_tok, bs, t, h, hd, t, &zero);
             be.to_head_major(&mut a.k, &st.k_tok, bs, t, hkv, hd, t, &zero);
             be.to_head_major(&mut a.v, &st.v_tok, bs, t, hkv, hd, t, &zero);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
-            be.to_token_major(&mut a.att_tok, &a.att, bs, t, h, hd);
+            be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
             be.copy_range(&mut a.x_mid, 0, &a.x_in, 0, n * d);
-            be.matmul(&mut a.x_mid, &a.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
-            be.rmsnorm_fwd(&mut a.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
-            be.matmul(&mut a.gate, &a.ln2, &p.w_gate, MatMul::linear(n, d, f));
-            be.matmul(&mut a.up, &a.ln2, &p.w_up, MatMul::linear(n, d, f));
-            be.swiglu_fwd(&mut a.act, &a.gate, &a.up);
+            be.matmul(&mut a.x_mid, &st.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
+            let (gate, up) = match a.gate_up.as_mut() {
+                Some((g, u)) => (g, u),
+                None => (&mut st.gate, &mut st.up),
+            };
+            be.matmul(gate, &st.ln, &p.w_gate, MatMul::linear(n, d, f));
+            be.matmul(up, &st.ln, &p.w_up, MatMul::linear(n, d, f));
+            be.swiglu_fwd(&mut st.act, gate, up);
             let x_out = match rest.first_mut() {
                 Some(next) => &mut next.x_in,
                 None => &mut st.x_final,
             };
             be.copy_range(x_out, 0, &a.x_mid, 0, n * d);
-            be.matmul(x_out, &a.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
+            be.matmul(x_out, &st.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
         }
         be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
     }
@@ -365,19 +391,30 @@ impl<B: Backend> Transformer<B> {
         be.fill_zero(&mut st.d_resid);
         be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
-            let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &st.layers[l]);
-            // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ
-            be.matmul(&mut st.d_act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
-            be.matmul(&mut g.w_down, &st.d_resid, &a.act, MatMul::linear_dw(n, f, d));
-            be.swiglu_bwd(&mut st.d_gate, &mut st.d_up, &st.d_act, &a.gate, &a.up);
+            let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &mut st.layers[l]);
+            // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ, its inputs recomputed first.
+            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
+            let (gate, up) = match a.gate_up.as_ref() {
+                Some((g, u)) => (g, u),
+                None => {
+                    be.matmul(&mut st.gate, &st.ln, &p.w_gate, MatMul::linear(n, d, f));
+                    be.matmul(&mut st.up, &st.ln, &p.w_up, MatMul::linear(n, d, f));
+                    (&st.gate, &st.up)
+                }
+            };
+            be.swiglu_fwd(&mut st.act, gate, up);
+            be.matmul(&mut g.w_down, &st.d_resid, &st.act, MatMul::linear_dw(n, f, d));
+            be.matmul(&mut st.act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
+            be.swiglu_bwd(&mut st.d_gate, &mut st.d_up, &st.act, gate, up);
             be.matmul(&mut st.d_ln, &st.d_gate, &p.w_gate, MatMul::linear_dx(n, d, f));
             be.matmul(&mut st.d_ln, &st.d_up, &p.w_up, MatMul::linear_dx(n, d, f).accumulating());
-            be.matmul(&mut g.w_gate, &st.d_gate, &a.ln2, MatMul::linear_dw(n, d, f));
-            be.matmul(&mut g.w_up, &st.d_up, &a.ln2, MatMul::linear_dw(n, d, f));
+            be.matmul(&mut g.w_gate, &st.d_gate, &st.ln, MatMul::linear_dw(n, d, f));
+            be.matmul(&mut g.w_up, &st.d_up, &st.ln, MatMul::linear_dw(n, d, f));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_ln, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
+            be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
+            be.matmul(&mut g.wo, &st.d_resid, &st.att_tok, MatMul::linear_dw(n, h * hd, d));
             be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
-            be.matmul(&mut g.wo, &st.d_resid, &a.att_tok, MatMul::linear_dw(n, h * hd, d));
             be.to_head_major(&mut st.d_att, &st.d_att_tok, bs, t, h, hd, t, &zero);
             be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
             be.to_token_major(&mut st.dq_tok, &st.dq, bs, t, h, hd);
@@ -390,12 +427,13 @@ impl<B: Backend> Transformer<B> {
                     be.bias_grad(db, dy, n);
                 }
             }
+            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             be.matmul(&mut st.d_ln, &st.dq_tok, &p.wq, MatMul::linear_dx(n, d, h * hd));
             be.matmul(&mut st.d_ln, &st.dk_tok, &p.wk, MatMul::linear_dx(n, d, hkv * hd).accumulating());
             be.matmul(&mut st.d_ln, &st.dv_tok, &p.wv, MatMul::linear_dx(n, d, hkv * hd).accumulating());
-            be.matmul(&mut g.wq, &st.dq_tok, &a.ln1, MatMul::linear_dw(n, d, h * hd));
-            be.matmul(&mut g.wk, &st.dk_tok, &a.ln1, MatMul::linear_dw(n, d, hkv * hd));
-            be.matmul(&mut g.wv, &st.dv_tok, &a.ln1, MatMul::linear_dw(n, d, hkv * hd));
+            be.matmul(&mut g.wq, &st.dq_tok, &st.ln, MatMul::linear_dw(n, d, h * hd));
+            be.matmul(&mut g.wk, &st.dk_tok, &st.ln, MatMul::linear_dw(n, d, hkv * hd));
+            be.matmul(&mut g.wv, &st.dv_tok, &st.ln, MatMul::linear_dw(n, d, hkv * hd));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_ln, &a.x_in, &p.attn_norm, &a.rstd1, d);
         }
         be.embedding_bwd(&mut grads.embed, &st.d_resid, &batch.ids, d);

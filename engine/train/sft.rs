@@ -40,6 +40,8 @@ pub struct SftOptions {
     pub seed: u64,
     pub prompt_format: PromptFormat,
     pub resume: bool,
+    /// Recompute the MLP projections in the backward (less activation memory).
+    pub recompute: bool,
 }
 
 /// One tokenized example: the prompt (no loss) then the secure function and EOS.
@@ -160,6 +162,9 @@ pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_js
     let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: o.lr, min: o.lr / 10.0, warmup_steps: o.warmup, total_steps: o.steps };
     let cfg = model.cfg.clone();
     let mut trainer = Trainer::new(be, model, o.batch, o.seq, AdamWConfig::default(), schedule, o.max_grad_norm);
+    if o.recompute {
+        trainer = trainer.recompute_mlp(be);
+    }
     if let Some(dir) = &resume_dir {
         load_optimizer(be, &dir.join("trainer.safetensors"), &cfg, &mut trainer.opt)?;
     }

@@ -44,6 +44,14 @@ impl<B: Backend> Trainer<B> {
         Trainer { model, grads, opt, schedule, max_grad_norm, state }
     }
 
+    /// Recomputes each layer's MLP projections in the backward instead of
+    /// keeping them (less memory, two more matmuls per layer).
+    pub fn recompute_mlp(mut self, be: &B) -> Trainer<B> {
+        let (batch, seq) = self.state.shape();
+        self.state = TrainState::recomputing_mlp(be, &self.model.cfg, batch, seq);
+        self
+    }
+
     /// Accumulates gradients over `micro` (whose weights share one normalizer),
     /// then clips and applies one AdamW update. A non-finite loss or gradient
     /// skips the update (the step is reported with `skipped`), so one bad batch
