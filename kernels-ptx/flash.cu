@@ -124,8 +124,12 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
 
-#define BQ 64  // query rows per block in the forward and dQ passes (4 warps x 16)
-#define BK 64  // keys per staged tile, and keys per block in the dK/dV pass
+// Rows per block (16 per warp): the forward and dK/dV passes run 8 warps, so
+// each staged tile serves more rows; dQ, heavier in registers, runs 4.
+#define FWD_ROWS 128
+#define DQ_ROWS 64
+#define DKDV_KEYS 128
+#define BK 64  // keys per staged tile
 
 template <int D, typename T>
 __device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const unsigned *kv_lens, int hq, int hkv, int tq, int cap,
@@ -135,7 +139,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv), kv_len = kv_lens[b];
     int tile = gridDim.x - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
-    int row0 = tile * BQ + warp * 16;
+    int row0 = tile * FWD_ROWS + warp * 16;
     long qbase = ((long)b * hq + h) * tq * D, kbase = ((long)b * hkv + kvh) * cap * D;
     unsigned qa[D / 16][4];
     rows_as_a<D>(qa, q, qbase, row0, tq);
@@ -143,7 +147,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
     int pos[2] = {kv_len - tq + row0 + g, kv_len - tq + row0 + g + 8};
     float sl2 = scale * LOG2E;
-    int last = min(kv_len, kv_len - tq + (tile + 1) * BQ);  // keys any query of this block can see
+    int last = min(kv_len, kv_len - tq + (tile + 1) * FWD_ROWS);  // keys any query of this block can see
     for (int j0 = 0; j0 < last; j0 += BK) {
         __syncthreads();
         stage<BK, D, SD>(ks, k, kbase, j0, kv_len);
@@ -194,7 +198,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v
         }
 }
 
-// dQ_i = scale * sum_j P_ij (dO_i . v_j - rowdot_i) k_j, one 64-query tile per block (training: tq == cap == kv_len).
+// dQ_i = scale * sum_j P_ij (dO_i . v_j - rowdot_i) k_j, one DQ_ROWS-query tile per block (training: tq == cap == kv_len).
 template <int D, typename T>
 __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq, int hkv,
                              int tlen, float scale) {
@@ -203,7 +207,7 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
     int tile = gridDim.x - 1 - blockIdx.x;
-    int row0 = tile * BQ + warp * 16;
+    int row0 = tile * DQ_ROWS + warp * 16;
     long rbase = ((long)b * hq + h) * tlen, qbase = rbase * D, kbase = ((long)b * hkv + kvh) * tlen * D;
     unsigned qa[D / 16][4], da[D / 16][4];
     rows_as_a<D>(qa, q, qbase, row0, tlen);
@@ -216,7 +220,7 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
     }
     float acc[D / 8][4] = {};
     float sl2 = scale * LOG2E;
-    int last = min(tlen, (tile + 1) * BQ);
+    int last = min(tlen, (tile + 1) * DQ_ROWS);
     for (int j0 = 0; j0 < last; j0 += BK) {
         __syncthreads();
         stage<BK, D, SD>(ks, k, kbase, j0, tlen);
@@ -238,7 +242,7 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
 }
 
 // For query head h: dV_j = sum_{i >= j} P_ij dO_i;  dK_j = scale * sum P_ij (dO_i . v_j - rowdot_i) q_i,
-// written to dk/dv [B, Hq, T, D]. One 64-key tile per block and query head (so GQA groups add
+// written to dk/dv [B, Hq, T, D]. DKDV_KEYS keys per block and query head (so GQA groups add
 // parallelism rather than work per block); flash_group_sum adds a group's heads when it has several.
 template <int D, typename T>
 __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq,
@@ -248,14 +252,14 @@ __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T 
     __shared__ float ls[QT], ds[QT];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
-    int key0 = blockIdx.x * BK + warp * 16;
+    int key0 = blockIdx.x * DKDV_KEYS + warp * 16;
     long kbase = ((long)b * hkv + kvh) * tlen * D, rbase = ((long)b * hq + h) * tlen, qbase = rbase * D;
     unsigned ka[D / 16][4], va[D / 16][4];
     rows_as_a<D>(ka, k, kbase, key0, tlen);
     rows_as_a<D>(va, v, kbase, key0, tlen);
     float dka[D / 8][4] = {}, dva[D / 8][4] = {};
     float sl2 = scale * LOG2E;
-    int first = blockIdx.x * BK;  // queries before the block's first key see none of its keys
+    int first = blockIdx.x * DKDV_KEYS;  // queries before the block's first key see none of its keys
     for (int i0 = first - first % QT; i0 < tlen; i0 += QT) {
         __syncthreads();
         stage<QT, D, SD>(qs, q, qbase, i0, tlen);
@@ -294,17 +298,17 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 }
 
 #define INSTANTIATE(D, T, S)                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(128, D <= 64 ? 4 : 2) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
+    extern "C" __global__ void __launch_bounds__(FWD_ROWS * 2, D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
                                                                            const T *v, const unsigned *kv_lens, int hq,      \
                                                                            int hkv, int tq, int cap, float scale) {          \
         flash_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                                 \
     }                                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(128)                                                                         \
+    extern "C" __global__ void __launch_bounds__(DQ_ROWS * 2)                                                                 \
         flash_bwd_dq_d##D##_##S(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse,                   \
                                 const float *rowdot, int hq, int hkv, int t, float scale) {                                   \
         flash_bwd_dq<D, T>(dq, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                                \
     }                                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(128)                                                                         \
+    extern "C" __global__ void __launch_bounds__(DKDV_KEYS * 2)                                                               \
         flash_bwd_dkdv_d##D##_##S(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse,          \
                                   const float *rowdot, int hq, int hkv, int t, float scale) {                                 \
         flash_bwd_dkdv<D, T>(dk, dv, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                          \

@@ -111,7 +111,7 @@ impl Cuda {
         // SAFETY: the cast below writes all n elements before any read.
         let mut out = unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating bf16 scratch");
         let len = n as i64;
-        launch!(self, "cast_f32_to_bf16", per_element(n), &mut out, x, &len);
+        launch!(self, "cast_f32_to_bf16", per_element(n.div_ceil(4)), &mut out, x, &len);
         out
     }
 }

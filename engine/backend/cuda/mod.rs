@@ -62,9 +62,18 @@ fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, y as u32, z as u32), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// One 4-warp block per 64 rows (queries or keys) of a flash attention kernel, on a `(heads, batch)` grid.
-fn per_flash_tile(rows: usize, heads: usize, batch: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (rows.div_ceil(64) as u32, heads as u32, batch as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
+/// Rows (queries or keys) per block of the flash kernels, as in kernels-ptx/flash.cu.
+const FLASH_FWD_ROWS: usize = 128;
+const FLASH_DQ_ROWS: usize = 64;
+const FLASH_DKDV_KEYS: usize = 128;
+
+/// One block of `block_rows / 16` warps per `block_rows` rows of a flash kernel, on a `(heads, batch)` grid.
+fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(block_rows) as u32, heads as u32, batch as u32),
+        block_dim: (2 * block_rows as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// Enough blocks for a grid-stride loop over `n` elements.
@@ -360,9 +369,9 @@ impl Backend for Cuda {
             }
         };
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
-        // A flash block covers 64 queries: decode-sized steps stay on the per-row kernel.
+        // A flash block covers 128 queries: decode-sized steps stay on the per-row kernel.
         let (name, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
-            (Self::attention_kernel_name("flash_fwd", sh.head_dim), per_flash_tile(sh.q_len, sh.q_heads, sh.batch))
+            (Self::attention_kernel_name("flash_fwd", sh.head_dim), per_flash_tile(sh.q_len, FLASH_FWD_ROWS, sh.q_heads, sh.batch))
         } else {
             (Self::attention_kernel_name("attention_fwd", sh.head_dim), per_warp_row(sh.q_len, sh.q_heads, sh.batch))
         };
@@ -396,10 +405,10 @@ impl Backend for Cuda {
             return;
         }
         let name = Self::attention_kernel_name("flash_bwd_dq", sh.head_dim);
-        launch!(self, &name, per_flash_tile(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        launch!(self, &name, per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
         // dK/dV per query head; a GQA group's heads are then summed.
         let name = Self::attention_kernel_name("flash_bwd_dkdv", sh.head_dim);
-        let cfg = per_flash_tile(sh.q_len, sh.q_heads, sh.batch);
+        let cfg = per_flash_tile(sh.q_len, FLASH_DKDV_KEYS, sh.q_heads, sh.batch);
         let group = sh.group();
         if group == 1 {
             launch!(self, &name, cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
@@ -468,5 +477,17 @@ impl Backend for Cuda {
             &bc1,
             &bc2
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The launch shapes here must match the block shapes the kernels assume.
+    #[test]
+    fn flash_block_rows_match_the_kernels() {
+        let src = include_str!("../../../kernels-ptx/flash.cu");
+        for (name, rows) in [("FWD_ROWS", super::FLASH_FWD_ROWS), ("DQ_ROWS", super::FLASH_DQ_ROWS), ("DKDV_KEYS", super::FLASH_DKDV_KEYS)] {
+            assert!(src.contains(&format!("#define {name} {rows}\n")), "flash.cu must #define {name} {rows}");
+        }
     }
 }
