@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vul2safe::backend::cpu::{rope_tables, Cpu};
 use vul2safe::backend::cuda::{Cuda, Math};
-use vul2safe::backend::{AdamWStep, AttnShape, Backend, MatMul, IGNORE};
+use vul2safe::backend::{AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, IGNORE};
 use vul2safe::model::weights::load_params;
 use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
 
@@ -287,6 +287,46 @@ fn losses_and_adamw_match_the_cpu() {
     close("adamw p", &g, &gp, &cp);
     close("adamw m", &g, &gm, &cm);
     close("adamw v", &g, &gv, &cv);
+}
+
+#[test]
+fn multi_tensor_optimizer_ops_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    // Sizes around the 65,536-element chunk, so tensors end mid-chunk and span several.
+    let sizes = [1usize, 1000, 65536, 70001, 200000];
+    let host = |rng: &mut ChaCha8Rng| sizes.iter().map(|&n| randv(rng, n)).collect::<Vec<_>>();
+    let (p, gr, m) = (host(&mut rng), host(&mut rng), host(&mut rng));
+    let v: Vec<Vec<f32>> = host(&mut rng).into_iter().map(|x| x.into_iter().map(f32::abs).collect()).collect();
+    let up = |xs: &Vec<Vec<f32>>| xs.iter().map(|x| g.upload(x)).collect::<Vec<_>>();
+    let (mut gp, ggr, mut gm, mut gv) = (up(&p), up(&gr), up(&m), up(&v));
+    let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: 3 };
+    let decay = |i: usize| if i % 2 == 0 { 0.1 } else { 0.0 };
+    let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
+    for i in 0..sizes.len() {
+        Cpu.adamw(&mut cp[i], &gr[i], &mut cm[i], &mut cv[i], AdamWStep { weight_decay: decay(i), ..hp });
+    }
+    let tensors = gp
+        .iter_mut()
+        .zip(&ggr)
+        .zip(gm.iter_mut().zip(gv.iter_mut()))
+        .enumerate()
+        .map(|(i, ((param, grad), (m, v)))| AdamWTensor { param, grad, m, v, weight_decay: decay(i) })
+        .collect();
+    g.adamw_many(tensors, hp);
+    for i in 0..sizes.len() {
+        close(&format!("multi adamw param {i}"), &g, &gp[i], &cp[i]);
+        close(&format!("multi adamw m {i}"), &g, &gm[i], &cm[i]);
+        close(&format!("multi adamw v {i}"), &g, &gv[i], &cv[i]);
+    }
+    let want: f64 = gr.iter().map(|x| Cpu.sum_squares(x)).sum();
+    let got = g.sum_squares_many(&ggr.iter().collect::<Vec<_>>());
+    assert!((got - want).abs() < 1e-5 * want, "multi sum of squares {got} vs {want}");
+    g.scale_many(gp.iter_mut().collect(), 0.5);
+    for i in 0..sizes.len() {
+        let half: Vec<f32> = cp[i].iter().map(|x| x * 0.5).collect();
+        close(&format!("multi scale {i}"), &g, &gp[i], &half);
+    }
 }
 
 #[test]

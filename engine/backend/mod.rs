@@ -77,6 +77,15 @@ pub struct AdamWStep {
     pub step: u64,
 }
 
+/// One tensor of a multi-tensor AdamW step, with its own weight decay.
+pub struct AdamWTensor<'a, Buf> {
+    pub param: &'a mut Buf,
+    pub grad: &'a Buf,
+    pub m: &'a mut Buf,
+    pub v: &'a mut Buf,
+    pub weight_decay: f32,
+}
+
 /// Every op the transformer and its trainers run. Token ids and per-token
 /// metadata travel as host slices; a device backend uploads them itself.
 pub trait Backend: Sync {
@@ -203,6 +212,24 @@ pub trait Backend: Sync {
 
     /// One decoupled-weight-decay Adam update of `param` in place.
     fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamWStep);
+
+    // Whole-model optimizer ops: a device backend does each in one launch
+    // (and the norm with one download) instead of one per tensor.
+    /// AdamW over many tensors; each tensor's `weight_decay` replaces `hp`'s.
+    fn adamw_many(&self, tensors: Vec<AdamWTensor<'_, Self::Buf>>, hp: AdamWStep) {
+        for t in tensors {
+            self.adamw(t.param, t.grad, t.m, t.v, AdamWStep { weight_decay: t.weight_decay, ..hp });
+        }
+    }
+    /// Σ x² over many buffers (the squared global gradient norm).
+    fn sum_squares_many(&self, bufs: &[&Self::Buf]) -> f64 {
+        bufs.iter().map(|b| self.sum_squares(b)).sum()
+    }
+    fn scale_many(&self, bufs: Vec<&mut Self::Buf>, s: f32) {
+        for b in bufs {
+            self.scale(b, s);
+        }
+    }
 }
 
 /// Target id that marks a position with no loss.

@@ -1,6 +1,6 @@
 //! AdamW over a whole [`Params`] set, plus global gradient-norm clipping.
 
-use crate::backend::{AdamWStep, Backend};
+use crate::backend::{AdamWStep, AdamWTensor, Backend};
 use crate::model::{tensor_specs, ModelConfig, Params};
 
 #[derive(Clone, Copy, Debug)]
@@ -36,23 +36,28 @@ impl<B: Backend> AdamW<B> {
     pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32) {
         self.step += 1;
         let (ps, gs, ms, vs) = (params.iter_mut(), grads.iter(), self.m.iter_mut(), self.v.iter_mut());
-        for ((((p, g), m), v), &decays) in ps.into_iter().zip(gs).zip(ms).zip(vs).zip(&self.decays) {
-            let hp = AdamWStep {
-                lr,
-                beta1: self.cfg.beta1,
-                beta2: self.cfg.beta2,
-                eps: self.cfg.eps,
+        let tensors = ps
+            .into_iter()
+            .zip(gs)
+            .zip(ms)
+            .zip(vs)
+            .zip(&self.decays)
+            .map(|((((param, grad), m), v), &decays)| AdamWTensor {
+                param,
+                grad,
+                m,
+                v,
                 weight_decay: if decays { self.cfg.weight_decay } else { 0.0 },
-                step: self.step,
-            };
-            be.adamw(p, g, m, v, hp);
-        }
+            })
+            .collect();
+        let hp = AdamWStep { lr, beta1: self.cfg.beta1, beta2: self.cfg.beta2, eps: self.cfg.eps, weight_decay: 0.0, step: self.step };
+        be.adamw_many(tensors, hp);
     }
 }
 
 /// The global L2 norm of all gradients.
 pub fn grad_norm<B: Backend>(be: &B, grads: &Params<B::Buf>) -> f64 {
-    grads.iter().into_iter().map(|g| be.sum_squares(g)).sum::<f64>().sqrt()
+    be.sum_squares_many(&grads.iter()).sqrt()
 }
 
 /// Scales gradients so their global norm is at most `max_norm` (as
@@ -61,9 +66,7 @@ pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut Params<B::Buf>, max_norm: 
     let norm = grad_norm(be, grads);
     let coef = max_norm as f64 / (norm + 1e-6);
     if coef < 1.0 {
-        for g in grads.iter_mut() {
-            be.scale(g, coef as f32);
-        }
+        be.scale_many(grads.iter_mut(), coef as f32);
     }
     norm
 }

@@ -9,7 +9,7 @@
 //! cores, or one warp per row in exact f32 and for decode steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
-use super::{rows_by_token, AdamWStep, AttnShape, Backend, MatMul};
+use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul};
 use anyhow::{Context, Result};
 use cudarc::cublas::CudaBlas;
 pub use gemm::Math;
@@ -97,6 +97,7 @@ macro_rules! launch {
 
 mod gemm;
 mod memory;
+mod multi_tensor;
 pub mod profile;
 pub mod rl;
 
@@ -477,6 +478,15 @@ impl Backend for Cuda {
             &bc1,
             &bc2
         );
+    }
+    fn adamw_many(&self, tensors: Vec<AdamWTensor<'_, CudaSlice<f32>>>, hp: AdamWStep) {
+        self.adamw_all(tensors, hp);
+    }
+    fn sum_squares_many(&self, bufs: &[&CudaSlice<f32>]) -> f64 {
+        self.sum_squares_all(bufs)
+    }
+    fn scale_many(&self, bufs: Vec<&mut CudaSlice<f32>>, s: f32) {
+        self.scale_all(bufs, s);
     }
 }
 

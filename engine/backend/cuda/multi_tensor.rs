@@ -1,0 +1,105 @@
+//! Whole-model optimizer ops in one launch each (kernels-ptx/adamw.cu): a
+//! table of device pointers and a list of fixed-size chunks, one block per
+//! chunk, replace a launch (and, for the norm, a download) per tensor.
+
+use super::{Cuda, THREADS};
+use crate::backend::{AdamWStep, AdamWTensor, Backend};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+
+/// Elements per chunk, as `MT_CHUNK` in adamw.cu.
+const CHUNK: usize = 65536;
+
+/// The device-side description of a tensor list.
+struct ChunkTable {
+    ptrs: CudaSlice<u64>,
+    sizes: CudaSlice<i64>,
+    chunk_tensor: CudaSlice<i32>,
+    chunk_start: CudaSlice<i64>,
+    chunks: usize,
+}
+
+impl Cuda {
+    fn ptr(&self, buf: &CudaSlice<f32>) -> u64 {
+        buf.device_ptr(&self.stream).0
+    }
+
+    /// `ptrs` holds `ptrs.len() / sizes.len()` pointers per tensor.
+    fn chunk_table(&self, ptrs: Vec<u64>, sizes: &[usize]) -> ChunkTable {
+        let (mut chunk_tensor, mut chunk_start) = (Vec::new(), Vec::new());
+        for (t, &n) in sizes.iter().enumerate() {
+            for start in (0..n).step_by(CHUNK) {
+                chunk_tensor.push(t as i32);
+                chunk_start.push(start as i64);
+            }
+        }
+        let sizes: Vec<i64> = sizes.iter().map(|&n| n as i64).collect();
+        let up = |e| format!("uploading a tensor table: {e}");
+        ChunkTable {
+            chunks: chunk_tensor.len(),
+            ptrs: self.stream.clone_htod(&ptrs).unwrap_or_else(|e| panic!("{}", up(e))),
+            sizes: self.stream.clone_htod(&sizes).unwrap_or_else(|e| panic!("{}", up(e))),
+            chunk_tensor: self.stream.clone_htod(&chunk_tensor).unwrap_or_else(|e| panic!("{}", up(e))),
+            chunk_start: self.stream.clone_htod(&chunk_start).unwrap_or_else(|e| panic!("{}", up(e))),
+        }
+    }
+
+    fn per_chunk(table: &ChunkTable) -> LaunchConfig {
+        LaunchConfig { grid_dim: (table.chunks.max(1) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    pub(crate) fn adamw_all(&self, tensors: Vec<AdamWTensor<'_, CudaSlice<f32>>>, hp: AdamWStep) {
+        if tensors.is_empty() {
+            return;
+        }
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.param.len()).collect();
+        let decays: Vec<f32> = tensors.iter().map(|t| t.weight_decay).collect();
+        let ptrs = tensors.iter().flat_map(|t| [self.ptr(t.param), self.ptr(t.grad), self.ptr(t.m), self.ptr(t.v)]).collect();
+        let table = self.chunk_table(ptrs, &sizes);
+        let decays = self.floats(&decays);
+        let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
+        let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
+        let (t, cfg) = (&table, Self::per_chunk(&table));
+        launch!(
+            self,
+            "adamw_multi_f32",
+            cfg,
+            &t.ptrs,
+            &t.sizes,
+            &decays,
+            &t.chunk_tensor,
+            &t.chunk_start,
+            &hp.lr,
+            &hp.beta1,
+            &hp.beta2,
+            &hp.eps,
+            &bc1,
+            &bc2
+        );
+    }
+
+    pub(crate) fn sum_squares_all(&self, bufs: &[&CudaSlice<f32>]) -> f64 {
+        let sizes: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
+        let table = self.chunk_table(bufs.iter().map(|b| self.ptr(b)).collect(), &sizes);
+        let mut partial = self.zeros(table.chunks);
+        let (t, cfg) = (&table, Self::per_chunk(&table));
+        launch!(self, "sum_squares_multi", cfg, &mut partial, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start);
+        // Summed in chunk order on the host: deterministic.
+        self.download(&partial)[..table.chunks].iter().map(|&x| x as f64).sum()
+    }
+
+    pub(crate) fn scale_all(&self, bufs: Vec<&mut CudaSlice<f32>>, s: f32) {
+        let sizes: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
+        let table = self.chunk_table(bufs.iter().map(|b| self.ptr(b)).collect(), &sizes);
+        let (t, cfg) = (&table, Self::per_chunk(&table));
+        launch!(self, "scale_multi", cfg, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start, &s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunk_size_matches_the_kernel() {
+        let src = include_str!("../../../kernels-ptx/adamw.cu");
+        assert!(src.contains(&format!("#define MT_CHUNK {}\n", super::CHUNK)));
+    }
+}
