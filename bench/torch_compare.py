@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""PyTorch on the GPU on the same shapes as `vul2safe bench train`, in the
-same run (based on ../shared/torch_baseline.py: random init, SDPA, autocast
-bf16, fused AdamW), then one table of vul2safe / torch ratios.
+"""PyTorch on the GPU on the same shapes as `vul2safe bench train` and
+`bench generate`, in the same run (based on ../shared/torch_baseline.py:
+random init, SDPA, autocast bf16, fused AdamW; HF `generate` in bf16 with
+sampling), then tables of vul2safe / torch ratios.
 
 Usage (on the GPU machine, after the vul2safe benches of the same run):
-    python3 bench/torch_compare.py bench.jsonl
-where bench.jsonl holds `vul2safe bench train` JSON lines.
+    python3 bench/torch_compare.py bench.jsonl [--no-eager]
+where bench.jsonl holds `vul2safe bench train` / `bench generate` JSON lines.
 """
 import json
 import sys
@@ -53,31 +54,61 @@ def torch_tok_s(name, b, t, compile_, steps=8):
     return b * t / med, peak
 
 
+def hf_generate_tok_s(name, b, p, n):
+    torch.manual_seed(0)
+    m = model(name).to("cuda", dtype=torch.bfloat16).eval()
+    x = torch.randint(0, 50000, (b, p), device="cuda")
+    with torch.no_grad():
+        m.generate(x, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        m.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=True, top_k=0, top_p=1.0)
+        torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+    del m
+    torch.cuda.empty_cache()
+    return b * n / secs
+
+
 def ours(path):
-    rows = {}
+    train, gen = {}, {}
     for line in open(path):
         if line.startswith("{"):
             r = json.loads(line)
-            if r.get("math", "bf16") == "bf16":  # the default mode; other modes are ablations
-                rows[(r["shape"], r["batch"], r["seq"])] = r
-    return rows
+            if r["bench"] == "generate":
+                gen[(r["shape"], r["batch"], r["prompt_len"], r["new"])] = r
+            elif r.get("math", "bf16") == "bf16" and not r.get("recompute"):  # the default mode; others are ablations
+                train[(r["shape"], r["batch"], r["seq"])] = r
+    return train, gen
 
 
 def main():
-    measured = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
+    measured, generated = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
+    eager_too = "--no-eager" not in sys.argv
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
     rows = []
     for name, b, t in SHAPES:
         r = measured.get((name, b, t), {})
-        eager, eager_mem = torch_tok_s(name, b, t, False)
+        eager, eager_mem = torch_tok_s(name, b, t, False) if eager_too else (float("nan"), float("nan"))
         compiled, comp_mem = torch_tok_s(name, b, t, True)
         rows.append((name, b, t, r.get("tok_s", float("nan")), r.get("peak_gib", float("nan")), eager, compiled, comp_mem))
-        print(json.dumps({"shape": name, "torch_eager_tok_s": round(eager), "torch_eager_peak_gib": round(eager_mem, 1),
+        print(json.dumps({"shape": name, "torch_eager_tok_s": round(eager) if eager == eager else None, "torch_eager_peak_gib": eager_mem,
                           "torch_compile_tok_s": round(compiled), "torch_compile_peak_gib": round(comp_mem, 1)}), flush=True)
     print("| shape | B×T | vul2safe tok/s | peak GiB | torch eager | torch.compile | peak GiB | vs eager | vs compile |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, b, t, tok, mem, eager, compiled, comp_mem in rows:
         print(f"| {name} | {b}×{t} | {tok:.0f} | {mem} | {eager:.0f} | {compiled:.0f} | {comp_mem:.1f} | {tok / eager:.2f}× | {tok / compiled:.2f}× |")
+    gen_rows = []
+    for (name, b, p, n), r in sorted(generated.items()):
+        # HF generate makes well under 1K tok/s: longer runs cost the device session minutes.
+        hf = hf_generate_tok_s(name, b, p, n) if n <= 64 else float("nan")
+        gen_rows.append((name, b, p, n, r["new_tok_s"], r.get("share_of_roofline"), hf))
+        print(json.dumps({"shape": name, "batch": b, "prompt_len": p, "new": n, "hf_generate_new_tok_s": round(hf)}), flush=True)
+    if gen_rows:
+        print("| generate | B, prompt, new | vul2safe new tok/s | share of roofline | HF generate | vs HF |")
+        print("|---|---|---|---|---|---|")
+        for name, b, p, n, tok, share, hf in gen_rows:
+            print(f"| {name} | {b}, {p}, {n} | {tok:.0f} | {share} | {hf:.0f} | {tok / hf:.1f}× |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 //! Throughput measurements shared by `vul2safe bench` and the criterion
-//! benches: the CPU training step (on the shape `bench/torch_cpu_compare.py`
-//! also runs) and the built-in analyzer.
+//! benches: the training step (on the shapes the PyTorch scripts also run),
+//! batched generation with its memory-bandwidth roofline, and the built-in
+//! analyzer.
 
 use crate::backend::Backend;
+use crate::generate::{generate, SamplingConfig};
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
 use crate::tensor::DType;
@@ -125,6 +127,50 @@ pub fn train_throughput_with<B: Backend>(
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];
     Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3 })
+}
+
+/// New tokens per second of sampled generation from random prompts.
+pub struct GenerateBench {
+    pub new_tokens_per_sec: f64,
+    pub secs: f64,
+}
+
+/// `batch` random prompts of `prompt_len` tokens, `new` sampled tokens each
+/// (temperature 1, no truncation, no stop tokens), timed from the prefill to
+/// the last token as HF `generate` is, after a short warm-up.
+pub fn generate_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, prompt_len: usize, new: usize) -> Result<GenerateBench> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
+    let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
+    let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0, stop_tokens: vec![] };
+    generate(be, &model, &prompts, &sampling(2))?;
+    be.synchronize();
+    let t0 = std::time::Instant::now();
+    let out = generate(be, &model, &prompts, &sampling(new))?;
+    be.synchronize();
+    let secs = t0.elapsed().as_secs_f64();
+    let made: usize = out.iter().map(|g| g.tokens.len()).sum();
+    Ok(GenerateBench { new_tokens_per_sec: made as f64 / secs, secs })
+}
+
+/// New tokens/s if every decode step only streamed the bf16 weights and the
+/// bf16 KV cache (at its mean length over the run) from memory once.
+pub fn decode_roofline_tok_s(cfg: &ModelConfig, batch: usize, prompt_len: usize, new: usize, bytes_per_sec: f64) -> f64 {
+    let weights = 2.0 * crate::model::weights::param_count(cfg) as f64;
+    let mean_len = prompt_len as f64 + new as f64 / 2.0;
+    let kv = 2.0 * 2.0 * (cfg.num_layers * cfg.kv_dim()) as f64 * mean_len * batch as f64;
+    batch as f64 * bytes_per_sec / (weights + kv)
+}
+
+/// HBM bandwidth of the cards we measure on.
+pub fn memory_bandwidth(device_name: &str) -> Option<f64> {
+    if device_name.contains("H200") {
+        Some(4.8e12)
+    } else if device_name.contains("H100") {
+        Some(3.35e12)
+    } else {
+        None
+    }
 }
 
 /// Dense bf16 tensor-core peak of the cards we measure on, for MFU.

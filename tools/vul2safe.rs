@@ -293,6 +293,21 @@ enum BenchCmd {
         #[arg(long, default_value = "bf16")]
         math: String,
     },
+    /// New tokens/s of batched sampled generation (random weights and prompts), and its share of the bandwidth roofline.
+    Generate {
+        /// `cpu` or `cuda`.
+        #[arg(long, default_value = "cuda")]
+        backend: String,
+        /// `small`, `llama-124m` or `qwen2-0.5b`.
+        #[arg(long, default_value = "qwen2-0.5b")]
+        shape: String,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 256)]
+        new: usize,
+    },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
         #[arg(long, default_value_t = 8)]
@@ -551,6 +566,30 @@ fn run(cli: Cli) -> Result<()> {
             v["step_ms"] = ((r.step_ms * 100.0).round() / 100.0).into();
             v["tok_s"] = r.tokens_per_sec.round().into();
             v["tflops"] = ((r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0).into();
+            println!("{v}");
+        }
+        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompt_len, new } } => {
+            if batch == 0 || prompt_len == 0 || new == 0 {
+                bail!("--batch, --prompt-len and --new must be at least 1");
+            }
+            let cfg = vul2safe::bench::named_shape(&shape)?;
+            let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompt_len": prompt_len, "new": new, "storage": "f32", "sampling": "host"});
+            let (r, device) = match backend.as_str() {
+                "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompt_len, new)?, "cpu".to_string()),
+                "cuda" => {
+                    let g = vul2safe::backend::cuda::Cuda::new(0)?;
+                    (vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompt_len, new)?, g.device_name())
+                }
+                other => bail!("--backend must be cpu or cuda, got {other:?}"),
+            };
+            v["device"] = device.clone().into();
+            v["new_tok_s"] = r.new_tokens_per_sec.round().into();
+            v["secs"] = ((r.secs * 100.0).round() / 100.0).into();
+            if let Some(bw) = vul2safe::bench::memory_bandwidth(&device) {
+                let roof = vul2safe::bench::decode_roofline_tok_s(&cfg, batch, prompt_len, new, bw);
+                v["roofline_tok_s"] = roof.round().into();
+                v["share_of_roofline"] = ((r.new_tokens_per_sec / roof * 1000.0).round() / 1000.0).into();
+            }
             println!("{v}");
         }
         Cmd::Bench { what: BenchCmd::Cpu { batch, seq, steps } } => {
