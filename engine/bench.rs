@@ -8,7 +8,7 @@ use crate::generate::{generate, SamplingConfig};
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
 use crate::tensor::DType;
-use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer};
+use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -83,8 +83,8 @@ pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, rec
     let b = Batch::causal_lm(ids, &vec![true; n], batch, seq, (batch * (seq - 1)) as f32);
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
     let schedule = LrSchedule { kind: ScheduleKind::Constant, peak: 1e-4, min: 1e-4, warmup_steps: 0, total_steps: 1 };
-    let trainer = Trainer::new(be, model, batch, seq, AdamWConfig::default(), schedule, 1.0);
-    (if recompute { trainer.recompute_mlp(be) } else { trainer }, b)
+    let c = TrainerConfig { batch, seq, opt: AdamWConfig::default(), schedule, max_grad_norm: 1.0, recompute_mlp: recompute };
+    (Trainer::new(be, model, c), b)
 }
 
 /// Median training-step throughput after `warmup` steps.

@@ -30,7 +30,7 @@ use crate::tensor::DType;
 use crate::tokenizer::train_bpe;
 use crate::train::checkpoint::save_model;
 use crate::train::sft::{self, SftOptions};
-use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer};
+use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -153,7 +153,7 @@ fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64
     ));
     let model = Transformer::from_host(&be, cfg.clone(), &init_params(&cfg, seed));
     let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: 3e-3, min: 3e-4, warmup_steps: 20, total_steps: budget.pretrain_steps };
-    let mut trainer = Trainer::new(&be, model, batch, seq, AdamWConfig::default(), schedule, 1.0);
+    let mut trainer = Trainer::new(&be, model, TrainerConfig { batch, seq, opt: AdamWConfig::default(), schedule, max_grad_norm: 1.0, recompute_mlp: false });
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for step in 0..budget.pretrain_steps {
         let mut ids = Vec::with_capacity(batch * seq);

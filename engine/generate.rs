@@ -8,6 +8,7 @@ use crate::model::{KvCache, Transformer};
 use anyhow::{ensure, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct SamplingConfig {
@@ -39,8 +40,9 @@ pub struct Generation {
     pub stopped: bool,
 }
 
-/// Picks the next token from one row of logits; returns it and its logprob.
-pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
+/// Picks the next token from one row of logits with the uniform draw `u` in
+/// [0, 1) (unused when greedy); returns it and its logprob.
+pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, u: f32) -> (u32, f32) {
     let t = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
     let scaled: Vec<f32> = logits.iter().map(|&x| x / t).collect();
     let m = scaled.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -50,11 +52,15 @@ pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) ->
         let best = scaled.iter().enumerate().fold(0, |b, (i, &x)| if x > scaled[b] { i } else { b });
         return (best as u32, scaled[best] - log_z);
     }
+    // Descending by logit, ties by index: a total order, so selecting the top k
+    // first and sorting only those gives the same list as a full sort.
+    let by_logit = |a: &usize, b: &usize| scaled[*b].total_cmp(&scaled[*a]).then(a.cmp(b));
     let mut order: Vec<usize> = (0..scaled.len()).collect();
-    order.sort_unstable_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
-    if cfg.top_k > 0 {
+    if cfg.top_k > 0 && cfg.top_k < order.len() {
+        order.select_nth_unstable_by(cfg.top_k - 1, by_logit);
         order.truncate(cfg.top_k);
     }
+    order.sort_unstable_by(by_logit);
     let probs: Vec<f32> = order.iter().map(|&i| (scaled[i] - log_z).exp()).collect();
     let mut keep = probs.len();
     if cfg.top_p < 1.0 {
@@ -69,7 +75,7 @@ pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) ->
         }
     }
     let total: f32 = probs[..keep].iter().sum();
-    let mut u = rng.random::<f32>() * total;
+    let mut u = u * total;
     let mut pick = order[keep - 1];
     for (&i, &p) in order[..keep].iter().zip(&probs) {
         if u < p {
@@ -110,18 +116,19 @@ pub fn generate<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>]
     let mut logits = be.download(&model.logits(be, &last, batch));
 
     for step in 0..cfg.max_new_tokens {
-        let mut next = vec![0u32; batch];
-        for r in 0..batch {
-            let row = &mut out[r];
-            if row.stopped {
-                next[r] = pad;
-                continue;
-            }
-            let (tok, lp) = sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, &mut rng);
+        // One draw per live row in row order, as a sequential sampler makes
+        // them; the rows then sample in parallel with the same results.
+        let draws: Vec<Option<f32>> =
+            out.iter().map(|g| (!g.stopped).then(|| if cfg.temperature > 0.0 { rng.random::<f32>() } else { 0.0 })).collect();
+        let picks: Vec<Option<(u32, f32)>> =
+            draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect();
+        let mut next = vec![pad; batch];
+        for ((row, pick), next) in out.iter_mut().zip(picks).zip(&mut next) {
+            let Some((tok, lp)) = pick else { continue };
             row.tokens.push(tok);
             row.logprobs.push(lp);
             row.stopped = cfg.stop_tokens.contains(&tok);
-            next[r] = tok;
+            *next = tok;
         }
         if step + 1 == cfg.max_new_tokens || out.iter().all(|g| g.stopped) {
             break;

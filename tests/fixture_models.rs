@@ -8,7 +8,7 @@ use common::{assert_close, fixture_dir, Expected};
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::generate::{generate, SamplingConfig};
 use vul2safe::model::{tensor_specs, Batch, Params, TrainState, Transformer};
-use vul2safe::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer};
+use vul2safe::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 
 const MODELS: [&str; 2] = ["llama_a", "qwen2_b"];
 
@@ -117,7 +117,7 @@ fn two_adamw_steps_match_torch() {
         let sched = LrSchedule { kind: ScheduleKind::Constant, peak: lr, min: lr, warmup_steps: 0, total_steps: 2 };
         let b = batch(&e);
         let cfg = m.cfg.clone();
-        let mut tr = Trainer::new(&Cpu, m, b.batch, b.seq, opt, sched, f("max_grad_norm"));
+        let mut tr = Trainer::new(&Cpu, m, TrainerConfig { batch: b.batch, seq: b.seq, opt, schedule: sched, max_grad_norm: f("max_grad_norm"), recompute_mlp: false });
         for _ in 0..2 {
             tr.step(&Cpu, std::slice::from_ref(&b)).unwrap();
         }

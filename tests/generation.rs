@@ -4,7 +4,7 @@
 mod common;
 
 use common::fixture_dir;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::generate::{generate, sample_row, SamplingConfig};
 use vul2safe::model::Transformer;
@@ -88,13 +88,13 @@ fn top_k_and_top_p_restrict_the_choice() {
     let k2 = SamplingConfig { temperature: 1.0, top_k: 2, ..Default::default() };
     let mut seen_k2 = [false; 5];
     for _ in 0..200 {
-        assert_eq!(sample_row(&logits, &k1, &mut rng).0, 0);
-        assert_eq!(sample_row(&logits, &p_small, &mut rng).0, 0);
-        seen_k2[sample_row(&logits, &k2, &mut rng).0 as usize] = true;
+        assert_eq!(sample_row(&logits, &k1, rng.random()).0, 0);
+        assert_eq!(sample_row(&logits, &p_small, rng.random()).0, 0);
+        seen_k2[sample_row(&logits, &k2, rng.random()).0 as usize] = true;
     }
     assert_eq!(seen_k2, [true, true, false, false, false]);
     // The logprob is of the untruncated, temperature-scaled distribution.
-    let (tok, lp) = sample_row(&logits, &k1, &mut rng);
+    let (tok, lp) = sample_row(&logits, &k1, rng.random());
     let z: f32 = logits.iter().map(|x| x.exp()).sum::<f32>().ln();
     assert_eq!(tok, 0);
     assert!((lp - (2.0 - z)).abs() < 1e-6);

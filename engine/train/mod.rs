@@ -9,4 +9,4 @@ pub mod trainer;
 
 pub use optimizer::{AdamW, AdamWConfig};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use trainer::{StepStats, Trainer};
+pub use trainer::{StepStats, Trainer, TrainerConfig};

@@ -7,7 +7,7 @@
 use super::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
 use super::optimizer::AdamWConfig;
 use super::schedule::{LrSchedule, ScheduleKind};
-use super::trainer::Trainer;
+use super::trainer::{Trainer, TrainerConfig};
 use crate::backend::{Backend, IGNORE};
 use crate::data::build::read_records;
 use crate::model::{Batch, Transformer};
@@ -161,10 +161,18 @@ pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_js
     );
     let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: o.lr, min: o.lr / 10.0, warmup_steps: o.warmup, total_steps: o.steps };
     let cfg = model.cfg.clone();
-    let mut trainer = Trainer::new(be, model, o.batch, o.seq, AdamWConfig::default(), schedule, o.max_grad_norm);
-    if o.recompute {
-        trainer = trainer.recompute_mlp(be);
-    }
+    let mut trainer = Trainer::new(
+        be,
+        model,
+        TrainerConfig {
+            batch: o.batch,
+            seq: o.seq,
+            opt: AdamWConfig::default(),
+            schedule,
+            max_grad_norm: o.max_grad_norm,
+            recompute_mlp: o.recompute,
+        },
+    );
     if let Some(dir) = &resume_dir {
         load_optimizer(be, &dir.join("trainer.safetensors"), &cfg, &mut trainer.opt)?;
     }

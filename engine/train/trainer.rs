@@ -28,28 +28,30 @@ pub struct Trainer<B: Backend> {
     state: TrainState<B>,
 }
 
+/// What a trainer is built with besides the model.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainerConfig {
+    pub batch: usize,
+    pub seq: usize,
+    pub opt: AdamWConfig,
+    pub schedule: LrSchedule,
+    pub max_grad_norm: f32,
+    /// Recompute each layer's MLP projections in the backward instead of
+    /// keeping them (less memory, two more matmuls per layer).
+    pub recompute_mlp: bool,
+}
+
 impl<B: Backend> Trainer<B> {
-    pub fn new(
-        be: &B,
-        model: Transformer<B>,
-        batch: usize,
-        seq: usize,
-        opt: AdamWConfig,
-        schedule: LrSchedule,
-        max_grad_norm: f32,
-    ) -> Trainer<B> {
+    pub fn new(be: &B, model: Transformer<B>, c: TrainerConfig) -> Trainer<B> {
+        let TrainerConfig { batch, seq, opt, schedule, max_grad_norm, recompute_mlp } = c;
         let grads = Params::build(&model.cfg, |s| be.zeros(s.numel()));
-        let state = TrainState::new(be, &model.cfg, batch, seq);
+        let state = if recompute_mlp {
+            TrainState::recomputing_mlp(be, &model.cfg, batch, seq)
+        } else {
+            TrainState::new(be, &model.cfg, batch, seq)
+        };
         let opt = AdamW::new(be, &model.cfg, opt);
         Trainer { model, grads, opt, schedule, max_grad_norm, state }
-    }
-
-    /// Recomputes each layer's MLP projections in the backward instead of
-    /// keeping them (less memory, two more matmuls per layer).
-    pub fn recompute_mlp(mut self, be: &B) -> Trainer<B> {
-        let (batch, seq) = self.state.shape();
-        self.state = TrainState::recomputing_mlp(be, &self.model.cfg, batch, seq);
-        self
     }
 
     /// Accumulates gradients over `micro` (whose weights share one normalizer),
