@@ -7,7 +7,7 @@ use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
     let families: Vec<&str> = KERNEL_PTX.iter().map(|(f, _)| *f).collect();
-    for f in ["adamw", "attention", "elementwise", "embedding", "layout", "loss", "norm", "rl", "rope"] {
+    for f in ["adamw", "attention", "elementwise", "embedding", "flash", "layout", "loss", "norm", "rl", "rope"] {
         assert!(families.contains(&f), "{f} missing from {families:?}");
     }
     for (f, text) in KERNEL_PTX {
@@ -20,17 +20,20 @@ fn every_family_is_embedded_with_a_loadable_isa() {
 #[test]
 fn kernels_exist_for_both_storage_types() {
     let elementwise = entry_points(ptx("elementwise").unwrap());
-    for k in ["add_inplace", "scale", "add_bias", "bias_grad", "swiglu_fwd", "swiglu_bwd"] {
+    for k in ["add_inplace", "scale", "add_bias", "bias_grad_partial", "column_partials_add", "swiglu_fwd", "swiglu_bwd"] {
         for s in ["f32", "bf16"] {
             assert!(elementwise.contains(&format!("{k}_{s}").as_str()), "{k}_{s} in {elementwise:?}");
         }
     }
     assert!(elementwise.contains(&"cast_f32_to_bf16") && elementwise.contains(&"cast_bf16_to_f32"));
     let norm = entry_points(ptx("norm").unwrap());
-    for k in ["rmsnorm_fwd_bf16", "rmsnorm_bwd_dx_bf16", "rmsnorm_bwd_dw_partial_bf16", "rmsnorm_bwd_dw_reduce_bf16"] {
+    for k in ["rmsnorm_fwd_bf16", "rmsnorm_bwd_dx_bf16", "rmsnorm_bwd_dw_partial_bf16"] {
         assert!(norm.contains(&k), "{k}");
     }
-    assert_eq!(entry_points(ptx("adamw").unwrap()), vec!["adamw_f32", "sum_squares_partial"]);
+    assert_eq!(
+        entry_points(ptx("adamw").unwrap()),
+        vec!["adamw_f32", "adamw_multi_f32", "sum_squares_multi", "scale_multi", "sum_squares_partial"]
+    );
     let rl = entry_points(ptx("rl").unwrap());
     for k in ["rl_segment_sum", "rl_assemble", "rl_gae", "rl_policy_loss", "rl_value_loss"] {
         assert!(rl.contains(&k), "{k} in {rl:?}");
@@ -52,6 +55,10 @@ fn kernels_exist_for_both_storage_types() {
                 "attention_bwd_dkdv_d128",
                 "attention_fwd_d32",
             ][..],
+        ),
+        (
+            "flash",
+            &["flash_fwd_d32", "flash_fwd_d64", "flash_fwd_d128", "flash_bwd_dq_d64", "flash_bwd_dkdv_d64", "flash_bwd_dkdv_d128", "flash_group_sum"][..],
         ),
     ] {
         let entries = entry_points(ptx(family).unwrap());
