@@ -93,21 +93,9 @@ pub struct TrainBench {
     pub step_ms: f64,
 }
 
+/// `before_timed` runs between the warm-up and the timed steps (where a profiler starts).
+#[allow(clippy::too_many_arguments)]
 pub fn train_throughput<B: Backend>(
-    be: &B,
-    cfg: ModelConfig,
-    batch: usize,
-    seq: usize,
-    recompute: bool,
-    warmup: usize,
-    steps: usize,
-) -> Result<TrainBench> {
-    train_throughput_with(be, cfg, batch, seq, recompute, warmup, steps, || {})
-}
-
-/// As `train_throughput`, calling `before_timed` between the warm-up and the
-/// timed steps (where a profiler starts).
-pub fn train_throughput_with<B: Backend>(
     be: &B,
     cfg: ModelConfig,
     batch: usize,

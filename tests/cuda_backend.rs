@@ -46,21 +46,26 @@ fn close_within(what: &str, gpu: &Cuda, got: &<Cuda as Backend>::Buf, want: &[f3
     assert_close(what, &gpu.download(got)[..want.len()], want, rtol, atol);
 }
 
-#[test]
-fn dense_and_elementwise_ops_match_the_cpu() {
-    let Some(g) = gpu() else { return };
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for (m, n, k, ta, tb) in [(7, 5, 3, false, false), (33, 17, 65, false, true), (16, 40, 9, true, false), (8, 8, 8, true, true)] {
-        let (a, b, c0) = (randv(&mut rng, m * k), randv(&mut rng, k * n), randv(&mut rng, m * n));
+/// Every transpose combination, writing and accumulating, in `g`'s math mode.
+fn check_matmuls(g: &Cuda, rng: &mut ChaCha8Rng, tol: (f32, f32)) {
+    for (m, n, k, ta, tb) in [(7, 5, 3, false, false), (33, 17, 65, false, true), (16, 40, 9, true, false), (130, 96, 257, true, true)] {
+        let (a, b, c0) = (randv(rng, m * k), randv(rng, k * n), randv(rng, m * n));
         for accumulate in [false, true] {
             let mm = MatMul { m, n, k, trans_a: ta, trans_b: tb, accumulate };
             let mut want = c0.clone();
             Cpu.matmul(&mut want, &a, &b, mm);
             let mut got = g.upload(&c0);
             g.matmul(&mut got, &g.upload(&a), &g.upload(&b), mm);
-            close(&format!("matmul {mm:?}"), &g, &got, &want);
+            close_within(&format!("{:?} matmul {mm:?}", g.math()), g, &got, &want, tol);
         }
     }
+}
+
+#[test]
+fn dense_and_elementwise_ops_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    check_matmuls(&g, &mut rng, (1e-4, 1e-5));
     let (x, y) = (randv(&mut rng, 1000), randv(&mut rng, 1000));
     let (mut want, mut got) = (y.clone(), g.upload(&y));
     Cpu.add_inplace(&mut want, &x);
@@ -168,17 +173,7 @@ fn tensor_core_matmuls_match_the_cpu_at_their_precision() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     for math in [Math::Tf32, Math::Bf16] {
         g.set_math(math).unwrap();
-        for (m, n, k, ta, tb) in [(7, 5, 3, false, false), (33, 17, 65, false, true), (16, 40, 9, true, false), (130, 96, 257, true, true)] {
-            let (a, b, c0) = (randv(&mut rng, m * k), randv(&mut rng, k * n), randv(&mut rng, m * n));
-            for accumulate in [false, true] {
-                let mm = MatMul { m, n, k, trans_a: ta, trans_b: tb, accumulate };
-                let mut want = c0.clone();
-                Cpu.matmul(&mut want, &a, &b, mm);
-                let mut got = g.upload(&c0);
-                g.matmul(&mut got, &g.upload(&a), &g.upload(&b), mm);
-                close_within(&format!("{math:?} matmul {mm:?}"), &g, &got, &want, BF16_TOL);
-            }
-        }
+        check_matmuls(&g, &mut rng, BF16_TOL);
     }
 }
 
@@ -301,7 +296,7 @@ fn multi_tensor_optimizer_ops_match_the_cpu() {
     let up = |xs: &Vec<Vec<f32>>| xs.iter().map(|x| g.upload(x)).collect::<Vec<_>>();
     let (mut gp, ggr, mut gm, mut gv) = (up(&p), up(&gr), up(&m), up(&v));
     let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: 3 };
-    let decay = |i: usize| if i % 2 == 0 { 0.1 } else { 0.0 };
+    let decay = |i: usize| if i.is_multiple_of(2) { 0.1 } else { 0.0 };
     let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
     for i in 0..sizes.len() {
         Cpu.adamw(&mut cp[i], &gr[i], &mut cm[i], &mut cv[i], AdamWStep { weight_decay: decay(i), ..hp });

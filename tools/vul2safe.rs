@@ -532,11 +532,11 @@ fn run(cli: Cli) -> Result<()> {
             let flops = vul2safe::bench::flops_per_token(&cfg, seq);
             let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": "f32", "recompute": recompute});
             let r = match backend.as_str() {
-                "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps)?,
+                "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,
                 "cuda" => {
                     let g = vul2safe::backend::cuda::Cuda::new(0)?;
                     g.set_math(vul2safe::backend::cuda::Math::parse(&math)?)?;
-                    let r = vul2safe::bench::train_throughput_with(&g, cfg, batch, seq, recompute, 2, steps, || {
+                    let r = vul2safe::bench::train_throughput(&g, cfg, batch, seq, recompute, 2, steps, || {
                         if profile {
                             g.start_profile()
                         }
@@ -598,7 +598,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cfg = vul2safe::bench::small_llama();
             let params = vul2safe::model::weights::param_count(&cfg);
-            let r = vul2safe::bench::train_throughput(&be, cfg, batch, seq, false, 2, steps)?;
+            let r = vul2safe::bench::train_throughput(&be, cfg, batch, seq, false, 2, steps, || {})?;
             println!(
                 "{}",
                 serde_json::json!({
