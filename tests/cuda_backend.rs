@@ -429,3 +429,37 @@ fn rl_reductions_match_their_cpu_twins() {
         assert!((gl[i] - l).abs() < 1e-5 && (gd[i] - d).abs() < 1e-5, "value token {i}");
     }
 }
+
+#[test]
+fn ppo_reductions_through_the_backend_match_the_cpu() {
+    use vul2safe::backend::PackedRewards;
+    use vul2safe::rl::ppo_loss::{ClipMode, PolicyToken};
+    use vul2safe::rl::reward::RewardMode;
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let starts = [0usize, 4, 5, 12, 20];
+    let n = 20;
+    let (kl, bonus, pen, values) = (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let instance = randv(&mut rng, starts.len() - 1);
+    let packed = PackedRewards { starts: &starts, kl: &kl, secure_bonus: &bonus, penalties: &pen, instance: &instance };
+    for mode in [RewardMode::Tlr, RewardMode::Instance] {
+        let (ci, ct) = Cpu.ppo_rewards(&packed, 0.2, mode);
+        let (gi, gt) = g.ppo_rewards(&packed, 0.2, mode);
+        assert_close(&format!("{mode:?} instance stream"), &gi, &ci, 1e-5, 1e-6);
+        assert_close(&format!("{mode:?} token stream"), &gt, &ct, 1e-5, 1e-6);
+    }
+    let (ca, cr) = Cpu.ppo_gae(&kl, &values, &starts, 0.99, 0.95);
+    let (ga, gr) = g.ppo_gae(&kl, &values, &starts, 0.99, 0.95);
+    assert_close("packed gae advantages", &ga, &ca, 1e-5, 1e-6);
+    assert_close("packed gae returns", &gr, &cr, 1e-5, 1e-6);
+    let tokens: Vec<PolicyToken> = (0..n)
+        .map(|i| PolicyToken { logp: kl[i], logp_old: bonus[i], adv: pen[i], adv_tok: values[i], has_token_reward: i % 2 == 0 })
+        .collect();
+    let mode = ClipMode::Decoupled { eps_tok: 0.5 };
+    for (i, (c, gg)) in Cpu.ppo_policy_loss(&tokens, 0.2, mode).into_iter().zip(g.ppo_policy_loss(&tokens, 0.2, mode)).enumerate() {
+        assert!((c.0 - gg.0).abs() < 1e-4 && (c.1 - gg.1).abs() < 1e-4 && c.2 == gg.2, "policy token {i}: {c:?} vs {gg:?}");
+    }
+    for (i, (c, gg)) in Cpu.ppo_value_loss(&kl, &bonus, &pen, 0.2).into_iter().zip(g.ppo_value_loss(&kl, &bonus, &pen, 0.2)).enumerate() {
+        assert!((c.0 - gg.0).abs() < 1e-5 && (c.1 - gg.1).abs() < 1e-5, "value token {i}: {c:?} vs {gg:?}");
+    }
+}

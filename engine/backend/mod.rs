@@ -8,6 +8,9 @@
 //! - backward ops that produce parameter gradients *accumulate* into them, so
 //!   gradient accumulation over micro-batches needs no extra buffers.
 
+use crate::rl::ppo_loss::{ClipMode, PolicyToken};
+use crate::rl::reward::RewardMode;
+
 pub mod cpu;
 pub mod cuda;
 pub mod kernels;
@@ -230,6 +233,28 @@ pub trait Backend: Sync {
             self.scale(b, s);
         }
     }
+
+    // PPO's per-token reductions over packed sequences (engine/rl/ holds the
+    // math; a device backend runs its kernels-ptx/rl.cu twins). Host in, host out.
+    /// The instance and token reward streams (`rl::reward::assemble` per sequence).
+    fn ppo_rewards(&self, r: &PackedRewards<'_>, kl_coef: f32, mode: RewardMode) -> (Vec<f32>, Vec<f32>);
+    /// Advantages and returns (`rl::gae::gae` per sequence).
+    fn ppo_gae(&self, rewards: &[f32], values: &[f32], starts: &[usize], gamma: f32, lambda: f32) -> (Vec<f32>, Vec<f32>);
+    /// `(loss, ∂loss/∂logp, clipped)` per token (`rl::ppo_loss::policy_token`).
+    fn ppo_policy_loss(&self, tokens: &[PolicyToken], eps: f32, mode: ClipMode) -> Vec<(f32, f32, bool)>;
+    /// `(loss, ∂loss/∂v)` per token (`rl::ppo_loss::value_token`).
+    fn ppo_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> Vec<(f32, f32)>;
+}
+
+/// One PPO batch's per-token reward parts, packed: sequence `s` holds tokens
+/// `starts[s]..starts[s + 1]` of `kl`, `secure_bonus` and `penalties`.
+pub struct PackedRewards<'a> {
+    pub starts: &'a [usize],
+    pub kl: &'a [f32],
+    pub secure_bonus: &'a [f32],
+    pub penalties: &'a [f32],
+    /// One instance score per sequence.
+    pub instance: &'a [f32],
 }
 
 /// Target id that marks a position with no loss.

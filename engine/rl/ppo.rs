@@ -6,11 +6,11 @@
 //! surrogate, entropy bonus) and the critic (clipped value loss).
 
 use super::critic::Critic;
-use super::gae::{gae, whiten};
+use super::gae::whiten;
 use super::kl::{AdaptiveKl, KlEstimator};
-use super::ppo_loss::{policy_token, value_token, ClipMode, PolicyToken};
-use super::reward::{assemble, token_rewards, Reference, RewardConfig, RewardMode, SampleReward};
-use crate::backend::{Backend, IGNORE};
+use super::ppo_loss::{ClipMode, PolicyToken};
+use super::reward::{token_rewards, Reference, RewardConfig, RewardMode, SampleReward};
+use crate::backend::{Backend, PackedRewards, IGNORE};
 use crate::data::build::read_records;
 use crate::data::record::PrimeVulPlus;
 use crate::eval::analyzer::builtin::analyze_text;
@@ -81,6 +81,17 @@ fn load_examples(data: &Path, tok: &Tokenizer, format: PromptFormat) -> Result<V
     }
     ensure!(!out.is_empty(), "{}: no train-split records with prompts", path.display());
     Ok(out)
+}
+
+/// What the PPO losses need of one generated token.
+#[derive(Clone, Copy)]
+struct TokenInfo {
+    logp_old: f32,
+    adv: f32,
+    adv_tok: f32,
+    has_token_reward: bool,
+    v_old: f32,
+    ret: f32,
 }
 
 /// One scored rollout.
@@ -226,31 +237,32 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         let (ref_logp, _) = reference.score_batch(be, &full, &mut st)?;
         let values_all = critic.values(be, &full)?;
 
-        let mut adv: Vec<Vec<f32>> = Vec::new();
-        let mut adv_tok: Vec<Vec<f32>> = Vec::new();
-        let mut rets: Vec<Vec<f32>> = Vec::new();
-        let mut vals: Vec<Vec<f32>> = Vec::new();
+        // Every rollout packed: sequence i holds its tokens at starts[i]..starts[i + 1].
+        let mut starts = vec![0usize];
+        let (mut kls, mut values, mut bonus, mut pens, mut instance) = (vec![], vec![], vec![], vec![], vec![]);
         let (mut kl_sum, mut inst_sum, mut bonus_sum, mut pen_sum) = (0f64, 0f64, 0f64, 0f64);
         for (i, r) in rollouts.iter().enumerate() {
             let rows: Vec<usize> = (0..r.tokens.len()).map(|j| row_of(full.seq, r, i, j)).collect();
-            let kls: Vec<f32> = rows.iter().map(|&row| o.kl_estimator.estimate(old_logp[row], ref_logp[row])).collect();
-            let (inst, tokr) = assemble(&r.reward, &kls, kl.coef, o.mode);
-            let v: Vec<f32> = rows.iter().map(|&row| values_all[row]).collect();
-            let total: Vec<f32> = inst.iter().zip(&tokr).map(|(a, b)| a + b).collect();
-            let (a, ret) = gae(&total, &v, o.gamma, o.lambda);
-            let (at, _) = gae(&tokr, &vec![0.0; tokr.len()], o.gamma, o.lambda);
-            kl_sum += kls.iter().map(|&k| k as f64).sum::<f64>();
+            let seq_kls: Vec<f32> = rows.iter().map(|&row| o.kl_estimator.estimate(old_logp[row], ref_logp[row])).collect();
+            kl_sum += seq_kls.iter().map(|&k| k as f64).sum::<f64>();
             inst_sum += r.reward.instance as f64;
             bonus_sum += r.reward.secure_bonus.iter().sum::<f32>() as f64;
             pen_sum += r.reward.penalties.iter().sum::<f32>() as f64;
-            adv.push(a);
-            adv_tok.push(at);
-            rets.push(ret);
-            vals.push(v);
+            kls.extend(seq_kls);
+            values.extend(rows.iter().map(|&row| values_all[row]));
+            bonus.extend(&r.reward.secure_bonus);
+            pens.extend(&r.reward.penalties);
+            instance.push(r.reward.instance);
+            starts.push(kls.len());
         }
+        let packed = PackedRewards { starts: &starts, kl: &kls, secure_bonus: &bonus, penalties: &pens, instance: &instance };
+        let (inst, tokr) = be.ppo_rewards(&packed, kl.coef, o.mode);
+        let total: Vec<f32> = inst.iter().zip(&tokr).map(|(a, b)| a + b).collect();
+        let (mut adv, rets) = be.ppo_gae(&total, &values, &starts, o.gamma, o.lambda);
+        let (mut adv_tok, _) = be.ppo_gae(&tokr, &vec![0.0; tokr.len()], &starts, o.gamma, o.lambda);
         // Whiten the total advantage; scale the token part by the same factor.
-        let scale = whiten(&mut adv);
-        for a in adv_tok.iter_mut().flatten() {
+        let scale = whiten(std::slice::from_mut(&mut adv));
+        for a in adv_tok.iter_mut() {
             *a = (*a as f64 * scale) as f32;
         }
 
@@ -263,14 +275,20 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 let group: Vec<&Rollout> = mb.iter().map(|&i| &rollouts[i]).collect();
                 let batch = to_batch(&group, eos);
                 let n_tok: usize = group.iter().map(|r| r.tokens.len()).sum();
-                // Per batch row: (old logp, adv, adv_tok, has token reward, value, v_old, return).
-                let mut row_info = vec![None; batch.batch * batch.seq];
+                let mut row_info: Vec<Option<TokenInfo>> = vec![None; batch.batch * batch.seq];
                 for (k, &i) in mb.iter().enumerate() {
                     let r = &rollouts[i];
                     for j in 0..r.tokens.len() {
                         let has_tok = r.reward.secure_bonus[j] != 0.0 || r.reward.penalties[j] != 0.0;
-                        row_info[row_of(batch.seq, r, k, j)] =
-                            Some((old_logp[row_of(full.seq, r, i, j)], adv[i][j], adv_tok[i][j], has_tok, vals[i][j], rets[i][j]));
+                        let p = starts[i] + j;
+                        row_info[row_of(batch.seq, r, k, j)] = Some(TokenInfo {
+                            logp_old: old_logp[row_of(full.seq, r, i, j)],
+                            adv: adv[p],
+                            adv_tok: adv_tok[p],
+                            has_token_reward: has_tok,
+                            v_old: values[p],
+                            ret: rets[p],
+                        });
                     }
                 }
                 let scale = 1.0 / n_tok.max(1) as f32;
@@ -278,10 +296,14 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 zero_grads(be, &mut grads);
                 let ploss = policy.forward_backward_policy(be, &batch, &mut pst, &mut grads, |r0, logp, ent| {
                     let (mut c_logp, mut c_ent, mut loss) = (vec![0f32; logp.len()], vec![0f32; logp.len()], 0f64);
-                    for k in 0..logp.len() {
-                        let Some((lo, a, at, has_tok, _, _)) = row_info[r0 + k] else { continue };
-                        let t = PolicyToken { logp: logp[k], logp_old: lo, adv: a, adv_tok: at, has_token_reward: has_tok };
-                        let (l, g, c) = policy_token(t, o.clip_eps, o.clip);
+                    let (rows, tokens): (Vec<usize>, Vec<PolicyToken>) = (0..logp.len())
+                        .filter_map(|k| {
+                            let t = row_info[r0 + k]?;
+                            let (logp_old, adv, adv_tok, has_token_reward) = (t.logp_old, t.adv, t.adv_tok, t.has_token_reward);
+                            Some((k, PolicyToken { logp: logp[k], logp_old, adv, adv_tok, has_token_reward }))
+                        })
+                        .unzip();
+                    for (k, (l, g, c)) in rows.into_iter().zip(be.ppo_policy_loss(&tokens, o.clip_eps, o.clip)) {
                         c_logp[k] = g * scale;
                         c_ent[k] = -o.entropy_coef * scale;
                         loss += ((l - o.entropy_coef * ent[k]) * scale) as f64;
@@ -296,11 +318,14 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                     opt.update(be, &mut policy.params, &grads, o.lr);
                 }
                 pl_sum += ploss;
-                let vloss = critic.train_step(be, &batch, o.critic_lr, o.max_grad_norm, |values| {
-                    let (mut dv, mut loss) = (vec![0f32; values.len()], 0f64);
-                    for (row, info) in row_info.iter().enumerate() {
-                        let Some((_, _, _, _, v_old, ret)) = *info else { continue };
-                        let (l, g) = value_token(values[row], v_old, ret, o.value_clip);
+                let vloss = critic.train_step(be, &batch, o.critic_lr, o.max_grad_norm, |v_new| {
+                    let (mut dv, mut loss) = (vec![0f32; v_new.len()], 0f64);
+                    let (rows, infos): (Vec<usize>, Vec<TokenInfo>) = row_info.iter().enumerate().filter_map(|(row, t)| Some((row, (*t)?))).unzip();
+                    let v: Vec<f32> = rows.iter().map(|&row| v_new[row]).collect();
+                    let v_old: Vec<f32> = infos.iter().map(|t| t.v_old).collect();
+                    let ret: Vec<f32> = infos.iter().map(|t| t.ret).collect();
+                    let per_token = be.ppo_value_loss(&v, &v_old, &ret, o.value_clip);
+                    for (&row, (l, g)) in rows.iter().zip(per_token) {
                         dv[row] = g * scale;
                         loss += (l * scale) as f64;
                     }

@@ -7,12 +7,15 @@ mod elementwise;
 mod gemm;
 mod loss;
 mod norm;
+mod ppo;
 mod rope;
 mod scratch;
 
 pub use rope::rope_tables;
 
-use super::{AdamWStep, AttnShape, Backend, MatMul};
+use super::{AdamWStep, AttnShape, Backend, MatMul, PackedRewards};
+use crate::rl::ppo_loss::{ClipMode, PolicyToken};
+use crate::rl::reward::RewardMode;
 
 /// The CPU backend. Buffers are plain `Vec<f32>`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -142,5 +145,17 @@ impl Backend for Cpu {
     }
     fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamWStep) {
         adamw::adamw(param, grad, m, v, hp)
+    }
+    fn ppo_rewards(&self, r: &PackedRewards<'_>, kl_coef: f32, mode: RewardMode) -> (Vec<f32>, Vec<f32>) {
+        ppo::rewards(r, kl_coef, mode)
+    }
+    fn ppo_gae(&self, rewards: &[f32], values: &[f32], starts: &[usize], gamma: f32, lambda: f32) -> (Vec<f32>, Vec<f32>) {
+        ppo::gae_packed(rewards, values, starts, gamma, lambda)
+    }
+    fn ppo_policy_loss(&self, tokens: &[PolicyToken], eps: f32, mode: ClipMode) -> Vec<(f32, f32, bool)> {
+        ppo::policy_loss(tokens, eps, mode)
+    }
+    fn ppo_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> Vec<(f32, f32)> {
+        ppo::value_loss(v, v_old, ret, eps)
     }
 }

@@ -9,7 +9,9 @@
 //! cores, or one warp per row in exact f32 and for decode steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
-use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul};
+use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards};
+use crate::rl::ppo_loss::{ClipMode, PolicyToken};
+use crate::rl::reward::RewardMode;
 use anyhow::{Context, Result};
 use cudarc::cublas::CudaBlas;
 pub use gemm::Math;
@@ -487,6 +489,18 @@ impl Backend for Cuda {
     }
     fn scale_many(&self, bufs: Vec<&mut CudaSlice<f32>>, s: f32) {
         self.scale_all(bufs, s);
+    }
+    fn ppo_rewards(&self, r: &PackedRewards<'_>, kl_coef: f32, mode: RewardMode) -> (Vec<f32>, Vec<f32>) {
+        self.packed_rewards(r, kl_coef, mode)
+    }
+    fn ppo_gae(&self, rewards: &[f32], values: &[f32], starts: &[usize], gamma: f32, lambda: f32) -> (Vec<f32>, Vec<f32>) {
+        self.packed_gae(rewards, values, starts, gamma, lambda)
+    }
+    fn ppo_policy_loss(&self, tokens: &[PolicyToken], eps: f32, mode: ClipMode) -> Vec<(f32, f32, bool)> {
+        self.token_policy_loss(tokens, eps, mode)
+    }
+    fn ppo_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> Vec<(f32, f32)> {
+        self.token_value_loss(v, v_old, ret, eps)
     }
 }
 

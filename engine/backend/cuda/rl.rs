@@ -3,8 +3,9 @@
 //! Host slices in, host vectors out, like the CPU functions they mirror.
 
 use super::{per_element, per_row, Cuda};
-use crate::backend::Backend;
-use crate::rl::ppo_loss::ClipMode;
+use crate::backend::{Backend, PackedRewards};
+use crate::rl::ppo_loss::{ClipMode, PolicyToken};
+use crate::rl::reward::RewardMode;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 fn starts_i32(starts: &[usize]) -> Vec<i32> {
@@ -141,5 +142,42 @@ impl Cuda {
         a.truncate(n);
         b.truncate(n);
         (a, b)
+    }
+
+    // The Backend trait's PPO reductions, on the kernels above.
+
+    pub(crate) fn packed_rewards(&self, r: &PackedRewards<'_>, kl_coef: f32, mode: RewardMode) -> (Vec<f32>, Vec<f32>) {
+        if r.kl.is_empty() {
+            return (vec![], vec![]);
+        }
+        // Instance mode folds each sequence's token rewards into its last token: their sum first.
+        let per_token: Vec<f32> = r.secure_bonus.iter().zip(r.penalties).map(|(b, p)| b + p).collect();
+        let token_total = self.rl_segment_sum(&per_token, r.starts);
+        self.rl_assemble(r.kl, r.secure_bonus, r.penalties, r.instance, &token_total, r.starts, kl_coef, mode == RewardMode::Tlr)
+    }
+
+    pub(crate) fn packed_gae(&self, rewards: &[f32], values: &[f32], starts: &[usize], gamma: f32, lambda: f32) -> (Vec<f32>, Vec<f32>) {
+        if rewards.is_empty() {
+            return (vec![], vec![]);
+        }
+        self.rl_gae(rewards, values, starts, gamma, lambda)
+    }
+
+    pub(crate) fn token_policy_loss(&self, tokens: &[PolicyToken], eps: f32, mode: ClipMode) -> Vec<(f32, f32, bool)> {
+        if tokens.is_empty() {
+            return vec![];
+        }
+        let column = |f: fn(&PolicyToken) -> f32| tokens.iter().map(f).collect::<Vec<f32>>();
+        let has: Vec<bool> = tokens.iter().map(|t| t.has_token_reward).collect();
+        let out = self.rl_policy_loss(&column(|t| t.logp), &column(|t| t.logp_old), &column(|t| t.adv), &column(|t| t.adv_tok), &has, eps, mode);
+        out.loss.into_iter().zip(out.dlogp).zip(out.clipped).map(|((l, d), c)| (l, d, c)).collect()
+    }
+
+    pub(crate) fn token_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> Vec<(f32, f32)> {
+        if v.is_empty() {
+            return vec![];
+        }
+        let (loss, grad) = self.rl_value_loss(v, v_old, ret, eps);
+        loss.into_iter().zip(grad).collect()
     }
 }
