@@ -4,7 +4,7 @@
 //! analyzer.
 
 use crate::backend::Backend;
-use crate::generate::{generate, SamplingConfig};
+use crate::generate::{generate_continuous, SamplingConfig};
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
 use crate::tensor::DType;
@@ -123,18 +123,26 @@ pub struct GenerateBench {
     pub secs: f64,
 }
 
-/// `batch` random prompts of `prompt_len` tokens, `new` sampled tokens each
-/// (temperature 1, no truncation, no stop tokens), timed from the prefill to
-/// the last token as HF `generate` is, after a short warm-up.
-pub fn generate_throughput<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, prompt_len: usize, new: usize) -> Result<GenerateBench> {
+/// `prompts` random prompts of `prompt_len` tokens through `batch` rows of
+/// continuous batching, `new` sampled tokens each (temperature 1, no
+/// truncation, no stop tokens), timed from the prefill to the last token as
+/// HF `generate` is, after a short warm-up.
+pub fn generate_throughput<B: Backend>(
+    be: &B,
+    cfg: ModelConfig,
+    batch: usize,
+    prompts: usize,
+    prompt_len: usize,
+    new: usize,
+) -> Result<GenerateBench> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let prompts: Vec<Vec<u32>> = (0..batch).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
+    let prompts: Vec<Vec<u32>> = (0..prompts).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
     let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0, stop_tokens: vec![] };
-    generate(be, &model, &prompts, &sampling(2))?;
+    generate_continuous(be, &model, &prompts[..batch.min(prompts.len())], batch, &sampling(2))?;
     be.synchronize();
     let t0 = std::time::Instant::now();
-    let out = generate(be, &model, &prompts, &sampling(new))?;
+    let out = generate_continuous(be, &model, &prompts, batch, &sampling(new))?;
     be.synchronize();
     let secs = t0.elapsed().as_secs_f64();
     let made: usize = out.iter().map(|g| g.tokens.len()).sum();

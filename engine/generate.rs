@@ -87,55 +87,122 @@ pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, u: f32) -> (u32, f32) {
     (pick as u32, scaled[pick] - log_z)
 }
 
-/// Generates a continuation for every prompt in one batch.
+/// Generates a continuation for every prompt, all in one batch.
 pub fn generate<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cfg: &SamplingConfig) -> Result<Vec<Generation>> {
+    generate_continuous(be, model, prompts, prompts.len(), cfg)
+}
+
+/// Continuous batching: `slots` rows decode together, and a row that finishes
+/// (stop token or `max_new_tokens`) takes the next waiting prompt at once
+/// (prefilled on its own and copied into that row's KV cache), so one long
+/// sample does not hold the others up. With `slots ≥ prompts.len()` this is
+/// plain batched generation. Outputs follow `prompts`' order; the sampler
+/// draws once per live row per step, in row order.
+pub fn generate_continuous<B: Backend>(
+    be: &B,
+    model: &Transformer<B>,
+    prompts: &[Vec<u32>],
+    slots: usize,
+    cfg: &SamplingConfig,
+) -> Result<Vec<Generation>> {
     ensure!(!prompts.is_empty(), "no prompts to generate from");
     ensure!(prompts.iter().all(|p| !p.is_empty()), "every prompt needs at least one token");
-    let batch = prompts.len();
+    ensure!(slots > 0, "continuous batching needs at least one slot");
+    let slots = slots.min(prompts.len());
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let cap = longest + cfg.max_new_tokens;
     let vocab = model.cfg.vocab_size;
-    let mut cache = KvCache::new(be, &model.cfg, batch, cap);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut out = vec![Generation { tokens: vec![], logprobs: vec![], stopped: false }; batch];
+    let mut out = vec![Generation { tokens: vec![], logprobs: vec![], stopped: false }; prompts.len()];
     if cfg.max_new_tokens == 0 {
         return Ok(out);
     }
+    let mut cache = KvCache::new(be, &model.cfg, slots, cap);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let pad = prompts[0][0];
+    // Which prompt each row is generating for (None: finished, nothing left to take).
+    let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
+    let mut waiting = slots..prompts.len();
+    let mut logits = prefill(be, model, &prompts[..slots], &mut cache)?;
 
-    // Prefill, right-padded: pads sit after each prompt, so causal attention
-    // keeps them out of every real position; their cache slots are reused.
+    loop {
+        // One draw per live row in row order, as a sequential sampler makes
+        // them; the rows then sample in parallel with the same results.
+        let draws: Vec<Option<f32>> =
+            owner.iter().map(|o| o.map(|_| if cfg.temperature > 0.0 { rng.random::<f32>() } else { 0.0 })).collect();
+        let picks: Vec<Option<(u32, f32)>> =
+            draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect();
+        let mut next = vec![pad; slots];
+        let mut advance = vec![false; slots];
+        for (r, pick) in picks.into_iter().enumerate() {
+            let (Some((tok, lp)), Some(p)) = (pick, owner[r]) else { continue };
+            let g = &mut out[p];
+            g.tokens.push(tok);
+            g.logprobs.push(lp);
+            g.stopped = cfg.stop_tokens.contains(&tok);
+            if g.stopped || g.tokens.len() == cfg.max_new_tokens {
+                owner[r] = None;
+            } else {
+                (next[r], advance[r]) = (tok, true);
+            }
+        }
+        // Finished rows take waiting prompts; their first logits come from their own prefill.
+        for r in 0..slots {
+            if owner[r].is_none() {
+                if let Some(p) = waiting.next() {
+                    let row = admit(be, model, &prompts[p], r, &mut cache)?;
+                    logits[r * vocab..(r + 1) * vocab].copy_from_slice(&row);
+                    owner[r] = Some(p);
+                }
+            }
+        }
+        if owner.iter().all(Option::is_none) {
+            break;
+        }
+        if !advance.contains(&true) {
+            continue;
+        }
+        // Every row steps to keep one batch; rows that did not take a token
+        // keep their length, so the position they wrote is overwritten later.
+        let lens = cache.lens.clone();
+        let hidden = model.forward_cached(be, &next, 1, &mut cache)?;
+        let stepped = be.download(&model.logits(be, &hidden, slots));
+        for r in 0..slots {
+            if advance[r] {
+                logits[r * vocab..(r + 1) * vocab].copy_from_slice(&stepped[r * vocab..(r + 1) * vocab]);
+            } else {
+                cache.lens[r] = lens[r];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Right-padded prefill of one prompt per cache row; returns each row's
+/// next-token logits. Pads sit after each prompt, so causal attention keeps
+/// them out of every real position, and their cache slots are reused.
+fn prefill<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+    let (batch, d) = (prompts.len(), model.cfg.hidden_size);
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let pad = prompts[0][0];
     let ids: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied().chain(std::iter::repeat(pad)).take(longest)).collect();
-    let hidden = model.forward_cached(be, &ids, longest, &mut cache)?;
-    let d = model.cfg.hidden_size;
+    let hidden = model.forward_cached(be, &ids, longest, cache)?;
     let mut last = be.zeros(batch * d);
     for (r, p) in prompts.iter().enumerate() {
         be.copy_range(&mut last, r * d, &hidden, (r * longest + p.len() - 1) * d, d);
     }
     cache.lens = prompts.iter().map(Vec::len).collect();
-    let mut logits = be.download(&model.logits(be, &last, batch));
+    Ok(be.download(&model.logits(be, &last, batch)))
+}
 
-    for step in 0..cfg.max_new_tokens {
-        // One draw per live row in row order, as a sequential sampler makes
-        // them; the rows then sample in parallel with the same results.
-        let draws: Vec<Option<f32>> =
-            out.iter().map(|g| (!g.stopped).then(|| if cfg.temperature > 0.0 { rng.random::<f32>() } else { 0.0 })).collect();
-        let picks: Vec<Option<(u32, f32)>> =
-            draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect();
-        let mut next = vec![pad; batch];
-        for ((row, pick), next) in out.iter_mut().zip(picks).zip(&mut next) {
-            let Some((tok, lp)) = pick else { continue };
-            row.tokens.push(tok);
-            row.logprobs.push(lp);
-            row.stopped = cfg.stop_tokens.contains(&tok);
-            *next = tok;
-        }
-        if step + 1 == cfg.max_new_tokens || out.iter().all(|g| g.stopped) {
-            break;
-        }
-        // Finished rows still step (their output is discarded) to keep one batch.
-        let hidden = model.forward_cached(be, &next, 1, &mut cache)?;
-        logits = be.download(&model.logits(be, &hidden, batch));
+/// Prefills `prompt` alone and moves its keys and values into row `row` of
+/// `cache`; returns its next-token logits.
+fn admit<B: Backend>(be: &B, model: &Transformer<B>, prompt: &[u32], row: usize, cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+    let mut own = KvCache::new(be, &model.cfg, 1, cache.cap);
+    let logits = prefill(be, model, &[prompt.to_vec()], &mut own)?;
+    let block = model.cfg.num_kv_heads * cache.cap * model.cfg.head_dim;
+    for (dst, src) in cache.k.iter_mut().chain(cache.v.iter_mut()).zip(own.k.iter().chain(own.v.iter())) {
+        be.copy_range(dst, row * block, src, 0, block);
     }
-    Ok(out)
+    cache.lens[row] = prompt.len();
+    Ok(logits)
 }

@@ -6,7 +6,7 @@ mod common;
 use common::fixture_dir;
 use rand::{Rng, SeedableRng};
 use vul2safe::backend::cpu::Cpu;
-use vul2safe::generate::{generate, sample_row, SamplingConfig};
+use vul2safe::generate::{generate, generate_continuous, sample_row, SamplingConfig};
 use vul2safe::model::Transformer;
 
 fn model(name: &str) -> Transformer<Cpu> {
@@ -77,6 +77,28 @@ fn stop_tokens_end_a_row_and_other_rows_continue() {
     assert!(got[0].stopped);
     let other_stop = free[1].tokens.iter().position(|&t| t == stop).map_or(12, |i| i + 1);
     assert_eq!(got[1].tokens, free[1].tokens[..other_stop]);
+}
+
+#[test]
+fn continuous_batching_refills_finished_rows_and_matches_one_prompt_at_a_time() {
+    let m = model("qwen2_b");
+    let prompts: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![40, 41], vec![7], vec![300, 301, 302, 303, 304], vec![12, 99], vec![5, 5, 5, 5]];
+    // Stopping on a token the first prompt emits early makes rows finish at different steps.
+    let alone = |p: &Vec<u32>, cfg: &SamplingConfig| generate(&Cpu, &m, std::slice::from_ref(p), cfg).unwrap().remove(0);
+    let free = alone(&prompts[0], &SamplingConfig { max_new_tokens: 14, ..Default::default() });
+    let cfg = SamplingConfig { max_new_tokens: 14, stop_tokens: vec![free.tokens[2]], ..Default::default() };
+    let want: Vec<_> = prompts.iter().map(|p| alone(p, &cfg)).collect();
+    assert!(want.iter().any(|g| g.stopped) && want.iter().any(|g| !g.stopped), "the stop token should end only some rows");
+    for slots in [1, 2, 4] {
+        let got = generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.tokens, w.tokens, "{slots} slots, prompt {i}");
+            assert_eq!(g.stopped, w.stopped, "{slots} slots, prompt {i}");
+            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                assert!((a - b).abs() < 1e-5, "{slots} slots, prompt {i}: logprob {a} vs {b}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -301,8 +301,12 @@ enum BenchCmd {
         /// `small`, `llama-124m` or `qwen2-0.5b`.
         #[arg(long, default_value = "qwen2-0.5b")]
         shape: String,
+        /// Rows decoding together (continuous batching refills them from the queue).
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Prompts in the queue (default: one per row).
+        #[arg(long)]
+        prompts: Option<usize>,
         #[arg(long, default_value_t = 128)]
         prompt_len: usize,
         #[arg(long, default_value_t = 256)]
@@ -568,17 +572,19 @@ fn run(cli: Cli) -> Result<()> {
             v["tflops"] = ((r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0).into();
             println!("{v}");
         }
-        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompt_len, new } } => {
-            if batch == 0 || prompt_len == 0 || new == 0 {
-                bail!("--batch, --prompt-len and --new must be at least 1");
+        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompts, prompt_len, new } } => {
+            let prompts = prompts.unwrap_or(batch);
+            if batch == 0 || prompts == 0 || prompt_len == 0 || new == 0 {
+                bail!("--batch, --prompts, --prompt-len and --new must be at least 1");
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
-            let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompt_len": prompt_len, "new": new, "storage": "f32", "sampling": "host"});
+            let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
+                "prompt_len": prompt_len, "new": new, "storage": "f32", "sampling": "host"});
             let (r, device) = match backend.as_str() {
-                "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompt_len, new)?, "cpu".to_string()),
+                "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new)?, "cpu".to_string()),
                 "cuda" => {
                     let g = vul2safe::backend::cuda::Cuda::new(0)?;
-                    (vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompt_len, new)?, g.device_name())
+                    (vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new)?, g.device_name())
                 }
                 other => bail!("--backend must be cpu or cuda, got {other:?}"),
             };
