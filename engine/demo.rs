@@ -197,6 +197,7 @@ fn evaluate_model(dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, nam
     let tok = crate::tokenizer::Tokenizer::load(dir)?;
     let opts = EvalOptions {
         samples: budget.samples,
+        batch: 32,
         temperature: 0.8,
         top_p: 0.95,
         max_new_tokens: 128,

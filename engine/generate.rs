@@ -96,8 +96,9 @@ pub fn generate<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>]
 /// (stop token or `max_new_tokens`) takes the next waiting prompt at once
 /// (prefilled on its own and copied into that row's KV cache), so one long
 /// sample does not hold the others up. With `slots ≥ prompts.len()` this is
-/// plain batched generation. Outputs follow `prompts`' order; the sampler
-/// draws once per live row per step, in row order.
+/// plain batched generation. Outputs follow `prompts`' order. Prompt `i`
+/// samples from its own random stream (`cfg.seed`, stream `i`), so what it
+/// generates does not depend on `slots` or on the other prompts.
 pub fn generate_continuous<B: Backend>(
     be: &B,
     model: &Transformer<B>,
@@ -117,7 +118,7 @@ pub fn generate_continuous<B: Backend>(
         return Ok(out);
     }
     let mut cache = KvCache::new(be, &model.cfg, slots, cap);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut rngs: Vec<ChaCha8Rng> = (0..prompts.len()).map(|i| prompt_rng(cfg.seed, i)).collect();
     let pad = prompts[0][0];
     // Which prompt each row is generating for (None: finished, nothing left to take).
     let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
@@ -125,10 +126,8 @@ pub fn generate_continuous<B: Backend>(
     let mut logits = prefill(be, model, &prompts[..slots], &mut cache)?;
 
     loop {
-        // One draw per live row in row order, as a sequential sampler makes
-        // them; the rows then sample in parallel with the same results.
         let draws: Vec<Option<f32>> =
-            owner.iter().map(|o| o.map(|_| if cfg.temperature > 0.0 { rng.random::<f32>() } else { 0.0 })).collect();
+            owner.iter().map(|o| o.map(|p| if cfg.temperature > 0.0 { rngs[p].random::<f32>() } else { 0.0 })).collect();
         let picks: Vec<Option<(u32, f32)>> =
             draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect();
         let mut next = vec![pad; slots];
@@ -175,6 +174,13 @@ pub fn generate_continuous<B: Backend>(
         }
     }
     Ok(out)
+}
+
+/// Prompt `i`'s sampling stream: the seed's ChaCha8 generator on stream `i`.
+fn prompt_rng(seed: u64, i: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(i as u64);
+    rng
 }
 
 /// Right-padded prefill of one prompt per cache row; returns each row's

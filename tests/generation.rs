@@ -102,6 +102,22 @@ fn continuous_batching_refills_finished_rows_and_matches_one_prompt_at_a_time() 
 }
 
 #[test]
+fn a_prompts_sample_does_not_depend_on_the_batch_it_runs_in() {
+    let m = model("llama_a");
+    let prompts: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![40, 41], vec![7], vec![300, 301, 302]];
+    let cfg = SamplingConfig { max_new_tokens: 12, temperature: 1.2, top_p: 0.9, seed: 11, ..Default::default() };
+    let all = generate(&Cpu, &m, &prompts, &cfg).unwrap();
+    for slots in [1, 3] {
+        let got = generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap();
+        assert_eq!(got.iter().map(|g| &g.tokens).collect::<Vec<_>>(), all.iter().map(|g| &g.tokens).collect::<Vec<_>>(), "{slots} slots");
+    }
+    // Each prompt has its own stream: the same prompt twice samples two different continuations.
+    let twice = generate(&Cpu, &m, &[vec![1, 2, 3], vec![1, 2, 3]], &cfg).unwrap();
+    assert_eq!(twice[0].tokens, all[0].tokens);
+    assert_ne!(twice[0].tokens, twice[1].tokens);
+}
+
+#[test]
 fn top_k_and_top_p_restrict_the_choice() {
     let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

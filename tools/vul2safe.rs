@@ -81,6 +81,9 @@ enum Cmd {
         bench: String,
         #[arg(long, default_value_t = 4)]
         samples: usize,
+        /// Rows generating at once (continuous batching over every task's samples).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
         #[arg(long, default_value_t = 0.8)]
         temperature: f32,
         #[arg(long, default_value_t = 0.95)]
@@ -468,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             bench,
             samples,
+            batch,
             temperature,
             top_p,
             max_new_tokens,
@@ -490,7 +494,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 vul2safe::eval::sandbox::Isolation::Required
             };
-            let opts = EvalOptions { samples, temperature, top_p, max_new_tokens, seed, tools, prompt_format, isolation };
+            let opts = EvalOptions { samples, batch, temperature, top_p, max_new_tokens, seed, tools, prompt_format, isolation };
             let (report, sample_rows) = match backend.as_str() {
                 "cpu" => evaluate(&be, &Transformer::load(&be, &model)?, &tok, &tasks, &opts)?,
                 "cuda" => {

@@ -8,7 +8,7 @@ use super::passk::mean_at_k;
 use super::sandbox::{self, Isolation, Limits};
 use super::tasks::{Task, TaskKind};
 use crate::backend::Backend;
-use crate::generate::{generate, SamplingConfig};
+use crate::generate::{generate_continuous, SamplingConfig};
 use crate::model::Transformer;
 use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
@@ -23,6 +23,8 @@ const STOP_SEQUENCES: &[&str] = &["\ndef ", "\nclass ", "\nif __name__", "\nprin
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
     pub samples: usize,
+    /// Rows generating at once (continuous batching over every task's samples).
+    pub batch: usize,
     pub temperature: f32,
     pub top_p: f32,
     pub max_new_tokens: usize,
@@ -113,9 +115,12 @@ pub fn evaluate<B: Backend>(
     let limits = Limits { isolation: opts.isolation, ..Limits::default() };
     let max_pos = model.cfg.max_position_embeddings;
     ensure!(opts.max_new_tokens < max_pos, "--max-new-tokens {} leaves no room for a prompt (context {max_pos})", opts.max_new_tokens);
-    let (mut new_tokens, t0) = (0usize, Instant::now());
-    let mut samples: Vec<SampleResult> = Vec::new();
-    for (ti, task) in tasks.iter().enumerate() {
+    ensure!(opts.batch >= 1, "--batch must be at least 1");
+    let t0 = Instant::now();
+    // Every task's prompt, `samples` times, through one continuously batched run:
+    // sample k of task t is prompt t·samples + k, with its own random stream.
+    let mut prompts = Vec::with_capacity(tasks.len() * opts.samples);
+    for task in tasks {
         let mut ids = tok.encode(&format_prompt(task, opts.prompt_format))?.ids;
         // Keep the prompt's end (closest to the answer) when it is too long.
         let room = max_pos - opts.max_new_tokens;
@@ -123,19 +128,23 @@ pub fn evaluate<B: Backend>(
             ids.drain(..ids.len() - room);
         }
         ensure!(!ids.is_empty(), "task {}: empty prompt", task.id);
-        let cfg = SamplingConfig {
-            max_new_tokens: opts.max_new_tokens,
-            temperature: opts.temperature,
-            top_p: opts.top_p,
-            seed: opts.seed.wrapping_add(ti as u64),
-            stop_tokens: model.cfg.eos_token_ids.clone(),
-            ..Default::default()
-        };
-        for g in generate(be, model, &vec![ids; opts.samples], &cfg)? {
-            new_tokens += g.tokens.len();
-            let code = code_under_test(task, &tok.decode(&g.tokens)?);
-            samples.push(SampleResult { task: task.id.clone(), code, findings: vec![], high_medium: 0, passed: None });
-        }
+        prompts.extend(std::iter::repeat_n(ids, opts.samples));
+    }
+    let cfg = SamplingConfig {
+        max_new_tokens: opts.max_new_tokens,
+        temperature: opts.temperature,
+        top_p: opts.top_p,
+        seed: opts.seed,
+        stop_tokens: model.cfg.eos_token_ids.clone(),
+        ..Default::default()
+    };
+    let generations = generate_continuous(be, model, &prompts, opts.batch, &cfg)?;
+    let new_tokens: usize = generations.iter().map(|g| g.tokens.len()).sum();
+    let mut samples: Vec<SampleResult> = Vec::with_capacity(generations.len());
+    for (i, g) in generations.iter().enumerate() {
+        let task = &tasks[i / opts.samples];
+        let code = code_under_test(task, &tok.decode(&g.tokens)?);
+        samples.push(SampleResult { task: task.id.clone(), code, findings: vec![], high_medium: 0, passed: None });
     }
     let gen_secs = t0.elapsed().as_secs_f64();
 
