@@ -110,6 +110,9 @@ enum Cmd {
         /// `cpu` or `cuda` (generation only; analysis and tests run on the host).
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention; f32 accumulation), `tf32` or `exact` (f32).
+        #[arg(long, default_value = "bf16")]
+        math: String,
     },
     /// Supervised fine-tuning on PrimeVul+ (prompt → secure function, loss on the function only).
     Sft(SftArgs),
@@ -132,6 +135,9 @@ struct SftArgs {
     /// `cpu` or `cuda`.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention; f32 accumulation), `tf32` or `exact` (f32).
+    #[arg(long, default_value = "bf16")]
+    math: String,
     /// HF folder to start from (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
     model: PathBuf,
@@ -176,6 +182,9 @@ struct PpoArgs {
     /// `cpu` or `cuda`.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention; f32 accumulation), `tf32` or `exact` (f32).
+    #[arg(long, default_value = "bf16")]
+    math: String,
     /// The starting policy (HF folder with tokenizer.json); also the frozen reference and the critic's start.
     #[arg(long)]
     policy: PathBuf,
@@ -457,7 +466,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let summary = match a.backend.as_str() {
                 "cpu" => vul2safe::train::sft::run(&be, &opts, on_step)?,
-                "cuda" => vul2safe::train::sft::run(&vul2safe::backend::cuda::Cuda::new(0)?, &opts, on_step)?,
+                "cuda" => vul2safe::train::sft::run(&cuda(&a.math)?, &opts, on_step)?,
                 other => bail!("--backend must be cpu or cuda, got {other:?}"),
             };
             bar.finish_and_clear();
@@ -482,6 +491,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             allow_unisolated,
             backend,
+            math,
         } => {
             use vul2safe::eval::harness::{evaluate, EvalOptions};
             validate_sampling(temperature, top_p)?;
@@ -498,7 +508,7 @@ fn run(cli: Cli) -> Result<()> {
             let (report, sample_rows) = match backend.as_str() {
                 "cpu" => evaluate(&be, &Transformer::load(&be, &model)?, &tok, &tasks, &opts)?,
                 "cuda" => {
-                    let g = vul2safe::backend::cuda::Cuda::new(0)?;
+                    let g = cuda(&math)?;
                     evaluate(&g, &Transformer::load(&g, &model)?, &tok, &tasks, &opts)?
                 }
                 other => bail!("--backend must be cpu or cuda, got {other:?}"),
@@ -542,8 +552,7 @@ fn run(cli: Cli) -> Result<()> {
             let r = match backend.as_str() {
                 "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,
                 "cuda" => {
-                    let g = vul2safe::backend::cuda::Cuda::new(0)?;
-                    g.set_math(vul2safe::backend::cuda::Math::parse(&math)?)?;
+                    let g = cuda(&math)?;
                     let r = vul2safe::bench::train_throughput(&g, cfg, batch, seq, recompute, 2, steps, || {
                         if profile {
                             g.start_profile()
@@ -587,7 +596,7 @@ fn run(cli: Cli) -> Result<()> {
             let (r, device) = match backend.as_str() {
                 "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new)?, "cpu".to_string()),
                 "cuda" => {
-                    let g = vul2safe::backend::cuda::Cuda::new(0)?;
+                    let g = cuda("bf16")?;
                     (vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new)?, g.device_name())
                 }
                 other => bail!("--backend must be cpu or cuda, got {other:?}"),
@@ -620,6 +629,13 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The first GPU, in the math mode `math` names.
+fn cuda(math: &str) -> Result<vul2safe::backend::cuda::Cuda> {
+    let g = vul2safe::backend::cuda::Cuda::new(0)?;
+    g.set_math(vul2safe::backend::cuda::Math::parse(math)?)?;
+    Ok(g)
 }
 
 fn ppo(be: &Cpu, a: PpoArgs) -> Result<()> {
@@ -693,7 +709,7 @@ fn ppo(be: &Cpu, a: PpoArgs) -> Result<()> {
     };
     let summary = match a.backend.as_str() {
         "cpu" => run(be, &opts, on_iter)?,
-        "cuda" => run(&vul2safe::backend::cuda::Cuda::new(0)?, &opts, on_iter)?,
+        "cuda" => run(&cuda(&a.math)?, &opts, on_iter)?,
         other => bail!("--backend must be cpu or cuda, got {other:?}"),
     };
     bar.finish_and_clear();
