@@ -123,7 +123,7 @@ pub fn generate_continuous<B: Backend>(
     // Which prompt each row is generating for (None: finished, nothing left to take).
     let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
     let mut waiting = slots..prompts.len();
-    let mut logits = prefill(be, model, &prompts[..slots], &mut cache)?;
+    let mut logits = first_wave(be, model, &prompts[..slots], &mut cache)?;
 
     loop {
         let draws: Vec<Option<f32>> =
@@ -148,7 +148,7 @@ pub fn generate_continuous<B: Backend>(
         for r in 0..slots {
             if owner[r].is_none() {
                 if let Some(p) = waiting.next() {
-                    let row = admit(be, model, &prompts[p], r, &mut cache)?;
+                    let row = prefill_into(be, model, &[&prompts[p]], &[r], &mut cache)?;
                     logits[r * vocab..(r + 1) * vocab].copy_from_slice(&row);
                     owner[r] = Some(p);
                 }
@@ -186,29 +186,75 @@ fn prompt_rng(seed: u64, i: usize) -> ChaCha8Rng {
 /// Right-padded prefill of one prompt per cache row; returns each row's
 /// next-token logits. Pads sit after each prompt, so causal attention keeps
 /// them out of every real position, and their cache slots are reused.
-fn prefill<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts: &[P], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
     let (batch, d) = (prompts.len(), model.cfg.hidden_size);
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let pad = prompts[0][0];
-    let ids: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied().chain(std::iter::repeat(pad)).take(longest)).collect();
+    let longest = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
+    let pad = prompts[0].as_ref()[0];
+    let ids: Vec<u32> = prompts.iter().flat_map(|p| p.as_ref().iter().copied().chain(std::iter::repeat(pad)).take(longest)).collect();
     let hidden = model.forward_cached(be, &ids, longest, cache)?;
     let mut last = be.zeros(batch * d);
     for (r, p) in prompts.iter().enumerate() {
-        be.copy_range(&mut last, r * d, &hidden, (r * longest + p.len() - 1) * d, d);
+        be.copy_range(&mut last, r * d, &hidden, (r * longest + p.as_ref().len() - 1) * d, d);
     }
-    cache.lens = prompts.iter().map(Vec::len).collect();
+    cache.lens = prompts.iter().map(|p| p.as_ref().len()).collect();
     Ok(be.download(&model.logits(be, &last, batch)))
 }
 
-/// Prefills `prompt` alone and moves its keys and values into row `row` of
-/// `cache`; returns its next-token logits.
-fn admit<B: Backend>(be: &B, model: &Transformer<B>, prompt: &[u32], row: usize, cache: &mut KvCache<B>) -> Result<Vec<f32>> {
-    let mut own = KvCache::new(be, &model.cfg, 1, cache.cap);
-    let logits = prefill(be, model, &[prompt.to_vec()], &mut own)?;
+/// Padding a prefill group may add, as a fraction of its real tokens.
+const PREFILL_PAD_SLACK: f64 = 0.125;
+
+/// Prefills the first wave (prompt `i` into row `i`) and returns every row's
+/// next-token logits. Prompts of similar length share a prefill, so a short
+/// prompt is not padded to the longest one: sorted by length, a group grows
+/// while its padding stays within `PREFILL_PAD_SLACK` of its tokens.
+fn first_wave<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut tokens = 0usize;
+    for i in order {
+        let len = prompts[i].len();
+        match groups.last_mut() {
+            // Sorted ascending, so `len` is the group's longest if `i` joins.
+            Some(g) if (len * (g.len() + 1) - (tokens + len)) as f64 <= PREFILL_PAD_SLACK * (tokens + len) as f64 => {
+                g.push(i);
+                tokens += len;
+            }
+            _ => {
+                groups.push(vec![i]);
+                tokens = len;
+            }
+        }
+    }
+    if groups.len() == 1 {
+        return prefill(be, model, prompts, cache);
+    }
+    let vocab = model.cfg.vocab_size;
+    let mut logits = vec![0f32; prompts.len() * vocab];
+    for g in groups {
+        let group: Vec<&[u32]> = g.iter().map(|&i| prompts[i].as_slice()).collect();
+        let rows = prefill_into(be, model, &group, &g, cache)?;
+        for (k, &i) in g.iter().enumerate() {
+            logits[i * vocab..(i + 1) * vocab].copy_from_slice(&rows[k * vocab..(k + 1) * vocab]);
+        }
+    }
+    Ok(logits)
+}
+
+/// Prefills `prompts` together in a cache of their own, then moves prompt
+/// `k`'s keys and values into row `rows[k]` of `cache`; returns their
+/// next-token logits, one row each.
+fn prefill_into<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+    let mut own = KvCache::new(be, &model.cfg, prompts.len(), cache.cap);
+    let logits = prefill(be, model, prompts, &mut own)?;
     let block = model.cfg.num_kv_heads * cache.cap * model.cfg.head_dim;
     for (dst, src) in cache.k.iter_mut().chain(cache.v.iter_mut()).zip(own.k.iter().chain(own.v.iter())) {
-        be.copy_range(dst, row * block, src, 0, block);
+        for (k, &row) in rows.iter().enumerate() {
+            be.copy_range(dst, row * block, src, k * block, block);
+        }
     }
-    cache.lens[row] = prompt.len();
+    for (p, &row) in prompts.iter().zip(rows) {
+        cache.lens[row] = p.len();
+    }
     Ok(logits)
 }
