@@ -1,0 +1,127 @@
+//! Attention dispatch: the tensor-core flash kernels (kernels-ptx/flash.cu)
+//! in the bf16 and tf32 modes, and the one-warp-per-row f32 kernels
+//! (kernels-ptx/attention.cu) in exact mode and for decode-sized steps.
+
+use super::{per_element, Cuda, THREADS};
+use crate::backend::{AttnShape, Backend};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+
+/// One warp per row: `rows` rows in blocks of 8 warps, on a `(y, z)` grid.
+fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, y as u32, z as u32), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Rows (queries or keys) per block of the flash kernels, as in kernels-ptx/flash.cu.
+const FLASH_FWD_ROWS: usize = 128;
+const FLASH_DQ_ROWS: usize = 64;
+const FLASH_DKDV_KEYS: usize = 128;
+
+/// One block of `block_rows / 16` warps per `block_rows` rows of a flash kernel, on a `(heads, batch)` grid.
+fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(block_rows) as u32, heads as u32, batch as u32),
+        block_dim: (2 * block_rows as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl Cuda {
+    /// The attention kernel `stem` instantiated for `head_dim`.
+    fn attention_kernel_name(stem: &str, head_dim: usize) -> String {
+        match head_dim {
+            32 | 64 | 128 => format!("{stem}_d{head_dim}_f32"),
+            d => panic!("CUDA attention supports head_dim 32, 64 and 128, not {d}"),
+        }
+    }
+
+    /// `Backend::attention_fwd`: flash for 16 or more queries on the tensor cores.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_forward(
+        &self,
+        out: &mut CudaSlice<f32>,
+        lse: Option<&mut CudaSlice<f32>>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        sh: AttnShape,
+        kv_lens: &[usize],
+    ) {
+        let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
+        let d_lens = self.ids(&lens);
+        let mut scratch;
+        let lse = match lse {
+            Some(l) => l,
+            None => {
+                scratch = self.zeros(sh.batch * sh.q_heads * sh.q_len);
+                &mut scratch
+            }
+        };
+        let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
+        // A flash block covers 128 queries: decode-sized steps stay on the per-row kernel.
+        let (name, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
+            (Self::attention_kernel_name("flash_fwd", sh.head_dim), per_flash_tile(sh.q_len, FLASH_FWD_ROWS, sh.q_heads, sh.batch))
+        } else {
+            (Self::attention_kernel_name("attention_fwd", sh.head_dim), per_warp_row(sh.q_len, sh.q_heads, sh.batch))
+        };
+        launch!(self, &name, cfg, out, lse, q, k, v, &d_lens, &hq, &hkv, &tq, &cap, &scale);
+    }
+    /// `Backend::attention_bwd`: the row dot, then dQ and dK/dV passes.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_backward(
+        &self,
+        dq: &mut CudaSlice<f32>,
+        dk: &mut CudaSlice<f32>,
+        dv: &mut CudaSlice<f32>,
+        dout: &CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        out: &CudaSlice<f32>,
+        lse: &CudaSlice<f32>,
+        sh: AttnShape,
+    ) {
+        assert_eq!(sh.kv_cap, sh.q_len, "attention_bwd is for training: kv_cap must equal q_len");
+        let rows = sh.batch * sh.q_heads * sh.q_len;
+        let mut rowdot = self.zeros(rows);
+        let r = rows as i64;
+        let name = Self::attention_kernel_name("attention_rowdot", sh.head_dim);
+        launch!(self, &name, per_warp_row(rows, 1, 1), &mut rowdot, dout, out, &r);
+        let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
+        if !self.tensor_cores() {
+            let name = Self::attention_kernel_name("attention_bwd_dq", sh.head_dim);
+            launch!(self, &name, per_warp_row(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let name = Self::attention_kernel_name("attention_bwd_dkdv", sh.head_dim);
+            launch!(self, &name, per_warp_row(sh.q_len, sh.kv_heads, sh.batch), dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            return;
+        }
+        let name = Self::attention_kernel_name("flash_bwd_dq", sh.head_dim);
+        launch!(self, &name, per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        // dK/dV per query head; a GQA group's heads are then summed.
+        let name = Self::attention_kernel_name("flash_bwd_dkdv", sh.head_dim);
+        let cfg = per_flash_tile(sh.q_len, FLASH_DKDV_KEYS, sh.q_heads, sh.batch);
+        let group = sh.group();
+        if group == 1 {
+            launch!(self, &name, cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            return;
+        }
+        let mut dk_heads = self.zeros(sh.batch * sh.q_heads * sh.q_len * sh.head_dim);
+        let mut dv_heads = self.zeros(dk_heads.len());
+        launch!(self, &name, cfg, &mut dk_heads, &mut dv_heads, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
+        let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim);
+        launch!(self, "flash_group_sum_f32", cfg, dk, &dk_heads, &blocks, &g, &inner);
+        launch!(self, "flash_group_sum_f32", cfg, dv, &dv_heads, &blocks, &g, &inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The launch shapes here must match the block shapes the kernels assume.
+    #[test]
+    fn flash_block_rows_match_the_kernels() {
+        let src = include_str!("../../../kernels-ptx/flash.cu");
+        for (name, rows) in [("FWD_ROWS", super::FLASH_FWD_ROWS), ("DQ_ROWS", super::FLASH_DQ_ROWS), ("DKDV_KEYS", super::FLASH_DKDV_KEYS)] {
+            assert!(src.contains(&format!("#define {name} {rows}\n")), "flash.cu must #define {name} {rows}");
+        }
+    }
+}
