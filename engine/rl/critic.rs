@@ -114,21 +114,16 @@ impl<B: Backend> Critic<B> {
         be.matmul(&mut st.d_ln, &dv_buf, &self.w, MatMul { m: n, n: d, k: 1, trans_a: false, trans_b: false, accumulate: false });
         let mut gw = be.zeros(d);
         be.matmul(&mut gw, &st.ln_f, &dv_buf, MatMul { m: d, n: 1, k: n, trans_a: true, trans_b: false, accumulate: false });
-        let gb = be.upload(&[dv.iter().sum::<f32>()]);
+        let mut gb = be.upload(&[dv.iter().sum::<f32>()]);
         self.model.trunk_backward(be, batch, &positions, &mut st, &mut self.grads);
         self.state = Some(st);
         // Clip the trunk and the head together.
-        let norm =
-            (self.grads.iter().into_iter().map(|g| be.sum_squares(g)).sum::<f64>() + be.sum_squares(&gw) + be.sum_squares(&gb)).sqrt();
+        let norm = be.sum_squares_many(&self.grads.iter().into_iter().chain([&gw, &gb]).collect::<Vec<_>>()).sqrt();
         if !(loss.is_finite() && norm.is_finite()) {
             return Ok(f64::NAN);
         }
         let scale = (max_grad_norm as f64 / (norm + 1e-6)).min(1.0) as f32;
-        for g in self.grads.iter_mut().into_iter().chain([&mut gw]) {
-            be.scale(g, scale);
-        }
-        let mut gb = gb;
-        be.scale(&mut gb, scale);
+        be.scale_many(self.grads.iter_mut().into_iter().chain([&mut gw, &mut gb]).collect(), scale);
         self.opt.update(be, &mut self.model.params, &self.grads, lr);
         let hp = AdamWStep { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: self.opt.step };
         let [mw, mb] = &mut self.head_m;
