@@ -30,14 +30,6 @@ impl Math {
             other => bail!("unknown math mode {other:?} (exact, tf32, bf16)"),
         })
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Math::Exact => "exact",
-            Math::Tf32 => "tf32",
-            Math::Bf16 => "bf16",
-        }
-    }
 }
 
 fn op(transposed: bool) -> cublasOperation_t {
