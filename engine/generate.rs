@@ -8,7 +8,6 @@ use crate::model::{KvCache, Transformer};
 use anyhow::{ensure, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
 pub struct SamplingConfig {
@@ -123,13 +122,13 @@ pub fn generate_continuous<B: Backend>(
     // Which prompt each row is generating for (None: finished, nothing left to take).
     let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
     let mut waiting = slots..prompts.len();
+    // Each row's next-token logits stay on the device; only picks come back.
     let mut logits = first_wave(be, model, &prompts[..slots], &mut cache)?;
 
     loop {
         let draws: Vec<Option<f32>> =
             owner.iter().map(|o| o.map(|p| if cfg.temperature > 0.0 { rngs[p].random::<f32>() } else { 0.0 })).collect();
-        let picks: Vec<Option<(u32, f32)>> =
-            draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect();
+        let picks = be.sample(&logits, vocab, cfg, &draws);
         let mut next = vec![pad; slots];
         let mut advance = vec![false; slots];
         for (r, pick) in picks.into_iter().enumerate() {
@@ -149,7 +148,7 @@ pub fn generate_continuous<B: Backend>(
             if owner[r].is_none() {
                 if let Some(p) = waiting.next() {
                     let row = prefill_into(be, model, &[&prompts[p]], &[r], &mut cache)?;
-                    logits[r * vocab..(r + 1) * vocab].copy_from_slice(&row);
+                    be.copy_range(&mut logits, r * vocab, &row, 0, vocab);
                     owner[r] = Some(p);
                 }
             }
@@ -164,12 +163,16 @@ pub fn generate_continuous<B: Backend>(
         // keep their length, so the position they wrote is overwritten later.
         let lens = cache.lens.clone();
         let hidden = model.forward_cached(be, &next, 1, &mut cache)?;
-        let stepped = be.download(&model.logits(be, &hidden, slots));
-        for r in 0..slots {
-            if advance[r] {
-                logits[r * vocab..(r + 1) * vocab].copy_from_slice(&stepped[r * vocab..(r + 1) * vocab]);
-            } else {
-                cache.lens[r] = lens[r];
+        let stepped = model.logits(be, &hidden, slots);
+        let refilled: Vec<usize> = (0..slots).filter(|&r| !advance[r] && owner[r].is_some()).collect();
+        for r in (0..slots).filter(|&r| !advance[r]) {
+            cache.lens[r] = lens[r];
+        }
+        if refilled.is_empty() {
+            logits = stepped;
+        } else {
+            for r in (0..slots).filter(|&r| advance[r]) {
+                be.copy_range(&mut logits, r * vocab, &stepped, r * vocab, vocab);
             }
         }
     }
@@ -186,7 +189,7 @@ fn prompt_rng(seed: u64, i: usize) -> ChaCha8Rng {
 /// Right-padded prefill of one prompt per cache row; returns each row's
 /// next-token logits. Pads sit after each prompt, so causal attention keeps
 /// them out of every real position, and their cache slots are reused.
-fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts: &[P], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts: &[P], cache: &mut KvCache<B>) -> Result<B::Buf> {
     let (batch, d) = (prompts.len(), model.cfg.hidden_size);
     let longest = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
     let pad = prompts[0].as_ref()[0];
@@ -197,7 +200,7 @@ fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts:
         be.copy_range(&mut last, r * d, &hidden, (r * longest + p.as_ref().len() - 1) * d, d);
     }
     cache.lens = prompts.iter().map(|p| p.as_ref().len()).collect();
-    Ok(be.download(&model.logits(be, &last, batch)))
+    Ok(model.logits(be, &last, batch))
 }
 
 /// Padding a prefill group may add, as a fraction of its real tokens.
@@ -207,7 +210,7 @@ const PREFILL_PAD_SLACK: f64 = 0.125;
 /// next-token logits. Prompts of similar length share a prefill, so a short
 /// prompt is not padded to the longest one: sorted by length, a group grows
 /// while its padding stays within `PREFILL_PAD_SLACK` of its tokens.
-fn first_wave<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+fn first_wave<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cache: &mut KvCache<B>) -> Result<B::Buf> {
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| prompts[i].len());
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -230,12 +233,12 @@ fn first_wave<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], 
         return prefill(be, model, prompts, cache);
     }
     let vocab = model.cfg.vocab_size;
-    let mut logits = vec![0f32; prompts.len() * vocab];
+    let mut logits = be.zeros(prompts.len() * vocab);
     for g in groups {
         let group: Vec<&[u32]> = g.iter().map(|&i| prompts[i].as_slice()).collect();
         let rows = prefill_into(be, model, &group, &g, cache)?;
         for (k, &i) in g.iter().enumerate() {
-            logits[i * vocab..(i + 1) * vocab].copy_from_slice(&rows[k * vocab..(k + 1) * vocab]);
+            be.copy_range(&mut logits, i * vocab, &rows, k * vocab, vocab);
         }
     }
     Ok(logits)
@@ -244,7 +247,7 @@ fn first_wave<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], 
 /// Prefills `prompts` together in a cache of their own, then moves prompt
 /// `k`'s keys and values into row `rows[k]` of `cache`; returns their
 /// next-token logits, one row each.
-fn prefill_into<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<Vec<f32>> {
+fn prefill_into<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<B::Buf> {
     let mut own = KvCache::new(be, &model.cfg, prompts.len(), cache.cap);
     let logits = prefill(be, model, prompts, &mut own)?;
     let block = model.cfg.num_kv_heads * cache.cap * model.cfg.head_dim;

@@ -8,6 +8,7 @@
 //! - backward ops that produce parameter gradients *accumulate* into them, so
 //!   gradient accumulation over micro-batches needs no extra buffers.
 
+use crate::generate::SamplingConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
 
@@ -212,6 +213,12 @@ pub trait Backend: Sync {
     /// is `c_logp[r]` with respect to the target's logprob and `c_ent[r]` with
     /// respect to the entropy: `c_logp (onehot - p) - c_ent p (log p + H)`.
     fn logit_grad_inplace(&self, logits: &mut Self::Buf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize);
+
+    /// Picks one token per row of `[rows, vocab]` logits as
+    /// [`crate::generate::sample_row`] defines it, row `r` with the uniform
+    /// draw `draws[r]` (`None` skips the row); returns each token and its
+    /// logprob. A device backend downloads only those, never the logits.
+    fn sample(&self, logits: &Self::Buf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>>;
 
     /// One decoupled-weight-decay Adam update of `param` in place.
     fn adamw(&self, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf, hp: AdamWStep);

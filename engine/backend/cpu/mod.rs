@@ -14,8 +14,10 @@ mod scratch;
 pub use rope::rope_tables;
 
 use super::{AdamWStep, AttnShape, Backend, MatMul, PackedRewards};
+use crate::generate::{sample_row, SamplingConfig};
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
+use rayon::prelude::*;
 
 /// The CPU backend. Buffers are plain `Vec<f32>`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -142,6 +144,9 @@ impl Backend for Cpu {
     }
     fn logit_grad_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         loss::logit_grad_inplace(logits, targets, c_logp, c_ent, vocab)
+    }
+    fn sample(&self, logits: &Vec<f32>, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
+        draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect()
     }
     fn adamw(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, hp: AdamWStep) {
         adamw::adamw(param, grad, m, v, hp)

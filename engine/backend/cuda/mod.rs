@@ -10,6 +10,7 @@
 
 use super::kernels::{entry_points, KERNEL_PTX};
 use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards};
+use crate::generate::SamplingConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
 use anyhow::{Context, Result};
@@ -84,6 +85,7 @@ mod memory;
 mod multi_tensor;
 pub mod profile;
 pub mod rl;
+mod sampling;
 
 impl Cuda {
     /// Opens GPU `ordinal` and loads every kernel family. Errors (no driver,
@@ -385,6 +387,9 @@ impl Backend for Cuda {
     fn logit_grad_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
         launch!(self, "logit_grad_f32", per_row(targets.len()), logits, &t, &cl, &ce, &v);
+    }
+    fn sample(&self, logits: &CudaSlice<f32>, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
+        self.sample_rows(logits, vocab, cfg, draws)
     }
     fn adamw(&self, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, m: &mut CudaSlice<f32>, v: &mut CudaSlice<f32>, hp: AdamWStep) {
         let n = param.len() as i64;
