@@ -134,6 +134,7 @@ pub fn generate_throughput<B: Backend>(
     prompts: usize,
     prompt_len: usize,
     new: usize,
+    before_timed: impl FnOnce(),
 ) -> Result<GenerateBench> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let prompts: Vec<Vec<u32>> = (0..prompts).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
@@ -141,6 +142,7 @@ pub fn generate_throughput<B: Backend>(
     let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0, stop_tokens: vec![] };
     generate_continuous(be, &model, &prompts[..batch.min(prompts.len())], batch, &sampling(2))?;
     be.synchronize();
+    before_timed();
     let t0 = std::time::Instant::now();
     let out = generate_continuous(be, &model, &prompts, batch, &sampling(new))?;
     be.synchronize();

@@ -547,3 +547,28 @@ fn device_sampling_matches_the_cpu() {
         }
     }
 }
+
+#[test]
+fn frozen_weights_keep_their_bf16_copy_until_unfrozen() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (rows, d_in, d_out) = (8, 64, 48);
+    let (x, mut w) = (g.upload(&randv(&mut rng, rows * d_in)), g.upload(&randv(&mut rng, d_out * d_in)));
+    let mm = MatMul::linear(rows, d_in, d_out);
+    let run = |w: &<Cuda as Backend>::Buf| {
+        let mut y = g.zeros(rows * d_out);
+        g.matmul(&mut y, &x, w, mm);
+        g.download(&y)
+    };
+    let plain = run(&w);
+    g.freeze_weights(true);
+    assert_eq!(run(&w), plain, "first frozen matmul");
+    assert_eq!(run(&w), plain, "matmul from the kept copy");
+    // The contract says frozen weights do not change; this shows why: the
+    // kept copy wins until unfreezing drops it.
+    g.scale(&mut w, 2.0);
+    assert_eq!(run(&w), plain, "kept copy while frozen");
+    g.freeze_weights(false);
+    let doubled: Vec<f32> = plain.iter().map(|v| 2.0 * v).collect();
+    assert_eq!(run(&w), doubled, "after unfreezing the new weights are used");
+}

@@ -323,6 +323,10 @@ enum BenchCmd {
         prompt_len: usize,
         #[arg(long, default_value_t = 256)]
         new: usize,
+        /// Per-kernel-family GPU time of the timed run (CUDA events; the
+        /// event per launch slows a launch-bound decode, so time it without).
+        #[arg(long)]
+        profile: bool,
     },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
@@ -567,14 +571,7 @@ fn run(cli: Cli) -> Result<()> {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
                     }
                     if profile {
-                        let rows = g.take_profile();
-                        let total: f64 = rows.iter().map(|f| f.ms).sum();
-                        eprintln!("| kernel family | calls/step | ms/step | share |\n|---|---|---|---|");
-                        for f in &rows {
-                            eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / steps, f.ms / steps as f64, 100.0 * f.ms / total);
-                        }
-                        eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the step |", total / steps as f64, 100.0 * total / steps as f64 / r.step_ms);
-                        v["profile"] = serde_json::to_value(&rows)?;
+                        v["profile"] = print_profile(&g, "step", steps, r.step_ms)?;
                     }
                     r
                 }
@@ -585,19 +582,28 @@ fn run(cli: Cli) -> Result<()> {
             v["tflops"] = ((r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0).into();
             println!("{v}");
         }
-        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompts, prompt_len, new } } => {
+        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompts, prompt_len, new, profile } } => {
             let prompts = prompts.unwrap_or(batch);
             if batch == 0 || prompts == 0 || prompt_len == 0 || new == 0 {
                 bail!("--batch, --prompts, --prompt-len and --new must be at least 1");
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
-                "prompt_len": prompt_len, "new": new, "storage": "f32", "sampling": "host"});
+                "prompt_len": prompt_len, "new": new, "storage": "f32"});
             let (r, device) = match backend.as_str() {
-                "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new)?, "cpu".to_string()),
+                "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new, || {})?, "cpu".to_string()),
                 "cuda" => {
                     let g = cuda("bf16")?;
-                    (vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new)?, g.device_name())
+                    let r = vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new, || {
+                        if profile {
+                            g.start_profile()
+                        }
+                    })?;
+                    if profile {
+                        // One "step" here is one whole generation run.
+                        v["profile"] = print_profile(&g, "run", 1, r.secs * 1e3)?;
+                    }
+                    (r, g.device_name())
                 }
                 other => bail!("--backend must be cpu or cuda, got {other:?}"),
             };
@@ -629,6 +635,20 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the per-kernel-family table of a profiled bench to stderr (per
+/// `unit`, `units` of them in `wall_ms`) and returns its rows as JSON.
+fn print_profile(g: &vul2safe::backend::cuda::Cuda, unit: &str, units: usize, wall_ms: f64) -> Result<serde_json::Value> {
+    let rows = g.take_profile();
+    let total: f64 = rows.iter().map(|f| f.ms).sum();
+    let per = units as f64;
+    eprintln!("| kernel family | calls/{unit} | ms/{unit} | share |\n|---|---|---|---|");
+    for f in &rows {
+        eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
+    }
+    eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
+    Ok(serde_json::to_value(&rows)?)
 }
 
 /// The first GPU, in the math mode `math` names.

@@ -63,7 +63,7 @@ impl Cuda {
         } else {
             (Self::attention_kernel_name("attention_fwd", sh.head_dim), per_warp_row(sh.q_len, sh.q_heads, sh.batch))
         };
-        launch!(self, &name, cfg, out, lse, q, k, v, &d_lens, &hq, &hkv, &tq, &cap, &scale);
+        launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale);
     }
     /// `Backend::attention_bwd`: the row dot, then dQ and dK/dV passes.
     #[allow(clippy::too_many_arguments)]

@@ -9,6 +9,7 @@ use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation
 use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
 use std::ffi::c_void;
+use std::sync::Arc;
 
 /// How the CUDA backend does its arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl Cuda {
         let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
         let beta = if mm.accumulate { 1.0f32 } else { 0.0 };
         if self.math() == Math::Bf16 {
-            let (a16, b16) = (self.bf16_copy(a, mm.m * mm.k), self.bf16_copy(b, mm.k * mm.n));
+            let (a16, b16) = (self.bf16_copy(a, mm.m * mm.k), self.bf16_weight(b, mm.k * mm.n));
             let _timed = self.timed("gemm");
             let alpha = 1.0f32;
             let (pa, _ra) = a16.device_ptr(&self.stream);
@@ -96,6 +97,14 @@ impl Cuda {
         let _timed = self.timed("gemm");
         // SAFETY: as above.
         unsafe { self.blas.gemm(cfg, b, a, c) }.expect("cuBLAS sgemm");
+    }
+
+    /// `bf16_copy` of a `b` operand, kept between calls while weights are frozen.
+    fn bf16_weight(&self, w: &CudaSlice<f32>, n: usize) -> Arc<CudaSlice<half::bf16>> {
+        let mut frozen = self.frozen.lock().expect("frozen weights lock");
+        let Some(copies) = frozen.as_mut() else { return Arc::new(self.bf16_copy(w, n)) };
+        let key = (w.device_ptr(&self.stream).0, n);
+        copies.entry(key).or_insert_with(|| Arc::new(self.bf16_copy(w, n))).clone()
     }
 
     /// The first `n` values of `x` as bf16, in pool-cached scratch.

@@ -19,7 +19,7 @@ pub use gemm::Math;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const THREADS: u32 = 256;
 /// Rows per block in the two-pass column sums (bias and norm-weight gradients).
@@ -32,7 +32,16 @@ pub struct Cuda {
     pool: sys::CUmemoryPool,
     profile: profile::Recorder,
     math: AtomicU8,
+    /// Recently uploaded id arrays, newest first: a forward passes the same
+    /// positions, cache offsets and lengths to every layer, so each crosses
+    /// the bus once. Kernels only read these, so equal contents mean equal data.
+    recent_ids: Mutex<Vec<(Vec<u32>, Arc<CudaSlice<u32>>)>>,
+    /// bf16 copies of frozen weights by (address, length); `None` unless frozen.
+    frozen: Mutex<Option<HashMap<(u64, usize), Arc<CudaSlice<half::bf16>>>>>,
 }
+
+/// How many id arrays `Cuda::ids` keeps on the device.
+const RECENT_IDS: usize = 8;
 
 // SAFETY: the memory pool handle is only passed to thread-safe driver calls.
 unsafe impl Send for Cuda {}
@@ -108,7 +117,7 @@ impl Cuda {
                 kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
             }
         }
-        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0) };
+        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), recent_ids: Mutex::default(), frozen: Mutex::default() };
         cuda.set_math(Math::Bf16)?;
         Ok(cuda)
     }
@@ -142,8 +151,19 @@ impl Cuda {
         self.kernels.get(name).unwrap_or_else(|| panic!("kernel {name} is not in the embedded PTX"))
     }
 
-    pub(crate) fn ids(&self, host: &[u32]) -> CudaSlice<u32> {
-        self.stream.clone_htod(host).expect("uploading ids")
+    /// `host` on the device, uploaded unless one of the recent uploads holds it.
+    pub(crate) fn ids(&self, host: &[u32]) -> Arc<CudaSlice<u32>> {
+        let mut recent = self.recent_ids.lock().expect("id cache lock");
+        if let Some(i) = recent.iter().position(|(h, _)| h[..] == *host) {
+            let hit = recent.remove(i);
+            let dev = hit.1.clone();
+            recent.insert(0, hit);
+            return dev;
+        }
+        let dev = Arc::new(self.stream.clone_htod(host).expect("uploading ids"));
+        recent.insert(0, (host.to_vec(), dev.clone()));
+        recent.truncate(RECENT_IDS);
+        dev
     }
 
     pub(crate) fn floats(&self, host: &[f32]) -> CudaSlice<f32> {
@@ -170,7 +190,7 @@ impl Cuda {
     ) {
         let p = self.ids(positions);
         let (rows, h, hd) = (positions.len() as i64, heads as i32, head_dim as i32);
-        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &p, &rows, &h, &hd, &sign);
+        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &*p, &rows, &h, &hd, &sign);
     }
 }
 
@@ -187,6 +207,9 @@ impl Backend for Cuda {
         // 512 MiB: chunks of ~900 (vocab 152K) to ~2,700 (vocab 50K) rows keep
         // the head's matmuls large and every SM busy in the row kernels.
         128 << 20
+    }
+    fn freeze_weights(&self, frozen: bool) {
+        *self.frozen.lock().expect("frozen weights lock") = frozen.then(HashMap::new);
     }
     fn zeros(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
@@ -244,7 +267,7 @@ impl Backend for Cuda {
     fn embedding_fwd(&self, out: &mut CudaSlice<f32>, table: &CudaSlice<f32>, ids: &[u32], dim: usize) {
         let d_ids = self.ids(ids);
         let (rows, d) = (ids.len() as i64, dim as i32);
-        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out, table, &d_ids, &rows, &d);
+        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out, table, &*d_ids, &rows, &d);
     }
     fn embedding_bwd(&self, dtable: &mut CudaSlice<f32>, dout: &CudaSlice<f32>, ids: &[u32], dim: usize) {
         // Rows grouped by token on the host, one block per token on the device.
@@ -252,7 +275,7 @@ impl Backend for Cuda {
         let (starts, order) = rows_by_token(ids, vocab);
         let to_u32 = |v: Vec<usize>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
         let (d_order, d_starts, d) = (self.ids(&to_u32(order)), self.ids(&to_u32(starts)), dim as i32);
-        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable, dout, &d_order, &d_starts, &d);
+        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable, dout, &*d_order, &*d_starts, &d);
     }
     fn rmsnorm_fwd(
         &self,
@@ -321,7 +344,7 @@ impl Backend for Cuda {
         let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
         let d_s = self.ids(&s);
         let (b, t, h, hd, c) = (batch as i32, seq as i32, heads as i32, head_dim as i32, cap as i32);
-        launch!(self, "to_head_major_f32", per_element(src.len()), dst, src, &b, &t, &h, &hd, &c, &d_s);
+        launch!(self, "to_head_major_f32", per_element(src.len()), dst, src, &b, &t, &h, &hd, &c, &*d_s);
     }
     fn to_token_major(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (b, t, h, hd) = (batch as i32, seq as i32, heads as i32, head_dim as i32);
@@ -372,13 +395,13 @@ impl Backend for Cuda {
     fn cross_entropy_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
         let mut loss = self.zeros(targets.len());
-        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits, &mut loss, &t, &w, &v);
+        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits, &mut loss, &*t, &w, &v);
         self.download(&loss).iter().map(|&x| x as f64).sum()
     }
     fn logprob_entropy(&self, logits: &CudaSlice<f32>, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
         let (t, v) = (self.ids(targets), vocab as i32);
         let (mut lp, mut h) = (self.zeros(targets.len()), self.zeros(targets.len()));
-        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits, &mut lp, &mut h, &t, &v);
+        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits, &mut lp, &mut h, &*t, &v);
         let (mut lp, mut h) = (self.download(&lp), self.download(&h));
         lp.truncate(targets.len());
         h.truncate(targets.len());
@@ -386,7 +409,7 @@ impl Backend for Cuda {
     }
     fn logit_grad_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        launch!(self, "logit_grad_f32", per_row(targets.len()), logits, &t, &cl, &ce, &v);
+        launch!(self, "logit_grad_f32", per_row(targets.len()), logits, &*t, &cl, &ce, &v);
     }
     fn sample(&self, logits: &CudaSlice<f32>, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
         self.sample_rows(logits, vocab, cfg, draws)
