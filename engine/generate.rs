@@ -116,8 +116,6 @@ pub fn generate_continuous<B: Backend>(
     if cfg.max_new_tokens == 0 {
         return Ok(out);
     }
-    be.freeze_weights(true);
-    let _unfreeze = Unfreeze(be);
     let mut cache = KvCache::new(be, &model.cfg, slots, cap);
     let mut rngs: Vec<ChaCha8Rng> = (0..prompts.len()).map(|i| prompt_rng(cfg.seed, i)).collect();
     let pad = prompts[0][0];
@@ -146,12 +144,12 @@ pub fn generate_continuous<B: Backend>(
             }
         }
         // Finished rows take waiting prompts; their first logits come from their own prefill.
-        for r in 0..slots {
-            if owner[r].is_none() {
+        for (r, o) in owner.iter_mut().enumerate() {
+            if o.is_none() {
                 if let Some(p) = waiting.next() {
                     let row = prefill_into(be, model, &[&prompts[p]], &[r], &mut cache)?;
                     be.copy_range(&mut logits, r * vocab, &row, 0, vocab);
-                    owner[r] = Some(p);
+                    *o = Some(p);
                 }
             }
         }
@@ -179,15 +177,6 @@ pub fn generate_continuous<B: Backend>(
         }
     }
     Ok(out)
-}
-
-/// Unfreezes the backend's weights when a generation ends, however it ends.
-struct Unfreeze<'a, B: Backend>(&'a B);
-
-impl<B: Backend> Drop for Unfreeze<'_, B> {
-    fn drop(&mut self) {
-        self.0.freeze_weights(false);
-    }
 }
 
 /// Prompt `i`'s sampling stream: the seed's ChaCha8 generator on stream `i`.

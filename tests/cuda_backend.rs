@@ -549,26 +549,39 @@ fn device_sampling_matches_the_cpu() {
 }
 
 #[test]
-fn frozen_weights_keep_their_bf16_copy_until_unfrozen() {
+fn every_write_drops_a_buffers_kept_bf16_copy() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (rows, d_in, d_out) = (8, 64, 48);
-    let (x, mut w) = (g.upload(&randv(&mut rng, rows * d_in)), g.upload(&randv(&mut rng, d_out * d_in)));
+    let n = d_out * d_in;
+    let x = g.upload(&randv(&mut rng, rows * d_in));
+    let other = g.upload(&randv(&mut rng, n));
     let mm = MatMul::linear(rows, d_in, d_out);
-    let run = |w: &<Cuda as Backend>::Buf| {
+    // Each write to `w`, after a matmul has kept w's bf16 copy.
+    let hp = AdamWStep { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0, step: 1 };
+    type Write = Box<dyn Fn(&Cuda, &mut <Cuda as Backend>::Buf, &<Cuda as Backend>::Buf)>;
+    let writes: Vec<(&str, Write)> = vec![
+        ("scale", Box::new(|g, w, _| g.scale(w, -2.0))),
+        ("add_inplace", Box::new(|g, w, o| g.add_inplace(w, o))),
+        ("copy_range", Box::new(move |g, w, o| g.copy_range(w, 5, o, 0, n - 5))),
+        ("matmul output", Box::new(move |g, w, o| g.matmul(w, o, o, MatMul { m: d_out, n: d_in, k: 1, trans_a: false, trans_b: false, accumulate: false }))),
+        ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
+        ("adamw", Box::new(move |g, w, o| g.adamw(w, o, &mut g.zeros(n), &mut g.zeros(n), hp))),
+        ("adamw_many", Box::new(move |g, w, o| {
+            let (mut m, mut v) = (g.zeros(n), g.zeros(n));
+            g.adamw_many(vec![AdamWTensor { param: w, grad: o, m: &mut m, v: &mut v, weight_decay: 0.0 }], hp)
+        })),
+        ("scale_many", Box::new(|g, w, _| g.scale_many(vec![w], 3.0))),
+        ("fill_zero", Box::new(|g, w, _| g.fill_zero(w))),
+    ];
+    let mut w = g.upload(&randv(&mut rng, n));
+    for (what, write) in writes {
         let mut y = g.zeros(rows * d_out);
-        g.matmul(&mut y, &x, w, mm);
-        g.download(&y)
-    };
-    let plain = run(&w);
-    g.freeze_weights(true);
-    assert_eq!(run(&w), plain, "first frozen matmul");
-    assert_eq!(run(&w), plain, "matmul from the kept copy");
-    // The contract says frozen weights do not change; this shows why: the
-    // kept copy wins until unfreezing drops it.
-    g.scale(&mut w, 2.0);
-    assert_eq!(run(&w), plain, "kept copy while frozen");
-    g.freeze_weights(false);
-    let doubled: Vec<f32> = plain.iter().map(|v| 2.0 * v).collect();
-    assert_eq!(run(&w), doubled, "after unfreezing the new weights are used");
+        g.matmul(&mut y, &x, &w, mm);
+        write(&g, &mut w, &other);
+        g.matmul(&mut y, &x, &w, mm);
+        let mut want = vec![0.0; rows * d_out];
+        Cpu.matmul(&mut want, &g.download(&x), &g.download(&w), mm);
+        close_within(&format!("matmul after {what}"), &g, &y, &want, BF16_TOL);
+    }
 }

@@ -102,12 +102,6 @@ pub trait Backend: Sync {
     /// near the caches on a CPU, large enough to fill a GPU.
     fn logits_chunk_elems(&self) -> usize;
 
-    /// While frozen, no buffer passed as a matmul's `b` operand (the
-    /// weights) changes, so a device backend may keep each one's converted
-    /// copy between calls; unfreezing drops those copies. Generation freezes
-    /// for its whole run; the CPU has nothing to keep.
-    fn freeze_weights(&self, _frozen: bool) {}
-
     // Memory.
     fn zeros(&self, len: usize) -> Self::Buf;
     fn upload(&self, host: &[f32]) -> Self::Buf;

@@ -3,7 +3,7 @@
 //! (kernels-ptx/attention.cu) in exact mode and for decode-sized steps.
 
 use super::{per_element, Cuda, THREADS};
-use crate::backend::{AttnShape, Backend};
+use crate::backend::AttnShape;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// One warp per row: `rows` rows in blocks of 8 warps, on a `(y, z)` grid.
@@ -52,7 +52,7 @@ impl Cuda {
         let lse = match lse {
             Some(l) => l,
             None => {
-                scratch = self.zeros(sh.batch * sh.q_heads * sh.q_len);
+                scratch = self.scratch(sh.batch * sh.q_heads * sh.q_len);
                 &mut scratch
             }
         };
@@ -82,7 +82,7 @@ impl Cuda {
     ) {
         assert_eq!(sh.kv_cap, sh.q_len, "attention_bwd is for training: kv_cap must equal q_len");
         let rows = sh.batch * sh.q_heads * sh.q_len;
-        let mut rowdot = self.zeros(rows);
+        let mut rowdot = self.scratch(rows);
         let r = rows as i64;
         let name = Self::attention_kernel_name("attention_rowdot", sh.head_dim);
         launch!(self, &name, per_warp_row(rows, 1, 1), &mut rowdot, dout, out, &r);
@@ -104,8 +104,8 @@ impl Cuda {
             launch!(self, &name, cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
             return;
         }
-        let mut dk_heads = self.zeros(sh.batch * sh.q_heads * sh.q_len * sh.head_dim);
-        let mut dv_heads = self.zeros(dk_heads.len());
+        let mut dk_heads = self.scratch(sh.batch * sh.q_heads * sh.q_len * sh.head_dim);
+        let mut dv_heads = self.scratch(dk_heads.len());
         launch!(self, &name, cfg, &mut dk_heads, &mut dv_heads, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
         let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
         let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim);

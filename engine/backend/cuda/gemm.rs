@@ -1,15 +1,15 @@
 //! Matrix products on cuBLAS in three math modes. Storage stays f32; `Bf16`
-//! casts both operands to bf16 scratch (as PyTorch's autocast does) and runs
-//! cublasGemmEx with f32 accumulation and f32 output.
+//! reads both operands as bf16 (as PyTorch's autocast does: each buffer's
+//! copy is made once and kept until the buffer is written, see buf.rs) and
+//! runs cublasGemmEx with f32 accumulation and f32 output.
 
-use super::{per_element, Cuda};
+use super::{per_element, Cuda, CudaBuf};
 use crate::backend::MatMul;
 use anyhow::{bail, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
 use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
 use std::ffi::c_void;
-use std::sync::Arc;
 
 /// How the CUDA backend does its arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,12 +43,13 @@ fn op(transposed: bool) -> cublasOperation_t {
 
 impl Cuda {
     /// Row-major `C (+)= op(A)·op(B)`, which cuBLAS (column-major) sees as `Cᵀ = op(B)ᵀ·op(A)ᵀ`.
-    pub(crate) fn gemm(&self, c: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>, mm: MatMul) {
+    pub(crate) fn gemm(&self, c: &mut CudaSlice<f32>, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
         let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
         let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
         let beta = if mm.accumulate { 1.0f32 } else { 0.0 };
         if self.math() == Math::Bf16 {
-            let (a16, b16) = (self.bf16_copy(a, mm.m * mm.k), self.bf16_weight(b, mm.k * mm.n));
+            let a16 = a.bf16(mm.m * mm.k, |x| self.bf16_copy(x, mm.m * mm.k));
+            let b16 = b.bf16(mm.k * mm.n, |x| self.bf16_copy(x, mm.k * mm.n));
             let _timed = self.timed("gemm");
             let alpha = 1.0f32;
             let (pa, _ra) = a16.device_ptr(&self.stream);
@@ -96,15 +97,7 @@ impl Cuda {
         };
         let _timed = self.timed("gemm");
         // SAFETY: as above.
-        unsafe { self.blas.gemm(cfg, b, a, c) }.expect("cuBLAS sgemm");
-    }
-
-    /// `bf16_copy` of a `b` operand, kept between calls while weights are frozen.
-    fn bf16_weight(&self, w: &CudaSlice<f32>, n: usize) -> Arc<CudaSlice<half::bf16>> {
-        let mut frozen = self.frozen.lock().expect("frozen weights lock");
-        let Some(copies) = frozen.as_mut() else { return Arc::new(self.bf16_copy(w, n)) };
-        let key = (w.device_ptr(&self.stream).0, n);
-        copies.entry(key).or_insert_with(|| Arc::new(self.bf16_copy(w, n))).clone()
+        unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");
     }
 
     /// The first `n` values of `x` as bf16, in pool-cached scratch.

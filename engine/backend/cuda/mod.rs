@@ -15,6 +15,7 @@ use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
 use anyhow::{Context, Result};
 use cudarc::cublas::CudaBlas;
+pub use buf::CudaBuf;
 pub use gemm::Math;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
@@ -35,10 +36,11 @@ pub struct Cuda {
     /// Recently uploaded id arrays, newest first: a forward passes the same
     /// positions, cache offsets and lengths to every layer, so each crosses
     /// the bus once. Kernels only read these, so equal contents mean equal data.
-    recent_ids: Mutex<Vec<(Vec<u32>, Arc<CudaSlice<u32>>)>>,
-    /// bf16 copies of frozen weights by (address, length); `None` unless frozen.
-    frozen: Mutex<Option<HashMap<(u64, usize), Arc<CudaSlice<half::bf16>>>>>,
+    recent_ids: Mutex<Vec<RecentIds>>,
 }
+
+/// An id array's host contents and its device copy.
+type RecentIds = (Vec<u32>, Arc<CudaSlice<u32>>);
 
 /// How many id arrays `Cuda::ids` keeps on the device.
 const RECENT_IDS: usize = 8;
@@ -89,6 +91,7 @@ macro_rules! launch {
 }
 
 mod attention;
+mod buf;
 mod gemm;
 mod memory;
 mod multi_tensor;
@@ -117,7 +120,7 @@ impl Cuda {
                 kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
             }
         }
-        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), recent_ids: Mutex::default(), frozen: Mutex::default() };
+        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), recent_ids: Mutex::default() };
         cuda.set_math(Math::Bf16)?;
         Ok(cuda)
     }
@@ -170,6 +173,15 @@ impl Cuda {
         self.stream.clone_htod(host).expect("uploading floats")
     }
 
+    /// Zeroed device memory for a kernel's own outputs and partials.
+    pub(crate) fn scratch(&self, len: usize) -> CudaSlice<f32> {
+        self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
+    }
+
+    pub(crate) fn fetch(&self, buf: &CudaSlice<f32>) -> Vec<f32> {
+        self.stream.clone_dtoh(buf).expect("downloading device memory")
+    }
+
     /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
@@ -195,7 +207,7 @@ impl Cuda {
 }
 
 impl Backend for Cuda {
-    type Buf = CudaSlice<f32>;
+    type Buf = CudaBuf;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -208,132 +220,129 @@ impl Backend for Cuda {
         // the head's matmuls large and every SM busy in the row kernels.
         128 << 20
     }
-    fn freeze_weights(&self, frozen: bool) {
-        *self.frozen.lock().expect("frozen weights lock") = frozen.then(HashMap::new);
+    fn zeros(&self, len: usize) -> CudaBuf {
+        CudaBuf::new(self.scratch(len))
     }
-    fn zeros(&self, len: usize) -> CudaSlice<f32> {
-        self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
-    }
-    fn upload(&self, host: &[f32]) -> CudaSlice<f32> {
+    fn upload(&self, host: &[f32]) -> CudaBuf {
         if host.is_empty() {
             return self.zeros(0);
         }
-        self.floats(host)
+        CudaBuf::new(self.floats(host))
     }
-    fn download(&self, buf: &CudaSlice<f32>) -> Vec<f32> {
-        self.stream.clone_dtoh(buf).expect("downloading device memory")
+    fn download(&self, buf: &CudaBuf) -> Vec<f32> {
+        self.fetch(buf.data())
     }
-    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+    fn len(&self, buf: &CudaBuf) -> usize {
         buf.len()
     }
-    fn fill_zero(&self, buf: &mut CudaSlice<f32>) {
-        self.stream.memset_zeros(buf).expect("memset");
+    fn fill_zero(&self, buf: &mut CudaBuf) {
+        self.stream.memset_zeros(buf.write()).expect("memset");
     }
-    fn copy_range(&self, dst: &mut CudaSlice<f32>, dst_off: usize, src: &CudaSlice<f32>, src_off: usize, len: usize) {
+    fn copy_range(&self, dst: &mut CudaBuf, dst_off: usize, src: &CudaBuf, src_off: usize, len: usize) {
         if len > 0 {
-            self.stream.memcpy_dtod(&src.slice(src_off..src_off + len), &mut dst.slice_mut(dst_off..dst_off + len)).expect("device copy");
+            self.stream.memcpy_dtod(&src.data().slice(src_off..src_off + len), &mut dst.write().slice_mut(dst_off..dst_off + len)).expect("device copy");
         }
     }
-    fn add_inplace(&self, y: &mut CudaSlice<f32>, x: &CudaSlice<f32>) {
+    fn add_inplace(&self, y: &mut CudaBuf, x: &CudaBuf) {
         let n = y.len() as i64;
-        launch!(self, "add_inplace_f32", per_element(n as usize), y, x, &n);
+        launch!(self, "add_inplace_f32", per_element(n as usize), y.write(), x.data(), &n);
     }
-    fn scale(&self, buf: &mut CudaSlice<f32>, s: f32) {
+    fn scale(&self, buf: &mut CudaBuf, s: f32) {
         let n = buf.len() as i64;
-        launch!(self, "scale_f32", per_element(n as usize), buf, &s, &n);
+        launch!(self, "scale_f32", per_element(n as usize), buf.write(), &s, &n);
     }
-    fn sum_squares(&self, buf: &CudaSlice<f32>) -> f64 {
+    fn sum_squares(&self, buf: &CudaBuf) -> f64 {
         let n = buf.len() as i64;
         let cfg = per_element(n as usize);
-        let mut partial = self.zeros(cfg.grid_dim.0 as usize);
-        launch!(self, "sum_squares_partial", cfg, &mut partial, buf, &n);
-        self.download(&partial).iter().map(|&x| x as f64).sum()
+        let mut partial = self.scratch(cfg.grid_dim.0 as usize);
+        launch!(self, "sum_squares_partial", cfg, &mut partial, buf.data(), &n);
+        self.fetch(&partial).iter().map(|&x| x as f64).sum()
     }
-    fn matmul(&self, c: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>, mm: MatMul) {
-        self.gemm(c, a, b, mm);
+    fn matmul(&self, c: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
+        self.gemm(c.write(), a, b, mm);
     }
-    fn add_bias(&self, y: &mut CudaSlice<f32>, bias: &CudaSlice<f32>, rows: usize) {
+    fn add_bias(&self, y: &mut CudaBuf, bias: &CudaBuf, rows: usize) {
         let (r, cols) = (rows as i64, bias.len() as i64);
-        launch!(self, "add_bias_f32", per_element(rows * bias.len()), y, bias, &r, &cols);
+        launch!(self, "add_bias_f32", per_element(rows * bias.len()), y.write(), bias.data(), &r, &cols);
     }
-    fn bias_grad(&self, dbias: &mut CudaSlice<f32>, dy: &CudaSlice<f32>, rows: usize) {
+    fn bias_grad(&self, dbias: &mut CudaBuf, dy: &CudaBuf, rows: usize) {
         let cols = dbias.len();
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
-        let mut partial = self.zeros(blocks * cols);
+        let mut partial = self.scratch(blocks * cols);
         let (r, c, rpb) = (rows as i64, cols as i32, ROWS_PER_BLOCK as i32);
-        launch!(self, "bias_grad_partial_f32", per_row(blocks), &mut partial, dy, &r, &c, &rpb);
-        self.add_column_partials(dbias, &partial, blocks, cols);
+        launch!(self, "bias_grad_partial_f32", per_row(blocks), &mut partial, dy.data(), &r, &c, &rpb);
+        self.add_column_partials(dbias.write(), &partial, blocks, cols);
     }
-    fn embedding_fwd(&self, out: &mut CudaSlice<f32>, table: &CudaSlice<f32>, ids: &[u32], dim: usize) {
+    fn embedding_fwd(&self, out: &mut CudaBuf, table: &CudaBuf, ids: &[u32], dim: usize) {
         let d_ids = self.ids(ids);
         let (rows, d) = (ids.len() as i64, dim as i32);
-        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out, table, &*d_ids, &rows, &d);
+        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out.write(), table.data(), &*d_ids, &rows, &d);
     }
-    fn embedding_bwd(&self, dtable: &mut CudaSlice<f32>, dout: &CudaSlice<f32>, ids: &[u32], dim: usize) {
+    fn embedding_bwd(&self, dtable: &mut CudaBuf, dout: &CudaBuf, ids: &[u32], dim: usize) {
         // Rows grouped by token on the host, one block per token on the device.
         let vocab = dtable.len() / dim;
         let (starts, order) = rows_by_token(ids, vocab);
         let to_u32 = |v: Vec<usize>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
         let (d_order, d_starts, d) = (self.ids(&to_u32(order)), self.ids(&to_u32(starts)), dim as i32);
-        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable, dout, &*d_order, &*d_starts, &d);
+        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &*d_order, &*d_starts, &d);
     }
     fn rmsnorm_fwd(
         &self,
-        out: &mut CudaSlice<f32>,
-        rstd: &mut CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        out: &mut CudaBuf,
+        rstd: &mut CudaBuf,
+        x: &CudaBuf,
+        w: &CudaBuf,
         dim: usize,
         eps: f32,
     ) {
         let d = dim as i32;
-        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out, rstd, x, w, &d, &eps);
+        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out.write(), rstd.write(), x.data(), w.data(), &d, &eps);
     }
     fn rmsnorm_bwd(
         &self,
-        dx: &mut CudaSlice<f32>,
-        dw: &mut CudaSlice<f32>,
-        dout: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        rstd: &CudaSlice<f32>,
+        dx: &mut CudaBuf,
+        dw: &mut CudaBuf,
+        dout: &CudaBuf,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        rstd: &CudaBuf,
         dim: usize,
     ) {
         let rows = x.len() / dim;
         let d = dim as i32;
-        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx, dout, x, w, rstd, &d);
+        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx.write(), dout.data(), x.data(), w.data(), rstd.data(), &d);
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
-        let mut partial = self.zeros(blocks * dim);
+        let mut partial = self.scratch(blocks * dim);
         let (r, rpb) = (rows as i64, ROWS_PER_BLOCK as i32);
-        launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout, x, rstd, &r, &d, &rpb);
-        self.add_column_partials(dw, &partial, blocks, dim);
+        launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout.data(), x.data(), rstd.data(), &r, &d, &rpb);
+        self.add_column_partials(dw.write(), &partial, blocks, dim);
     }
     fn rope_fwd(
         &self,
-        x: &mut CudaSlice<f32>,
-        cos: &CudaSlice<f32>,
-        sin: &CudaSlice<f32>,
+        x: &mut CudaBuf,
+        cos: &CudaBuf,
+        sin: &CudaBuf,
         positions: &[u32],
         heads: usize,
         head_dim: usize,
     ) {
-        self.rope(x, cos, sin, positions, heads, head_dim, 1.0);
+        self.rope(x.write(), cos.data(), sin.data(), positions, heads, head_dim, 1.0);
     }
     fn rope_bwd(
         &self,
-        dx: &mut CudaSlice<f32>,
-        cos: &CudaSlice<f32>,
-        sin: &CudaSlice<f32>,
+        dx: &mut CudaBuf,
+        cos: &CudaBuf,
+        sin: &CudaBuf,
         positions: &[u32],
         heads: usize,
         head_dim: usize,
     ) {
-        self.rope(dx, cos, sin, positions, heads, head_dim, -1.0);
+        self.rope(dx.write(), cos.data(), sin.data(), positions, heads, head_dim, -1.0);
     }
     fn to_head_major(
         &self,
-        dst: &mut CudaSlice<f32>,
-        src: &CudaSlice<f32>,
+        dst: &mut CudaBuf,
+        src: &CudaBuf,
         batch: usize,
         seq: usize,
         heads: usize,
@@ -344,77 +353,77 @@ impl Backend for Cuda {
         let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
         let d_s = self.ids(&s);
         let (b, t, h, hd, c) = (batch as i32, seq as i32, heads as i32, head_dim as i32, cap as i32);
-        launch!(self, "to_head_major_f32", per_element(src.len()), dst, src, &b, &t, &h, &hd, &c, &*d_s);
+        launch!(self, "to_head_major_f32", per_element(src.len()), dst.write(), src.data(), &b, &t, &h, &hd, &c, &*d_s);
     }
-    fn to_token_major(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+    fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (b, t, h, hd) = (batch as i32, seq as i32, heads as i32, head_dim as i32);
-        launch!(self, "to_token_major_f32", per_element(src.len()), dst, src, &b, &t, &h, &hd);
+        launch!(self, "to_token_major_f32", per_element(src.len()), dst.write(), src.data(), &b, &t, &h, &hd);
     }
     fn attention_fwd(
         &self,
-        out: &mut CudaSlice<f32>,
-        lse: Option<&mut CudaSlice<f32>>,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
+        out: &mut CudaBuf,
+        lse: Option<&mut CudaBuf>,
+        q: &CudaBuf,
+        k: &CudaBuf,
+        v: &CudaBuf,
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
-        self.attention_forward(out, lse, q, k, v, sh, kv_lens);
+        self.attention_forward(out.write(), lse.map(CudaBuf::write), q.data(), k.data(), v.data(), sh, kv_lens);
     }
     fn attention_bwd(
         &self,
-        dq: &mut CudaSlice<f32>,
-        dk: &mut CudaSlice<f32>,
-        dv: &mut CudaSlice<f32>,
-        dout: &CudaSlice<f32>,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        out: &CudaSlice<f32>,
-        lse: &CudaSlice<f32>,
+        dq: &mut CudaBuf,
+        dk: &mut CudaBuf,
+        dv: &mut CudaBuf,
+        dout: &CudaBuf,
+        q: &CudaBuf,
+        k: &CudaBuf,
+        v: &CudaBuf,
+        out: &CudaBuf,
+        lse: &CudaBuf,
         sh: AttnShape,
     ) {
-        self.attention_backward(dq, dk, dv, dout, q, k, v, out, lse, sh);
+        self.attention_backward(dq.write(), dk.write(), dv.write(), dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), sh);
     }
-    fn swiglu_fwd(&self, h: &mut CudaSlice<f32>, gate: &CudaSlice<f32>, up: &CudaSlice<f32>) {
+    fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = h.len() as i64;
-        launch!(self, "swiglu_fwd_f32", per_element(n as usize), h, gate, up, &n);
+        launch!(self, "swiglu_fwd_f32", per_element(n as usize), h.write(), gate.data(), up.data(), &n);
     }
     fn swiglu_bwd(
         &self,
-        dgate: &mut CudaSlice<f32>,
-        dup: &mut CudaSlice<f32>,
-        dh: &CudaSlice<f32>,
-        gate: &CudaSlice<f32>,
-        up: &CudaSlice<f32>,
+        dgate: &mut CudaBuf,
+        dup: &mut CudaBuf,
+        dh: &CudaBuf,
+        gate: &CudaBuf,
+        up: &CudaBuf,
     ) {
         let n = dh.len() as i64;
-        launch!(self, "swiglu_bwd_f32", per_element(n as usize), dgate, dup, dh, gate, up, &n);
+        launch!(self, "swiglu_bwd_f32", per_element(n as usize), dgate.write(), dup.write(), dh.data(), gate.data(), up.data(), &n);
     }
-    fn cross_entropy_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
+    fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
-        let mut loss = self.zeros(targets.len());
-        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits, &mut loss, &*t, &w, &v);
-        self.download(&loss).iter().map(|&x| x as f64).sum()
+        let mut loss = self.scratch(targets.len());
+        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits.write(), &mut loss, &*t, &w, &v);
+        self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
-    fn logprob_entropy(&self, logits: &CudaSlice<f32>, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
+    fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
         let (t, v) = (self.ids(targets), vocab as i32);
-        let (mut lp, mut h) = (self.zeros(targets.len()), self.zeros(targets.len()));
-        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits, &mut lp, &mut h, &*t, &v);
-        let (mut lp, mut h) = (self.download(&lp), self.download(&h));
+        let (mut lp, mut h) = (self.scratch(targets.len()), self.scratch(targets.len()));
+        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits.data(), &mut lp, &mut h, &*t, &v);
+        let (mut lp, mut h) = (self.fetch(&lp), self.fetch(&h));
         lp.truncate(targets.len());
         h.truncate(targets.len());
         (lp, h)
     }
-    fn logit_grad_inplace(&self, logits: &mut CudaSlice<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
+    fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        launch!(self, "logit_grad_f32", per_row(targets.len()), logits, &*t, &cl, &ce, &v);
+        launch!(self, "logit_grad_f32", per_row(targets.len()), logits.write(), &*t, &cl, &ce, &v);
     }
-    fn sample(&self, logits: &CudaSlice<f32>, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
-        self.sample_rows(logits, vocab, cfg, draws)
+    fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
+        self.sample_rows(logits.data(), vocab, cfg, draws)
     }
-    fn adamw(&self, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, m: &mut CudaSlice<f32>, v: &mut CudaSlice<f32>, hp: AdamWStep) {
+    fn adamw(&self, param: &mut CudaBuf, grad: &CudaBuf, m: &mut CudaBuf, v: &mut CudaBuf, hp: AdamWStep) {
         let n = param.len() as i64;
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
         let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
@@ -422,10 +431,10 @@ impl Backend for Cuda {
             self,
             "adamw_f32",
             per_element(n as usize),
-            param,
-            grad,
-            m,
-            v,
+            param.write(),
+            grad.data(),
+            m.write(),
+            v.write(),
             &n,
             &hp.lr,
             &hp.beta1,
@@ -436,13 +445,13 @@ impl Backend for Cuda {
             &bc2
         );
     }
-    fn adamw_many(&self, tensors: Vec<AdamWTensor<'_, CudaSlice<f32>>>, hp: AdamWStep) {
+    fn adamw_many(&self, tensors: Vec<AdamWTensor<'_, CudaBuf>>, hp: AdamWStep) {
         self.adamw_all(tensors, hp);
     }
-    fn sum_squares_many(&self, bufs: &[&CudaSlice<f32>]) -> f64 {
+    fn sum_squares_many(&self, bufs: &[&CudaBuf]) -> f64 {
         self.sum_squares_all(bufs)
     }
-    fn scale_many(&self, bufs: Vec<&mut CudaSlice<f32>>, s: f32) {
+    fn scale_many(&self, bufs: Vec<&mut CudaBuf>, s: f32) {
         self.scale_all(bufs, s);
     }
     fn ppo_rewards(&self, r: &PackedRewards<'_>, kl_coef: f32, mode: RewardMode) -> (Vec<f32>, Vec<f32>) {

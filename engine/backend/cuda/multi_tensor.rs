@@ -2,8 +2,8 @@
 //! table of device pointers and a list of fixed-size chunks, one block per
 //! chunk, replace a launch (and, for the norm, a download) per tensor.
 
-use super::{Cuda, THREADS};
-use crate::backend::{AdamWStep, AdamWTensor, Backend};
+use super::{Cuda, CudaBuf, THREADS};
+use crate::backend::{AdamWStep, AdamWTensor};
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 /// Elements per chunk, as `MT_CHUNK` in adamw.cu.
@@ -47,13 +47,16 @@ impl Cuda {
         LaunchConfig { grid_dim: (table.chunks.max(1) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
     }
 
-    pub(crate) fn adamw_all(&self, tensors: Vec<AdamWTensor<'_, CudaSlice<f32>>>, hp: AdamWStep) {
+    pub(crate) fn adamw_all(&self, tensors: Vec<AdamWTensor<'_, CudaBuf>>, hp: AdamWStep) {
         if tensors.is_empty() {
             return;
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.param.len()).collect();
         let decays: Vec<f32> = tensors.iter().map(|t| t.weight_decay).collect();
-        let ptrs = tensors.iter().flat_map(|t| [self.ptr(t.param), self.ptr(t.grad), self.ptr(t.m), self.ptr(t.v)]).collect();
+        let ptrs = tensors
+            .into_iter()
+            .flat_map(|t| [self.ptr(t.param.write()), self.ptr(t.grad.data()), self.ptr(t.m.write()), self.ptr(t.v.write())])
+            .collect();
         let table = self.chunk_table(ptrs, &sizes);
         let decays = self.floats(&decays);
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
@@ -77,19 +80,19 @@ impl Cuda {
         );
     }
 
-    pub(crate) fn sum_squares_all(&self, bufs: &[&CudaSlice<f32>]) -> f64 {
+    pub(crate) fn sum_squares_all(&self, bufs: &[&CudaBuf]) -> f64 {
         let sizes: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
-        let table = self.chunk_table(bufs.iter().map(|b| self.ptr(b)).collect(), &sizes);
-        let mut partial = self.zeros(table.chunks);
+        let table = self.chunk_table(bufs.iter().map(|b| self.ptr(b.data())).collect(), &sizes);
+        let mut partial = self.scratch(table.chunks);
         let (t, cfg) = (&table, Self::per_chunk(&table));
         launch!(self, "sum_squares_multi", cfg, &mut partial, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start);
         // Summed in chunk order on the host: deterministic.
-        self.download(&partial)[..table.chunks].iter().map(|&x| x as f64).sum()
+        self.fetch(&partial)[..table.chunks].iter().map(|&x| x as f64).sum()
     }
 
-    pub(crate) fn scale_all(&self, bufs: Vec<&mut CudaSlice<f32>>, s: f32) {
+    pub(crate) fn scale_all(&self, bufs: Vec<&mut CudaBuf>, s: f32) {
         let sizes: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
-        let table = self.chunk_table(bufs.iter().map(|b| self.ptr(b)).collect(), &sizes);
+        let table = self.chunk_table(bufs.into_iter().map(|b| self.ptr(b.write())).collect(), &sizes);
         let (t, cfg) = (&table, Self::per_chunk(&table));
         launch!(self, "scale_multi", cfg, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start, &s);
     }

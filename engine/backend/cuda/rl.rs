@@ -3,7 +3,7 @@
 //! Host slices in, host vectors out, like the CPU functions they mirror.
 
 use super::{per_element, per_row, Cuda};
-use crate::backend::{Backend, PackedRewards};
+use crate::backend::PackedRewards;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -28,9 +28,9 @@ impl Cuda {
     pub fn rl_segment_sum(&self, values: &[f32], starts: &[usize]) -> Vec<f32> {
         let nseq = starts.len() - 1;
         let (v, st) = (self.floats(values), self.starts(starts));
-        let mut out = self.zeros(nseq);
+        let mut out = self.scratch(nseq);
         launch!(self, "rl_segment_sum", per_row(nseq), &mut out, &v, &st);
-        let mut host = self.download(&out);
+        let mut host = self.fetch(&out);
         host.truncate(nseq);
         host
     }
@@ -58,10 +58,10 @@ impl Cuda {
             self.floats(token_total),
             self.starts(starts),
         );
-        let (mut inst, mut tok) = (self.zeros(n), self.zeros(n));
+        let (mut inst, mut tok) = (self.scratch(n), self.scratch(n));
         let (ns, mode) = (nseq as i32, i32::from(tlr));
         launch!(self, "rl_assemble", per_row(nseq), &mut inst, &mut tok, &k, &b, &p, &i, &t, &st, &ns, &kl_coef, &mode);
-        let (mut a, mut b) = (self.download(&inst), self.download(&tok));
+        let (mut a, mut b) = (self.fetch(&inst), self.fetch(&tok));
         a.truncate(n);
         b.truncate(n);
         (a, b)
@@ -72,11 +72,11 @@ impl Cuda {
         let n = rewards.len();
         let nseq = starts.len() - 1;
         let (r, v, st) = (self.floats(rewards), self.floats(values), self.starts(starts));
-        let (mut adv, mut ret) = (self.zeros(n), self.zeros(n));
+        let (mut adv, mut ret) = (self.scratch(n), self.scratch(n));
         let ns = nseq as i32;
         let cfg = LaunchConfig { grid_dim: (nseq.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         launch!(self, "rl_gae", cfg, &mut adv, &mut ret, &r, &v, &st, &ns, &gamma, &lambda);
-        let (mut a, mut b) = (self.download(&adv), self.download(&ret));
+        let (mut a, mut b) = (self.fetch(&adv), self.fetch(&ret));
         a.truncate(n);
         b.truncate(n);
         (a, b)
@@ -104,7 +104,7 @@ impl Cuda {
         let flags: Vec<u8> = has_tok.iter().map(|&h| u8::from(h)).collect();
         let (lp, lo, a, at) = (self.floats(logp), self.floats(logp_old), self.floats(adv), self.floats(adv_tok));
         let ht = self.stream.clone_htod(&flags).expect("uploading flags");
-        let (mut loss, mut dlogp) = (self.zeros(n), self.zeros(n));
+        let (mut loss, mut dlogp) = (self.scratch(n), self.scratch(n));
         let mut clipped = self.stream.alloc_zeros::<i32>(n.max(1)).expect("allocating");
         let len = n as i64;
         launch!(
@@ -125,7 +125,7 @@ impl Cuda {
             &param
         );
         let c: Vec<i32> = self.stream.clone_dtoh(&clipped).expect("downloading");
-        let (mut l, mut g) = (self.download(&loss), self.download(&dlogp));
+        let (mut l, mut g) = (self.fetch(&loss), self.fetch(&dlogp));
         l.truncate(n);
         g.truncate(n);
         PolicyLoss { loss: l, dlogp: g, clipped: c.into_iter().take(n).map(|x| x != 0).collect() }
@@ -135,10 +135,10 @@ impl Cuda {
     pub fn rl_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
         let n = v.len();
         let (dv_in, vo, r) = (self.floats(v), self.floats(v_old), self.floats(ret));
-        let (mut loss, mut dv) = (self.zeros(n), self.zeros(n));
+        let (mut loss, mut dv) = (self.scratch(n), self.scratch(n));
         let len = n as i64;
         launch!(self, "rl_value_loss", per_element(n), &mut loss, &mut dv, &dv_in, &vo, &r, &len, &eps);
-        let (mut a, mut b) = (self.download(&loss), self.download(&dv));
+        let (mut a, mut b) = (self.fetch(&loss), self.fetch(&dv));
         a.truncate(n);
         b.truncate(n);
         (a, b)

@@ -3,7 +3,6 @@
 //! its logits.
 
 use super::Cuda;
-use crate::backend::Backend;
 use crate::generate::SamplingConfig;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -28,7 +27,7 @@ impl Cuda {
         // a token for every sampled row; skipped rows' outputs are not read.
         let (scaled, tokens) = unsafe { (self.stream.alloc::<f32>(rows * vocab), self.stream.alloc::<u32>(rows)) };
         let (mut scaled, mut tokens) = (scaled.expect("allocating sampling scratch"), tokens.expect("allocating sampled tokens"));
-        let mut logprobs = self.zeros(rows);
+        let mut logprobs = self.scratch(rows);
         let (v, t, k, p) = (vocab as i32, cfg.temperature, cfg.top_k.min(vocab) as i32, cfg.top_p);
         let grid = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (SAMPLE_THREADS, 1, 1), shared_mem_bytes: 0 };
         launch!(self, "sample_rows_f32", grid, logits, &mut scaled, &d, &mut tokens, &mut logprobs, &v, &t, &k, &p);
