@@ -1,47 +1,39 @@
 // Layout moves between token-major [batch, seq, heads, hd] activations and
 // head-major [batch, heads, cap, hd] attention operands (the KV-cache write
 // when cap > seq, at per-row offsets starts[b]).
+//
+// Values move four at a time (V: float4 for f32, uint2 for bf16; hd is a
+// multiple of 4), with 32-bit index arithmetic (the host checks the sizes):
+// the 64-bit divisions of an element-wise loop cost more than the copy.
 #include "common.cuh"
 
-// Coordinates of flat element k of a [batch, seq, heads, hd] tensor.
-struct Bthd {
-    int b, t, h, d;
-};
-
-__device__ __forceinline__ Bthd unflatten(long k, int seq, int heads, int hd) {
-    Bthd c;
-    c.d = (int)(k % hd);
-    long r = k / hd;
-    c.h = (int)(r % heads);
-    r /= heads;
-    c.t = (int)(r % seq);
-    c.b = (int)(r / seq);
-    return c;
-}
-
-template <typename T>
-__device__ void to_head_major(T *dst, const T *src, int batch, int seq, int heads, int hd, int cap, const unsigned *starts) {
-    FOR_EACH(k, (long)batch * seq * heads * hd) {
-        Bthd c = unflatten(k, seq, heads, hd);
-        st(dst, (((long)c.b * heads + c.h) * cap + starts[c.b] + c.t) * hd + c.d, ld(src, k));
+template <typename V>
+__device__ void to_head_major(V *dst, const V *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
+    int per_row = heads * hd4;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
+        int row = k / per_row, j = k - row * per_row;
+        int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
+        dst[(((long)b * heads + h) * cap + starts[b] + t) * hd4 + d] = src[k];
     }
 }
 
-template <typename T> __device__ void to_token_major(T *dst, const T *src, int batch, int seq, int heads, int hd) {
-    FOR_EACH(k, (long)batch * seq * heads * hd) {
-        Bthd c = unflatten(k, seq, heads, hd);
-        st(dst, k, ld(src, (((long)c.b * heads + c.h) * seq + c.t) * hd + c.d));
+template <typename V> __device__ void to_token_major(V *dst, const V *src, int rows, int seq, int heads, int hd4) {
+    int per_row = heads * hd4;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
+        int row = k / per_row, j = k - row * per_row;
+        int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
+        dst[k] = src[(((long)b * heads + h) * seq + t) * hd4 + d];
     }
 }
 
-#define INSTANTIATE(T, S)                                                                                                   \
-    extern "C" __global__ void to_head_major_##S(T *dst, const T *src, int batch, int seq, int heads, int hd, int cap,     \
+#define INSTANTIATE(V, S)                                                                                                   \
+    extern "C" __global__ void to_head_major_##S(V *dst, const V *src, int rows, int seq, int heads, int hd4, int cap,     \
                                                  const unsigned *starts) {                                                  \
-        to_head_major(dst, src, batch, seq, heads, hd, cap, starts);                                                        \
+        to_head_major(dst, src, rows, seq, heads, hd4, cap, starts);                                                        \
     }                                                                                                                       \
-    extern "C" __global__ void to_token_major_##S(T *dst, const T *src, int batch, int seq, int heads, int hd) {           \
-        to_token_major(dst, src, batch, seq, heads, hd);                                                                    \
+    extern "C" __global__ void to_token_major_##S(V *dst, const V *src, int rows, int seq, int heads, int hd4) {           \
+        to_token_major(dst, src, rows, seq, heads, hd4);                                                                    \
     }
 
-INSTANTIATE(float, f32)
-INSTANTIATE(bf16, bf16)
+INSTANTIATE(float4, f32)
+INSTANTIATE(uint2, bf16)

@@ -77,6 +77,16 @@ pub(crate) fn per_element(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// The layout kernels' arguments: how many 4-value vectors move, and
+/// (token rows, seq, heads, head_dim / 4). They index in 32 bits and move
+/// four values at a time.
+fn layout_args(batch: usize, seq: usize, heads: usize, head_dim: usize) -> (usize, [i32; 4]) {
+    assert!(head_dim % 4 == 0, "the CUDA layout moves need head_dim divisible by 4, got {head_dim}");
+    let vectors = batch * seq * heads * head_dim / 4;
+    assert!(vectors < (i32::MAX / 2) as usize, "layout move of {vectors} vectors is too large for 32-bit indexing");
+    (vectors, [(batch * seq) as i32, seq as i32, heads as i32, (head_dim / 4) as i32])
+}
+
 macro_rules! launch {
     ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let cfg = $cfg;
@@ -201,8 +211,10 @@ impl Cuda {
         sign: f32,
     ) {
         let p = self.ids(positions);
-        let (rows, h, hd) = (positions.len() as i64, heads as i32, head_dim as i32);
-        launch!(self, "rope_f32", per_element(positions.len() * heads * head_dim / 2), x, cos, sin, &*p, &rows, &h, &hd, &sign);
+        let pairs = positions.len() * heads * head_dim / 2;
+        assert!(pairs < (i32::MAX / 2) as usize, "RoPE over {pairs} pairs is too large for 32-bit indexing");
+        let (rows, h, hd) = (positions.len() as i32, heads as i32, head_dim as i32);
+        launch!(self, "rope_f32", per_element(pairs), x, cos, sin, &*p, &rows, &h, &hd, &sign);
     }
 }
 
@@ -352,12 +364,13 @@ impl Backend for Cuda {
     ) {
         let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
         let d_s = self.ids(&s);
-        let (b, t, h, hd, c) = (batch as i32, seq as i32, heads as i32, head_dim as i32, cap as i32);
-        launch!(self, "to_head_major_f32", per_element(src.len()), dst.write(), src.data(), &b, &t, &h, &hd, &c, &*d_s);
+        let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
+        let cap = cap as i32;
+        launch!(self, "to_head_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4, &cap, &*d_s);
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        let (b, t, h, hd) = (batch as i32, seq as i32, heads as i32, head_dim as i32);
-        launch!(self, "to_token_major_f32", per_element(src.len()), dst.write(), src.data(), &b, &t, &h, &hd);
+        let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
+        launch!(self, "to_token_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4);
     }
     fn attention_fwd(
         &self,
