@@ -7,25 +7,7 @@
 // Layouts: q/out/dout [B, Hq, Tq, D]; k/v [B, Hkv, cap, D] with kv_lens[b]
 // valid positions; query i of row b sits at kv_lens[b] - Tq + i. One warp owns
 // one row (query or key); each lane holds D/32 of its dimensions.
-#include "common.cuh"
-
-#define WARPS 8
-#define TILE 32
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
-// Stages keys and values [j0, j0 + TILE) of one head into shared memory (zeros past `valid`).
-template <int D, typename T>
-__device__ __forceinline__ void load_kv_tile(float (*ks)[D], float (*vs)[D], const T *k, const T *v, long base, int j0, int valid) {
-    for (int e = threadIdx.x; e < TILE * D; e += blockDim.x) {
-        int j = j0 + e / D, d = e % D;
-        ks[e / D][d] = j < valid ? ld(k, base + (long)j * D + d) : 0.0f;
-        vs[e / D][d] = j < valid ? ld(v, base + (long)j * D + d) : 0.0f;
-    }
-}
+#include "warp_attention.cuh"
 
 template <int D, typename T>
 __device__ void attention_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const unsigned *kv_lens, int hq, int hkv, int tq,
@@ -52,16 +34,7 @@ __device__ void attention_fwd(T *out, float *lse, const T *q, const T *k, const 
         load_kv_tile<D>(ks, vs, k, v, kbase, j0, kv_len);
         __syncthreads();
         if (!active) continue;
-        for (int jj = 0; jj < TILE && j0 + jj <= pos; jj++) {
-            float s = 0.0f;
-            for (int p = 0; p < P; p++) s += qr[p] * ks[jj][lane + 32 * p];
-            s = warp_sum(s);
-            float m2 = fmaxf(m, s);
-            float corr = __expf(m - m2), w = __expf(s - m2);
-            l = l * corr + w;
-            for (int p = 0; p < P; p++) acc[p] = acc[p] * corr + w * vs[jj][lane + 32 * p];
-            m = m2;
-        }
+        for (int jj = 0; jj < TILE && j0 + jj <= pos; jj++) online_step<P>(qr, ks[jj], vs[jj], m, l, acc);
     }
     if (!active) return;
     for (int p = 0; p < P; p++) st(out, qrow + lane + 32 * p, acc[p] / l);

@@ -232,12 +232,24 @@ fn attention_matches_the_cpu_forward_and_backward() {
 }
 
 #[test]
+fn split_decode_attention_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // Few rows and long caches split the keys across blocks; a row shorter
+    // than the others leaves whole splits empty; groups of 1, 4 and 7.
+    for (hq, hkv, hd) in [(2, 2, 64), (8, 2, 32), (14, 2, 128)] {
+        let sh = AttnShape { batch: 3, q_heads: hq, kv_heads: hkv, q_len: 1, kv_cap: 2000, head_dim: hd };
+        check_cached_attention(&g, &mut rng, sh, &[2000, 130, 1337], (1e-4, 1e-5));
+    }
+}
+
+#[test]
 fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     // Several 64-row tiles, a ragged last tile, GQA groups of 1, 2 and 3.
     check_training_attention(&g, &mut rng, &[(2, 4, 2, 37), (1, 3, 1, 200), (2, 2, 2, 128)], BF16_TOL);
-    // A prefill chunk against a longer cache (flash), and a decode step (per-row kernel).
+    // A prefill chunk against a longer cache (flash), and a decode step (decode.cu).
     let prefill = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 40, kv_cap: 112, head_dim: 64 };
     check_cached_attention(&g, &mut rng, prefill, &[60, 112], BF16_TOL);
     let decode = AttnShape { batch: 2, q_heads: 2, kv_heads: 1, q_len: 1, kv_cap: 16, head_dim: 128 };

@@ -25,6 +25,18 @@ fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) ->
     }
 }
 
+/// Keys per staged tile of the decode kernel (TILE in warp_attention.cuh).
+const DECODE_TILE: usize = 32;
+/// Fewest keys a decode split takes: below this, merging costs more than it spreads.
+const DECODE_MIN_KEYS: usize = 128;
+
+/// How many key splits a decode step uses: enough blocks for `target` (two
+/// per SM) over `blocks` (rows × kv heads), each split at least
+/// `DECODE_MIN_KEYS` of the `longest` row's keys.
+fn decode_splits(target: usize, blocks: usize, longest: usize) -> usize {
+    target.div_ceil(blocks.max(1)).min(longest.div_ceil(DECODE_MIN_KEYS)).max(1)
+}
+
 impl Cuda {
     /// The attention kernel `stem` instantiated for `head_dim`.
     fn attention_kernel_name(stem: &str, head_dim: usize) -> String {
@@ -48,6 +60,9 @@ impl Cuda {
     ) {
         let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
         let d_lens = self.ids(&lens);
+        if sh.q_len == 1 {
+            return self.decode(out, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
+        }
         let mut scratch;
         let lse = match lse {
             Some(l) => l,
@@ -65,6 +80,51 @@ impl Cuda {
         };
         launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale);
     }
+    /// One query per row (kernels-ptx/decode.cu): a block per (key split,
+    /// kv head, row) with a warp per query head of the group; splits are
+    /// merged by a second kernel when there are several.
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &self,
+        out: &mut CudaSlice<f32>,
+        lse: Option<&mut CudaSlice<f32>>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        sh: AttnShape,
+        d_lens: &CudaSlice<u32>,
+        longest: usize,
+    ) {
+        let group = sh.group();
+        assert!(group <= 32, "decode attention runs one warp per query head of a GQA group: at most 32, got {group}");
+        let rows = sh.batch * sh.q_heads;
+        let mut scratch;
+        let lse = match lse {
+            Some(l) => l,
+            None => {
+                scratch = self.scratch(rows);
+                &mut scratch
+            }
+        };
+        let splits = decode_splits(self.sms * 2, sh.batch * sh.kv_heads, longest);
+        let chunk = longest.div_ceil(splits).next_multiple_of(DECODE_TILE).max(DECODE_TILE);
+        let splits = longest.div_ceil(chunk).max(1);
+        let (mut part_o, mut part_ml) = (self.scratch(rows * splits * sh.head_dim), self.scratch(rows * splits * 2));
+        let (hq, hkv, cap, chunk_i, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, chunk as i32, sh.scale());
+        let cfg = LaunchConfig {
+            grid_dim: (splits as u32, sh.kv_heads as u32, sh.batch as u32),
+            block_dim: (32 * group as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let name = Self::attention_kernel_name("attention_decode", sh.head_dim);
+        launch!(self, &name, cfg, &mut *out, &mut *lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
+        if splits > 1 {
+            let (r, n) = (rows as i64, splits as i32);
+            let name = format!("attention_decode_combine_d{}", sh.head_dim);
+            launch!(self, &name, per_warp_row(rows, 1, 1), out, lse, &part_o, &part_ml, &r, &n);
+        }
+    }
+
     /// `Backend::attention_bwd`: the row dot, then dQ and dK/dV passes.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_backward(
@@ -123,5 +183,19 @@ mod tests {
         for (name, rows) in [("FWD_ROWS", super::FLASH_FWD_ROWS), ("DQ_ROWS", super::FLASH_DQ_ROWS), ("DKDV_KEYS", super::FLASH_DKDV_KEYS)] {
             assert!(src.contains(&format!("#define {name} {rows}\n")), "flash.cu must #define {name} {rows}");
         }
+        let warp = include_str!("../../../kernels-ptx/warp_attention.cuh");
+        assert!(warp.contains(&format!("#define TILE {}\n", super::DECODE_TILE)));
+    }
+
+    #[test]
+    fn decode_splits_fill_the_gpu_without_tiny_splits() {
+        // 64 rows × 2 kv heads on 132 SMs: 3 splits once the cache is long enough.
+        assert_eq!(super::decode_splits(264, 128, 384), 3);
+        assert_eq!(super::decode_splits(264, 128, 200), 2);
+        // One row of a long cache spreads widely; short caches never split.
+        assert_eq!(super::decode_splits(264, 2, 8192), 64);
+        assert_eq!(super::decode_splits(264, 2, 100), 1);
+        // A full GPU does not split.
+        assert_eq!(super::decode_splits(264, 768, 4096), 1);
     }
 }

@@ -33,6 +33,8 @@ pub struct Cuda {
     pool: sys::CUmemoryPool,
     profile: profile::Recorder,
     math: AtomicU8,
+    /// Streaming multiprocessors, for sizing grids that must fill the GPU.
+    sms: usize,
     /// Recently uploaded id arrays, newest first: a forward passes the same
     /// positions, cache offsets and lengths to every layer, so each crosses
     /// the bus once. Kernels only read these, so equal contents mean equal data.
@@ -130,7 +132,8 @@ impl Cuda {
                 kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
             }
         }
-        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), recent_ids: Mutex::default() };
+        let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).context("reading the SM count")? as usize;
+        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), sms, recent_ids: Mutex::default() };
         cuda.set_math(Math::Bf16)?;
         Ok(cuda)
     }
