@@ -83,7 +83,7 @@ pub(crate) fn per_element(n: usize) -> LaunchConfig {
 /// (token rows, seq, heads, head_dim / 4). They index in 32 bits and move
 /// four values at a time.
 fn layout_args(batch: usize, seq: usize, heads: usize, head_dim: usize) -> (usize, [i32; 4]) {
-    assert!(head_dim % 4 == 0, "the CUDA layout moves need head_dim divisible by 4, got {head_dim}");
+    assert!(head_dim.is_multiple_of(4), "the CUDA layout moves need head_dim divisible by 4, got {head_dim}");
     let vectors = batch * seq * heads * head_dim / 4;
     assert!(vectors < (i32::MAX / 2) as usize, "layout move of {vectors} vectors is too large for 32-bit indexing");
     (vectors, [(batch * seq) as i32, seq as i32, heads as i32, (head_dim / 4) as i32])
