@@ -9,8 +9,8 @@
 // one row (query or key); each lane holds D/32 of its dimensions.
 #include "warp_attention.cuh"
 
-template <int D, typename T>
-__device__ void attention_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const unsigned *kv_lens, int hq, int hkv, int tq,
+template <int D, typename T, typename KT = T>
+__device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *kv_lens, int hq, int hkv, int tq,
                               int cap, float scale) {
     constexpr int P = D / 32;
     __shared__ float ks[TILE][D], vs[TILE][D];
@@ -179,9 +179,20 @@ __device__ void attention_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, cons
         attention_bwd_dkdv<D, T>(dk, dv, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }
 
+// Prefill of f32 activations against a bf16 KV cache (generation off the tensor cores).
+#define INSTANTIATE_BF16_KV(D)                                                                                              \
+    extern "C" __global__ void attention_fwd_bf16kv_d##D##_f32(float *out, float *lse, const float *q, const bf16 *k,      \
+                                                               const bf16 *v, const unsigned *kv_lens, int hq, int hkv,     \
+                                                               int tq, int cap, float scale) {                               \
+        attention_fwd<D, float, bf16>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                  \
+    }
+
 INSTANTIATE(32, float, f32)
 INSTANTIATE(64, float, f32)
 INSTANTIATE(128, float, f32)
 INSTANTIATE(32, bf16, bf16)
 INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
+INSTANTIATE_BF16_KV(32)
+INSTANTIATE_BF16_KV(64)
+INSTANTIATE_BF16_KV(128)

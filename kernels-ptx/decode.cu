@@ -65,10 +65,9 @@ template <int D> __device__ void attention_decode_combine(float *out, float *lse
     if (lane == 0) lse[r] = big + __logf(l);
 }
 
-#define INSTANTIATE(D, KT, S)                                                                                               \
-    extern "C" __global__ void attention_decode_d##D##_##S(float *out, float *lse, float *part_o, float *part_ml,          \
-                                                           const float *q, const KT *k, const KT *v, const unsigned *lens,    \
-                                                           int hq, int hkv, int cap, int chunk, float scale) {                \
+#define INSTANTIATE(D, KT, NAME)                                                                                            \
+    extern "C" __global__ void NAME(float *out, float *lse, float *part_o, float *part_ml, const float *q, const KT *k,    \
+                                    const KT *v, const unsigned *lens, int hq, int hkv, int cap, int chunk, float scale) {   \
         attention_decode<D, KT>(out, lse, part_o, part_ml, q, k, v, lens, hq, hkv, cap, chunk, scale);                        \
     }
 #define INSTANTIATE_COMBINE(D)                                                                                              \
@@ -77,12 +76,13 @@ template <int D> __device__ void attention_decode_combine(float *out, float *lse
         attention_decode_combine<D>(out, lse, part_o, part_ml, rows, splits);                                                 \
     }
 
-INSTANTIATE(32, float, f32)
-INSTANTIATE(64, float, f32)
-INSTANTIATE(128, float, f32)
-INSTANTIATE(32, bf16, bf16)
-INSTANTIATE(64, bf16, bf16)
-INSTANTIATE(128, bf16, bf16)
+// f32 activations against an f32 cache, and against a bf16 cache.
+INSTANTIATE(32, float, attention_decode_d32_f32)
+INSTANTIATE(64, float, attention_decode_d64_f32)
+INSTANTIATE(128, float, attention_decode_d128_f32)
+INSTANTIATE(32, bf16, attention_decode_bf16kv_d32_f32)
+INSTANTIATE(64, bf16, attention_decode_bf16kv_d64_f32)
+INSTANTIATE(128, bf16, attention_decode_bf16kv_d128_f32)
 INSTANTIATE_COMBINE(32)
 INSTANTIATE_COMBINE(64)
 INSTANTIATE_COMBINE(128)

@@ -131,8 +131,8 @@ __device__ __forceinline__ float quad_sum(float v) {
 #define DKDV_KEYS 128
 #define BK 64  // keys per staged tile
 
-template <int D, typename T>
-__device__ void flash_fwd(T *out, float *lse, const T *q, const T *k, const T *v, const unsigned *kv_lens, int hq, int hkv, int tq, int cap,
+template <int D, typename T, typename KT = T>
+__device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *kv_lens, int hq, int hkv, int tq, int cap,
                           float scale) {
     constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
     __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
@@ -313,6 +313,13 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
                                   const float *rowdot, int hq, int hkv, int t, float scale) {                                 \
         flash_bwd_dkdv<D, T>(dk, dv, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                          \
     }
+// Prefill of f32 activations against a bf16 KV cache (generation).
+#define INSTANTIATE_BF16_KV(D)                                                                                              \
+    extern "C" __global__ void __launch_bounds__(FWD_ROWS * 2, D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
+        float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *kv_lens, int hq, int hkv,      \
+        int tq, int cap, float scale) {                                                                                       \
+        flash_fwd<D, float, bf16>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                       \
+    }
 #define INSTANTIATE_SUM(T, S)                                                                                                 \
     extern "C" __global__ void flash_group_sum_##S(T *out, const T *part, long kv_blocks, int group, long inner) {          \
         flash_group_sum<T>(out, part, kv_blocks, group, inner);                                                               \
@@ -326,3 +333,6 @@ INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
 INSTANTIATE_SUM(float, f32)
 INSTANTIATE_SUM(bf16, bf16)
+INSTANTIATE_BF16_KV(32)
+INSTANTIATE_BF16_KV(64)
+INSTANTIATE_BF16_KV(128)

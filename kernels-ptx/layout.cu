@@ -17,6 +17,19 @@ __device__ void to_head_major(V *dst, const V *src, int rows, int seq, int heads
     }
 }
 
+// The KV-cache write into a bf16 cache: four f32 in, four bf16 out.
+__device__ void to_head_major_to_bf16(uint2 *dst, const float4 *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
+    int per_row = heads * hd4;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
+        int row = k / per_row, j = k - row * per_row;
+        int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
+        float4 x = src[k];
+        __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+        dst[(((long)b * heads + h) * cap + starts[b] + t) * hd4 + d] =
+            make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
+    }
+}
+
 template <typename V> __device__ void to_token_major(V *dst, const V *src, int rows, int seq, int heads, int hd4) {
     int per_row = heads * hd4;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
@@ -37,3 +50,8 @@ template <typename V> __device__ void to_token_major(V *dst, const V *src, int r
 
 INSTANTIATE(float4, f32)
 INSTANTIATE(uint2, bf16)
+
+extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *src, int rows, int seq, int heads, int hd4, int cap,
+                                                     const unsigned *starts) {
+    to_head_major_to_bf16(dst, src, rows, seq, heads, hd4, cap, starts);
+}

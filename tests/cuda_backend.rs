@@ -597,3 +597,31 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
         close_within(&format!("matmul after {what}"), &g, &y, &want, BF16_TOL);
     }
 }
+
+#[test]
+fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    // A decode step, a short prefill (per-row kernel) and a long one (flash).
+    for (q_len, hq, hkv, hd) in [(1, 14, 2, 64), (5, 4, 2, 32), (40, 4, 1, 128)] {
+        let (batch, cap) = (2, 96);
+        let sh = AttnShape { batch, q_heads: hq, kv_heads: hkv, q_len, kv_cap: cap, head_dim: hd };
+        let kv_tok = |rng: &mut ChaCha8Rng| randv(rng, batch * cap * hkv * hd);
+        let (k_tok, v_tok) = (kv_tok(&mut rng), kv_tok(&mut rng));
+        let (mut gk, mut gv) = (g.zeros_kv(batch * hkv * cap * hd), g.zeros_kv(batch * hkv * cap * hd));
+        g.to_head_major(&mut gk, &g.upload(&k_tok), batch, cap, hkv, hd, cap, &[0, 0]);
+        g.to_head_major(&mut gv, &g.upload(&v_tok), batch, cap, hkv, hd, cap, &[0, 0]);
+        // The cache holds the CPU's head-major layout, rounded to bf16.
+        let mut k_hm = vec![0.0; k_tok.len()];
+        Cpu.to_head_major(&mut k_hm, &k_tok, batch, cap, hkv, hd, cap, &[0, 0]);
+        let (k_cache, v_cache) = (g.download(&gk), g.download(&gv));
+        assert_close("bf16 cache write", &k_cache, &k_hm, 1e-2, 1e-2);
+        let q = randv(&mut rng, batch * hq * q_len * hd);
+        let lens = [cap, 50];
+        let mut out = vec![0.0; q.len()];
+        Cpu.attention_fwd(&mut out, None, &q, &k_cache, &v_cache, sh, &lens);
+        let mut gout = g.zeros(q.len());
+        g.attention_fwd(&mut gout, None, &g.upload(&q), &gk, &gv, sh, &lens);
+        close_within(&format!("attention on a bf16 cache {sh:?}"), &g, &gout, &out, BF16_TOL);
+    }
+}

@@ -7,7 +7,7 @@ use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
     let families: Vec<&str> = KERNEL_PTX.iter().map(|(f, _)| *f).collect();
-    for f in ["adamw", "attention", "elementwise", "embedding", "flash", "layout", "loss", "norm", "rl", "rope"] {
+    for f in ["adamw", "attention", "decode", "elementwise", "embedding", "flash", "layout", "loss", "norm", "rl", "rope", "sampling"] {
         assert!(families.contains(&f), "{f} missing from {families:?}");
     }
     for (f, text) in KERNEL_PTX {
@@ -67,5 +67,20 @@ fn kernels_exist_for_both_storage_types() {
                 assert!(entries.contains(&format!("{k}_{s}").as_str()), "{family}: {k}_{s} in {entries:?}");
             }
         }
+    }
+}
+
+#[test]
+fn generation_kernels_exist_for_f32_and_bf16_caches() {
+    let all: Vec<&str> = KERNEL_PTX.iter().flat_map(|(_, p)| entry_points(p)).collect();
+    let mut want = vec!["sample_rows_f32".to_string(), "to_head_major_f32_to_bf16".to_string()];
+    for d in [32, 64, 128] {
+        for stem in ["attention_decode", "attention_decode_bf16kv", "flash_fwd_bf16kv", "attention_fwd_bf16kv"] {
+            want.push(format!("{stem}_d{d}_f32"));
+        }
+        want.push(format!("attention_decode_combine_d{d}"));
+    }
+    for k in &want {
+        assert!(all.contains(&k.as_str()), "{k} is not in the embedded PTX");
     }
 }

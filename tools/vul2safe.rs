@@ -589,7 +589,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
-                "prompt_len": prompt_len, "new": new, "storage": "f32"});
+                "prompt_len": prompt_len, "new": new, "storage": "f32", "kv_cache": if backend == "cuda" { "bf16" } else { "f32" }});
             let (r, device) = match backend.as_str() {
                 "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new, || {})?, "cpu".to_string()),
                 "cuda" => {

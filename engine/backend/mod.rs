@@ -104,6 +104,13 @@ pub trait Backend: Sync {
 
     // Memory.
     fn zeros(&self, len: usize) -> Self::Buf;
+    /// A zeroed buffer for cached keys or values. A device backend may store
+    /// it in bf16 (half the memory and bandwidth of a decode step); only
+    /// `to_head_major` (as the destination), `copy_range` between caches,
+    /// `attention_fwd` (as keys and values), `fill_zero` and `download` take it.
+    fn zeros_kv(&self, len: usize) -> Self::Buf {
+        self.zeros(len)
+    }
     fn upload(&self, host: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn len(&self, buf: &Self::Buf) -> usize;

@@ -2,7 +2,7 @@
 //! in the bf16 and tf32 modes, and the one-warp-per-row f32 kernels
 //! (kernels-ptx/attention.cu) in exact mode and for decode-sized steps.
 
-use super::{per_element, Cuda, THREADS};
+use super::{per_element, Cuda, Storage, THREADS};
 use crate::backend::AttnShape;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -22,6 +22,15 @@ fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) ->
         grid_dim: (rows.div_ceil(block_rows) as u32, heads as u32, batch as u32),
         block_dim: (2 * block_rows as u32, 1, 1),
         shared_mem_bytes: 0,
+    }
+}
+
+/// The kernel stem for keys and values in `kv`'s storage: bf16 caches
+/// have their own instantiations (`flash_fwd_bf16kv_d64_f32`, ...).
+fn cache_stem(stem: &str, kv: &Storage) -> String {
+    match kv {
+        Storage::F32(_) => stem.to_string(),
+        Storage::Bf16(_) => format!("{stem}_bf16kv"),
     }
 }
 
@@ -46,23 +55,21 @@ impl Cuda {
         }
     }
 
-    /// `Backend::attention_fwd`: flash for 16 or more queries on the tensor cores.
+    /// `Backend::attention_fwd`: flash for 16 or more queries on the tensor
+    /// cores, decode.cu for one query. Keys and values may be a bf16 cache.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_forward(
         &self,
         out: &mut CudaSlice<f32>,
         lse: Option<&mut CudaSlice<f32>>,
         q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
+        k: &Storage,
+        v: &Storage,
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
         let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
         let d_lens = self.ids(&lens);
-        if sh.q_len == 1 {
-            return self.decode(out, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
-        }
         let mut scratch;
         let lse = match lse {
             Some(l) => l,
@@ -71,15 +78,24 @@ impl Cuda {
                 &mut scratch
             }
         };
+        if sh.q_len == 1 {
+            return self.decode(out, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
+        }
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
-        // A flash block covers 128 queries: decode-sized steps stay on the per-row kernel.
-        let (name, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
-            (Self::attention_kernel_name("flash_fwd", sh.head_dim), per_flash_tile(sh.q_len, FLASH_FWD_ROWS, sh.q_heads, sh.batch))
+        // A flash block covers 128 queries: short prefills stay on the per-row kernel.
+        let (stem, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
+            ("flash_fwd", per_flash_tile(sh.q_len, FLASH_FWD_ROWS, sh.q_heads, sh.batch))
         } else {
-            (Self::attention_kernel_name("attention_fwd", sh.head_dim), per_warp_row(sh.q_len, sh.q_heads, sh.batch))
+            ("attention_fwd", per_warp_row(sh.q_len, sh.q_heads, sh.batch))
         };
-        launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale);
+        let name = Self::attention_kernel_name(&cache_stem(stem, k), sh.head_dim);
+        match (k, v) {
+            (Storage::F32(k), Storage::F32(v)) => launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
+            (Storage::Bf16(k), Storage::Bf16(v)) => launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
+            _ => panic!("attention: keys and values in different storage"),
+        }
     }
+
     /// One query per row (kernels-ptx/decode.cu): a block per (key split,
     /// kv head, row) with a warp per query head of the group; splits are
     /// merged by a second kernel when there are several.
@@ -87,10 +103,10 @@ impl Cuda {
     fn decode(
         &self,
         out: &mut CudaSlice<f32>,
-        lse: Option<&mut CudaSlice<f32>>,
+        lse: &mut CudaSlice<f32>,
         q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
+        k: &Storage,
+        v: &Storage,
         sh: AttnShape,
         d_lens: &CudaSlice<u32>,
         longest: usize,
@@ -98,14 +114,6 @@ impl Cuda {
         let group = sh.group();
         assert!(group <= 32, "decode attention runs one warp per query head of a GQA group: at most 32, got {group}");
         let rows = sh.batch * sh.q_heads;
-        let mut scratch;
-        let lse = match lse {
-            Some(l) => l,
-            None => {
-                scratch = self.scratch(rows);
-                &mut scratch
-            }
-        };
         let splits = decode_splits(self.sms * 2, sh.batch * sh.kv_heads, longest);
         let chunk = longest.div_ceil(splits).next_multiple_of(DECODE_TILE).max(DECODE_TILE);
         let splits = longest.div_ceil(chunk).max(1);
@@ -116,8 +124,17 @@ impl Cuda {
             block_dim: (32 * group as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let name = Self::attention_kernel_name("attention_decode", sh.head_dim);
-        launch!(self, &name, cfg, &mut *out, &mut *lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
+        let name = Self::attention_kernel_name(&cache_stem("attention_decode", k), sh.head_dim);
+        let (o, l) = (&mut *out, &mut *lse);
+        match (k, v) {
+            (Storage::F32(k), Storage::F32(v)) => {
+                launch!(self, &name, cfg, o, l, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+            }
+            (Storage::Bf16(k), Storage::Bf16(v)) => {
+                launch!(self, &name, cfg, o, l, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+            }
+            _ => panic!("attention: keys and values in different storage"),
+        }
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);

@@ -1,30 +1,59 @@
-//! The CUDA backend's buffer: f32 storage, plus the bf16 copy that a
-//! tensor-core matmul last made of it. Every write goes through
+//! The CUDA backend's buffer. Most buffers store f32 and keep the bf16 copy
+//! that a tensor-core matmul last made of them: every write goes through
 //! [`CudaBuf::write`], which drops that copy, so a kept copy always matches
-//! the data: a weight is cast once per optimizer step (once per model during
-//! generation), and an activation once however many matmuls read it.
+//! the data; a weight is therefore cast once per optimizer step (once per
+//! model during generation), and an activation once however many matmuls
+//! read it. KV caches store bf16 themselves (`Backend::zeros_kv`); only the
+//! cache ops (layout writes, attention, copies) accept them.
 
 use cudarc::driver::CudaSlice;
 use half::bf16;
 use std::sync::{Arc, Mutex};
 
+pub enum Storage {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<bf16>),
+}
+
 pub struct CudaBuf {
-    data: CudaSlice<f32>,
+    data: Storage,
     /// bf16 copy of the first `n` values (n = its length), if one was made since the last write.
     half: Mutex<Option<Arc<CudaSlice<bf16>>>>,
 }
 
 impl CudaBuf {
     pub(crate) fn new(data: CudaSlice<f32>) -> CudaBuf {
-        CudaBuf { data, half: Mutex::new(None) }
+        CudaBuf { data: Storage::F32(data), half: Mutex::new(None) }
     }
 
+    pub(crate) fn new_bf16(data: CudaSlice<bf16>) -> CudaBuf {
+        CudaBuf { data: Storage::Bf16(data), half: Mutex::new(None) }
+    }
+
+    /// The f32 storage; a bf16 buffer here is a caller's bug (only KV caches are bf16).
     pub(crate) fn data(&self) -> &CudaSlice<f32> {
+        match &self.data {
+            Storage::F32(d) => d,
+            Storage::Bf16(_) => panic!("a bf16 KV-cache buffer was passed to an op that takes f32 storage"),
+        }
+    }
+
+    /// Mutable f32 storage for a kernel that writes; forgets the bf16 copy.
+    pub(crate) fn write(&mut self) -> &mut CudaSlice<f32> {
+        *self.half.get_mut().expect("bf16 copy lock") = None;
+        match &mut self.data {
+            Storage::F32(d) => d,
+            Storage::Bf16(_) => panic!("a bf16 KV-cache buffer was passed to an op that writes f32 storage"),
+        }
+    }
+
+    /// Either storage, for the ops that take KV caches.
+    pub(crate) fn storage(&self) -> &Storage {
         &self.data
     }
 
-    /// Mutable access for a kernel that writes; forgets the bf16 copy.
-    pub(crate) fn write(&mut self) -> &mut CudaSlice<f32> {
+    /// Either storage, mutable; forgets the bf16 copy.
+    pub(crate) fn storage_mut(&mut self) -> &mut Storage {
         *self.half.get_mut().expect("bf16 copy lock") = None;
         &mut self.data
     }
@@ -36,7 +65,7 @@ impl CudaBuf {
         match half.as_ref() {
             Some(h) if h.len() == n.max(1) => h.clone(),
             _ => {
-                let h = Arc::new(cast(&self.data));
+                let h = Arc::new(cast(self.data()));
                 *half = Some(h.clone());
                 h
             }
@@ -44,10 +73,13 @@ impl CudaBuf {
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        match &self.data {
+            Storage::F32(d) => d.len(),
+            Storage::Bf16(d) => d.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.len() == 0
+        self.len() == 0
     }
 }

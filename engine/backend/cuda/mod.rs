@@ -16,6 +16,7 @@ use crate::rl::reward::RewardMode;
 use anyhow::{Context, Result};
 use cudarc::cublas::CudaBlas;
 pub use buf::CudaBuf;
+use buf::Storage;
 pub use gemm::Math;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
@@ -244,19 +245,40 @@ impl Backend for Cuda {
         }
         CudaBuf::new(self.floats(host))
     }
+    fn zeros_kv(&self, len: usize) -> CudaBuf {
+        // Exact mode keeps f32 caches: it is the tight comparison with the CPU.
+        if self.math() == Math::Exact {
+            return self.zeros(len);
+        }
+        CudaBuf::new_bf16(self.stream.alloc_zeros(len.max(1)).expect("allocating a KV cache"))
+    }
     fn download(&self, buf: &CudaBuf) -> Vec<f32> {
-        self.fetch(buf.data())
+        match buf.storage() {
+            Storage::F32(d) => self.fetch(d),
+            Storage::Bf16(d) => self.stream.clone_dtoh(d).expect("downloading device memory").into_iter().map(f32::from).collect(),
+        }
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len()
     }
     fn fill_zero(&self, buf: &mut CudaBuf) {
-        self.stream.memset_zeros(buf.write()).expect("memset");
+        match buf.storage_mut() {
+            Storage::F32(d) => self.stream.memset_zeros(d),
+            Storage::Bf16(d) => self.stream.memset_zeros(d),
+        }
+        .expect("memset");
     }
     fn copy_range(&self, dst: &mut CudaBuf, dst_off: usize, src: &CudaBuf, src_off: usize, len: usize) {
-        if len > 0 {
-            self.stream.memcpy_dtod(&src.data().slice(src_off..src_off + len), &mut dst.write().slice_mut(dst_off..dst_off + len)).expect("device copy");
+        if len == 0 {
+            return;
         }
+        let (to, from) = (dst_off..dst_off + len, src_off..src_off + len);
+        match (dst.storage_mut(), src.storage()) {
+            (Storage::F32(d), Storage::F32(s)) => self.stream.memcpy_dtod(&s.slice(from), &mut d.slice_mut(to)),
+            (Storage::Bf16(d), Storage::Bf16(s)) => self.stream.memcpy_dtod(&s.slice(from), &mut d.slice_mut(to)),
+            _ => panic!("copy_range between f32 and bf16 buffers"),
+        }
+        .expect("device copy");
     }
     fn add_inplace(&self, y: &mut CudaBuf, x: &CudaBuf) {
         let n = y.len() as i64;
@@ -368,8 +390,11 @@ impl Backend for Cuda {
         let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
         let d_s = self.ids(&s);
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
-        let cap = cap as i32;
-        launch!(self, "to_head_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4, &cap, &*d_s);
+        let (cap, cfg) = (cap as i32, per_element(vectors));
+        match dst.storage_mut() {
+            Storage::F32(d) => launch!(self, "to_head_major_f32", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &*d_s),
+            Storage::Bf16(d) => launch!(self, "to_head_major_f32_to_bf16", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &*d_s),
+        }
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
@@ -385,7 +410,7 @@ impl Backend for Cuda {
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
-        self.attention_forward(out.write(), lse.map(CudaBuf::write), q.data(), k.data(), v.data(), sh, kv_lens);
+        self.attention_forward(out.write(), lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens);
     }
     fn attention_bwd(
         &self,
