@@ -37,10 +37,20 @@ __device__ __forceinline__ unsigned pack(bf16 lo, bf16 hi) {
     v.y = hi;
     return *reinterpret_cast<unsigned *>(&v);
 }
-// Two neighbouring bf16 of a shared-memory row (even column).
-__device__ __forceinline__ unsigned pair(const bf16 *p) { return *reinterpret_cast<const unsigned *>(p); }
-// The same column of two neighbouring shared-memory rows.
-template <int SD> __device__ __forceinline__ unsigned column_pair(const bf16 *p) { return pack(p[0], p[SD]); }
+// Two 8x8 bf16 matrices from shared memory in one instruction: lanes 0-15
+// give the addresses of rows l % 8 of matrix l / 8 (16-byte aligned), and
+// every lane gets, of each matrix, the pair (row l / 4, columns 2(l % 4), +1),
+// or with .trans the pair (rows 2(l % 4), +1, column l / 4): the two
+// registers of an m16n8k16 B fragment either way. (Two, not four, at a time
+// keeps the forward within its two-blocks-per-SM register budget.)
+__device__ __forceinline__ void ldmatrix_x2(unsigned &r0, unsigned &r1, const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned &r0, unsigned &r1, const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+}
 
 // Four consecutive values as f32 (16-byte f32 or 8-byte bf16 loads; i is a multiple of 4).
 __device__ __forceinline__ float4 ld4(const float *p, long i) { return *reinterpret_cast<const float4 *>(p + i); }
@@ -78,25 +88,35 @@ __device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src
 }
 
 // acc[n] (16 x 8 tiles over N columns) = rows(a) . tileᵀ, where tile holds N rows of D in shared memory.
+// B[k][n] = tile[n][k]: matrix i is rows n*8.., columns kk*16 + 8i.
 template <int D, int SD, int N>
 __device__ __forceinline__ void rows_times_tile_t(float (&acc)[N / 8][4], const unsigned (&a)[D / 16][4], const bf16 *tile) {
-    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int lane = threadIdx.x & 31;
     for (int n = 0; n < N / 8; n++) {
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-        const bf16 *row = tile + (n * 8 + g) * SD + 2 * t;
-        for (int kk = 0; kk < D / 16; kk++) mma(acc[n], a[kk], pair(row + kk * 16), pair(row + kk * 16 + 8));
+        const bf16 *row = tile + (n * 8 + (lane & 7)) * SD + 8 * ((lane >> 3) & 1);
+        for (int kk = 0; kk < D / 16; kk++) {
+            unsigned b0, b1;
+            ldmatrix_x2(b0, b1, row + kk * 16);
+            mma(acc[n], a[kk], b0, b1);
+        }
     }
 }
 
 // out[d] (16 x 8 tiles over D) += p . tile, p a 16 x K score block in accumulator layout, tile K rows of D.
+// B[k][n] = tile[k][n], loaded transposed: matrix i is rows kk*16 + 8i.., columns d*8.
 template <int D, int SD, int K>
 __device__ __forceinline__ void scores_times_tile(float (&out)[D / 8][4], const float (&p)[K / 8][4], const bf16 *tile) {
-    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int lane = threadIdx.x & 31;
     for (int kk = 0; kk < K / 16; kk++) {
         unsigned a[4] = {pack(p[2 * kk][0], p[2 * kk][1]), pack(p[2 * kk][2], p[2 * kk][3]), pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                          pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
-        const bf16 *col = tile + (kk * 16 + 2 * t) * SD + g;
-        for (int d = 0; d < D / 8; d++) mma(out[d], a, column_pair<SD>(col + d * 8), column_pair<SD>(col + 8 * SD + d * 8));
+        const bf16 *rows = tile + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SD;
+        for (int d = 0; d < D / 8; d++) {
+            unsigned b0, b1;
+            ldmatrix_x2_trans(b0, b1, rows + d * 8);
+            mma(out[d], a, b0, b1);
+        }
     }
 }
 
