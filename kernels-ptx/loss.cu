@@ -1,38 +1,49 @@
 // Row-wise softmax kernels over chunks of LM-head logits, one block per row,
-// each reading the row twice (max/sum, then write) and never storing a
-// softmax: the fused cross-entropy that overwrites logits with their
-// gradient, target logprob + entropy, and the logit gradient of any loss on
-// those two (the PPO policy loss).
+// each reading the row once for its statistics (online softmax) and once
+// more to write, and never storing a softmax: the fused cross-entropy that
+// overwrites logits with their gradient, target logprob + entropy, and the
+// logit gradient of any loss on those two (the PPO policy loss).
 #include "common.cuh"
 
 #define IGNORE 0xffffffffu
 
-// Max and log-partition of row `row`; also E[x - max] weighted by softmax.
+// Running softmax statistics of a set of logits: max m, s = Σ e^(x - m)
+// and sx = Σ e^(x - m) (x - m), so log Z = m + log s and H = log s - sx / s.
+struct Stats {
+    float m, s, sx;
+};
+
+// Folds `b` into `a` (either may be empty: m = -inf, s = 0).
+__device__ __forceinline__ Stats merge(Stats a, Stats b) {
+    if (b.m > a.m) {
+        Stats t = a;
+        a = b;
+        b = t;
+    }
+    float d = b.m - a.m, c = __expf(d);
+    if (b.s == 0.0f || !(c > 0.0f)) return a;  // nothing to add, or only -inf logits
+    return {a.m, a.s + c * b.s, a.sx + c * (b.sx + d * b.s)};
+}
+
+// Log-partition and entropy of a row in one pass over it (online softmax).
 template <typename T> __device__ void row_stats(const T *z, int vocab, float *log_z, float *entropy) {
-    __shared__ float s_max;
-    float m = -INFINITY;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, ld(z, i));
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
-    __shared__ float warp_max[32];
-    if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = m;
+    Stats st = {-INFINITY, 0.0f, 0.0f};
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {ld(z, i), 1.0f, 0.0f});
+    for (int o = 16; o > 0; o >>= 1)
+        st = merge(st, {__shfl_xor_sync(0xffffffff, st.m, o), __shfl_xor_sync(0xffffffff, st.s, o), __shfl_xor_sync(0xffffffff, st.sx, o)});
+    __shared__ Stats warp_stats[32];
+    if ((threadIdx.x & 31) == 0) warp_stats[threadIdx.x >> 5] = st;
     __syncthreads();
     if (threadIdx.x == 0) {
-        float mm = -INFINITY;
-        for (int w = 0; w < (int)(blockDim.x >> 5); w++) mm = fmaxf(mm, warp_max[w]);
-        s_max = mm;
+        Stats all = warp_stats[0];
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) all = merge(all, warp_stats[w]);
+        warp_stats[0] = all;
     }
     __syncthreads();
-    m = s_max;
-    float s = 0.0f, sx = 0.0f;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float d = ld(z, i) - m, e = __expf(d);
-        s += e;
-        sx += e * d;
-    }
-    s = block_sum(s);
-    sx = block_sum(sx);
-    *log_z = m + __logf(s);
-    *entropy = __logf(s) - sx / s;
+    Stats all = warp_stats[0];
+    __syncthreads();
+    *log_z = all.m + __logf(all.s);
+    *entropy = __logf(all.s) - all.sx / all.s;
 }
 
 // loss[row] = w * (log Z - z[t]); z <- w * (softmax - onehot), 0 for ignored rows.
