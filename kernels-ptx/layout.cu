@@ -55,3 +55,70 @@ extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *s
                                                      const unsigned *starts) {
     to_head_major_to_bf16(dst, src, rows, seq, heads, hd4, cap, starts);
 }
+
+// Attention's entry and exit fused with what surrounds them: one thread per
+// rotation pair (i, i + hd/2) of a token's head. heads_from_tokens adds the
+// bias (if any), rotates (if cos is given) and writes head-major at starts[b]
+// (in f32, or rounded into a bf16 KV cache); tokens_from_heads moves back to
+// token-major and applies the inverse rotation. The rotation is rope.cu's.
+template <typename OUT>
+__device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
+                                  int rows, int seq, int heads, int hd, int cap, const unsigned *starts) {
+    int half = hd / 2, per_row = heads * half;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
+        int row = k / per_row, j = k - row * per_row, h = j / half, i = j - h * half;
+        int b = row / seq, t = row - b * seq;
+        long s = ((long)row * heads + h) * hd + i;
+        float a = src[s], c = src[s + half];
+        if (bias) {
+            a += bias[h * hd + i];
+            c += bias[h * hd + i + half];
+        }
+        if (cos_t) {
+            long tab = (long)positions[row] * half + i;
+            float co = cos_t[tab], si = sin_t[tab];
+            float x0 = a * co - c * si, x1 = c * co + a * si;
+            a = x0;
+            c = x1;
+        }
+        long o = (((long)b * heads + h) * cap + starts[b] + t) * hd + i;
+        st(dst, o, a);
+        st(dst, o + half, c);
+    }
+}
+
+__device__ void tokens_from_heads(float *dst, const float *src, const float *cos_t, const float *sin_t, const unsigned *positions, int rows,
+                                  int seq, int heads, int hd) {
+    int half = hd / 2, per_row = heads * half;
+    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
+        int row = k / per_row, j = k - row * per_row, h = j / half, i = j - h * half;
+        int b = row / seq, t = row - b * seq;
+        long s = (((long)b * heads + h) * seq + t) * hd + i;
+        float a = src[s], c = src[s + half];
+        if (cos_t) {
+            long tab = (long)positions[row] * half + i;
+            float co = cos_t[tab], si = -sin_t[tab];
+            float x0 = a * co - c * si, x1 = c * co + a * si;
+            a = x0;
+            c = x1;
+        }
+        long o = ((long)row * heads + h) * hd + i;
+        dst[o] = a;
+        dst[o + half] = c;
+    }
+}
+
+#define INSTANTIATE_HEADS(OUT, S)                                                                                           \
+    extern "C" __global__ void heads_from_tokens_##S(OUT *dst, const float *src, const float *bias, const float *c,        \
+                                                     const float *s, const unsigned *pos, int rows, int seq, int heads,     \
+                                                     int hd, int cap, const unsigned *starts) {                             \
+        heads_from_tokens(dst, src, bias, c, s, pos, rows, seq, heads, hd, cap, starts);                                    \
+    }
+
+INSTANTIATE_HEADS(float, f32)
+INSTANTIATE_HEADS(bf16, bf16)
+
+extern "C" __global__ void tokens_from_heads_f32(float *dst, const float *src, const float *c, const float *s, const unsigned *pos, int rows,
+                                                 int seq, int heads, int hd) {
+    tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd);
+}

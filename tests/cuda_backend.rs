@@ -625,3 +625,42 @@ fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
         close_within(&format!("attention on a bf16 cache {sh:?}"), &g, &gout, &out, BF16_TOL);
     }
 }
+
+#[test]
+fn fused_attention_entry_and_exit_match_the_cpu_composition() {
+    use vul2safe::backend::Rope;
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (b, t, heads, hd, cap) = (2, 5, 3, 32, 9);
+    let (cos, sin) = rope_tables(64, hd, 10_000.0);
+    let (gc, gs) = (g.upload(&cos), g.upload(&sin));
+    let pos: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7) % 64).collect();
+    let starts = [1, 4];
+    let bias = randv(&mut rng, heads * hd);
+    let gbias = g.upload(&bias);
+    let src = randv(&mut rng, b * t * heads * hd);
+    for (with_bias, with_rope) in [(true, true), (false, true), (true, false), (false, false)] {
+        let what = format!("heads_from_tokens bias {with_bias} rope {with_rope}");
+        let rope = with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos });
+        let mut want = vec![0.0; b * heads * cap * hd];
+        Cpu.heads_from_tokens(&mut want, &mut src.clone(), with_bias.then_some(&bias), rope, b, t, heads, hd, cap, &starts);
+        let grope = with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos });
+        let mut got = g.zeros(want.len());
+        g.heads_from_tokens(&mut got, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
+        close(&what, &g, &got, &want);
+        // Into a bf16 KV cache: the same values, rounded.
+        g.set_math(Math::Bf16).unwrap();
+        let mut cache = g.zeros_kv(want.len());
+        g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
+        g.set_math(Math::Exact).unwrap();
+        assert_close(&format!("{what} into bf16"), &g.download(&cache), &want, 1e-2, 1e-2);
+    }
+    let hm = randv(&mut rng, b * heads * t * hd);
+    for with_rope in [true, false] {
+        let mut want = vec![0.0; hm.len()];
+        Cpu.tokens_from_heads(&mut want, &hm, with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos }), b, t, heads, hd);
+        let mut got = g.zeros(hm.len());
+        g.tokens_from_heads(&mut got, &g.upload(&hm), with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos }), b, t, heads, hd);
+        close(&format!("tokens_from_heads rope {with_rope}"), &g, &got, &want);
+    }
+}

@@ -70,6 +70,20 @@ impl AttnShape {
     }
 }
 
+/// The RoPE tables (`[max_pos, head_dim / 2]`) and each token's position.
+pub struct Rope<'a, Buf> {
+    pub cos: &'a Buf,
+    pub sin: &'a Buf,
+    pub positions: &'a [u32],
+}
+
+impl<Buf> Clone for Rope<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Buf> Copy for Rope<'_, Buf> {}
+
 /// One AdamW update's hyper-parameters; `step` starts at 1.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWStep {
@@ -173,6 +187,52 @@ pub trait Backend: Sync {
     );
     /// `[batch, heads, seq, hd]` to `[batch, seq, heads, hd]`.
     fn to_token_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
+
+    // Attention's entry and exit, fused: what the default bodies do in three
+    // passes over the activations, a device backend does in one.
+    /// Projection output to attention operand: adds `bias` (per head row),
+    /// applies `rope`, and writes `to_head_major(dst, src, ..)`. `src` is
+    /// scratch: a backend may leave it biased and rotated.
+    #[allow(clippy::too_many_arguments)]
+    fn heads_from_tokens(
+        &self,
+        dst: &mut Self::Buf,
+        src: &mut Self::Buf,
+        bias: Option<&Self::Buf>,
+        rope: Option<Rope<'_, Self::Buf>>,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        cap: usize,
+        starts: &[usize],
+    ) {
+        if let Some(b) = bias {
+            self.add_bias(src, b, batch * seq);
+        }
+        if let Some(r) = rope {
+            self.rope_fwd(src, r.cos, r.sin, r.positions, heads, head_dim);
+        }
+        self.to_head_major(dst, src, batch, seq, heads, head_dim, cap, starts);
+    }
+    /// Attention gradient to projection gradient: `to_token_major`, then the
+    /// inverse `rope` rotation.
+    #[allow(clippy::too_many_arguments)]
+    fn tokens_from_heads(
+        &self,
+        dst: &mut Self::Buf,
+        src: &Self::Buf,
+        rope: Option<Rope<'_, Self::Buf>>,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+    ) {
+        self.to_token_major(dst, src, batch, seq, heads, head_dim);
+        if let Some(r) = rope {
+            self.rope_bwd(dst, r.cos, r.sin, r.positions, heads, head_dim);
+        }
+    }
 
     /// Causal GQA attention; writes `out` (head-major, like `q`) and, when given,
     /// the row log-sum-exp `lse[batch, q_heads, q_len]` that the backward needs.

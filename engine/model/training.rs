@@ -12,8 +12,8 @@
 
 use super::config::ModelConfig;
 use super::params::Params;
-use super::transformer::{check_ids, project, Transformer};
-use crate::backend::{AttnShape, Backend, MatMul, IGNORE};
+use super::transformer::{check_ids, Transformer};
+use crate::backend::{AttnShape, Backend, MatMul, Rope, IGNORE};
 use anyhow::{ensure, Result};
 
 /// One micro-batch of `batch × seq` tokens. `targets[i]` is the token the
@@ -312,14 +312,13 @@ impl<B: Backend> Transformer<B> {
             let a = &mut done[l];
             be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             // q goes through att_tok as token-major scratch before its head-major home.
-            project(be, &mut st.att_tok, &st.ln, &p.wq, p.bq.as_ref(), n, d, h * hd);
-            project(be, &mut st.k_tok, &st.ln, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
-            project(be, &mut st.v_tok, &st.ln, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
-            be.rope_fwd(&mut st.att_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
-            be.rope_fwd(&mut st.k_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
-            be.to_head_major(&mut a.q, &st.att_tok, bs, t, h, hd, t, &zero);
-            be.to_head_major(&mut a.k, &st.k_tok, bs, t, hkv, hd, t, &zero);
-            be.to_head_major(&mut a.v, &st.v_tok, bs, t, hkv, hd, t, &zero);
+            be.matmul(&mut st.att_tok, &st.ln, &p.wq, MatMul::linear(n, d, h * hd));
+            be.matmul(&mut st.k_tok, &st.ln, &p.wk, MatMul::linear(n, d, hkv * hd));
+            be.matmul(&mut st.v_tok, &st.ln, &p.wv, MatMul::linear(n, d, hkv * hd));
+            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
+            be.heads_from_tokens(&mut a.q, &mut st.att_tok, p.bq.as_ref(), Some(rope), bs, t, h, hd, t, &zero);
+            be.heads_from_tokens(&mut a.k, &mut st.k_tok, p.bk.as_ref(), Some(rope), bs, t, hkv, hd, t, &zero);
+            be.heads_from_tokens(&mut a.v, &mut st.v_tok, p.bv.as_ref(), None, bs, t, hkv, hd, t, &zero);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
             be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
             be.copy_range(&mut a.x_mid, 0, &a.x_in, 0, n * d);
@@ -417,11 +416,10 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
             be.to_head_major(&mut st.d_att, &st.d_att_tok, bs, t, h, hd, t, &zero);
             be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
-            be.to_token_major(&mut st.dq_tok, &st.dq, bs, t, h, hd);
-            be.to_token_major(&mut st.dk_tok, &st.dk, bs, t, hkv, hd);
-            be.to_token_major(&mut st.dv_tok, &st.dv, bs, t, hkv, hd);
-            be.rope_bwd(&mut st.dq_tok, &self.rope_cos, &self.rope_sin, positions, h, hd);
-            be.rope_bwd(&mut st.dk_tok, &self.rope_cos, &self.rope_sin, positions, hkv, hd);
+            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
+            be.tokens_from_heads(&mut st.dq_tok, &st.dq, Some(rope), bs, t, h, hd);
+            be.tokens_from_heads(&mut st.dk_tok, &st.dk, Some(rope), bs, t, hkv, hd);
+            be.tokens_from_heads(&mut st.dv_tok, &st.dv, None, bs, t, hkv, hd);
             for (db, dy) in [(&mut g.bq, &st.dq_tok), (&mut g.bk, &st.dk_tok), (&mut g.bv, &st.dv_tok)] {
                 if let Some(db) = db.as_mut() {
                     be.bias_grad(db, dy, n);

@@ -5,7 +5,7 @@ use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::params::Params;
 use super::weights::{load_params, save_params};
-use crate::backend::{cpu::rope_tables, AttnShape, Backend, MatMul};
+use crate::backend::{cpu::rope_tables, AttnShape, Backend, MatMul, Rope};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 
@@ -90,14 +90,13 @@ impl<B: Backend> Transformer<B> {
         let mut act = be.zeros(n * cfg.intermediate_size);
         for (l, p) in self.params.layers.iter().enumerate() {
             be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.attn_norm, d, cfg.rms_norm_eps);
-            project(be, &mut q_tok, &ln, &p.wq, p.bq.as_ref(), n, d, h * hd);
-            project(be, &mut k_tok, &ln, &p.wk, p.bk.as_ref(), n, d, hkv * hd);
-            project(be, &mut v_tok, &ln, &p.wv, p.bv.as_ref(), n, d, hkv * hd);
-            be.rope_fwd(&mut q_tok, &self.rope_cos, &self.rope_sin, &positions, h, hd);
-            be.rope_fwd(&mut k_tok, &self.rope_cos, &self.rope_sin, &positions, hkv, hd);
-            be.to_head_major(&mut q, &q_tok, batch, tq, h, hd, tq, &zero_starts);
-            be.to_head_major(&mut cache.k[l], &k_tok, batch, tq, hkv, hd, cache.cap, &cache.lens);
-            be.to_head_major(&mut cache.v[l], &v_tok, batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.matmul(&mut q_tok, &ln, &p.wq, MatMul::linear(n, d, h * hd));
+            be.matmul(&mut k_tok, &ln, &p.wk, MatMul::linear(n, d, hkv * hd));
+            be.matmul(&mut v_tok, &ln, &p.wv, MatMul::linear(n, d, hkv * hd));
+            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions: &positions };
+            be.heads_from_tokens(&mut q, &mut q_tok, p.bq.as_ref(), Some(rope), batch, tq, h, hd, tq, &zero_starts);
+            be.heads_from_tokens(&mut cache.k[l], &mut k_tok, p.bk.as_ref(), Some(rope), batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.heads_from_tokens(&mut cache.v[l], &mut v_tok, p.bv.as_ref(), None, batch, tq, hkv, hd, cache.cap, &cache.lens);
             be.attention_fwd(&mut att, None, &q, &cache.k[l], &cache.v[l], shape, &kv_lens);
             be.to_token_major(&mut q_tok, &att, batch, tq, h, hd);
             be.matmul(&mut x, &q_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
@@ -139,23 +138,5 @@ impl<B: Backend> Transformer<B> {
                 Ok(lp)
             })
             .collect()
-    }
-}
-
-/// `y = x · wᵀ (+ bias)` for a `[out, in]` weight.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn project<B: Backend>(
-    be: &B,
-    y: &mut B::Buf,
-    x: &B::Buf,
-    w: &B::Buf,
-    bias: Option<&B::Buf>,
-    rows: usize,
-    d_in: usize,
-    d_out: usize,
-) {
-    be.matmul(y, x, w, MatMul::linear(rows, d_in, d_out));
-    if let Some(b) = bias {
-        be.add_bias(y, b, rows);
     }
 }

@@ -9,7 +9,7 @@
 //! the tensor cores, or one warp per row in exact f32 and for decode steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
-use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards};
+use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards, Rope};
 use crate::generate::SamplingConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
@@ -18,7 +18,7 @@ use cudarc::cublas::CudaBlas;
 pub use buf::CudaBuf;
 use buf::Storage;
 pub use gemm::Math;
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,6 +88,15 @@ fn layout_args(batch: usize, seq: usize, heads: usize, head_dim: usize) -> (usiz
     let vectors = batch * seq * heads * head_dim / 4;
     assert!(vectors < (i32::MAX / 2) as usize, "layout move of {vectors} vectors is too large for 32-bit indexing");
     (vectors, [(batch * seq) as i32, seq as i32, heads as i32, (head_dim / 4) as i32])
+}
+
+/// The fused attention-entry kernels' arguments: how many rotation pairs
+/// they visit, and (token rows, seq, heads, head_dim, cap), in 32 bits.
+fn pair_args(batch: usize, seq: usize, heads: usize, head_dim: usize, cap: usize) -> (usize, [i32; 5]) {
+    assert!(head_dim.is_multiple_of(2), "RoPE pairs need an even head_dim, got {head_dim}");
+    let pairs = batch * seq * heads * head_dim / 2;
+    assert!(pairs < (i32::MAX / 2) as usize, "{pairs} pairs are too many for 32-bit indexing");
+    (pairs, [(batch * seq) as i32, seq as i32, heads as i32, head_dim as i32, cap as i32])
 }
 
 macro_rules! launch {
@@ -187,6 +196,11 @@ impl Cuda {
         self.stream.clone_htod(host).expect("uploading floats")
     }
 
+    /// A buffer's device address, for kernel tables and optional (nullable) arguments.
+    pub(crate) fn ptr<T>(&self, buf: &CudaSlice<T>) -> u64 {
+        buf.device_ptr(&self.stream).0
+    }
+
     /// Zeroed device memory for a kernel's own outputs and partials.
     pub(crate) fn scratch(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
@@ -200,6 +214,14 @@ impl Cuda {
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
         launch!(self, "column_partials_add_f32", per_element(cols), out, partial, &nb, &c);
+    }
+
+    /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
+    /// and the positions' upload, which the caller keeps until it launches.
+    fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<Arc<CudaSlice<u32>>>) {
+        let Some(r) = rope else { return ([0; 3], None) };
+        let positions = self.ids(r.positions);
+        ([self.ptr(r.cos.data()), self.ptr(r.sin.data()), self.ptr(&*positions)], Some(positions))
     }
 
     /// Rotates in place; `sign = -1` is the inverse rotation (the backward).
@@ -399,6 +421,45 @@ impl Backend for Cuda {
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
         launch!(self, "to_token_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4);
+    }
+    fn heads_from_tokens(
+        &self,
+        dst: &mut CudaBuf,
+        src: &mut CudaBuf,
+        bias: Option<&CudaBuf>,
+        rope: Option<Rope<'_, CudaBuf>>,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+        cap: usize,
+        starts: &[usize],
+    ) {
+        let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
+        let d_s = self.ids(&s);
+        let bias = bias.map_or(0, |b| self.ptr(b.data()));
+        let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
+        let (pairs, [rows, t, h, hd, cap]) = pair_args(batch, seq, heads, head_dim, cap);
+        let cfg = per_element(pairs);
+        let src = src.data();
+        match dst.storage_mut() {
+            Storage::F32(d) => launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s),
+            Storage::Bf16(d) => launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s),
+        }
+    }
+    fn tokens_from_heads(
+        &self,
+        dst: &mut CudaBuf,
+        src: &CudaBuf,
+        rope: Option<Rope<'_, CudaBuf>>,
+        batch: usize,
+        seq: usize,
+        heads: usize,
+        head_dim: usize,
+    ) {
+        let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
+        let (pairs, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
+        launch!(self, "tokens_from_heads_f32", per_element(pairs), dst.write(), src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd);
     }
     fn attention_fwd(
         &self,

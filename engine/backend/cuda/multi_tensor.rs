@@ -4,7 +4,7 @@
 
 use super::{Cuda, CudaBuf, THREADS};
 use crate::backend::{AdamWStep, AdamWTensor};
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// Elements per chunk, as `MT_CHUNK` in adamw.cu.
 const CHUNK: usize = 65536;
@@ -19,10 +19,6 @@ struct ChunkTable {
 }
 
 impl Cuda {
-    fn ptr(&self, buf: &CudaSlice<f32>) -> u64 {
-        buf.device_ptr(&self.stream).0
-    }
-
     /// `ptrs` holds `ptrs.len() / sizes.len()` pointers per tensor.
     fn chunk_table(&self, ptrs: Vec<u64>, sizes: &[usize]) -> ChunkTable {
         let (mut chunk_tensor, mut chunk_start) = (Vec::new(), Vec::new());
