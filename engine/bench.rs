@@ -137,7 +137,8 @@ pub fn generate_throughput<B: Backend>(
     before_timed: impl FnOnce(),
 ) -> Result<GenerateBench> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let prompts: Vec<Vec<u32>> = (0..prompts).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
+    let prompts: Vec<Vec<u32>> =
+        (0..prompts).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
     let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0, stop_tokens: vec![] };
     generate_continuous(be, &model, &prompts[..batch.min(prompts.len())], batch, &sampling(2))?;

@@ -576,13 +576,21 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
         ("scale", Box::new(|g, w, _| g.scale(w, -2.0))),
         ("add_inplace", Box::new(|g, w, o| g.add_inplace(w, o))),
         ("copy_range", Box::new(move |g, w, o| g.copy_range(w, 5, o, 0, n - 5))),
-        ("matmul output", Box::new(move |g, w, o| g.matmul(w, o, o, MatMul { m: d_out, n: d_in, k: 1, trans_a: false, trans_b: false, accumulate: false }))),
+        (
+            "matmul output",
+            Box::new(move |g, w, o| {
+                g.matmul(w, o, o, MatMul { m: d_out, n: d_in, k: 1, trans_a: false, trans_b: false, accumulate: false })
+            }),
+        ),
         ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
         ("adamw", Box::new(move |g, w, o| g.adamw(w, o, &mut g.zeros(n), &mut g.zeros(n), hp))),
-        ("adamw_many", Box::new(move |g, w, o| {
-            let (mut m, mut v) = (g.zeros(n), g.zeros(n));
-            g.adamw_many(vec![AdamWTensor { param: w, grad: o, m: &mut m, v: &mut v, weight_decay: 0.0 }], hp)
-        })),
+        (
+            "adamw_many",
+            Box::new(move |g, w, o| {
+                let (mut m, mut v) = (g.zeros(n), g.zeros(n));
+                g.adamw_many(vec![AdamWTensor { param: w, grad: o, m: &mut m, v: &mut v, weight_decay: 0.0 }], hp)
+            }),
+        ),
         ("scale_many", Box::new(|g, w, _| g.scale_many(vec![w], 3.0))),
         ("fill_zero", Box::new(|g, w, _| g.fill_zero(w))),
     ];

@@ -117,7 +117,11 @@ fn two_adamw_steps_match_torch() {
         let sched = LrSchedule { kind: ScheduleKind::Constant, peak: lr, min: lr, warmup_steps: 0, total_steps: 2 };
         let b = batch(&e);
         let cfg = m.cfg.clone();
-        let mut tr = Trainer::new(&Cpu, m, TrainerConfig { batch: b.batch, seq: b.seq, opt, schedule: sched, max_grad_norm: f("max_grad_norm"), recompute_mlp: false });
+        let mut tr = Trainer::new(
+            &Cpu,
+            m,
+            TrainerConfig { batch: b.batch, seq: b.seq, opt, schedule: sched, max_grad_norm: f("max_grad_norm"), recompute_mlp: false },
+        );
         for _ in 0..2 {
             tr.step(&Cpu, std::slice::from_ref(&b)).unwrap();
         }

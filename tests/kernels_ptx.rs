@@ -58,7 +58,15 @@ fn kernels_exist_for_both_storage_types() {
         ),
         (
             "flash",
-            &["flash_fwd_d32", "flash_fwd_d64", "flash_fwd_d128", "flash_bwd_dq_d64", "flash_bwd_dkdv_d64", "flash_bwd_dkdv_d128", "flash_group_sum"][..],
+            &[
+                "flash_fwd_d32",
+                "flash_fwd_d64",
+                "flash_fwd_d128",
+                "flash_bwd_dq_d64",
+                "flash_bwd_dkdv_d64",
+                "flash_bwd_dkdv_d128",
+                "flash_group_sum",
+            ][..],
         ),
     ] {
         let entries = entry_points(ptx(family).unwrap());
@@ -73,9 +81,10 @@ fn kernels_exist_for_both_storage_types() {
 #[test]
 fn generation_kernels_exist_for_f32_and_bf16_caches() {
     let all: Vec<&str> = KERNEL_PTX.iter().flat_map(|(_, p)| entry_points(p)).collect();
-    let mut want: Vec<String> = ["sample_rows_f32", "to_head_major_f32_to_bf16", "heads_from_tokens_f32", "heads_from_tokens_bf16", "tokens_from_heads_f32"]
-        .map(String::from)
-        .to_vec();
+    let mut want: Vec<String> =
+        ["sample_rows_f32", "to_head_major_f32_to_bf16", "heads_from_tokens_f32", "heads_from_tokens_bf16", "tokens_from_heads_f32"]
+            .map(String::from)
+            .to_vec();
     for d in [32, 64, 128] {
         for stem in ["attention_decode", "attention_decode_bf16kv", "flash_fwd_bf16kv", "attention_fwd_bf16kv"] {
             want.push(format!("{stem}_d{d}_f32"));

@@ -591,7 +591,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
                 "prompt_len": prompt_len, "new": new, "storage": "f32", "kv_cache": if backend == "cuda" { "bf16" } else { "f32" }});
             let (r, device) = match backend.as_str() {
-                "cpu" => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new, || {})?, "cpu".to_string()),
+                "cpu" => {
+                    (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new, || {})?, "cpu".to_string())
+                }
                 "cuda" => {
                     let g = cuda("bf16")?;
                     let r = vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new, || {

@@ -320,7 +320,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 pl_sum += ploss;
                 let vloss = critic.train_step(be, &batch, o.critic_lr, o.max_grad_norm, |v_new| {
                     let (mut dv, mut loss) = (vec![0f32; v_new.len()], 0f64);
-                    let (rows, infos): (Vec<usize>, Vec<TokenInfo>) = row_info.iter().enumerate().filter_map(|(row, t)| Some((row, (*t)?))).unzip();
+                    let (rows, infos): (Vec<usize>, Vec<TokenInfo>) =
+                        row_info.iter().enumerate().filter_map(|(row, t)| Some((row, (*t)?))).unzip();
                     let v: Vec<f32> = rows.iter().map(|&row| v_new[row]).collect();
                     let v_old: Vec<f32> = infos.iter().map(|t| t.v_old).collect();
                     let ret: Vec<f32> = infos.iter().map(|t| t.ret).collect();

@@ -172,7 +172,22 @@ impl Cuda {
             return;
         }
         let name = Self::attention_kernel_name("flash_bwd_dq", sh.head_dim);
-        launch!(self, &name, per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        launch!(
+            self,
+            &name,
+            per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch),
+            dq,
+            dout,
+            q,
+            k,
+            v,
+            lse,
+            &rowdot,
+            &hq,
+            &hkv,
+            &t,
+            &scale
+        );
         // dK/dV per query head; a GQA group's heads are then summed.
         let name = Self::attention_kernel_name("flash_bwd_dkdv", sh.head_dim);
         let cfg = per_flash_tile(sh.q_len, FLASH_DKDV_KEYS, sh.q_heads, sh.batch);
@@ -197,7 +212,8 @@ mod tests {
     #[test]
     fn flash_block_rows_match_the_kernels() {
         let src = include_str!("../../../kernels-ptx/flash.cu");
-        for (name, rows) in [("FWD_ROWS", super::FLASH_FWD_ROWS), ("DQ_ROWS", super::FLASH_DQ_ROWS), ("DKDV_KEYS", super::FLASH_DKDV_KEYS)] {
+        for (name, rows) in [("FWD_ROWS", super::FLASH_FWD_ROWS), ("DQ_ROWS", super::FLASH_DQ_ROWS), ("DKDV_KEYS", super::FLASH_DKDV_KEYS)]
+        {
             assert!(src.contains(&format!("#define {name} {rows}\n")), "flash.cu must #define {name} {rows}");
         }
         let warp = include_str!("../../../kernels-ptx/warp_attention.cuh");

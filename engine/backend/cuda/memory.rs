@@ -31,7 +31,11 @@ impl Cuda {
         let mut v = 0u64;
         // SAFETY: reads one u64 attribute of a live pool.
         let r = unsafe {
-            sys::cuMemPoolGetAttribute(self.pool, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, &mut v as *mut u64 as *mut c_void)
+            sys::cuMemPoolGetAttribute(
+                self.pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut v as *mut u64 as *mut c_void,
+            )
         };
         r.result().expect("reading the memory pool's high-water mark");
         v

@@ -14,11 +14,11 @@ use crate::generate::SamplingConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
 use anyhow::{Context, Result};
-use cudarc::cublas::CudaBlas;
 pub use buf::CudaBuf;
 use buf::Storage;
-pub use gemm::Math;
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+pub use gemm::Math;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,8 +142,10 @@ impl Cuda {
                 kernels.insert(name.to_string(), module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?);
             }
         }
-        let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).context("reading the SM count")? as usize;
-        let cuda = Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), sms, recent_ids: Mutex::default() };
+        let sms =
+            ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).context("reading the SM count")? as usize;
+        let cuda =
+            Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), sms, recent_ids: Mutex::default() };
         cuda.set_math(Math::Bf16)?;
         Ok(cuda)
     }
@@ -345,28 +347,11 @@ impl Backend for Cuda {
         let (d_order, d_starts, d) = (self.ids(&to_u32(order)), self.ids(&to_u32(starts)), dim as i32);
         launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &*d_order, &*d_starts, &d);
     }
-    fn rmsnorm_fwd(
-        &self,
-        out: &mut CudaBuf,
-        rstd: &mut CudaBuf,
-        x: &CudaBuf,
-        w: &CudaBuf,
-        dim: usize,
-        eps: f32,
-    ) {
+    fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
         launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out.write(), rstd.write(), x.data(), w.data(), &d, &eps);
     }
-    fn rmsnorm_bwd(
-        &self,
-        dx: &mut CudaBuf,
-        dw: &mut CudaBuf,
-        dout: &CudaBuf,
-        x: &CudaBuf,
-        w: &CudaBuf,
-        rstd: &CudaBuf,
-        dim: usize,
-    ) {
+    fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
         let d = dim as i32;
         launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx.write(), dout.data(), x.data(), w.data(), rstd.data(), &d);
@@ -376,26 +361,10 @@ impl Backend for Cuda {
         launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout.data(), x.data(), rstd.data(), &r, &d, &rpb);
         self.add_column_partials(dw.write(), &partial, blocks, dim);
     }
-    fn rope_fwd(
-        &self,
-        x: &mut CudaBuf,
-        cos: &CudaBuf,
-        sin: &CudaBuf,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-    ) {
+    fn rope_fwd(&self, x: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
         self.rope(x.write(), cos.data(), sin.data(), positions, heads, head_dim, 1.0);
     }
-    fn rope_bwd(
-        &self,
-        dx: &mut CudaBuf,
-        cos: &CudaBuf,
-        sin: &CudaBuf,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-    ) {
+    fn rope_bwd(&self, dx: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
         self.rope(dx.write(), cos.data(), sin.data(), positions, heads, head_dim, -1.0);
     }
     fn to_head_major(
@@ -443,8 +412,12 @@ impl Backend for Cuda {
         let cfg = per_element(pairs);
         let src = src.data();
         match dst.storage_mut() {
-            Storage::F32(d) => launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s),
-            Storage::Bf16(d) => launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s),
+            Storage::F32(d) => {
+                launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s)
+            }
+            Storage::Bf16(d) => {
+                launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s)
+            }
         }
     }
     fn tokens_from_heads(
@@ -492,14 +465,7 @@ impl Backend for Cuda {
         let n = h.len() as i64;
         launch!(self, "swiglu_fwd_f32", per_element(n as usize), h.write(), gate.data(), up.data(), &n);
     }
-    fn swiglu_bwd(
-        &self,
-        dgate: &mut CudaBuf,
-        dup: &mut CudaBuf,
-        dh: &CudaBuf,
-        gate: &CudaBuf,
-        up: &CudaBuf,
-    ) {
+    fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
         launch!(self, "swiglu_bwd_f32", per_element(n as usize), dgate.write(), dup.write(), dh.data(), gate.data(), up.data(), &n);
     }

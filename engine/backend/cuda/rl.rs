@@ -169,7 +169,8 @@ impl Cuda {
         }
         let column = |f: fn(&PolicyToken) -> f32| tokens.iter().map(f).collect::<Vec<f32>>();
         let has: Vec<bool> = tokens.iter().map(|t| t.has_token_reward).collect();
-        let out = self.rl_policy_loss(&column(|t| t.logp), &column(|t| t.logp_old), &column(|t| t.adv), &column(|t| t.adv_tok), &has, eps, mode);
+        let out =
+            self.rl_policy_loss(&column(|t| t.logp), &column(|t| t.logp_old), &column(|t| t.adv), &column(|t| t.adv_tok), &has, eps, mode);
         out.loss.into_iter().zip(out.dlogp).zip(out.clipped).map(|((l, d), c)| (l, d, c)).collect()
     }
 
