@@ -6,7 +6,8 @@
 //
 // Layouts: q/out/dout [B, Hq, Tq, D]; k/v [B, Hkv, cap, D] with kv_lens[b]
 // valid positions; query i of row b sits at kv_lens[b] - Tq + i. One warp owns
-// one row (query or key); each lane holds D/32 of its dimensions.
+// one row (query or key); each lane holds D/32 of its dimensions. The forward
+// skips the log-sum-exp when lse is null (inference).
 #include "warp_attention.cuh"
 
 template <int D, typename T, typename KT = T>
@@ -38,7 +39,7 @@ __device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const
     }
     if (!active) return;
     for (int p = 0; p < P; p++) st(out, qrow + lane + 32 * p, acc[p] / l);
-    if (lane == 0) lse[((long)b * hq + h) * tq + i] = m + __logf(l);
+    if (lse && lane == 0) lse[((long)b * hq + h) * tq + i] = m + __logf(l);
 }
 
 // rowdot[b, h, i] = dout_i . out_i (the softmax backward's per-row constant).

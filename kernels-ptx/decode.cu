@@ -7,7 +7,8 @@
 // still fills the GPU.
 //
 // Layouts: q/out [B, Hq, 1, D] (f32); k/v [B, Hkv, cap, D] (KT: f32 or bf16)
-// with kv_lens[b] valid positions, all of which the query sees.
+// with kv_lens[b] valid positions, all of which the query sees. lse may be
+// null (generation does not keep it).
 #include "warp_attention.cuh"
 
 template <int D, typename KT>
@@ -34,7 +35,7 @@ __device__ void attention_decode(float *out, float *lse, float *part_o, float *p
     }
     if (gridDim.x == 1) {
         for (int p = 0; p < P; p++) out[row * D + lane + 32 * p] = l > 0.0f ? acc[p] / l : 0.0f;
-        if (lane == 0) lse[row] = m + __logf(l);
+        if (lse && lane == 0) lse[row] = m + __logf(l);
         return;
     }
     long part = row * gridDim.x + split;
@@ -62,7 +63,7 @@ template <int D> __device__ void attention_decode_combine(float *out, float *lse
         for (int p = 0; p < P; p++) acc[p] += w * part_o[(r * splits + s) * D + lane + 32 * p];
     }
     for (int p = 0; p < P; p++) out[r * D + lane + 32 * p] = l > 0.0f ? acc[p] / l : 0.0f;
-    if (lane == 0) lse[r] = big + __logf(l);
+    if (lse && lane == 0) lse[r] = big + __logf(l);
 }
 
 #define INSTANTIATE(D, KT, NAME)                                                                                            \

@@ -211,7 +211,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
         inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     }
     store_rows<D>(out, qbase, row0, tq, o, inv[0], inv[1]);
-    if (t == 0)
+    if (lse && t == 0)  // null in inference
         for (int r = 0; r < 2; r++) {
             int i = row0 + g + 8 * r;
             if (i < tq) lse[((long)b * hq + h) * tq + i] = (m[r] + log2f(l[r])) * LN2;

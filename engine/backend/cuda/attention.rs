@@ -70,14 +70,8 @@ impl Cuda {
     ) {
         let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
         let d_lens = self.ids(&lens);
-        let mut scratch;
-        let lse = match lse {
-            Some(l) => l,
-            None => {
-                scratch = self.scratch(sh.batch * sh.q_heads * sh.q_len);
-                &mut scratch
-            }
-        };
+        // The kernels skip the log-sum-exp when its address is 0.
+        let lse = lse.map_or(0, |l| self.ptr(l));
         if sh.q_len == 1 {
             return self.decode(out, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
         }
@@ -90,8 +84,8 @@ impl Cuda {
         };
         let name = Self::attention_kernel_name(&cache_stem(stem, k), sh.head_dim);
         match (k, v) {
-            (Storage::F32(k), Storage::F32(v)) => launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
-            (Storage::Bf16(k), Storage::Bf16(v)) => launch!(self, &name, cfg, out, lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
+            (Storage::F32(k), Storage::F32(v)) => launch!(self, &name, cfg, out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
+            (Storage::Bf16(k), Storage::Bf16(v)) => launch!(self, &name, cfg, out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
             _ => panic!("attention: keys and values in different storage"),
         }
     }
@@ -103,7 +97,7 @@ impl Cuda {
     fn decode(
         &self,
         out: &mut CudaSlice<f32>,
-        lse: &mut CudaSlice<f32>,
+        lse: u64,
         q: &CudaSlice<f32>,
         k: &Storage,
         v: &Storage,
@@ -117,7 +111,10 @@ impl Cuda {
         let splits = decode_splits(self.sms * 2, sh.batch * sh.kv_heads, longest);
         let chunk = longest.div_ceil(splits).next_multiple_of(DECODE_TILE).max(DECODE_TILE);
         let splits = longest.div_ceil(chunk).max(1);
-        let (mut part_o, mut part_ml) = (self.scratch(rows * splits * sh.head_dim), self.scratch(rows * splits * 2));
+        // SAFETY: each split writes its partials before the combine reads them.
+        let (part_o, part_ml) =
+            unsafe { (self.stream.alloc::<f32>(rows * splits * sh.head_dim), self.stream.alloc::<f32>(rows * splits * 2)) };
+        let (mut part_o, mut part_ml) = (part_o.expect("allocating decode partials"), part_ml.expect("allocating decode partials"));
         let (hq, hkv, cap, chunk_i, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, chunk as i32, sh.scale());
         let cfg = LaunchConfig {
             grid_dim: (splits as u32, sh.kv_heads as u32, sh.batch as u32),
@@ -125,20 +122,20 @@ impl Cuda {
             shared_mem_bytes: 0,
         };
         let name = Self::attention_kernel_name(&cache_stem("attention_decode", k), sh.head_dim);
-        let (o, l) = (&mut *out, &mut *lse);
+        let o = &mut *out;
         match (k, v) {
             (Storage::F32(k), Storage::F32(v)) => {
-                launch!(self, &name, cfg, o, l, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+                launch!(self, &name, cfg, o, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
             }
             (Storage::Bf16(k), Storage::Bf16(v)) => {
-                launch!(self, &name, cfg, o, l, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+                launch!(self, &name, cfg, o, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
             }
             _ => panic!("attention: keys and values in different storage"),
         }
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);
-            launch!(self, &name, per_warp_row(rows, 1, 1), out, lse, &part_o, &part_ml, &r, &n);
+            launch!(self, &name, per_warp_row(rows, 1, 1), out, &lse, &part_o, &part_ml, &r, &n);
         }
     }
 
