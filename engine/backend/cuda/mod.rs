@@ -1,12 +1,14 @@
 //! The CUDA backend: cudarc (loaded at run time, so builds and CPU runs need
 //! no CUDA), cuBLAS for the matrix products, and our kernels from
-//! kernels-ptx/ for everything else. Storage is f32 for now; the kernels also
-//! exist for bf16 storage with f32 math, which the mixed-precision path will
-//! use. Token ids and per-row metadata arrive on the host and are uploaded.
-//! Math runs on the tensor cores by default (`Math`, `set_math`).
+//! kernels-ptx/ for everything else. Buffers (`CudaBuf`, buf.rs) store f32
+//! and keep the bf16 copy their last tensor-core matmul made; KV caches store
+//! bf16. Token ids and per-row metadata arrive on the host and are uploaded
+//! (once per forward: recent uploads are kept). Math runs on the tensor cores
+//! by default (`Math`, `set_math`).
 //!
 //! Attention (attention.rs) runs for head_dim 32, 64 and 128: flash tiles on
-//! the tensor cores, or one warp per row in exact f32 and for decode steps.
+//! the tensor cores, one warp per row in exact f32 and for short prefills,
+//! and the split-K decode kernel for single-token steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
 use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards, Rope};
