@@ -123,7 +123,9 @@ pub fn generate_continuous<B: Backend>(
     let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
     let mut waiting = slots..prompts.len();
     // Each row's next-token logits stay on the device; only picks come back.
-    let mut logits = first_wave(be, model, &prompts[..slots], &mut cache)?;
+    let mut logits = be.zeros(slots * vocab);
+    let first: Vec<&[u32]> = prompts[..slots].iter().map(Vec::as_slice).collect();
+    prefill_rows(be, model, &first, &(0..slots).collect::<Vec<_>>(), &mut cache, &mut logits)?;
 
     loop {
         let draws: Vec<Option<f32>> =
@@ -143,15 +145,20 @@ pub fn generate_continuous<B: Backend>(
                 (next[r], advance[r]) = (tok, true);
             }
         }
-        // Finished rows take waiting prompts; their first logits come from their own prefill.
+        // Finished rows take waiting prompts, prefilled together; their first
+        // logits come from that prefill.
+        let (mut rows, mut taken) = (Vec::new(), Vec::new());
         for (r, o) in owner.iter_mut().enumerate() {
             if o.is_none() {
                 if let Some(p) = waiting.next() {
-                    let row = prefill_into(be, model, &[&prompts[p]], &[r], &mut cache)?;
-                    be.copy_range(&mut logits, r * vocab, &row, 0, vocab);
+                    rows.push(r);
+                    taken.push(prompts[p].as_slice());
                     *o = Some(p);
                 }
             }
+        }
+        if !rows.is_empty() {
+            prefill_rows(be, model, &taken, &rows, &mut cache, &mut logits)?;
         }
         if owner.iter().all(Option::is_none) {
             break;
@@ -206,42 +213,53 @@ fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts:
 /// Padding a prefill group may add, as a fraction of its real tokens.
 const PREFILL_PAD_SLACK: f64 = 0.125;
 
-/// Prefills the first wave (prompt `i` into row `i`) and returns every row's
-/// next-token logits. Prompts of similar length share a prefill, so a short
-/// prompt is not padded to the longest one: sorted by length, a group grows
-/// while its padding stays within `PREFILL_PAD_SLACK` of its tokens.
-fn first_wave<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>], cache: &mut KvCache<B>) -> Result<B::Buf> {
+/// Prefills `prompts[k]` into cache row `rows[k]` and writes its next-token
+/// logits into row `rows[k]` of `logits`. Prompts of similar length share a
+/// prefill, so a short prompt is not padded to the longest one: sorted by
+/// length, a group grows while its padding stays within `PREFILL_PAD_SLACK`
+/// of its tokens.
+fn prefill_rows<B: Backend>(
+    be: &B,
+    model: &Transformer<B>,
+    prompts: &[&[u32]],
+    rows: &[usize],
+    cache: &mut KvCache<B>,
+    logits: &mut B::Buf,
+) -> Result<()> {
     let mut order: Vec<usize> = (0..prompts.len()).collect();
-    order.sort_by_key(|&i| prompts[i].len());
+    order.sort_by_key(|&k| prompts[k].len());
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut tokens = 0usize;
-    for i in order {
-        let len = prompts[i].len();
+    for k in order {
+        let len = prompts[k].len();
         match groups.last_mut() {
-            // Sorted ascending, so `len` is the group's longest if `i` joins.
+            // Sorted ascending, so `len` is the group's longest if `k` joins.
             Some(g) if (len * (g.len() + 1) - (tokens + len)) as f64 <= PREFILL_PAD_SLACK * (tokens + len) as f64 => {
-                g.push(i);
+                g.push(k);
                 tokens += len;
             }
             _ => {
-                groups.push(vec![i]);
+                groups.push(vec![k]);
                 tokens = len;
             }
         }
     }
-    if groups.len() == 1 {
-        return prefill(be, model, prompts, cache);
+    // Every row of the cache, in order, in one group: prefill in place, from position 0.
+    if groups.len() == 1 && rows.len() == cache.batch && rows.iter().enumerate().all(|(k, &r)| k == r) {
+        cache.lens.fill(0);
+        *logits = prefill(be, model, prompts, cache)?;
+        return Ok(());
     }
     let vocab = model.cfg.vocab_size;
-    let mut logits = be.zeros(prompts.len() * vocab);
     for g in groups {
-        let group: Vec<&[u32]> = g.iter().map(|&i| prompts[i].as_slice()).collect();
-        let rows = prefill_into(be, model, &group, &g, cache)?;
-        for (k, &i) in g.iter().enumerate() {
-            be.copy_range(&mut logits, i * vocab, &rows, k * vocab, vocab);
+        let group: Vec<&[u32]> = g.iter().map(|&k| prompts[k]).collect();
+        let group_rows: Vec<usize> = g.iter().map(|&k| rows[k]).collect();
+        let out = prefill_into(be, model, &group, &group_rows, cache)?;
+        for (j, &r) in group_rows.iter().enumerate() {
+            be.copy_range(logits, r * vocab, &out, j * vocab, vocab);
         }
     }
-    Ok(logits)
+    Ok(())
 }
 
 /// Prefills `prompts` together in a cache of their own, then moves prompt

@@ -102,6 +102,25 @@ fn continuous_batching_refills_finished_rows_and_matches_one_prompt_at_a_time() 
 }
 
 #[test]
+fn rows_refilled_in_the_same_step_are_prefilled_together() {
+    let m = model("llama_a");
+    // Equal lengths and no stop token: every row finishes in the same step and
+    // all are refilled at once (prefilled in place); with 4 slots, 2 rows are.
+    let prompts: Vec<Vec<u32>> = (0..6).map(|i| vec![10 + i, 20 + i, 30 + i]).collect();
+    let cfg = SamplingConfig { max_new_tokens: 6, temperature: 1.0, seed: 5, ..Default::default() };
+    let all = generate(&Cpu, &m, &prompts, &cfg).unwrap();
+    for slots in [2, 3, 4] {
+        let got = generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap();
+        for (i, (g, w)) in got.iter().zip(&all).enumerate() {
+            assert_eq!(g.tokens, w.tokens, "{slots} slots, prompt {i}");
+            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+                assert!((a - b).abs() < 1e-5, "{slots} slots, prompt {i}: logprob {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_prompts_sample_does_not_depend_on_the_batch_it_runs_in() {
     let m = model("llama_a");
     let prompts: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![40, 41], vec![7], vec![300, 301, 302]];
