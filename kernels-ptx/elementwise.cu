@@ -40,10 +40,13 @@ template <typename T> __device__ void column_partials_add(T *out, const float *p
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
-template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *up, long n) {
+// h16, when not null, also gets h rounded to bf16 (the down projection's input).
+template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *up, long n, bf16 *h16) {
     FOR_EACH(i, n) {
         float g = ld(gate, i);
-        st(h, i, g * sigmoidf(g) * ld(up, i));
+        float y = g * sigmoidf(g) * ld(up, i);
+        st(h, i, y);
+        if (h16) h16[i] = __float2bfloat16(y);
     }
 }
 
@@ -65,7 +68,7 @@ template <typename T> __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, 
     extern "C" __global__ void column_partials_add_##S(T *out, const float *p, int blocks, int cols) {                    \
         column_partials_add(out, p, blocks, cols);                                                                         \
     }                                                                                                                      \
-    extern "C" __global__ void swiglu_fwd_##S(T *h, const T *g, const T *u, long n) { swiglu_fwd(h, g, u, n); }           \
+    extern "C" __global__ void swiglu_fwd_##S(T *h, const T *g, const T *u, long n, bf16 *h16) { swiglu_fwd(h, g, u, n, h16); } \
     extern "C" __global__ void swiglu_bwd_##S(T *dg, T *du, const T *dh, const T *g, const T *u, long n) {               \
         swiglu_bwd(dg, du, dh, g, u, n);                                                                                   \
     }

@@ -4,7 +4,9 @@
 // rows into partials that a second kernel sums in order (deterministic).
 #include "common.cuh"
 
-template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int dim, float eps) {
+// out16, when not null, also gets the output rounded to bf16: the copy a
+// tensor-core matmul reading `out` would otherwise cast in a pass of its own.
+template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int dim, float eps, bf16 *out16) {
     long row = blockIdx.x;
     const T *xr = x + row * dim;
     float ss = 0.0f;
@@ -14,7 +16,11 @@ template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *
     }
     float r = rsqrtf(block_sum(ss) / dim + eps);
     if (threadIdx.x == 0) rstd[row] = r;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) st(out, row * dim + i, ld(w, i) * (ld(xr, i) * r));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float y = ld(w, i) * (ld(xr, i) * r);
+        st(out, row * dim + i, y);
+        if (out16) out16[row * dim + i] = __float2bfloat16(y);
+    }
 }
 
 // dx += r*w*dy - r^3/dim * x * sum(w*dy*x)
@@ -42,8 +48,9 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
 }
 
 #define INSTANTIATE(T, S)                                                                                                   \
-    extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, int dim, float eps) {          \
-        rmsnorm_fwd(out, rstd, x, w, dim, eps);                                                                             \
+    extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, int dim, float eps,            \
+                                               bf16 *out16) {                                                               \
+        rmsnorm_fwd(out, rstd, x, w, dim, eps, out16);                                                                      \
     }                                                                                                                       \
     extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const T *dy, const T *x, const T *w, const float *rstd, int dim) { \
         rmsnorm_bwd_dx(dx, dy, x, w, rstd, dim);                                                                            \

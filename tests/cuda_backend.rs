@@ -582,7 +582,9 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
                 g.matmul(w, o, o, MatMul { m: d_out, n: d_in, k: 1, trans_a: false, trans_b: false, accumulate: false })
             }),
         ),
+        // These two write the bf16 copy themselves, in the same kernel.
         ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
+        ("rmsnorm_fwd", Box::new(move |g, w, o| g.rmsnorm_fwd(w, &mut g.zeros(d_out), o, &g.upload(&vec![0.5; d_in]), d_in, 1e-6))),
         ("adamw", Box::new(move |g, w, o| g.adamw(w, o, &mut g.zeros(n), &mut g.zeros(n), hp))),
         (
             "adamw_many",

@@ -47,6 +47,12 @@ impl CudaBuf {
         }
     }
 
+    /// Keeps `copy` as the bf16 copy of the first `copy.len()` values: the
+    /// kernel that just wrote this buffer wrote both.
+    pub(crate) fn keep_bf16(&mut self, copy: CudaSlice<bf16>) {
+        *self.half.get_mut().expect("bf16 copy lock") = Some(Arc::new(copy));
+    }
+
     /// Either storage, for the ops that take KV caches.
     pub(crate) fn storage(&self) -> &Storage {
         &self.data

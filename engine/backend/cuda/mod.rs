@@ -205,6 +205,14 @@ impl Cuda {
         buf.device_ptr(&self.stream).0
     }
 
+    /// Room for the bf16 copy of an `n`-value output that only matmuls read
+    /// (norm and SwiGLU outputs), written by the same kernel; none unless
+    /// matmuls run in bf16.
+    fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
+        // SAFETY: the kernel given this buffer writes all n values.
+        (self.math() == Math::Bf16).then(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy"))
+    }
+
     /// Zeroed device memory for a kernel's own outputs and partials.
     pub(crate) fn scratch(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
@@ -351,7 +359,12 @@ impl Backend for Cuda {
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
-        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out.write(), rstd.write(), x.data(), w.data(), &d, &eps);
+        let mut copy = self.matmul_copy(x.len());
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out.write(), rstd.write(), x.data(), w.data(), &d, &eps, &copy_ptr);
+        if let Some(c) = copy.take() {
+            out.keep_bf16(c);
+        }
     }
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
@@ -464,8 +477,13 @@ impl Backend for Cuda {
         self.attention_backward(dq.write(), dk.write(), dv.write(), dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), sh);
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
-        let n = h.len() as i64;
-        launch!(self, "swiglu_fwd_f32", per_element(n as usize), h.write(), gate.data(), up.data(), &n);
+        let n = gate.len() as i64;
+        let mut copy = self.matmul_copy(gate.len());
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        launch!(self, "swiglu_fwd_f32", per_element(n as usize), h.write(), gate.data(), up.data(), &n, &copy_ptr);
+        if let Some(c) = copy.take() {
+            h.keep_bf16(c);
+        }
     }
     fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
