@@ -6,8 +6,8 @@
 //
 // Every truncation is a prefix of that order, written (key, ties): all
 // tokens whose order key is above `key`, then the first `ties` tokens (by
-// id) whose key equals it. Each threshold is found by bisecting the 32-bit
-// key, one block reduction per bit, so the row is never sorted.
+// id) whose key equals it. Each threshold is found by searching the 32-bit
+// key two bits per pass over the row, so the row is never sorted.
 #include "common.cuh"
 
 #define SAMPLE_THREADS 1024
@@ -50,24 +50,33 @@ template <typename T, typename Op> __device__ T block_reduce(T v, Op op) {
     return out;
 }
 
-// Σ over tokens with key ≥ from of their probability (by_mass) or of 1.
-__device__ float measure_from(const float *s, int vocab, unsigned from, bool by_mass, float lse) {
-    float acc = 0.0f;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float x = s[i];
-        if (order_key(x) >= from) acc += by_mass ? expf(x - lse) : 1.0f;
-    }
-    return block_sum(acc);
-}
-
-// The largest key from which the measure reaches `target` (exceeds it when
-// strict). The measure only grows as the key falls, so one bit per pass.
+// The largest key from which the measure (Σ probability when by_mass, else
+// the count) of the tokens at or above it reaches `target` (exceeds it when
+// strict). The measure only grows as the key falls, so the key is built two
+// bits per pass over the row, three candidates measured at once.
 __device__ unsigned bisect(const float *s, int vocab, bool by_mass, float lse, float target, bool strict) {
     unsigned key = 0;
-    for (int bit = 31; bit >= 0; bit--) {
-        unsigned cand = key | (1u << bit);
-        float m = measure_from(s, vocab, cand, by_mass, lse);
-        if (strict ? m > target : m >= target) key = cand;
+    for (int bit = 30; bit >= 0; bit -= 2) {
+        unsigned c1 = key | (1u << bit), c2 = key | (2u << bit), c3 = key | (3u << bit);
+        float m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+            float x = s[i];
+            unsigned k = order_key(x);
+            if (k < c1) continue;
+            float w = by_mass ? expf(x - lse) : 1.0f;
+            m1 += w;
+            if (k >= c2) m2 += w;
+            if (k >= c3) m3 += w;
+        }
+        m1 = block_sum(m1);
+        m2 = block_sum(m2);
+        m3 = block_sum(m3);
+        if (strict ? m3 > target : m3 >= target)
+            key = c3;
+        else if (strict ? m2 > target : m2 >= target)
+            key = c2;
+        else if (strict ? m1 > target : m1 >= target)
+            key = c1;
     }
     return key;
 }
