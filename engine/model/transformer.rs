@@ -98,8 +98,14 @@ impl<B: Backend> Transformer<B> {
             be.heads_from_tokens(&mut cache.k[l], &mut k_tok, p.bk.as_ref(), Some(rope), batch, tq, hkv, hd, cache.cap, &cache.lens);
             be.heads_from_tokens(&mut cache.v[l], &mut v_tok, p.bv.as_ref(), None, batch, tq, hkv, hd, cache.cap, &cache.lens);
             be.attention_fwd(&mut att, None, &q, &cache.k[l], &cache.v[l], shape, &kv_lens);
-            be.to_token_major(&mut q_tok, &att, batch, tq, h, hd);
-            be.matmul(&mut x, &q_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            // One query per row: [batch, heads, 1, hd] is already token-major.
+            let att_tok = if tq == 1 {
+                &att
+            } else {
+                be.to_token_major(&mut q_tok, &att, batch, tq, h, hd);
+                &q_tok
+            };
+            be.matmul(&mut x, att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.mlp_norm, d, cfg.rms_norm_eps);
             be.matmul(&mut gate, &ln, &p.w_gate, MatMul::linear(n, d, cfg.intermediate_size));
             be.matmul(&mut up, &ln, &p.w_up, MatMul::linear(n, d, cfg.intermediate_size));
