@@ -42,6 +42,8 @@ pub struct Cuda {
     /// positions, cache offsets and lengths to every layer, so each crosses
     /// the bus once. Kernels only read these, so equal contents mean equal data.
     recent_ids: Mutex<Vec<RecentIds>>,
+    /// Multi-tensor tables kept on the device (multi_tensor.rs).
+    tables: Mutex<Vec<multi_tensor::KeptTable>>,
 }
 
 /// An id array's host contents and its device copy.
@@ -146,8 +148,17 @@ impl Cuda {
         }
         let sms =
             ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).context("reading the SM count")? as usize;
-        let cuda =
-            Cuda { stream, blas, kernels, pool, profile: Default::default(), math: AtomicU8::new(0), sms, recent_ids: Mutex::default() };
+        let cuda = Cuda {
+            stream,
+            blas,
+            kernels,
+            pool,
+            profile: Default::default(),
+            math: AtomicU8::new(0),
+            sms,
+            recent_ids: Mutex::default(),
+            tables: Mutex::default(),
+        };
         cuda.set_math(Math::Bf16)?;
         Ok(cuda)
     }

@@ -5,12 +5,21 @@
 use super::{Cuda, CudaBuf, THREADS};
 use crate::backend::{AdamWStep, AdamWTensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
 
 /// Elements per chunk, as `MT_CHUNK` in adamw.cu.
 const CHUNK: usize = 65536;
 
+/// Tables kept on the device, newest first: a trainer passes the same tensors
+/// every step. Keyed by the tensors' addresses and sizes, which is all a table
+/// holds, so a hit is always right.
+const KEPT_TABLES: usize = 8;
+
+/// A table with its key (pointers and sizes).
+pub(super) type KeptTable = (Vec<u64>, Vec<usize>, Arc<ChunkTable>);
+
 /// The device-side description of a tensor list.
-struct ChunkTable {
+pub(super) struct ChunkTable {
     ptrs: CudaSlice<u64>,
     sizes: CudaSlice<i64>,
     chunk_tensor: CudaSlice<i32>,
@@ -19,8 +28,23 @@ struct ChunkTable {
 }
 
 impl Cuda {
-    /// `ptrs` holds `ptrs.len() / sizes.len()` pointers per tensor.
-    fn chunk_table(&self, ptrs: Vec<u64>, sizes: &[usize]) -> ChunkTable {
+    /// The table of `ptrs` (`ptrs.len() / sizes.len()` per tensor), uploaded
+    /// unless a kept one describes the same tensors.
+    fn chunk_table(&self, ptrs: Vec<u64>, sizes: &[usize]) -> Arc<ChunkTable> {
+        let mut kept = self.tables.lock().expect("table cache lock");
+        if let Some(i) = kept.iter().position(|(p, s, _)| *p == ptrs && s == sizes) {
+            let hit = kept.remove(i);
+            let table = hit.2.clone();
+            kept.insert(0, hit);
+            return table;
+        }
+        let table = Arc::new(self.upload_table(&ptrs, sizes));
+        kept.insert(0, (ptrs, sizes.to_vec(), table.clone()));
+        kept.truncate(KEPT_TABLES);
+        table
+    }
+
+    fn upload_table(&self, ptrs: &[u64], sizes: &[usize]) -> ChunkTable {
         let (mut chunk_tensor, mut chunk_start) = (Vec::new(), Vec::new());
         for (t, &n) in sizes.iter().enumerate() {
             for start in (0..n).step_by(CHUNK) {
@@ -32,7 +56,7 @@ impl Cuda {
         let up = |e| format!("uploading a tensor table: {e}");
         ChunkTable {
             chunks: chunk_tensor.len(),
-            ptrs: self.stream.clone_htod(&ptrs).unwrap_or_else(|e| panic!("{}", up(e))),
+            ptrs: self.stream.clone_htod(ptrs).unwrap_or_else(|e| panic!("{}", up(e))),
             sizes: self.stream.clone_htod(&sizes).unwrap_or_else(|e| panic!("{}", up(e))),
             chunk_tensor: self.stream.clone_htod(&chunk_tensor).unwrap_or_else(|e| panic!("{}", up(e))),
             chunk_start: self.stream.clone_htod(&chunk_start).unwrap_or_else(|e| panic!("{}", up(e))),
