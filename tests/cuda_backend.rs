@@ -585,6 +585,21 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
         // These two write the bf16 copy themselves, in the same kernel.
         ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
         ("rmsnorm_fwd", Box::new(move |g, w, o| g.rmsnorm_fwd(w, &mut g.zeros(d_out), o, &g.upload(&vec![0.5; d_in]), d_in, 1e-6))),
+        // `w` as [d_out, d_in] logits, overwritten by their gradient (and its bf16 copy).
+        (
+            "cross_entropy_inplace",
+            Box::new(move |g, w, _| {
+                let targets: Vec<u32> = (0..d_out as u32).map(|r| (r * 5) % d_in as u32).collect();
+                g.cross_entropy_inplace(w, &targets, &vec![1.0; d_out], d_in);
+            }),
+        ),
+        (
+            "logit_grad_inplace",
+            Box::new(move |g, w, _| {
+                let targets: Vec<u32> = (0..d_out as u32).map(|r| (r * 3) % d_in as u32).collect();
+                g.logit_grad_inplace(w, &targets, &vec![0.7; d_out], &vec![0.1; d_out], d_in);
+            }),
+        ),
         ("adamw", Box::new(move |g, w, o| g.adamw(w, o, &mut g.zeros(n), &mut g.zeros(n), hp))),
         (
             "adamw_many",

@@ -217,8 +217,8 @@ impl Cuda {
     }
 
     /// Room for the bf16 copy of an `n`-value output that only matmuls read
-    /// (norm and SwiGLU outputs), written by the same kernel; none unless
-    /// matmuls run in bf16.
+    /// (norm and SwiGLU outputs, logit gradients), written by the same
+    /// kernel; none unless matmuls run in bf16.
     fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
         // SAFETY: the kernel given this buffer writes all n values.
         (self.math() == Math::Bf16).then(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy"))
@@ -503,7 +503,12 @@ impl Backend for Cuda {
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
         let mut loss = self.scratch(targets.len());
-        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits.write(), &mut loss, &*t, &w, &v);
+        let mut copy = self.matmul_copy(targets.len() * vocab);
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits.write(), &mut loss, &*t, &w, &v, &copy_ptr);
+        if let Some(c) = copy.take() {
+            logits.keep_bf16(c);
+        }
         self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
     fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
@@ -517,7 +522,12 @@ impl Backend for Cuda {
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        launch!(self, "logit_grad_f32", per_row(targets.len()), logits.write(), &*t, &cl, &ce, &v);
+        let mut copy = self.matmul_copy(targets.len() * vocab);
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        launch!(self, "logit_grad_f32", per_row(targets.len()), logits.write(), &*t, &cl, &ce, &v, &copy_ptr);
+        if let Some(c) = copy.take() {
+            logits.keep_bf16(c);
+        }
     }
     fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
         self.sample_rows(logits.data(), vocab, cfg, draws)
