@@ -7,6 +7,12 @@
 // the 64-bit divisions of an element-wise loop cost more than the copy.
 #include "common.cuh"
 
+// Four f32 rounded to bf16, as one 8-byte store.
+__device__ __forceinline__ uint2 to_bf16x4(float4 x) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+    return make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
+}
+
 template <typename V>
 __device__ void to_head_major(V *dst, const V *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
     int per_row = heads * hd4;
@@ -23,19 +29,22 @@ __device__ void to_head_major_to_bf16(uint2 *dst, const float4 *src, int rows, i
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row;
         int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
-        float4 x = src[k];
-        __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
-        dst[(((long)b * heads + h) * cap + starts[b] + t) * hd4 + d] =
-            make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
+        dst[(((long)b * heads + h) * cap + starts[b] + t) * hd4 + d] = to_bf16x4(src[k]);
     }
 }
 
-template <typename V> __device__ void to_token_major(V *dst, const V *src, int rows, int seq, int heads, int hd4) {
+// dst16 (f32 only; may be null) also gets the values rounded to bf16: the
+// copy the output projection's matmuls read.
+template <typename V> __device__ void to_token_major(V *dst, const V *src, int rows, int seq, int heads, int hd4, uint2 *dst16) {
     int per_row = heads * hd4;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row;
         int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
-        dst[k] = src[(((long)b * heads + h) * seq + t) * hd4 + d];
+        V x = src[(((long)b * heads + h) * seq + t) * hd4 + d];
+        dst[k] = x;
+        if constexpr (sizeof(V) == sizeof(float4)) {
+            if (dst16) dst16[k] = to_bf16x4(x);
+        }
     }
 }
 
@@ -44,8 +53,9 @@ template <typename V> __device__ void to_token_major(V *dst, const V *src, int r
                                                  const unsigned *starts) {                                                  \
         to_head_major(dst, src, rows, seq, heads, hd4, cap, starts);                                                        \
     }                                                                                                                       \
-    extern "C" __global__ void to_token_major_##S(V *dst, const V *src, int rows, int seq, int heads, int hd4) {           \
-        to_token_major(dst, src, rows, seq, heads, hd4);                                                                    \
+    extern "C" __global__ void to_token_major_##S(V *dst, const V *src, int rows, int seq, int heads, int hd4,             \
+                                                  uint2 *dst16) {                                                           \
+        to_token_major(dst, src, rows, seq, heads, hd4, dst16);                                                             \
     }
 
 INSTANTIATE(float4, f32)
@@ -60,7 +70,8 @@ extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *s
 // rotation pair (i, i + hd/2) of a token's head. heads_from_tokens adds the
 // bias (if any), rotates (if cos is given) and writes head-major at starts[b]
 // (in f32, or rounded into a bf16 KV cache); tokens_from_heads moves back to
-// token-major and applies the inverse rotation. The rotation is rope.cu's.
+// token-major and applies the inverse rotation (and, when dst16 is given,
+// writes the bf16 copy the projections' matmuls read). The rotation is rope.cu's.
 template <typename OUT>
 __device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
                                   int rows, int seq, int heads, int hd, int cap, const unsigned *starts) {
@@ -88,7 +99,7 @@ __device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias,
 }
 
 __device__ void tokens_from_heads(float *dst, const float *src, const float *cos_t, const float *sin_t, const unsigned *positions, int rows,
-                                  int seq, int heads, int hd) {
+                                  int seq, int heads, int hd, bf16 *dst16) {
     int half = hd / 2, per_row = heads * half;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row, h = j / half, i = j - h * half;
@@ -105,6 +116,10 @@ __device__ void tokens_from_heads(float *dst, const float *src, const float *cos
         long o = ((long)row * heads + h) * hd + i;
         dst[o] = a;
         dst[o + half] = c;
+        if (dst16) {
+            dst16[o] = __float2bfloat16(a);
+            dst16[o + half] = __float2bfloat16(c);
+        }
     }
 }
 
@@ -119,6 +134,6 @@ INSTANTIATE_HEADS(float, f32)
 INSTANTIATE_HEADS(bf16, bf16)
 
 extern "C" __global__ void tokens_from_heads_f32(float *dst, const float *src, const float *c, const float *s, const unsigned *pos, int rows,
-                                                 int seq, int heads, int hd) {
-    tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd);
+                                                 int seq, int heads, int hd, bf16 *dst16) {
+    tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd, dst16);
 }

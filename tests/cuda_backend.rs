@@ -585,6 +585,9 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
         // These two write the bf16 copy themselves, in the same kernel.
         ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
         ("rmsnorm_fwd", Box::new(move |g, w, o| g.rmsnorm_fwd(w, &mut g.zeros(d_out), o, &g.upload(&vec![0.5; d_in]), d_in, 1e-6))),
+        // `w` as [2, 4, 3, 128] activations moved from head-major.
+        ("to_token_major", Box::new(|g, w, o| g.to_token_major(w, o, 2, 4, 3, 128))),
+        ("tokens_from_heads", Box::new(|g, w, o| g.tokens_from_heads(w, o, None, 2, 4, 3, 128))),
         // `w` as [d_out, d_in] logits, overwritten by their gradient (and its bf16 copy).
         (
             "cross_entropy_inplace",

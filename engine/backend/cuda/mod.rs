@@ -216,9 +216,9 @@ impl Cuda {
         buf.device_ptr(&self.stream).0
     }
 
-    /// Room for the bf16 copy of an `n`-value output that only matmuls read
-    /// (norm and SwiGLU outputs, logit gradients), written by the same
-    /// kernel; none unless matmuls run in bf16.
+    /// Room for the bf16 copy of an `n`-value output that matmuls read (norm,
+    /// SwiGLU and token-major attention outputs, their gradients, logit
+    /// gradients), written by the same kernel; none unless matmuls run in bf16.
     fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
         // SAFETY: the kernel given this buffer writes all n values.
         (self.math() == Math::Bf16).then(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy"))
@@ -415,7 +415,12 @@ impl Backend for Cuda {
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
-        launch!(self, "to_token_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4);
+        let mut copy = self.matmul_copy(vectors * 4);
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        launch!(self, "to_token_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4, &copy_ptr);
+        if let Some(c) = copy.take() {
+            dst.keep_bf16(c);
+        }
     }
     fn heads_from_tokens(
         &self,
@@ -458,7 +463,13 @@ impl Backend for Cuda {
     ) {
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (pairs, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
-        launch!(self, "tokens_from_heads_f32", per_element(pairs), dst.write(), src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd);
+        let mut copy = self.matmul_copy(pairs * 2);
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        let cfg = per_element(pairs);
+        launch!(self, "tokens_from_heads_f32", cfg, dst.write(), src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd, &copy_ptr);
+        if let Some(c) = copy.take() {
+            dst.keep_bf16(c);
+        }
     }
     fn attention_fwd(
         &self,
