@@ -50,11 +50,19 @@ template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *u
     }
 }
 
-template <typename T> __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const T *gate, const T *up, long n) {
+// dgate16 and dup16, when not null, also get the gradients rounded to bf16
+// (the gate and up projections' backward matmuls read those).
+template <typename T>
+__device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const T *gate, const T *up, long n, bf16 *dgate16, bf16 *dup16) {
     FOR_EACH(i, n) {
         float g = ld(gate, i), u = ld(up, i), d = ld(dh, i), s = sigmoidf(g);
-        st(dup, i, d * g * s);
-        st(dgate, i, d * u * s * (1.0f + g * (1.0f - s)));
+        float du = d * g * s, dg = d * u * s * (1.0f + g * (1.0f - s));
+        st(dup, i, du);
+        st(dgate, i, dg);
+        if (dgate16) {
+            dup16[i] = __float2bfloat16(du);
+            dgate16[i] = __float2bfloat16(dg);
+        }
     }
 }
 
@@ -69,8 +77,9 @@ template <typename T> __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, 
         column_partials_add(out, p, blocks, cols);                                                                         \
     }                                                                                                                      \
     extern "C" __global__ void swiglu_fwd_##S(T *h, const T *g, const T *u, long n, bf16 *h16) { swiglu_fwd(h, g, u, n, h16); } \
-    extern "C" __global__ void swiglu_bwd_##S(T *dg, T *du, const T *dh, const T *g, const T *u, long n) {               \
-        swiglu_bwd(dg, du, dh, g, u, n);                                                                                   \
+    extern "C" __global__ void swiglu_bwd_##S(T *dg, T *du, const T *dh, const T *g, const T *u, long n, bf16 *dg16,     \
+                                              bf16 *du16) {                                                                \
+        swiglu_bwd(dg, du, dh, g, u, n, dg16, du16);                                                                       \
     }
 
 INSTANTIATE(float, f32)

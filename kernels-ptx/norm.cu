@@ -23,8 +23,9 @@ template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *
     }
 }
 
-// dx += r*w*dy - r^3/dim * x * sum(w*dy*x)
-template <typename T> __device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const T *x, const T *w, const float *rstd, int dim) {
+// dx += r*w*dy - r^3/dim * x * sum(w*dy*x); dx16, when not null, gets the sum rounded to bf16.
+template <typename T>
+__device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const T *x, const T *w, const float *rstd, int dim, bf16 *dx16) {
     long row = blockIdx.x;
     long base = row * dim;
     float r = rstd[row];
@@ -32,8 +33,11 @@ template <typename T> __device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const
     for (int i = threadIdx.x; i < dim; i += blockDim.x) gx += ld(dout, base + i) * ld(w, i) * ld(x, base + i);
     gx = block_sum(gx);
     float c = r * r * r * gx / dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        st(dx, base + i, ld(dx, base + i) + r * ld(w, i) * ld(dout, base + i) - c * ld(x, base + i));
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = ld(dx, base + i) + r * ld(w, i) * ld(dout, base + i) - c * ld(x, base + i);
+        st(dx, base + i, v);
+        if (dx16) dx16[base + i] = __float2bfloat16(v);
+    }
 }
 
 // partial[b, i] = sum over rows of block b of dy * x * rstd; rows_per_block rows per block.
@@ -52,8 +56,9 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
                                                bf16 *out16) {                                                               \
         rmsnorm_fwd(out, rstd, x, w, dim, eps, out16);                                                                      \
     }                                                                                                                       \
-    extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const T *dy, const T *x, const T *w, const float *rstd, int dim) { \
-        rmsnorm_bwd_dx(dx, dy, x, w, rstd, dim);                                                                            \
+    extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const T *dy, const T *x, const T *w, const float *rstd, int dim,  \
+                                                  bf16 *dx16) {                                                             \
+        rmsnorm_bwd_dx(dx, dy, x, w, rstd, dim, dx16);                                                                      \
     }                                                                                                                       \
     extern "C" __global__ void rmsnorm_bwd_dw_partial_##S(float *p, const T *dy, const T *x, const float *rstd, long rows, \
                                                           int dim, int rows_per_block) {                                   \

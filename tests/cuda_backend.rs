@@ -585,6 +585,14 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
         // These two write the bf16 copy themselves, in the same kernel.
         ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
         ("rmsnorm_fwd", Box::new(move |g, w, o| g.rmsnorm_fwd(w, &mut g.zeros(d_out), o, &g.upload(&vec![0.5; d_in]), d_in, 1e-6))),
+        ("swiglu_bwd", Box::new(move |g, w, o| g.swiglu_bwd(w, &mut g.zeros(n), o, o, o))),
+        (
+            "rmsnorm_bwd",
+            Box::new(move |g, w, o| {
+                let (weight, rstd) = (g.upload(&vec![0.5; d_in]), g.upload(&vec![1.0; d_out]));
+                g.rmsnorm_bwd(w, &mut g.zeros(d_in), o, o, &weight, &rstd, d_in)
+            }),
+        ),
         // `w` as [2, 4, 3, 128] activations moved from head-major.
         ("to_token_major", Box::new(|g, w, o| g.to_token_major(w, o, 2, 4, 3, 128))),
         ("tokens_from_heads", Box::new(|g, w, o| g.tokens_from_heads(w, o, None, 2, 4, 3, 128))),

@@ -217,7 +217,7 @@ impl Cuda {
     }
 
     /// Room for the bf16 copy of an `n`-value output that matmuls read (norm,
-    /// SwiGLU and token-major attention outputs, their gradients, logit
+    /// SwiGLU and token-major attention outputs and their gradients, logit
     /// gradients), written by the same kernel; none unless matmuls run in bf16.
     fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
         // SAFETY: the kernel given this buffer writes all n values.
@@ -380,7 +380,12 @@ impl Backend for Cuda {
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
         let d = dim as i32;
-        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx.write(), dout.data(), x.data(), w.data(), rstd.data(), &d);
+        let mut copy = self.matmul_copy(rows * dim);
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx.write(), dout.data(), x.data(), w.data(), rstd.data(), &d, &copy_ptr);
+        if let Some(c) = copy.take() {
+            dx.keep_bf16(c);
+        }
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
         let mut partial = self.scratch(blocks * dim);
         let (r, rpb) = (rows as i64, ROWS_PER_BLOCK as i32);
@@ -509,7 +514,14 @@ impl Backend for Cuda {
     }
     fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
-        launch!(self, "swiglu_bwd_f32", per_element(n as usize), dgate.write(), dup.write(), dh.data(), gate.data(), up.data(), &n);
+        let (mut gcopy, mut ucopy) = (self.matmul_copy(dh.len()), self.matmul_copy(dh.len()));
+        let (gp, up_) = (gcopy.as_ref().map_or(0, |c| self.ptr(c)), ucopy.as_ref().map_or(0, |c| self.ptr(c)));
+        let cfg = per_element(n as usize);
+        launch!(self, "swiglu_bwd_f32", cfg, dgate.write(), dup.write(), dh.data(), gate.data(), up.data(), &n, &gp, &up_);
+        if let (Some(g), Some(u)) = (gcopy.take(), ucopy.take()) {
+            dgate.keep_bf16(g);
+            dup.keep_bf16(u);
+        }
     }
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
