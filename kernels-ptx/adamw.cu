@@ -8,28 +8,33 @@
 
 #define MT_CHUNK 65536
 
-__device__ __forceinline__ void adamw_one(float *p, const float *g, float *m, float *v, long i, float lr, float beta1, float beta2, float eps,
-                                          float weight_decay, float bc1, float bc2) {
+// p16, when not null, gets the updated weight rounded to bf16: the working
+// copy the next step's matmuls read (f32 stays the master copy).
+__device__ __forceinline__ void adamw_one(float *p, const float *g, float *m, float *v, bf16 *p16, long i, float lr, float beta1, float beta2,
+                                          float eps, float weight_decay, float bc1, float bc2) {
     float gi = g[i];
     float mi = beta1 * m[i] + (1.0f - beta1) * gi;
     float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] * (1.0f - lr * weight_decay) - (lr / bc1) * mi / (sqrtf(vi / bc2) + eps);
+    float pi = p[i] * (1.0f - lr * weight_decay) - (lr / bc1) * mi / (sqrtf(vi / bc2) + eps);
+    p[i] = pi;
+    if (p16) p16[i] = __float2bfloat16(pi);
 }
 
 extern "C" __global__ void adamw_f32(float *p, const float *g, float *m, float *v, long n, float lr, float beta1, float beta2, float eps,
                                      float weight_decay, float bc1, float bc2) {
-    FOR_EACH(i, n) adamw_one(p, g, m, v, i, lr, beta1, beta2, eps, weight_decay, bc1, bc2);
+    FOR_EACH(i, n) adamw_one(p, g, m, v, nullptr, i, lr, beta1, beta2, eps, weight_decay, bc1, bc2);
 }
 
-// ptrs holds (param, grad, m, v) per tensor.
-extern "C" __global__ void adamw_multi_f32(float *const *ptrs, const long *sizes, const float *decays, const int *chunk_tensor,
+// ptrs holds (param, grad, m, v, bf16 copy or null) per tensor.
+extern "C" __global__ void adamw_multi_f32(void *const *ptrs, const long *sizes, const float *decays, const int *chunk_tensor,
                                            const long *chunk_start, float lr, float beta1, float beta2, float eps, float bc1, float bc2) {
     int t = chunk_tensor[blockIdx.x];
     long lo = chunk_start[blockIdx.x], hi = min(sizes[t], lo + MT_CHUNK);
-    float *p = ptrs[4 * t], *g = ptrs[4 * t + 1], *m = ptrs[4 * t + 2], *v = ptrs[4 * t + 3];
-    for (long i = lo + threadIdx.x; i < hi; i += blockDim.x) adamw_one(p, g, m, v, i, lr, beta1, beta2, eps, decays[t], bc1, bc2);
+    float *p = (float *)ptrs[5 * t], *g = (float *)ptrs[5 * t + 1], *m = (float *)ptrs[5 * t + 2], *v = (float *)ptrs[5 * t + 3];
+    bf16 *p16 = (bf16 *)ptrs[5 * t + 4];
+    for (long i = lo + threadIdx.x; i < hi; i += blockDim.x) adamw_one(p, g, m, v, p16, i, lr, beta1, beta2, eps, decays[t], bc1, bc2);
 }
 
 // partial[c] = sum of squares over chunk c.

@@ -53,6 +53,17 @@ impl CudaBuf {
         *self.half.get_mut().expect("bf16 copy lock") = Some(Arc::new(copy));
     }
 
+    /// Takes the kept bf16 copy, if it covers `n` values and nothing else
+    /// holds it, so a kernel about to rewrite the buffer can rewrite the copy
+    /// in place (stable addresses keep multi-tensor tables cached).
+    pub(crate) fn take_bf16(&mut self, n: usize) -> Option<CudaSlice<bf16>> {
+        let h = self.half.get_mut().expect("bf16 copy lock").take()?;
+        if h.len() != n.max(1) {
+            return None;
+        }
+        Arc::try_unwrap(h).ok()
+    }
+
     /// Either storage, for the ops that take KV caches.
     pub(crate) fn storage(&self) -> &Storage {
         &self.data

@@ -218,8 +218,9 @@ impl Cuda {
 
     /// Room for the bf16 copy of an `n`-value output that matmuls read (norm,
     /// SwiGLU and token-major attention outputs and their gradients, logit
-    /// gradients), written by the same kernel; none unless matmuls run in bf16.
-    fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
+    /// gradients, updated weights), written by the same kernel; none unless
+    /// matmuls run in bf16.
+    pub(crate) fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
         // SAFETY: the kernel given this buffer writes all n values.
         (self.math() == Math::Bf16).then(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy"))
     }

@@ -67,15 +67,23 @@ impl Cuda {
         LaunchConfig { grid_dim: (table.chunks.max(1) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
     }
 
-    pub(crate) fn adamw_all(&self, tensors: Vec<AdamWTensor<'_, CudaBuf>>, hp: AdamWStep) {
+    /// AdamW over every tensor; in bf16 math each weight's bf16 working copy
+    /// is rewritten by the same kernel (into last step's copy when it can).
+    pub(crate) fn adamw_all(&self, mut tensors: Vec<AdamWTensor<'_, CudaBuf>>, hp: AdamWStep) {
         if tensors.is_empty() {
             return;
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.param.len()).collect();
         let decays: Vec<f32> = tensors.iter().map(|t| t.weight_decay).collect();
+        let mut copies: Vec<Option<CudaSlice<half::bf16>>> =
+            tensors.iter_mut().map(|t| t.param.take_bf16(t.param.len()).or_else(|| self.matmul_copy(t.param.len()))).collect();
         let ptrs = tensors
-            .into_iter()
-            .flat_map(|t| [self.ptr(t.param.write()), self.ptr(t.grad.data()), self.ptr(t.m.write()), self.ptr(t.v.write())])
+            .iter_mut()
+            .zip(&copies)
+            .flat_map(|(t, c)| {
+                let copy = c.as_ref().map_or(0, |c| self.ptr(c));
+                [self.ptr(t.param.write()), self.ptr(t.grad.data()), self.ptr(t.m.write()), self.ptr(t.v.write()), copy]
+            })
             .collect();
         let table = self.chunk_table(ptrs, &sizes);
         let decays = self.floats(&decays);
@@ -98,6 +106,11 @@ impl Cuda {
             &bc1,
             &bc2
         );
+        for (t, c) in tensors.iter_mut().zip(copies.iter_mut()) {
+            if let Some(c) = c.take() {
+                t.param.keep_bf16(c);
+            }
+        }
     }
 
     pub(crate) fn sum_squares_all(&self, bufs: &[&CudaBuf]) -> f64 {
