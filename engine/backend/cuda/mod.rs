@@ -220,9 +220,19 @@ impl Cuda {
     /// SwiGLU and token-major attention outputs and their gradients, logit
     /// gradients, updated weights), written by the same kernel; none unless
     /// matmuls run in bf16.
-    pub(crate) fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
+    fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
         // SAFETY: the kernel given this buffer writes all n values.
         (self.math() == Math::Bf16).then(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy"))
+    }
+
+    /// `matmul_copy` for a kernel about to rewrite `buf`: the buffer's own
+    /// previous copy when it fits and nothing else holds it (no allocator
+    /// round trip per layer), else a new one.
+    pub(crate) fn output_copy(&self, buf: &mut CudaBuf, n: usize) -> Option<CudaSlice<half::bf16>> {
+        if self.math() != Math::Bf16 {
+            return None;
+        }
+        buf.take_bf16(n).or_else(|| self.matmul_copy(n))
     }
 
     /// Zeroed device memory for a kernel's own outputs and partials.
@@ -371,7 +381,7 @@ impl Backend for Cuda {
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
-        let mut copy = self.matmul_copy(x.len());
+        let mut copy = self.output_copy(out, x.len());
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out.write(), rstd.write(), x.data(), w.data(), &d, &eps, &copy_ptr);
         if let Some(c) = copy.take() {
@@ -381,7 +391,7 @@ impl Backend for Cuda {
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
         let d = dim as i32;
-        let mut copy = self.matmul_copy(rows * dim);
+        let mut copy = self.output_copy(dx, rows * dim);
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx.write(), dout.data(), x.data(), w.data(), rstd.data(), &d, &copy_ptr);
         if let Some(c) = copy.take() {
@@ -421,7 +431,7 @@ impl Backend for Cuda {
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
-        let mut copy = self.matmul_copy(vectors * 4);
+        let mut copy = self.output_copy(dst, vectors * 4);
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         launch!(self, "to_token_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4, &copy_ptr);
         if let Some(c) = copy.take() {
@@ -469,7 +479,7 @@ impl Backend for Cuda {
     ) {
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (pairs, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
-        let mut copy = self.matmul_copy(pairs * 2);
+        let mut copy = self.output_copy(dst, pairs * 2);
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         let cfg = per_element(pairs);
         launch!(self, "tokens_from_heads_f32", cfg, dst.write(), src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd, &copy_ptr);
@@ -506,7 +516,7 @@ impl Backend for Cuda {
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = gate.len() as i64;
-        let mut copy = self.matmul_copy(gate.len());
+        let mut copy = self.output_copy(h, gate.len());
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         launch!(self, "swiglu_fwd_f32", per_element(n as usize), h.write(), gate.data(), up.data(), &n, &copy_ptr);
         if let Some(c) = copy.take() {
@@ -515,7 +525,7 @@ impl Backend for Cuda {
     }
     fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
-        let (mut gcopy, mut ucopy) = (self.matmul_copy(dh.len()), self.matmul_copy(dh.len()));
+        let (mut gcopy, mut ucopy) = (self.output_copy(dgate, dh.len()), self.output_copy(dup, dh.len()));
         let (gp, up_) = (gcopy.as_ref().map_or(0, |c| self.ptr(c)), ucopy.as_ref().map_or(0, |c| self.ptr(c)));
         let cfg = per_element(n as usize);
         launch!(self, "swiglu_bwd_f32", cfg, dgate.write(), dup.write(), dh.data(), gate.data(), up.data(), &n, &gp, &up_);
@@ -527,7 +537,7 @@ impl Backend for Cuda {
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
         let mut loss = self.scratch(targets.len());
-        let mut copy = self.matmul_copy(targets.len() * vocab);
+        let mut copy = self.output_copy(logits, targets.len() * vocab);
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         launch!(self, "cross_entropy_f32", per_row(targets.len()), logits.write(), &mut loss, &*t, &w, &v, &copy_ptr);
         if let Some(c) = copy.take() {
@@ -546,7 +556,7 @@ impl Backend for Cuda {
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        let mut copy = self.matmul_copy(targets.len() * vocab);
+        let mut copy = self.output_copy(logits, targets.len() * vocab);
         let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
         launch!(self, "logit_grad_f32", per_row(targets.len()), logits.write(), &*t, &cl, &ce, &v, &copy_ptr);
         if let Some(c) = copy.take() {

@@ -75,8 +75,13 @@ impl Cuda {
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.param.len()).collect();
         let decays: Vec<f32> = tensors.iter().map(|t| t.weight_decay).collect();
-        let mut copies: Vec<Option<CudaSlice<half::bf16>>> =
-            tensors.iter_mut().map(|t| t.param.take_bf16(t.param.len()).or_else(|| self.matmul_copy(t.param.len()))).collect();
+        let mut copies: Vec<Option<CudaSlice<half::bf16>>> = tensors
+            .iter_mut()
+            .map(|t| {
+                let n = t.param.len();
+                self.output_copy(t.param, n)
+            })
+            .collect();
         let ptrs = tensors
             .iter_mut()
             .zip(&copies)
