@@ -8,12 +8,20 @@
 //
 // Layouts: q/out [B, Hq, 1, D] (f32); k/v [B, Hkv, cap, D] (KT: f32 or bf16)
 // with kv_lens[b] valid positions, all of which the query sees. lse may be
-// null (generation does not keep it).
+// null (generation does not keep it); out16, when not null, gets the output
+// rounded to bf16 for the output projection.
 #include "warp_attention.cuh"
 
+// Writes one output value, and its bf16 rounding when out16 is not null
+// (the output projection's matmul reads that).
+__device__ __forceinline__ void put_out(float *out, bf16 *out16, long i, float v) {
+    out[i] = v;
+    if (out16) out16[i] = __float2bfloat16(v);
+}
+
 template <int D, typename KT>
-__device__ void attention_decode(float *out, float *lse, float *part_o, float *part_ml, const float *q, const KT *k, const KT *v,
-                                 const unsigned *kv_lens, int hq, int hkv, int cap, int chunk, float scale) {
+__device__ void attention_decode(float *out, bf16 *out16, float *lse, float *part_o, float *part_ml, const float *q, const KT *k,
+                                 const KT *v, const unsigned *kv_lens, int hq, int hkv, int cap, int chunk, float scale) {
     constexpr int P = D / 32;
     __shared__ float ks[TILE][D], vs[TILE][D];
     int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -34,7 +42,7 @@ __device__ void attention_decode(float *out, float *lse, float *part_o, float *p
         for (int jj = 0; jj < TILE && j0 + jj < end; jj++) online_step<P>(qr, ks[jj], vs[jj], m, l, acc);
     }
     if (gridDim.x == 1) {
-        for (int p = 0; p < P; p++) out[row * D + lane + 32 * p] = l > 0.0f ? acc[p] / l : 0.0f;
+        for (int p = 0; p < P; p++) put_out(out, out16, row * D + lane + 32 * p, l > 0.0f ? acc[p] / l : 0.0f);
         if (lse && lane == 0) lse[row] = m + __logf(l);
         return;
     }
@@ -47,7 +55,8 @@ __device__ void attention_decode(float *out, float *lse, float *part_o, float *p
 }
 
 // Merges each row's splits: out = Σ e^(m_s - M) acc_s / Σ e^(m_s - M) l_s, one warp per (row, head).
-template <int D> __device__ void attention_decode_combine(float *out, float *lse, const float *part_o, const float *part_ml, long rows, int splits) {
+template <int D>
+__device__ void attention_decode_combine(float *out, bf16 *out16, float *lse, const float *part_o, const float *part_ml, long rows, int splits) {
     constexpr int P = D / 32;
     long r = (long)blockIdx.x * WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
@@ -62,19 +71,20 @@ template <int D> __device__ void attention_decode_combine(float *out, float *lse
         l += w * part_ml[2 * (r * splits + s) + 1];
         for (int p = 0; p < P; p++) acc[p] += w * part_o[(r * splits + s) * D + lane + 32 * p];
     }
-    for (int p = 0; p < P; p++) out[r * D + lane + 32 * p] = l > 0.0f ? acc[p] / l : 0.0f;
+    for (int p = 0; p < P; p++) put_out(out, out16, r * D + lane + 32 * p, l > 0.0f ? acc[p] / l : 0.0f);
     if (lse && lane == 0) lse[r] = big + __logf(l);
 }
 
 #define INSTANTIATE(D, KT, NAME)                                                                                            \
-    extern "C" __global__ void NAME(float *out, float *lse, float *part_o, float *part_ml, const float *q, const KT *k,    \
-                                    const KT *v, const unsigned *lens, int hq, int hkv, int cap, int chunk, float scale) {   \
-        attention_decode<D, KT>(out, lse, part_o, part_ml, q, k, v, lens, hq, hkv, cap, chunk, scale);                        \
+    extern "C" __global__ void NAME(float *out, bf16 *out16, float *lse, float *part_o, float *part_ml, const float *q,    \
+                                    const KT *k, const KT *v, const unsigned *lens, int hq, int hkv, int cap, int chunk,     \
+                                    float scale) {                                                                            \
+        attention_decode<D, KT>(out, out16, lse, part_o, part_ml, q, k, v, lens, hq, hkv, cap, chunk, scale);                 \
     }
 #define INSTANTIATE_COMBINE(D)                                                                                              \
-    extern "C" __global__ void attention_decode_combine_d##D(float *out, float *lse, const float *part_o,                 \
+    extern "C" __global__ void attention_decode_combine_d##D(float *out, bf16 *out16, float *lse, const float *part_o,    \
                                                              const float *part_ml, long rows, int splits) {                   \
-        attention_decode_combine<D>(out, lse, part_o, part_ml, rows, splits);                                                 \
+        attention_decode_combine<D>(out, out16, lse, part_o, part_ml, rows, splits);                                          \
     }
 
 // f32 activations against an f32 cache, and against a bf16 cache.

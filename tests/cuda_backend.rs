@@ -659,6 +659,16 @@ fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
         let mut gout = g.zeros(q.len());
         g.attention_fwd(&mut gout, None, &g.upload(&q), &gk, &gv, sh, &lens);
         close_within(&format!("attention on a bf16 cache {sh:?}"), &g, &gout, &out, BF16_TOL);
+        if q_len == 1 {
+            // The decode kernels also write the output's bf16 copy, which the next matmul reads.
+            let w = randv(&mut rng, 8 * hq * hd);
+            let mm = MatMul::linear(batch, hq * hd, 8);
+            let mut y = g.zeros(batch * 8);
+            g.matmul(&mut y, &gout, &g.upload(&w), mm);
+            let mut want = vec![0.0; batch * 8];
+            Cpu.matmul(&mut want, &g.download(&gout), &w, mm);
+            close_within("matmul on the decode output", &g, &y, &want, BF16_TOL);
+        }
     }
 }
 

@@ -56,7 +56,8 @@ impl Cuda {
     }
 
     /// `Backend::attention_fwd`: flash for 16 or more queries on the tensor
-    /// cores, decode.cu for one query. Keys and values may be a bf16 cache.
+    /// cores, decode.cu for one query (which also writes the output's bf16
+    /// copy to `out16` unless it is 0). Keys and values may be a bf16 cache.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_forward(
         &self,
@@ -67,13 +68,14 @@ impl Cuda {
         v: &Storage,
         sh: AttnShape,
         kv_lens: &[usize],
+        out16: u64,
     ) {
         let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
         let d_lens = self.ids(&lens);
         // The kernels skip the log-sum-exp when its address is 0.
         let lse = lse.map_or(0, |l| self.ptr(l));
         if sh.q_len == 1 {
-            return self.decode(out, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
+            return self.decode(out, out16, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
         }
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
@@ -97,6 +99,7 @@ impl Cuda {
     fn decode(
         &self,
         out: &mut CudaSlice<f32>,
+        out16: u64,
         lse: u64,
         q: &CudaSlice<f32>,
         k: &Storage,
@@ -125,17 +128,17 @@ impl Cuda {
         let o = &mut *out;
         match (k, v) {
             (Storage::F32(k), Storage::F32(v)) => {
-                launch!(self, &name, cfg, o, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+                launch!(self, &name, cfg, o, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
             }
             (Storage::Bf16(k), Storage::Bf16(v)) => {
-                launch!(self, &name, cfg, o, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+                launch!(self, &name, cfg, o, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
             }
             _ => panic!("attention: keys and values in different storage"),
         }
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);
-            launch!(self, &name, per_warp_row(rows, 1, 1), out, &lse, &part_o, &part_ml, &r, &n);
+            launch!(self, &name, per_warp_row(rows, 1, 1), out, &out16, &lse, &part_o, &part_ml, &r, &n);
         }
     }
 

@@ -497,7 +497,14 @@ impl Backend for Cuda {
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
-        self.attention_forward(out.write(), lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens);
+        // A single-query step's output feeds the output projection directly
+        // (head-major is token-major there): the decode kernels write its bf16 copy.
+        let mut copy = if sh.q_len == 1 { self.output_copy(out, q.len()) } else { None };
+        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        self.attention_forward(out.write(), lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens, copy_ptr);
+        if let Some(c) = copy.take() {
+            out.keep_bf16(c);
+        }
     }
     fn attention_bwd(
         &self,
