@@ -176,26 +176,32 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     mx = block_reduce(mx, MaxOp());
     mn = block_reduce(mn, MinOp());
     float sum = 0.0f;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += expf(s[i] - mx);
-    float lse = mx + logf(block_sum(sum));
-
     unsigned first = 0xffffffffu;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
-        if (s[i] == mx) first = min(first, (unsigned)i);
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        float x = s[i];
+        sum += expf(x - mx);
+        if (x == mx) first = min(first, (unsigned)i);
+    }
+    float lse = mx + logf(block_sum(sum));
     unsigned pick = block_reduce(first, MinU32());
     if (temperature > 0.0f) {
         unsigned lowest = order_key(mn);
-        Prefix keep = {lowest, (int)tally(s, vocab, lowest, lse).equal_n};
+        Tally kept = tally(s, vocab, lowest, lse);  // the tally at keep.key
+        Prefix keep = {lowest, (int)kept.equal_n};
         if (top_k > 0 && top_k < vocab) {
             unsigned key = bisect(s, vocab, false, lse, (float)top_k, false);
-            keep = {key, top_k - (int)tally(s, vocab, key, lse).above_n};
+            kept = tally(s, vocab, key, lse);
+            keep = {key, top_k - (int)kept.above_n};
         }
         if (top_p < 1.0f) {
             unsigned key = bisect(s, vocab, true, lse, top_p, false);
-            Prefix nucleus = {key, ties_to_reach(tally(s, vocab, key, lse), top_p, false)};
-            if (shorter(nucleus, keep)) keep = nucleus;
+            Tally at = tally(s, vocab, key, lse);
+            Prefix nucleus = {key, ties_to_reach(at, top_p, false)};
+            if (shorter(nucleus, keep)) {
+                keep = nucleus;
+                kept = at;
+            }
         }
-        Tally kept = tally(s, vocab, keep.key, lse);
         float target = u * (kept.above_mass + keep.ties * kept.p);
         // The draw lands on the first token whose cumulative mass exceeds it.
         unsigned key = bisect(s, vocab, true, lse, target, true);
