@@ -13,9 +13,9 @@
 #include "warp_attention.cuh"
 
 // Writes one output value, and its bf16 rounding when out16 is not null
-// (the output projection's matmul reads that).
+// (the output projection's matmul reads that; out may then be null).
 __device__ __forceinline__ void put_out(float *out, bf16 *out16, long i, float v) {
-    out[i] = v;
+    if (out) out[i] = v;
     if (out16) out16[i] = __float2bfloat16(v);
 }
 

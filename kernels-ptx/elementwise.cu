@@ -40,25 +40,27 @@ template <typename T> __device__ void column_partials_add(T *out, const float *p
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
-// h16, when not null, also gets h rounded to bf16 (the down projection's input).
+// h16, when not null, also gets h rounded to bf16 (the down projection's
+// input); h may then be null (a matmul-only output).
 template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *up, long n, bf16 *h16) {
     FOR_EACH(i, n) {
         float g = ld(gate, i);
         float y = g * sigmoidf(g) * ld(up, i);
-        st(h, i, y);
+        if (h) st(h, i, y);
         if (h16) h16[i] = __float2bfloat16(y);
     }
 }
 
 // dgate16 and dup16, when not null, also get the gradients rounded to bf16
-// (the gate and up projections' backward matmuls read those).
+// (the gate and up projections' backward matmuls read those); dgate and dup
+// may then be null.
 template <typename T>
 __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const T *gate, const T *up, long n, bf16 *dgate16, bf16 *dup16) {
     FOR_EACH(i, n) {
         float g = ld(gate, i), u = ld(up, i), d = ld(dh, i), s = sigmoidf(g);
         float du = d * g * s, dg = d * u * s * (1.0f + g * (1.0f - s));
-        st(dup, i, du);
-        st(dgate, i, dg);
+        if (dup) st(dup, i, du);
+        if (dgate) st(dgate, i, dg);
         if (dgate16) {
             dup16[i] = __float2bfloat16(du);
             dgate16[i] = __float2bfloat16(dg);

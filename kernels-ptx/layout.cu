@@ -34,14 +34,14 @@ __device__ void to_head_major_to_bf16(uint2 *dst, const float4 *src, int rows, i
 }
 
 // dst16 (f32 only; may be null) also gets the values rounded to bf16: the
-// copy the output projection's matmuls read.
+// copy the output projection's matmuls read; dst may then be null.
 template <typename V> __device__ void to_token_major(V *dst, const V *src, int rows, int seq, int heads, int hd4, uint2 *dst16) {
     int per_row = heads * hd4;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row;
         int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
         V x = src[(((long)b * heads + h) * seq + t) * hd4 + d];
-        dst[k] = x;
+        if (dst) dst[k] = x;
         if constexpr (sizeof(V) == sizeof(float4)) {
             if (dst16) dst16[k] = to_bf16x4(x);
         }

@@ -48,22 +48,22 @@ template <typename T> __device__ void row_stats(const T *z, int vocab, float *lo
 
 // Stores a gradient value, and its bf16 rounding when z16 is not null: the
 // copy the LM head's backward matmuls read, made here instead of in a pass
-// of its own.
-template <typename T> __device__ __forceinline__ void put(T *z, bf16 *z16, int i, float v) {
-    st(z, i, v);
+// of its own. keep_f32 = 0 skips the f32 store (the matmuls need only the copy).
+template <typename T> __device__ __forceinline__ void put(T *z, bf16 *z16, int i, float v, int keep_f32) {
+    if (keep_f32) st(z, i, v);
     if (z16) z16[i] = __float2bfloat16(v);
 }
 
 // loss[row] = w * (log Z - z[t]); z <- w * (softmax - onehot), 0 for ignored rows.
 template <typename T>
-__device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, const float *weights, int vocab, bf16 *logits16) {
+__device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, const float *weights, int vocab, bf16 *logits16, int keep_f32) {
     long row = blockIdx.x;
     T *z = logits + row * vocab;
     bf16 *z16 = logits16 ? logits16 + row * vocab : nullptr;
     unsigned t = targets[row];
     float w = weights[row];
     if (t == IGNORE || w == 0.0f) {
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, 0.0f);
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, 0.0f, keep_f32);
         if (threadIdx.x == 0) loss[row] = 0.0f;
         return;
     }
@@ -71,7 +71,7 @@ __device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, c
     row_stats(z, vocab, &log_z, &h);
     float zt = ld(z, t);
     __syncthreads();
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, w * (__expf(ld(z, i) - log_z) - (i == (int)t ? 1.0f : 0.0f)));
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, w * (__expf(ld(z, i) - log_z) - (i == (int)t ? 1.0f : 0.0f)), keep_f32);
     if (threadIdx.x == 0) loss[row] = w * (log_z - zt);
 }
 
@@ -89,14 +89,15 @@ template <typename T> __device__ void logprob_entropy(const T *logits, float *lo
 
 // z <- c_logp * (onehot - p) - c_ent * p * (log p + H)
 template <typename T>
-__device__ void logit_grad(T *logits, const unsigned *targets, const float *c_logp, const float *c_ent, int vocab, bf16 *logits16) {
+__device__ void logit_grad(T *logits, const unsigned *targets, const float *c_logp, const float *c_ent, int vocab, bf16 *logits16,
+                           int keep_f32) {
     long row = blockIdx.x;
     T *z = logits + row * vocab;
     bf16 *z16 = logits16 ? logits16 + row * vocab : nullptr;
     unsigned t = targets[row];
     float cl = c_logp[row], ce = c_ent[row];
     if (t == IGNORE || (cl == 0.0f && ce == 0.0f)) {
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, 0.0f);
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, 0.0f, keep_f32);
         return;
     }
     float log_z, h;
@@ -104,21 +105,21 @@ __device__ void logit_grad(T *logits, const unsigned *targets, const float *c_lo
     __syncthreads();
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float lp = ld(z, i) - log_z, p = __expf(lp);
-        put(z, z16, i, -cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f));
+        put(z, z16, i, -cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f), keep_f32);
     }
 }
 
 #define INSTANTIATE(T, S)                                                                                                   \
     extern "C" __global__ void cross_entropy_##S(T *z, float *loss, const unsigned *t, const float *w, int vocab,          \
-                                                 bf16 *z16) {                                                               \
-        cross_entropy(z, loss, t, w, vocab, z16);                                                                           \
+                                                 bf16 *z16, int keep_f32) {                                                 \
+        cross_entropy(z, loss, t, w, vocab, z16, keep_f32);                                                                 \
     }                                                                                                                       \
     extern "C" __global__ void logprob_entropy_##S(const T *z, float *lp, float *h, const unsigned *t, int vocab) {        \
         logprob_entropy(z, lp, h, t, vocab);                                                                                \
     }                                                                                                                       \
     extern "C" __global__ void logit_grad_##S(T *z, const unsigned *t, const float *cl, const float *ce, int vocab,        \
-                                              bf16 *z16) {                                                                  \
-        logit_grad(z, t, cl, ce, vocab, z16);                                                                               \
+                                              bf16 *z16, int keep_f32) {                                                    \
+        logit_grad(z, t, cl, ce, vocab, z16, keep_f32);                                                                     \
     }
 
 INSTANTIATE(float, f32)

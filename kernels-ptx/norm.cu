@@ -5,7 +5,8 @@
 #include "common.cuh"
 
 // out16, when not null, also gets the output rounded to bf16: the copy a
-// tensor-core matmul reading `out` would otherwise cast in a pass of its own.
+// tensor-core matmul reading `out` would otherwise cast in a pass of its own;
+// out may then be null (a matmul-only output needs nothing else).
 template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int dim, float eps, bf16 *out16) {
     long row = blockIdx.x;
     const T *xr = x + row * dim;
@@ -18,7 +19,7 @@ template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *
     if (threadIdx.x == 0) rstd[row] = r;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float y = ld(w, i) * (ld(xr, i) * r);
-        st(out, row * dim + i, y);
+        if (out) st(out, row * dim + i, y);
         if (out16) out16[row * dim + i] = __float2bfloat16(y);
     }
 }

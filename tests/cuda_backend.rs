@@ -710,3 +710,32 @@ fn fused_attention_entry_and_exit_match_the_cpu_composition() {
         close(&format!("tokens_from_heads rope {with_rope}"), &g, &got, &want);
     }
 }
+
+#[test]
+fn matmul_input_buffers_hold_bf16_only_and_refuse_other_readers() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let (rows, d, out) = (6, 64, 24);
+    let x = g.upload(&randv(&mut rng, rows * d));
+    let w = randv(&mut rng, out * d);
+    let mm = MatMul::linear(rows, d, out);
+    let mut ln = g.zeros_matmul_input(rows * d);
+    g.rmsnorm_fwd(&mut ln, &mut g.zeros(rows), &x, &g.upload(&vec![1.5; d]), d, 1e-6);
+    // A matmul reads the bf16 values the norm kernel wrote alone.
+    let mut y = g.zeros(rows * out);
+    g.matmul(&mut y, &ln, &g.upload(&w), mm);
+    let mut want = vec![0.0; rows * out];
+    Cpu.matmul(&mut want, &g.download(&ln), &w, mm);
+    close_within("matmul on a matmul-input buffer", &g, &y, &want, BF16_TOL);
+    // Any other reader is a bug in the caller's plan, reported at once.
+    let other = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sum = g.zeros(rows * d);
+        g.add_inplace(&mut sum, &ln);
+    }));
+    assert!(other.is_err(), "reading a bf16-only buffer outside a matmul must panic");
+    // Written by a matmul, it is an ordinary buffer again.
+    g.matmul(&mut ln, &x, &g.upload(&randv(&mut rng, d * d)), MatMul::linear(rows, d, d));
+    let mut sum = g.zeros(rows * d);
+    g.add_inplace(&mut sum, &ln);
+    assert_eq!(g.download(&sum), g.download(&ln));
+}

@@ -118,6 +118,15 @@ pub trait Backend: Sync {
 
     // Memory.
     fn zeros(&self, len: usize) -> Self::Buf;
+    /// A zeroed buffer whose values, between writes, are read only as matmul
+    /// operands (norm and SwiGLU outputs, token-major attention outputs, logit
+    /// and SwiGLU gradients). A device backend may then keep what its norm,
+    /// SwiGLU, layout, attention and loss kernels write there in bf16 alone;
+    /// reading those values any other way is a bug it reports. Anything
+    /// written by a matmul or `copy_range` stays readable as usual.
+    fn zeros_matmul_input(&self, len: usize) -> Self::Buf {
+        self.zeros(len)
+    }
     /// A zeroed buffer for cached keys or values. A device backend may store
     /// it in bf16 (half the memory and bandwidth of a decode step); only
     /// `to_head_major` (as the destination), `copy_range` between caches,

@@ -78,16 +78,17 @@ impl<B: Backend> Transformer<B> {
 
         let mut x = be.zeros(n * d);
         be.embedding_fwd(&mut x, &self.params.embed, ids, d);
-        let mut ln = be.zeros(n * d);
+        // Buffers only matmuls read between writes (see Backend::zeros_matmul_input).
+        let mut ln = be.zeros_matmul_input(n * d);
         let mut rstd = be.zeros(n);
-        let mut q_tok = be.zeros(n * h * hd);
+        let mut q_tok = be.zeros_matmul_input(n * h * hd);
         let mut k_tok = be.zeros(n * hkv * hd);
         let mut v_tok = be.zeros(n * hkv * hd);
         let mut q = be.zeros(n * h * hd);
-        let mut att = be.zeros(n * h * hd);
+        let mut att = be.zeros_matmul_input(n * h * hd);
         let mut gate = be.zeros(n * cfg.intermediate_size);
         let mut up = be.zeros(n * cfg.intermediate_size);
-        let mut act = be.zeros(n * cfg.intermediate_size);
+        let mut act = be.zeros_matmul_input(n * cfg.intermediate_size);
         for (l, p) in self.params.layers.iter().enumerate() {
             be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.attn_norm, d, cfg.rms_norm_eps);
             be.matmul(&mut q_tok, &ln, &p.wq, MatMul::linear(n, d, h * hd));
@@ -113,8 +114,10 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut x, &act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
         }
         cache.lens = kv_lens;
-        be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &self.params.final_norm, d, cfg.rms_norm_eps);
-        Ok(ln)
+        // The final hidden states are copied and scored, not only multiplied.
+        let mut hidden = be.zeros(n * d);
+        be.rmsnorm_fwd(&mut hidden, &mut rstd, &x, &self.params.final_norm, d, cfg.rms_norm_eps);
+        Ok(hidden)
     }
 
     /// Logits `[rows, vocab]` for `rows` final hidden states.

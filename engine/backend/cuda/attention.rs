@@ -55,20 +55,21 @@ impl Cuda {
         }
     }
 
-    /// `Backend::attention_fwd`: flash for 16 or more queries on the tensor
-    /// cores, decode.cu for one query (which also writes the output's bf16
-    /// copy to `out16` unless it is 0). Keys and values may be a bf16 cache.
+    /// `Backend::attention_fwd` into the address `out`: flash for 16 or more
+    /// queries on the tensor cores, decode.cu for one query (which also writes
+    /// the output's bf16 copy to `out16` unless it is 0, and skips `out` when
+    /// it is 0). Keys and values may be a bf16 cache.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_forward(
         &self,
-        out: &mut CudaSlice<f32>,
+        out: u64,
+        out16: u64,
         lse: Option<&mut CudaSlice<f32>>,
         q: &CudaSlice<f32>,
         k: &Storage,
         v: &Storage,
         sh: AttnShape,
         kv_lens: &[usize],
-        out16: u64,
     ) {
         let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
         let d_lens = self.ids(&lens);
@@ -86,8 +87,8 @@ impl Cuda {
         };
         let name = Self::attention_kernel_name(&cache_stem(stem, k), sh.head_dim);
         match (k, v) {
-            (Storage::F32(k), Storage::F32(v)) => launch!(self, &name, cfg, out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
-            (Storage::Bf16(k), Storage::Bf16(v)) => launch!(self, &name, cfg, out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
+            (Storage::F32(k), Storage::F32(v)) => launch!(self, &name, cfg, &out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
+            (Storage::Bf16(k), Storage::Bf16(v)) => launch!(self, &name, cfg, &out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
             _ => panic!("attention: keys and values in different storage"),
         }
     }
@@ -98,7 +99,7 @@ impl Cuda {
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
-        out: &mut CudaSlice<f32>,
+        out: u64,
         out16: u64,
         lse: u64,
         q: &CudaSlice<f32>,
@@ -125,20 +126,19 @@ impl Cuda {
             shared_mem_bytes: 0,
         };
         let name = Self::attention_kernel_name(&cache_stem("attention_decode", k), sh.head_dim);
-        let o = &mut *out;
         match (k, v) {
             (Storage::F32(k), Storage::F32(v)) => {
-                launch!(self, &name, cfg, o, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+                launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
             }
             (Storage::Bf16(k), Storage::Bf16(v)) => {
-                launch!(self, &name, cfg, o, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
+                launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
             }
             _ => panic!("attention: keys and values in different storage"),
         }
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);
-            launch!(self, &name, per_warp_row(rows, 1, 1), out, &out16, &lse, &part_o, &part_ml, &r, &n);
+            launch!(self, &name, per_warp_row(rows, 1, 1), &out, &out16, &lse, &part_o, &part_ml, &r, &n);
         }
     }
 

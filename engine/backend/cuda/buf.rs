@@ -1,10 +1,15 @@
 //! The CUDA backend's buffer. Most buffers store f32 and keep the bf16 copy
-//! that a tensor-core matmul last made of them: every write goes through
-//! [`CudaBuf::write`], which drops that copy, so a kept copy always matches
-//! the data; a weight is therefore cast once per optimizer step (once per
-//! model during generation), and an activation once however many matmuls
-//! read it. KV caches store bf16 themselves (`Backend::zeros_kv`); only the
-//! cache ops (layout writes, attention, copies) accept them.
+//! that tensor-core matmuls read: every write goes through
+//! [`CudaBuf::write`] (or a kernel that writes the copy too), so a kept copy
+//! always matches the data. A weight is therefore cast once per optimizer
+//! step, and an activation once however many matmuls read it.
+//!
+//! A matmul-input buffer (`Backend::zeros_matmul_input`) is only ever read
+//! by matmuls, so the kernels that produce its values may write the bf16
+//! copy alone; its f32 data is then stale, and reading it any other way
+//! panics (a bug in the caller's plan) rather than returning old values.
+//! KV caches store bf16 themselves (`Backend::zeros_kv`); only the cache ops
+//! (layout writes, attention, copies) accept them.
 
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -19,28 +24,47 @@ pub struct CudaBuf {
     data: Storage,
     /// bf16 copy of the first `n` values (n = its length), if one was made since the last write.
     half: Mutex<Option<Arc<CudaSlice<bf16>>>>,
+    /// Only matmuls read this buffer's values (see the module doc).
+    matmul_input: bool,
+    /// The last write went to the bf16 copy only.
+    f32_stale: bool,
 }
 
 impl CudaBuf {
+    fn with(data: Storage, matmul_input: bool) -> CudaBuf {
+        CudaBuf { data, half: Mutex::new(None), matmul_input, f32_stale: false }
+    }
+
     pub(crate) fn new(data: CudaSlice<f32>) -> CudaBuf {
-        CudaBuf { data: Storage::F32(data), half: Mutex::new(None) }
+        CudaBuf::with(Storage::F32(data), false)
+    }
+
+    pub(crate) fn new_matmul_input(data: CudaSlice<f32>) -> CudaBuf {
+        CudaBuf::with(Storage::F32(data), true)
     }
 
     pub(crate) fn new_bf16(data: CudaSlice<bf16>) -> CudaBuf {
-        CudaBuf { data: Storage::Bf16(data), half: Mutex::new(None) }
+        CudaBuf::with(Storage::Bf16(data), false)
     }
 
-    /// The f32 storage; a bf16 buffer here is a caller's bug (only KV caches are bf16).
+    pub(crate) fn is_matmul_input(&self) -> bool {
+        self.matmul_input
+    }
+
+    /// The f32 storage; a bf16 buffer here is a caller's bug (only KV caches
+    /// are bf16), and so is a matmul input whose values live in bf16 only.
     pub(crate) fn data(&self) -> &CudaSlice<f32> {
+        assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         match &self.data {
             Storage::F32(d) => d,
             Storage::Bf16(_) => panic!("a bf16 KV-cache buffer was passed to an op that takes f32 storage"),
         }
     }
 
-    /// Mutable f32 storage for a kernel that writes; forgets the bf16 copy.
+    /// Mutable f32 storage for a kernel that writes it; forgets the bf16 copy.
     pub(crate) fn write(&mut self) -> &mut CudaSlice<f32> {
         *self.half.get_mut().expect("bf16 copy lock") = None;
+        self.f32_stale = false;
         match &mut self.data {
             Storage::F32(d) => d,
             Storage::Bf16(_) => panic!("a bf16 KV-cache buffer was passed to an op that writes f32 storage"),
@@ -51,6 +75,14 @@ impl CudaBuf {
     /// kernel that just wrote this buffer wrote both.
     pub(crate) fn keep_bf16(&mut self, copy: CudaSlice<bf16>) {
         *self.half.get_mut().expect("bf16 copy lock") = Some(Arc::new(copy));
+    }
+
+    /// Keeps `copy` as the buffer's only up-to-date values (a matmul input
+    /// whose producing kernel skipped the f32 store).
+    pub(crate) fn keep_bf16_only(&mut self, copy: CudaSlice<bf16>) {
+        assert!(self.matmul_input, "only matmul-input buffers may hold their values in bf16 alone");
+        self.keep_bf16(copy);
+        self.f32_stale = true;
     }
 
     /// Takes the kept bf16 copy, if it covers `n` values and nothing else
@@ -66,13 +98,23 @@ impl CudaBuf {
 
     /// Either storage, for the ops that take KV caches.
     pub(crate) fn storage(&self) -> &Storage {
+        assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         &self.data
     }
 
-    /// Either storage, mutable; forgets the bf16 copy.
+    /// Either storage, mutable, for ops that overwrite it; forgets the bf16 copy.
     pub(crate) fn storage_mut(&mut self) -> &mut Storage {
         *self.half.get_mut().expect("bf16 copy lock") = None;
+        self.f32_stale = false;
         &mut self.data
+    }
+
+    /// The values when they live in the bf16 copy alone (for `download`).
+    pub(crate) fn bf16_only(&self) -> Option<Arc<CudaSlice<bf16>>> {
+        if !self.f32_stale {
+            return None;
+        }
+        self.half.lock().expect("bf16 copy lock").clone()
     }
 
     /// The first `n` values as bf16: the kept copy if it covers exactly

@@ -46,6 +46,24 @@ pub struct Cuda {
     tables: Mutex<Vec<multi_tensor::KeptTable>>,
 }
 
+/// Where a producing kernel writes (`Cuda::produce`); `done` records it on the buffer.
+struct Produced {
+    f32: u64,
+    bf16: u64,
+    copy: Option<CudaSlice<half::bf16>>,
+    keep_f32: bool,
+}
+
+impl Produced {
+    fn done(self, buf: &mut CudaBuf) {
+        match (self.copy, self.keep_f32) {
+            (Some(c), true) => buf.keep_bf16(c),
+            (Some(c), false) => buf.keep_bf16_only(c),
+            (None, _) => {}
+        }
+    }
+}
+
 /// An id array's host contents and its device copy.
 type RecentIds = (Vec<u32>, Arc<CudaSlice<u32>>);
 
@@ -235,6 +253,22 @@ impl Cuda {
         buf.take_bf16(n).or_else(|| self.matmul_copy(n))
     }
 
+    /// Output addresses for a kernel about to write `n` values of `buf` that
+    /// matmuls read next: its bf16 copy (in bf16 math), and its f32 data
+    /// unless `buf` is a matmul input, whose copy is all it needs. A kernel
+    /// that also reads `buf` (`reads_output`) gets the f32 address either
+    /// way and a flag saying whether to store there.
+    fn produce(&self, buf: &mut CudaBuf, n: usize, reads_output: bool) -> Produced {
+        let copy = self.output_copy(buf, n);
+        let keep_f32 = copy.is_none() || !buf.is_matmul_input();
+        let f32 = match (keep_f32, reads_output) {
+            (true, _) => self.ptr(buf.write()),
+            (false, true) => self.ptr(buf.data()),
+            (false, false) => 0,
+        };
+        Produced { f32, bf16: copy.as_ref().map_or(0, |c| self.ptr(c)), copy, keep_f32 }
+    }
+
     /// Zeroed device memory for a kernel's own outputs and partials.
     pub(crate) fn scratch(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
@@ -301,6 +335,9 @@ impl Backend for Cuda {
         }
         CudaBuf::new(self.floats(host))
     }
+    fn zeros_matmul_input(&self, len: usize) -> CudaBuf {
+        CudaBuf::new_matmul_input(self.scratch(len))
+    }
     fn zeros_kv(&self, len: usize) -> CudaBuf {
         // Exact mode keeps f32 caches: it is the tight comparison with the CPU.
         if self.math() == Math::Exact {
@@ -309,6 +346,9 @@ impl Backend for Cuda {
         CudaBuf::new_bf16(self.stream.alloc_zeros(len.max(1)).expect("allocating a KV cache"))
     }
     fn download(&self, buf: &CudaBuf) -> Vec<f32> {
+        if let Some(copy) = buf.bf16_only() {
+            return self.stream.clone_dtoh(&*copy).expect("downloading device memory").into_iter().map(f32::from).collect();
+        }
         match buf.storage() {
             Storage::F32(d) => self.fetch(d),
             Storage::Bf16(d) => self.stream.clone_dtoh(d).expect("downloading device memory").into_iter().map(f32::from).collect(),
@@ -381,22 +421,18 @@ impl Backend for Cuda {
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
-        let mut copy = self.output_copy(out, x.len());
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), out.write(), rstd.write(), x.data(), w.data(), &d, &eps, &copy_ptr);
-        if let Some(c) = copy.take() {
-            out.keep_bf16(c);
-        }
+        let o = self.produce(out, x.len(), false);
+        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), &o.f32, rstd.write(), x.data(), w.data(), &d, &eps, &o.bf16);
+        o.done(out);
     }
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
         let d = dim as i32;
-        let mut copy = self.output_copy(dx, rows * dim);
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), dx.write(), dout.data(), x.data(), w.data(), rstd.data(), &d, &copy_ptr);
-        if let Some(c) = copy.take() {
-            dx.keep_bf16(c);
-        }
+        // dx accumulates, so the kernel reads it: it stays in f32 too.
+        assert!(!dx.is_matmul_input(), "rmsnorm_bwd accumulates into dx, which must not be a matmul-input buffer");
+        let o = self.produce(dx, rows * dim, true);
+        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), &o.f32, dout.data(), x.data(), w.data(), rstd.data(), &d, &o.bf16);
+        o.done(dx);
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
         let mut partial = self.scratch(blocks * dim);
         let (r, rpb) = (rows as i64, ROWS_PER_BLOCK as i32);
@@ -431,12 +467,9 @@ impl Backend for Cuda {
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
-        let mut copy = self.output_copy(dst, vectors * 4);
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        launch!(self, "to_token_major_f32", per_element(vectors), dst.write(), src.data(), &rows, &t, &h, &hd4, &copy_ptr);
-        if let Some(c) = copy.take() {
-            dst.keep_bf16(c);
-        }
+        let o = self.produce(dst, vectors * 4, false);
+        launch!(self, "to_token_major_f32", per_element(vectors), &o.f32, src.data(), &rows, &t, &h, &hd4, &o.bf16);
+        o.done(dst);
     }
     fn heads_from_tokens(
         &self,
@@ -479,13 +512,12 @@ impl Backend for Cuda {
     ) {
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (pairs, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
-        let mut copy = self.output_copy(dst, pairs * 2);
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
+        // The q/k/v gradients also feed bias gradients (f32): they keep f32.
+        assert!(!dst.is_matmul_input(), "tokens_from_heads writes f32 for the bias gradients: not into a matmul-input buffer");
+        let o = self.produce(dst, pairs * 2, false);
         let cfg = per_element(pairs);
-        launch!(self, "tokens_from_heads_f32", cfg, dst.write(), src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd, &copy_ptr);
-        if let Some(c) = copy.take() {
-            dst.keep_bf16(c);
-        }
+        launch!(self, "tokens_from_heads_f32", cfg, &o.f32, src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd, &o.bf16);
+        o.done(dst);
     }
     fn attention_fwd(
         &self,
@@ -499,11 +531,13 @@ impl Backend for Cuda {
     ) {
         // A single-query step's output feeds the output projection directly
         // (head-major is token-major there): the decode kernels write its bf16 copy.
-        let mut copy = if sh.q_len == 1 { self.output_copy(out, q.len()) } else { None };
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        self.attention_forward(out.write(), lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens, copy_ptr);
-        if let Some(c) = copy.take() {
-            out.keep_bf16(c);
+        if sh.q_len == 1 {
+            let o = self.produce(out, q.len(), false);
+            self.attention_forward(o.f32, o.bf16, lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens);
+            o.done(out);
+        } else {
+            let o = self.ptr(out.write());
+            self.attention_forward(o, 0, lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens);
         }
     }
     fn attention_bwd(
@@ -523,33 +557,25 @@ impl Backend for Cuda {
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = gate.len() as i64;
-        let mut copy = self.output_copy(h, gate.len());
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        launch!(self, "swiglu_fwd_f32", per_element(n as usize), h.write(), gate.data(), up.data(), &n, &copy_ptr);
-        if let Some(c) = copy.take() {
-            h.keep_bf16(c);
-        }
+        let o = self.produce(h, gate.len(), false);
+        launch!(self, "swiglu_fwd_f32", per_element(n as usize), &o.f32, gate.data(), up.data(), &n, &o.bf16);
+        o.done(h);
     }
     fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
-        let (mut gcopy, mut ucopy) = (self.output_copy(dgate, dh.len()), self.output_copy(dup, dh.len()));
-        let (gp, up_) = (gcopy.as_ref().map_or(0, |c| self.ptr(c)), ucopy.as_ref().map_or(0, |c| self.ptr(c)));
+        let (g, u) = (self.produce(dgate, dh.len(), false), self.produce(dup, dh.len(), false));
         let cfg = per_element(n as usize);
-        launch!(self, "swiglu_bwd_f32", cfg, dgate.write(), dup.write(), dh.data(), gate.data(), up.data(), &n, &gp, &up_);
-        if let (Some(g), Some(u)) = (gcopy.take(), ucopy.take()) {
-            dgate.keep_bf16(g);
-            dup.keep_bf16(u);
-        }
+        launch!(self, "swiglu_bwd_f32", cfg, &g.f32, &u.f32, dh.data(), gate.data(), up.data(), &n, &g.bf16, &u.bf16);
+        g.done(dgate);
+        u.done(dup);
     }
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
         let mut loss = self.scratch(targets.len());
-        let mut copy = self.output_copy(logits, targets.len() * vocab);
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        launch!(self, "cross_entropy_f32", per_row(targets.len()), logits.write(), &mut loss, &*t, &w, &v, &copy_ptr);
-        if let Some(c) = copy.take() {
-            logits.keep_bf16(c);
-        }
+        let o = self.produce(logits, targets.len() * vocab, true);
+        let keep = o.keep_f32 as i32;
+        launch!(self, "cross_entropy_f32", per_row(targets.len()), &o.f32, &mut loss, &*t, &w, &v, &o.bf16, &keep);
+        o.done(logits);
         self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
     fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
@@ -563,12 +589,10 @@ impl Backend for Cuda {
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        let mut copy = self.output_copy(logits, targets.len() * vocab);
-        let copy_ptr = copy.as_ref().map_or(0, |c| self.ptr(c));
-        launch!(self, "logit_grad_f32", per_row(targets.len()), logits.write(), &*t, &cl, &ce, &v, &copy_ptr);
-        if let Some(c) = copy.take() {
-            logits.keep_bf16(c);
-        }
+        let o = self.produce(logits, targets.len() * vocab, true);
+        let keep = o.keep_f32 as i32;
+        launch!(self, "logit_grad_f32", per_row(targets.len()), &o.f32, &*t, &cl, &ce, &v, &o.bf16, &keep);
+        o.done(logits);
     }
     fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
         self.sample_rows(logits.data(), vocab, cfg, draws)
