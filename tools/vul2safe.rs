@@ -550,6 +550,9 @@ fn run(cli: Cli) -> Result<()> {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
             }
+            if profile && backend != "cuda" {
+                bail!("--profile times GPU kernels: it needs --backend cuda");
+            }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let flops = vul2safe::bench::flops_per_token(&cfg, seq);
             let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": "f32", "recompute": recompute});
@@ -586,6 +589,9 @@ fn run(cli: Cli) -> Result<()> {
             let prompts = prompts.unwrap_or(batch);
             if batch == 0 || prompts == 0 || prompt_len == 0 || new == 0 {
                 bail!("--batch, --prompts, --prompt-len and --new must be at least 1");
+            }
+            if profile && backend != "cuda" {
+                bail!("--profile times GPU kernels: it needs --backend cuda");
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
