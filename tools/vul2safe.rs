@@ -560,7 +560,7 @@ fn run(cli: Cli) -> Result<()> {
                 "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,
                 "cuda" => {
                     let g = cuda(&math)?;
-                    let r = vul2safe::bench::train_throughput(&g, cfg, batch, seq, recompute, 2, steps, || {
+                    let r = vul2safe::bench::train_throughput(&g, cfg.clone(), batch, seq, recompute, 2, steps, || {
                         if profile {
                             g.start_profile()
                         }
@@ -574,7 +574,12 @@ fn run(cli: Cli) -> Result<()> {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
                     }
                     if profile {
-                        v["profile"] = print_profile(&g, "step", steps, r.step_ms)?;
+                        let rows = g.take_profile();
+                        if let Some([f, b, t]) = vul2safe::bench::flash_tflops(&rows, &cfg, batch, seq, steps) {
+                            eprintln!("flash attention: fwd {f:.0}, bwd {b:.0}, fwd+bwd {t:.0} TFLOP/s (causal; bwd counted as 2.5x fwd)");
+                            v["flash_tflops"] = serde_json::json!({"fwd": f.round(), "bwd": b.round(), "total": t.round()});
+                        }
+                        v["profile"] = print_profile(&rows, "step", steps, r.step_ms)?;
                     }
                     r
                 }
@@ -609,7 +614,7 @@ fn run(cli: Cli) -> Result<()> {
                     })?;
                     if profile {
                         // One "step" here is one whole generation run.
-                        v["profile"] = print_profile(&g, "run", 1, r.secs * 1e3)?;
+                        v["profile"] = print_profile(&g.take_profile(), "run", 1, r.secs * 1e3)?;
                     }
                     (r, g.device_name())
                 }
@@ -647,12 +652,16 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Prints the per-kernel-family table of a profiled bench to stderr (per
 /// `unit`, `units` of them in `wall_ms`) and returns its rows as JSON.
-fn print_profile(g: &vul2safe::backend::cuda::Cuda, unit: &str, units: usize, wall_ms: f64) -> Result<serde_json::Value> {
-    let rows = g.take_profile();
+fn print_profile(
+    rows: &[vul2safe::backend::cuda::profile::FamilyTime],
+    unit: &str,
+    units: usize,
+    wall_ms: f64,
+) -> Result<serde_json::Value> {
     let total: f64 = rows.iter().map(|f| f.ms).sum();
     let per = units as f64;
     eprintln!("| kernel family | calls/{unit} | ms/{unit} | share |\n|---|---|---|---|");
-    for f in &rows {
+    for f in rows {
         eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
     }
     eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
