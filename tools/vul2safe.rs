@@ -665,7 +665,7 @@ fn print_profile(
         eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
     }
     eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
-    Ok(serde_json::to_value(&rows)?)
+    Ok(serde_json::to_value(rows)?)
 }
 
 /// The first GPU, in the math mode `math` names.
