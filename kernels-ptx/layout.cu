@@ -98,14 +98,15 @@ __device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias,
     }
 }
 
-__device__ void tokens_from_heads(float *dst, const float *src, const float *cos_t, const float *sin_t, const unsigned *positions, int rows,
+template <typename TS>
+__device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t, const float *sin_t, const unsigned *positions, int rows,
                                   int seq, int heads, int hd, bf16 *dst16) {
     int half = hd / 2, per_row = heads * half;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row, h = j / half, i = j - h * half;
         int b = row / seq, t = row - b * seq;
         long s = (((long)b * heads + h) * seq + t) * hd + i;
-        float a = src[s], c = src[s + half];
+        float a = ld(src, s), c = ld(src, s + half);
         if (cos_t) {
             long tab = (long)positions[row] * half + i;
             float co = cos_t[tab], si = -sin_t[tab];
@@ -135,5 +136,10 @@ INSTANTIATE_HEADS(bf16, bf16)
 
 extern "C" __global__ void tokens_from_heads_f32(float *dst, const float *src, const float *c, const float *s, const unsigned *pos, int rows,
                                                  int seq, int heads, int hd, bf16 *dst16) {
+    tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd, dst16);
+}
+// From bf16 attention gradients (training with bf16 attention operands).
+extern "C" __global__ void tokens_from_heads_bf16_to_f32(float *dst, const bf16 *src, const float *c, const float *s, const unsigned *pos,
+                                                         int rows, int seq, int heads, int hd, bf16 *dst16) {
     tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd, dst16);
 }

@@ -644,7 +644,7 @@ fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
         let sh = AttnShape { batch, q_heads: hq, kv_heads: hkv, q_len, kv_cap: cap, head_dim: hd };
         let kv_tok = |rng: &mut ChaCha8Rng| randv(rng, batch * cap * hkv * hd);
         let (k_tok, v_tok) = (kv_tok(&mut rng), kv_tok(&mut rng));
-        let (mut gk, mut gv) = (g.zeros_kv(batch * hkv * cap * hd), g.zeros_kv(batch * hkv * cap * hd));
+        let (mut gk, mut gv) = (g.zeros_attention(batch * hkv * cap * hd), g.zeros_attention(batch * hkv * cap * hd));
         g.to_head_major(&mut gk, &g.upload(&k_tok), batch, cap, hkv, hd, cap, &[0, 0]);
         g.to_head_major(&mut gv, &g.upload(&v_tok), batch, cap, hkv, hd, cap, &[0, 0]);
         // The cache holds the CPU's head-major layout, rounded to bf16.
@@ -696,7 +696,7 @@ fn fused_attention_entry_and_exit_match_the_cpu_composition() {
         close(&what, &g, &got, &want);
         // Into a bf16 KV cache: the same values, rounded.
         g.set_math(Math::Bf16).unwrap();
-        let mut cache = g.zeros_kv(want.len());
+        let mut cache = g.zeros_attention(want.len());
         g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
         g.set_math(Math::Exact).unwrap();
         assert_close(&format!("{what} into bf16"), &g.download(&cache), &want, 1e-2, 1e-2);
@@ -738,4 +738,40 @@ fn matmul_input_buffers_hold_bf16_only_and_refuse_other_readers() {
     let mut sum = g.zeros(rows * d);
     g.add_inplace(&mut sum, &ln);
     assert_eq!(g.download(&sum), g.download(&ln));
+}
+
+#[test]
+fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    // Flash tiles with a ragged end and GQA, and a short sequence (per-row kernel).
+    for (b, hq, hkv, t, hd) in [(2, 4, 2, 37, 64), (1, 2, 1, 130, 128), (2, 2, 2, 5, 32)] {
+        let sh = AttnShape { batch: b, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
+        let zero = vec![0; b];
+        // Token-major data written into bf16 operands; the CPU gets the same rounded values.
+        let mut operand = |heads: usize| {
+            let mut o = g.zeros_attention(b * heads * t * hd);
+            g.to_head_major(&mut o, &g.upload(&randv(&mut rng, b * t * heads * hd)), b, t, heads, hd, t, &zero);
+            o
+        };
+        let (gq, gk, gv, gdout) = (operand(hq), operand(hkv), operand(hkv), operand(hq));
+        let (q, k, v, dout) = (g.download(&gq), g.download(&gk), g.download(&gv), g.download(&gdout));
+        let lens = vec![t; b];
+        let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; b * hq * t]);
+        Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &lens);
+        let (mut gout, mut glse) = (g.zeros_attention(q.len()), g.zeros(lse.len()));
+        g.attention_fwd(&mut gout, Some(&mut glse), &gq, &gk, &gv, sh, &lens);
+        let at = format!("bf16 operands hd {hd} b {b} hq {hq} hkv {hkv} t {t}");
+        assert_close(&format!("{at} out"), &g.download(&gout), &out, BF16_TOL.0, BF16_TOL.1);
+        close_within(&format!("{at} lse"), &g, &glse, &lse, BF16_TOL);
+        // The CPU backward runs on the GPU's (rounded) output, as the GPU's does.
+        let gout_host = g.download(&gout);
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &gout_host, &g.download(&glse), sh);
+        let (mut gdq, mut gdk, mut gdv) = (g.zeros_attention(q.len()), g.zeros_attention(k.len()), g.zeros_attention(v.len()));
+        g.attention_bwd(&mut gdq, &mut gdk, &mut gdv, &gdout, &gq, &gk, &gv, &gout, &glse, sh);
+        for (what, got, want) in [("dq", &gdq, &dq), ("dk", &gdk, &dk), ("dv", &gdv, &dv)] {
+            assert_close(&format!("{at} {what}"), &g.download(got), want, BF16_TOL.0, BF16_TOL.1);
+        }
+    }
 }

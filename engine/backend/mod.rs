@@ -127,11 +127,14 @@ pub trait Backend: Sync {
     fn zeros_matmul_input(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
-    /// A zeroed buffer for cached keys or values. A device backend may store
-    /// it in bf16 (half the memory and bandwidth of a decode step); only
-    /// `to_head_major` (as the destination), `copy_range` between caches,
-    /// `attention_fwd` (as keys and values), `fill_zero` and `download` take it.
-    fn zeros_kv(&self, len: usize) -> Self::Buf {
+    /// A zeroed buffer for a head-major attention operand: a KV cache, or the
+    /// queries, keys, values, output and their gradients of a training
+    /// step. A device backend may store it in bf16 (half the memory and
+    /// traffic); only the ops around attention take it: `to_head_major` and
+    /// `heads_from_tokens` (as the destination), `attention_fwd` and
+    /// `attention_bwd`, `to_token_major` and `tokens_from_heads` (as the
+    /// source), `copy_range` between such buffers, `fill_zero`, `download`.
+    fn zeros_attention(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
     fn upload(&self, host: &[f32]) -> Self::Buf;

@@ -1,6 +1,6 @@
 //! Preallocated per-layer key/value cache, `[batch, kv_heads, cap, head_dim]`,
 //! with a filled length per row so rows of different lengths share one batch.
-//! On the GPU it is stored in bf16 (`Backend::zeros_kv`).
+//! On the GPU it is stored in bf16 (`Backend::zeros_attention`).
 
 use super::config::ModelConfig;
 use crate::backend::Backend;
@@ -18,8 +18,8 @@ impl<B: Backend> KvCache<B> {
     pub fn new(be: &B, cfg: &ModelConfig, batch: usize, cap: usize) -> KvCache<B> {
         let n = batch * cfg.num_kv_heads * cap * cfg.head_dim;
         KvCache {
-            k: (0..cfg.num_layers).map(|_| be.zeros_kv(n)).collect(),
-            v: (0..cfg.num_layers).map(|_| be.zeros_kv(n)).collect(),
+            k: (0..cfg.num_layers).map(|_| be.zeros_attention(n)).collect(),
+            v: (0..cfg.num_layers).map(|_| be.zeros_attention(n)).collect(),
             batch,
             cap,
             lens: vec![0; batch],

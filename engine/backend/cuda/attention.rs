@@ -25,13 +25,22 @@ fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) ->
     }
 }
 
-/// The kernel stem for keys and values in `kv`'s storage: bf16 caches
-/// have their own instantiations (`flash_fwd_bf16kv_d64_f32`, ...).
-fn cache_stem(stem: &str, kv: &Storage) -> String {
-    match kv {
-        Storage::F32(_) => stem.to_string(),
-        Storage::Bf16(_) => format!("{stem}_bf16kv"),
+/// The instantiation of attention kernel `stem` for `head_dim`, queries and
+/// keys/values each in f32 or bf16: all f32 (`_d64_f32`), f32 against a
+/// bf16 KV cache (`_bf16kv_d64_f32`), or all bf16 (`_d64_bf16`, training
+/// with bf16 attention operands).
+fn kernel_name(stem: &str, head_dim: usize, q_bf16: bool, kv_bf16: bool) -> String {
+    assert!(matches!(head_dim, 32 | 64 | 128), "CUDA attention supports head_dim 32, 64 and 128, not {head_dim}");
+    match (q_bf16, kv_bf16) {
+        (false, false) => format!("{stem}_d{head_dim}_f32"),
+        (false, true) => format!("{stem}_bf16kv_d{head_dim}_f32"),
+        (true, true) => format!("{stem}_d{head_dim}_bf16"),
+        (true, false) => panic!("attention: bf16 queries against f32 keys and values"),
     }
+}
+
+fn is_bf16(s: &Storage) -> bool {
+    matches!(s, Storage::Bf16(_))
 }
 
 /// Keys per staged tile of the decode kernel (TILE in warp_attention.cuh).
@@ -47,36 +56,38 @@ fn decode_splits(target: usize, blocks: usize, longest: usize) -> usize {
 }
 
 impl Cuda {
-    /// The attention kernel `stem` instantiated for `head_dim`.
-    fn attention_kernel_name(stem: &str, head_dim: usize) -> String {
-        match head_dim {
-            32 | 64 | 128 => format!("{stem}_d{head_dim}_f32"),
-            d => panic!("CUDA attention supports head_dim 32, 64 and 128, not {d}"),
+    /// A storage's device address.
+    pub(super) fn addr(&self, s: &Storage) -> u64 {
+        match s {
+            Storage::F32(d) => self.ptr(d),
+            Storage::Bf16(d) => self.ptr(d),
         }
     }
 
     /// `Backend::attention_fwd` into the address `out`: flash for 16 or more
-    /// queries on the tensor cores, decode.cu for one query (which also writes
-    /// the output's bf16 copy to `out16` unless it is 0, and skips `out` when
-    /// it is 0). Keys and values may be a bf16 cache.
+    /// queries on the tensor cores, decode.cu for one f32 query (which also
+    /// writes the output's bf16 copy to `out16` unless it is 0, and skips
+    /// `out` when it is 0), the per-row kernel otherwise. Keys and values may
+    /// be a bf16 cache; all of q, k, v and out may be bf16 (training).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_forward(
         &self,
         out: u64,
         out16: u64,
         lse: Option<&mut CudaSlice<f32>>,
-        q: &CudaSlice<f32>,
+        q: &Storage,
         k: &Storage,
         v: &Storage,
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
+        assert_eq!(is_bf16(k), is_bf16(v), "attention: keys and values in different storage");
         let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
         let d_lens = self.ids(&lens);
         // The kernels skip the log-sum-exp when its address is 0.
         let lse = lse.map_or(0, |l| self.ptr(l));
-        if sh.q_len == 1 {
-            return self.decode(out, out16, lse, q, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
+        if let (1, Storage::F32(qf)) = (sh.q_len, q) {
+            return self.decode(out, out16, lse, qf, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
         }
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
@@ -85,12 +96,9 @@ impl Cuda {
         } else {
             ("attention_fwd", per_warp_row(sh.q_len, sh.q_heads, sh.batch))
         };
-        let name = Self::attention_kernel_name(&cache_stem(stem, k), sh.head_dim);
-        match (k, v) {
-            (Storage::F32(k), Storage::F32(v)) => launch!(self, &name, cfg, &out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
-            (Storage::Bf16(k), Storage::Bf16(v)) => launch!(self, &name, cfg, &out, &lse, q, k, v, &*d_lens, &hq, &hkv, &tq, &cap, &scale),
-            _ => panic!("attention: keys and values in different storage"),
-        }
+        let name = kernel_name(stem, sh.head_dim, is_bf16(q), is_bf16(k));
+        let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
+        launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &*d_lens, &hq, &hkv, &tq, &cap, &scale);
     }
 
     /// One query per row (kernels-ptx/decode.cu): a block per (key split,
@@ -125,16 +133,9 @@ impl Cuda {
             block_dim: (32 * group as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let name = Self::attention_kernel_name(&cache_stem("attention_decode", k), sh.head_dim);
-        match (k, v) {
-            (Storage::F32(k), Storage::F32(v)) => {
-                launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
-            }
-            (Storage::Bf16(k), Storage::Bf16(v)) => {
-                launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, k, v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale)
-            }
-            _ => panic!("attention: keys and values in different storage"),
-        }
+        let name = kernel_name("attention_decode", sh.head_dim, false, is_bf16(k));
+        let (k, v) = (self.addr(k), self.addr(v));
+        launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, &k, &v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);
@@ -142,67 +143,64 @@ impl Cuda {
         }
     }
 
-    /// `Backend::attention_bwd`: the row dot, then dQ and dK/dV passes.
+    /// `Backend::attention_bwd`: the row dot, then dQ and dK/dV passes. Every
+    /// operand is f32, or every one bf16 (training with bf16 attention operands).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_backward(
         &self,
-        dq: &mut CudaSlice<f32>,
-        dk: &mut CudaSlice<f32>,
-        dv: &mut CudaSlice<f32>,
-        dout: &CudaSlice<f32>,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        out: &CudaSlice<f32>,
+        dq: &Storage,
+        dk: &Storage,
+        dv: &Storage,
+        dout: &Storage,
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        out: &Storage,
         lse: &CudaSlice<f32>,
         sh: AttnShape,
     ) {
         assert_eq!(sh.kv_cap, sh.q_len, "attention_bwd is for training: kv_cap must equal q_len");
+        let bf16 = is_bf16(q);
+        assert!([dq, dk, dv, dout, k, v, out].iter().all(|s| is_bf16(s) == bf16), "attention_bwd: operands must all be f32 or all bf16");
+        let name = |stem: &str| kernel_name(stem, sh.head_dim, bf16, bf16);
+        let [dq, dk, dv, dout, q, k, v, out] = [dq, dk, dv, dout, q, k, v, out].map(|s| self.addr(s));
         let rows = sh.batch * sh.q_heads * sh.q_len;
         let mut rowdot = self.scratch(rows);
         let r = rows as i64;
-        let name = Self::attention_kernel_name("attention_rowdot", sh.head_dim);
-        launch!(self, &name, per_warp_row(rows, 1, 1), &mut rowdot, dout, out, &r);
+        launch!(self, &name("attention_rowdot"), per_warp_row(rows, 1, 1), &mut rowdot, &dout, &out, &r);
         let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
         if !self.tensor_cores() {
-            let name = Self::attention_kernel_name("attention_bwd_dq", sh.head_dim);
-            launch!(self, &name, per_warp_row(sh.q_len, sh.q_heads, sh.batch), dq, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
-            let name = Self::attention_kernel_name("attention_bwd_dkdv", sh.head_dim);
-            launch!(self, &name, per_warp_row(sh.q_len, sh.kv_heads, sh.batch), dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let cfg = per_warp_row(sh.q_len, sh.q_heads, sh.batch);
+            launch!(self, &name("attention_bwd_dq"), cfg, &dq, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let cfg = per_warp_row(sh.q_len, sh.kv_heads, sh.batch);
+            launch!(self, &name("attention_bwd_dkdv"), cfg, &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
             return;
         }
-        let name = Self::attention_kernel_name("flash_bwd_dq", sh.head_dim);
-        launch!(
-            self,
-            &name,
-            per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch),
-            dq,
-            dout,
-            q,
-            k,
-            v,
-            lse,
-            &rowdot,
-            &hq,
-            &hkv,
-            &t,
-            &scale
-        );
+        let cfg = per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch);
+        launch!(self, &name("flash_bwd_dq"), cfg, &dq, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
         // dK/dV per query head; a GQA group's heads are then summed.
-        let name = Self::attention_kernel_name("flash_bwd_dkdv", sh.head_dim);
         let cfg = per_flash_tile(sh.q_len, FLASH_DKDV_KEYS, sh.q_heads, sh.batch);
         let group = sh.group();
         if group == 1 {
-            launch!(self, &name, cfg, dk, dv, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            launch!(self, &name("flash_bwd_dkdv"), cfg, &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
             return;
         }
-        let mut dk_heads = self.scratch(sh.batch * sh.q_heads * sh.q_len * sh.head_dim);
-        let mut dv_heads = self.scratch(dk_heads.len());
-        launch!(self, &name, cfg, &mut dk_heads, &mut dv_heads, dout, q, k, v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let per_head = sh.batch * sh.q_heads * sh.q_len * sh.head_dim;
+        let heads_scratch = || {
+            if bf16 {
+                Storage::Bf16(self.stream.alloc_zeros(per_head).expect("allocating dK/dV scratch"))
+            } else {
+                Storage::F32(self.scratch(per_head))
+            }
+        };
+        let (dk_heads, dv_heads) = (heads_scratch(), heads_scratch());
+        let (dkh, dvh) = (self.addr(&dk_heads), self.addr(&dv_heads));
+        launch!(self, &name("flash_bwd_dkdv"), cfg, &dkh, &dvh, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
         let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
         let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim);
-        launch!(self, "flash_group_sum_f32", cfg, dk, &dk_heads, &blocks, &g, &inner);
-        launch!(self, "flash_group_sum_f32", cfg, dv, &dv_heads, &blocks, &g, &inner);
+        let sum = format!("flash_group_sum_{}", if bf16 { "bf16" } else { "f32" });
+        launch!(self, &sum, cfg, &dk, &dkh, &blocks, &g, &inner);
+        launch!(self, &sum, cfg, &dv, &dvh, &blocks, &g, &inner);
     }
 }
 

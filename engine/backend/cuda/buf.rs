@@ -8,8 +8,9 @@
 //! by matmuls, so the kernels that produce its values may write the bf16
 //! copy alone; its f32 data is then stale, and reading it any other way
 //! panics (a bug in the caller's plan) rather than returning old values.
-//! KV caches store bf16 themselves (`Backend::zeros_kv`); only the cache ops
-//! (layout writes, attention, copies) accept them.
+//! Attention operands (KV caches, and q/k/v, outputs and their gradients in
+//! training: `Backend::zeros_attention`) store bf16 themselves; only the ops
+//! around attention accept them.
 
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -47,17 +48,21 @@ impl CudaBuf {
         CudaBuf::with(Storage::Bf16(data), false)
     }
 
+    pub(crate) fn is_bf16(&self) -> bool {
+        matches!(self.data, Storage::Bf16(_))
+    }
+
     pub(crate) fn is_matmul_input(&self) -> bool {
         self.matmul_input
     }
 
-    /// The f32 storage; a bf16 buffer here is a caller's bug (only KV caches
-    /// are bf16), and so is a matmul input whose values live in bf16 only.
+    /// The f32 storage; a bf16 buffer here is a caller's bug (only attention
+    /// operands are bf16), and so is a matmul input whose values live in bf16 only.
     pub(crate) fn data(&self) -> &CudaSlice<f32> {
         assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         match &self.data {
             Storage::F32(d) => d,
-            Storage::Bf16(_) => panic!("a bf16 KV-cache buffer was passed to an op that takes f32 storage"),
+            Storage::Bf16(_) => panic!("a bf16 attention-operand buffer was passed to an op that takes f32 storage"),
         }
     }
 
@@ -67,7 +72,7 @@ impl CudaBuf {
         self.f32_stale = false;
         match &mut self.data {
             Storage::F32(d) => d,
-            Storage::Bf16(_) => panic!("a bf16 KV-cache buffer was passed to an op that writes f32 storage"),
+            Storage::Bf16(_) => panic!("a bf16 attention-operand buffer was passed to an op that writes f32 storage"),
         }
     }
 
@@ -96,7 +101,7 @@ impl CudaBuf {
         Arc::try_unwrap(h).ok()
     }
 
-    /// Either storage, for the ops that take KV caches.
+    /// Either storage, for the ops that take attention operands.
     pub(crate) fn storage(&self) -> &Storage {
         assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         &self.data

@@ -338,12 +338,13 @@ impl Backend for Cuda {
     fn zeros_matmul_input(&self, len: usize) -> CudaBuf {
         CudaBuf::new_matmul_input(self.scratch(len))
     }
-    fn zeros_kv(&self, len: usize) -> CudaBuf {
-        // Exact mode keeps f32 caches: it is the tight comparison with the CPU.
-        if self.math() == Math::Exact {
+    fn zeros_attention(&self, len: usize) -> CudaBuf {
+        // bf16 math only: exact mode is the tight comparison with the CPU, and
+        // the tf32 ablation keeps f32 operands around its flash kernels.
+        if self.math() != Math::Bf16 {
             return self.zeros(len);
         }
-        CudaBuf::new_bf16(self.stream.alloc_zeros(len.max(1)).expect("allocating a KV cache"))
+        CudaBuf::new_bf16(self.stream.alloc_zeros(len.max(1)).expect("allocating an attention operand"))
     }
     fn download(&self, buf: &CudaBuf) -> Vec<f32> {
         if let Some(copy) = buf.bf16_only() {
@@ -468,7 +469,15 @@ impl Backend for Cuda {
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
         let o = self.produce(dst, vectors * 4, false);
-        launch!(self, "to_token_major_f32", per_element(vectors), &o.f32, src.data(), &rows, &t, &h, &hd4, &o.bf16);
+        match src.storage() {
+            Storage::F32(s) => launch!(self, "to_token_major_f32", per_element(vectors), &o.f32, s, &rows, &t, &h, &hd4, &o.bf16),
+            Storage::Bf16(s) => {
+                // A bf16 attention output moves straight into a matmul input's bf16 copy.
+                assert!(!o.keep_f32, "a bf16 attention output can only move into a matmul-input buffer (in bf16 math)");
+                let none = 0u64;
+                launch!(self, "to_token_major_bf16", per_element(vectors), &o.bf16, s, &rows, &t, &h, &hd4, &none);
+            }
+        }
         o.done(dst);
     }
     fn heads_from_tokens(
@@ -516,7 +525,11 @@ impl Backend for Cuda {
         assert!(!dst.is_matmul_input(), "tokens_from_heads writes f32 for the bias gradients: not into a matmul-input buffer");
         let o = self.produce(dst, pairs * 2, false);
         let cfg = per_element(pairs);
-        launch!(self, "tokens_from_heads_f32", cfg, &o.f32, src.data(), &cos, &sin, &positions, &rows, &t, &h, &hd, &o.bf16);
+        let (name, src) = match src.storage() {
+            Storage::F32(s) => ("tokens_from_heads_f32", self.ptr(s)),
+            Storage::Bf16(s) => ("tokens_from_heads_bf16_to_f32", self.ptr(s)),
+        };
+        launch!(self, name, cfg, &o.f32, &src, &cos, &sin, &positions, &rows, &t, &h, &hd, &o.bf16);
         o.done(dst);
     }
     fn attention_fwd(
@@ -531,13 +544,14 @@ impl Backend for Cuda {
     ) {
         // A single-query step's output feeds the output projection directly
         // (head-major is token-major there): the decode kernels write its bf16 copy.
-        if sh.q_len == 1 {
+        let lse = lse.map(CudaBuf::write);
+        if sh.q_len == 1 && !q.is_bf16() {
             let o = self.produce(out, q.len(), false);
-            self.attention_forward(o.f32, o.bf16, lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens);
+            self.attention_forward(o.f32, o.bf16, lse, q.storage(), k.storage(), v.storage(), sh, kv_lens);
             o.done(out);
         } else {
-            let o = self.ptr(out.write());
-            self.attention_forward(o, 0, lse.map(CudaBuf::write), q.data(), k.storage(), v.storage(), sh, kv_lens);
+            let o = self.addr(out.storage_mut());
+            self.attention_forward(o, 0, lse, q.storage(), k.storage(), v.storage(), sh, kv_lens);
         }
     }
     fn attention_bwd(
@@ -553,7 +567,8 @@ impl Backend for Cuda {
         lse: &CudaBuf,
         sh: AttnShape,
     ) {
-        self.attention_backward(dq.write(), dk.write(), dv.write(), dout.data(), q.data(), k.data(), v.data(), out.data(), lse.data(), sh);
+        let (dq, dk, dv) = (&*dq.storage_mut(), &*dk.storage_mut(), &*dv.storage_mut());
+        self.attention_backward(dq, dk, dv, dout.storage(), q.storage(), k.storage(), v.storage(), out.storage(), lse.data(), sh);
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = gate.len() as i64;
