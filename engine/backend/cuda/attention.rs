@@ -1,6 +1,9 @@
 //! Attention dispatch: the tensor-core flash kernels (kernels-ptx/flash.cu)
-//! in the bf16 and tf32 modes, and the one-warp-per-row f32 kernels
-//! (kernels-ptx/attention.cu) in exact mode and for decode-sized steps.
+//! in the bf16 and tf32 modes, the one-warp-per-row kernels
+//! (kernels-ptx/attention.cu) in exact mode and for short prefills, and the
+//! split-K decode kernels (kernels-ptx/decode.cu) for single-query steps.
+//! Operands are passed as raw addresses; their storage (f32, a bf16 KV
+//! cache, or all-bf16 training operands) picks the instantiation.
 
 use super::{per_element, Cuda, Storage, THREADS};
 use crate::backend::AttnShape;

@@ -550,6 +550,7 @@ impl Backend for Cuda {
             self.attention_forward(o.f32, o.bf16, lse, q.storage(), k.storage(), v.storage(), sh, kv_lens);
             o.done(out);
         } else {
+            assert_eq!(out.is_bf16(), q.is_bf16(), "attention_fwd: the output must be stored like the queries");
             let o = self.addr(out.storage_mut());
             self.attention_forward(o, 0, lse, q.storage(), k.storage(), v.storage(), sh, kv_lens);
         }
