@@ -95,3 +95,28 @@ fn generation_kernels_exist_for_f32_and_bf16_caches() {
         assert!(all.contains(&k.as_str()), "{k} is not in the embedded PTX");
     }
 }
+
+/// Every kernel the CUDA backend names literally — in a `launch!` or as a
+/// `..._f32` / `..._bf16` string — is in the embedded PTX, so a typo fails
+/// here rather than on a GPU. (Names built with `format!` are listed above.)
+#[test]
+fn every_literal_kernel_name_in_the_cuda_backend_exists() {
+    let all: Vec<&str> = KERNEL_PTX.iter().flat_map(|(_, p)| entry_points(p)).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/backend/cuda");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let src = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let launched: Vec<&str> = src.split("launch!(").skip(1).filter_map(|rest| rest.trim_start().strip_prefix("self,")).collect();
+        let after_launch = launched.iter().filter_map(|rest| rest.trim_start().strip_prefix('"')).filter_map(|s| s.split('"').next());
+        let typed = src.split('"').skip(1).step_by(2).filter(|s| {
+            s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && (s.ends_with("_f32") || s.ends_with("_bf16"))
+        });
+        for name in after_launch.chain(typed) {
+            assert!(all.contains(&name), "{name} (engine/backend/cuda) is not in the embedded PTX");
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "found only {checked} kernel names: the scan is broken");
+}
