@@ -72,6 +72,20 @@ __device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0
     }
 }
 
+// bf16 sources need no conversion: eight values (16 bytes) per thread and step.
+template <int ROWS, int D, int SD>
+__device__ __forceinline__ void stage(bf16 *dst, const bf16 *src, long base, int r0, int valid) {
+    for (int e = threadIdx.x; e < ROWS * D / 8; e += blockDim.x) {
+        int r = e / (D / 8), c = e % (D / 8) * 8;
+        uint4 x = r0 + r < valid ? *reinterpret_cast<const uint4 *>(src + base + (long)(r0 + r) * D + c) : make_uint4(0u, 0u, 0u, 0u);
+        *reinterpret_cast<uint4 *>(dst + r * SD + c) = x;
+    }
+}
+
+// Elements o and o + 1 (o even) as one packed bf16 pair.
+__device__ __forceinline__ unsigned pair_at(const float *src, long o) { return pack(src[o], src[o + 1]); }
+__device__ __forceinline__ unsigned pair_at(const bf16 *src, long o) { return *reinterpret_cast<const unsigned *>(src + o); }
+
 // A fragments of a warp's 16 rows [row0, row0 + 16) of a [*, D] matrix in global memory.
 template <int D, typename T>
 __device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src, long base, int row0, int rows) {
@@ -82,7 +96,7 @@ __device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src
             for (int hi = 0; hi < 2; hi++) {
                 int r = row0 + g + 8 * hi;
                 long o = base + (long)r * D + c;
-                a[kk][2 * half + hi] = r < rows ? pack(ld(src, o), ld(src, o + 1)) : 0u;
+                a[kk][2 * half + hi] = r < rows ? pair_at(src, o) : 0u;
             }
         }
 }
