@@ -555,7 +555,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let flops = vul2safe::bench::flops_per_token(&cfg, seq);
-            let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": "f32", "recompute": recompute});
+            // In bf16 math the GPU keeps f32 masters and activations but stores matmul-only
+            // activations and attention operands in bf16 (docs/cuda.md).
+            let storage = if backend == "cuda" && math == "bf16" { "f32 + bf16 matmul inputs and attention operands" } else { "f32" };
+            let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": storage, "recompute": recompute});
             let r = match backend.as_str() {
                 "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,
                 "cuda" => {
@@ -600,7 +603,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
-                "prompt_len": prompt_len, "new": new, "storage": "f32", "kv_cache": if backend == "cuda" { "bf16" } else { "f32" }});
+                "prompt_len": prompt_len, "new": new, "storage": if backend == "cuda" { "f32 + bf16 matmul inputs" } else { "f32" }, "kv_cache": if backend == "cuda" { "bf16" } else { "f32" }});
             let (r, device) = match backend.as_str() {
                 "cpu" => {
                     (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new, || {})?, "cpu".to_string())
