@@ -42,10 +42,6 @@ fn kernel_name(stem: &str, head_dim: usize, q_bf16: bool, kv_bf16: bool) -> Stri
     }
 }
 
-fn is_bf16(s: &Storage) -> bool {
-    matches!(s, Storage::Bf16(_))
-}
-
 /// Keys per staged tile of the decode kernel (TILE in warp_attention.cuh).
 const DECODE_TILE: usize = 32;
 /// Fewest keys a decode split takes: below this, merging costs more than it spreads.
@@ -84,9 +80,8 @@ impl Cuda {
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
-        assert_eq!(is_bf16(k), is_bf16(v), "attention: keys and values in different storage");
-        let lens: Vec<u32> = kv_lens.iter().map(|&x| x as u32).collect();
-        let d_lens = self.ids(&lens);
+        assert_eq!(k.is_bf16(), v.is_bf16(), "attention: keys and values in different storage");
+        let d_lens = self.offsets(kv_lens);
         // The kernels skip the log-sum-exp when its address is 0.
         let lse = lse.map_or(0, |l| self.ptr(l));
         if let (1, Storage::F32(qf)) = (sh.q_len, q) {
@@ -99,7 +94,7 @@ impl Cuda {
         } else {
             ("attention_fwd", per_warp_row(sh.q_len, sh.q_heads, sh.batch))
         };
-        let name = kernel_name(stem, sh.head_dim, is_bf16(q), is_bf16(k));
+        let name = kernel_name(stem, sh.head_dim, q.is_bf16(), k.is_bf16());
         let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
         launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &*d_lens, &hq, &hkv, &tq, &cap, &scale);
     }
@@ -136,7 +131,7 @@ impl Cuda {
             block_dim: (32 * group as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let name = kernel_name("attention_decode", sh.head_dim, false, is_bf16(k));
+        let name = kernel_name("attention_decode", sh.head_dim, false, k.is_bf16());
         let (k, v) = (self.addr(k), self.addr(v));
         launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, &k, &v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
         if splits > 1 {
@@ -163,8 +158,8 @@ impl Cuda {
         sh: AttnShape,
     ) {
         assert_eq!(sh.kv_cap, sh.q_len, "attention_bwd is for training: kv_cap must equal q_len");
-        let bf16 = is_bf16(q);
-        assert!([dq, dk, dv, dout, k, v, out].iter().all(|s| is_bf16(s) == bf16), "attention_bwd: operands must all be f32 or all bf16");
+        let bf16 = q.is_bf16();
+        assert!([dq, dk, dv, dout, k, v, out].iter().all(|s| s.is_bf16() == bf16), "attention_bwd: operands must all be f32 or all bf16");
         let name = |stem: &str| kernel_name(stem, sh.head_dim, bf16, bf16);
         let [dq, dk, dv, dout, q, k, v, out] = [dq, dk, dv, dout, q, k, v, out].map(|s| self.addr(s));
         let rows = sh.batch * sh.q_heads * sh.q_len;

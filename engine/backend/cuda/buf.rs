@@ -21,6 +21,12 @@ pub enum Storage {
     Bf16(CudaSlice<bf16>),
 }
 
+impl Storage {
+    pub(crate) fn is_bf16(&self) -> bool {
+        matches!(self, Storage::Bf16(_))
+    }
+}
+
 pub struct CudaBuf {
     data: Storage,
     /// bf16 copy of the first `n` values (n = its length), if one was made since the last write.
@@ -49,7 +55,7 @@ impl CudaBuf {
     }
 
     pub(crate) fn is_bf16(&self) -> bool {
-        matches!(self.data, Storage::Bf16(_))
+        self.data.is_bf16()
     }
 
     pub(crate) fn is_matmul_input(&self) -> bool {

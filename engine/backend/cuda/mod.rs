@@ -225,6 +225,11 @@ impl Cuda {
         dev
     }
 
+    /// Per-row lengths or offsets (`usize` on the host) as device `u32` ids.
+    pub(crate) fn offsets(&self, host: &[usize]) -> Arc<CudaSlice<u32>> {
+        self.ids(&host.iter().map(|&x| x as u32).collect::<Vec<u32>>())
+    }
+
     pub(crate) fn floats(&self, host: &[f32]) -> CudaSlice<f32> {
         self.stream.clone_htod(host).expect("uploading floats")
     }
@@ -236,21 +241,16 @@ impl Cuda {
 
     /// Room for the bf16 copy of an `n`-value output that matmuls read (norm,
     /// SwiGLU and token-major attention outputs and their gradients, logit
-    /// gradients, updated weights), written by the same kernel; none unless
-    /// matmuls run in bf16.
-    fn matmul_copy(&self, n: usize) -> Option<CudaSlice<half::bf16>> {
-        // SAFETY: the kernel given this buffer writes all n values.
-        (self.math() == Math::Bf16).then(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy"))
-    }
-
-    /// `matmul_copy` for a kernel about to rewrite `buf`: the buffer's own
-    /// previous copy when it fits and nothing else holds it (no allocator
-    /// round trip per layer), else a new one.
-    pub(crate) fn output_copy(&self, buf: &mut CudaBuf, n: usize) -> Option<CudaSlice<half::bf16>> {
+    /// gradients, updated weights), written by the kernel about to rewrite
+    /// `buf`: the buffer's own previous copy when it fits and nothing else
+    /// holds it (no allocator round trip per layer), else a new one; none
+    /// unless matmuls run in bf16.
+    fn output_copy(&self, buf: &mut CudaBuf, n: usize) -> Option<CudaSlice<half::bf16>> {
         if self.math() != Math::Bf16 {
             return None;
         }
-        buf.take_bf16(n).or_else(|| self.matmul_copy(n))
+        // SAFETY: the kernel given this buffer writes all n values.
+        Some(buf.take_bf16(n).unwrap_or_else(|| unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating a bf16 copy")))
     }
 
     /// Output addresses for a kernel about to write `n` values of `buf` that
@@ -416,8 +416,7 @@ impl Backend for Cuda {
         // Rows grouped by token on the host, one block per token on the device.
         let vocab = dtable.len() / dim;
         let (starts, order) = rows_by_token(ids, vocab);
-        let to_u32 = |v: Vec<usize>| v.into_iter().map(|x| x as u32).collect::<Vec<u32>>();
-        let (d_order, d_starts, d) = (self.ids(&to_u32(order)), self.ids(&to_u32(starts)), dim as i32);
+        let (d_order, d_starts, d) = (self.offsets(&order), self.offsets(&starts), dim as i32);
         launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &*d_order, &*d_starts, &d);
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
@@ -457,8 +456,7 @@ impl Backend for Cuda {
         cap: usize,
         starts: &[usize],
     ) {
-        let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
-        let d_s = self.ids(&s);
+        let d_s = self.offsets(starts);
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
         let (cap, cfg) = (cap as i32, per_element(vectors));
         match dst.storage_mut() {
@@ -493,8 +491,7 @@ impl Backend for Cuda {
         cap: usize,
         starts: &[usize],
     ) {
-        let s: Vec<u32> = starts.iter().map(|&x| x as u32).collect();
-        let d_s = self.ids(&s);
+        let d_s = self.offsets(starts);
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (pairs, [rows, t, h, hd, cap]) = pair_args(batch, seq, heads, head_dim, cap);

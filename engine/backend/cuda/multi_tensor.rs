@@ -2,7 +2,7 @@
 //! table of device pointers and a list of fixed-size chunks, one block per
 //! chunk, replace a launch (and, for the norm, a download) per tensor.
 
-use super::{Cuda, CudaBuf, THREADS};
+use super::{Cuda, CudaBuf, Produced, THREADS};
 use crate::backend::{AdamWStep, AdamWTensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
@@ -75,19 +75,19 @@ impl Cuda {
         }
         let sizes: Vec<usize> = tensors.iter().map(|t| t.param.len()).collect();
         let decays: Vec<f32> = tensors.iter().map(|t| t.weight_decay).collect();
-        let mut copies: Vec<Option<CudaSlice<half::bf16>>> = tensors
+        let outputs: Vec<Produced> = tensors
             .iter_mut()
             .map(|t| {
                 let n = t.param.len();
-                self.output_copy(t.param, n)
+                self.produce(t.param, n, true)
             })
             .collect();
         let ptrs = tensors
             .iter_mut()
-            .zip(&copies)
-            .flat_map(|(t, c)| {
-                let copy = c.as_ref().map_or(0, |c| self.ptr(c));
-                [self.ptr(t.param.write()), self.ptr(t.grad.data()), self.ptr(t.m.write()), self.ptr(t.v.write()), copy]
+            .zip(&outputs)
+            .flat_map(|(t, o)| {
+                assert!(o.keep_f32, "weights are f32 masters, never matmul-input buffers");
+                [o.f32, self.ptr(t.grad.data()), self.ptr(t.m.write()), self.ptr(t.v.write()), o.bf16]
             })
             .collect();
         let table = self.chunk_table(ptrs, &sizes);
@@ -111,10 +111,8 @@ impl Cuda {
             &bc1,
             &bc2
         );
-        for (t, c) in tensors.iter_mut().zip(copies.iter_mut()) {
-            if let Some(c) = c.take() {
-                t.param.keep_bf16(c);
-            }
+        for (t, o) in tensors.iter_mut().zip(outputs) {
+            o.done(t.param);
         }
     }
 
