@@ -171,11 +171,11 @@ pub fn generate_continuous<B: Backend>(
         let lens = cache.lens.clone();
         let hidden = model.forward_cached(be, &next, 1, &mut cache)?;
         let stepped = model.logits(be, &hidden, slots);
-        let refilled: Vec<usize> = (0..slots).filter(|&r| !advance[r] && owner[r].is_some()).collect();
+        let refilled = (0..slots).any(|r| !advance[r] && owner[r].is_some());
         for r in (0..slots).filter(|&r| !advance[r]) {
             cache.lens[r] = lens[r];
         }
-        if refilled.is_empty() {
+        if !refilled {
             logits = stepped;
         } else {
             for r in (0..slots).filter(|&r| advance[r]) {

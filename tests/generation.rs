@@ -6,7 +6,7 @@ mod common;
 use common::fixture_dir;
 use rand::{Rng, SeedableRng};
 use vul2safe::backend::cpu::Cpu;
-use vul2safe::generate::{generate, generate_continuous, sample_row, SamplingConfig};
+use vul2safe::generate::{generate, generate_continuous, sample_row, Generation, SamplingConfig};
 use vul2safe::model::Transformer;
 
 fn model(name: &str) -> Transformer<Cpu> {
@@ -90,13 +90,17 @@ fn continuous_batching_refills_finished_rows_and_matches_one_prompt_at_a_time() 
     let want: Vec<_> = prompts.iter().map(|p| alone(p, &cfg)).collect();
     assert!(want.iter().any(|g| g.stopped) && want.iter().any(|g| !g.stopped), "the stop token should end only some rows");
     for slots in [1, 2, 4] {
-        let got = generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap();
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.tokens, w.tokens, "{slots} slots, prompt {i}");
-            assert_eq!(g.stopped, w.stopped, "{slots} slots, prompt {i}");
-            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
-                assert!((a - b).abs() < 1e-5, "{slots} slots, prompt {i}: logprob {a} vs {b}");
-            }
+        assert_same_generations(&generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap(), &want, slots);
+    }
+}
+
+/// Same tokens, stop flags and (to 1e-5) logprobs, prompt by prompt.
+fn assert_same_generations(got: &[Generation], want: &[Generation], slots: usize) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.tokens, w.tokens, "{slots} slots, prompt {i}");
+        assert_eq!(g.stopped, w.stopped, "{slots} slots, prompt {i}");
+        for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
+            assert!((a - b).abs() < 1e-5, "{slots} slots, prompt {i}: logprob {a} vs {b}");
         }
     }
 }
@@ -110,13 +114,7 @@ fn rows_refilled_in_the_same_step_are_prefilled_together() {
     let cfg = SamplingConfig { max_new_tokens: 6, temperature: 1.0, seed: 5, ..Default::default() };
     let all = generate(&Cpu, &m, &prompts, &cfg).unwrap();
     for slots in [2, 3, 4] {
-        let got = generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap();
-        for (i, (g, w)) in got.iter().zip(&all).enumerate() {
-            assert_eq!(g.tokens, w.tokens, "{slots} slots, prompt {i}");
-            for (a, b) in g.logprobs.iter().zip(&w.logprobs) {
-                assert!((a - b).abs() < 1e-5, "{slots} slots, prompt {i}: logprob {a} vs {b}");
-            }
-        }
+        assert_same_generations(&generate_continuous(&Cpu, &m, &prompts, slots, &cfg).unwrap(), &all, slots);
     }
 }
 
