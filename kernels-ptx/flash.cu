@@ -20,10 +20,14 @@
 //   B 16x8:  b[0] = (k 2t..2t+1, n g), b[1] = (k 2t+8..2t+9, n g)
 //   C 16x8:  c[0..1] = (g, 2t..2t+1), c[2..3] = (g+8, 2t..2t+1)
 __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#ifdef KERNEL_EMULATION
+    emu::mma_m16n8k16(d, a, b0, b1);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Two bf16 in one register, the first in the low half (the lower index).
@@ -44,12 +48,20 @@ __device__ __forceinline__ unsigned pack(bf16 lo, bf16 hi) {
 // registers of an m16n8k16 B fragment either way. (Two, not four, at a time
 // keeps the forward within its two-blocks-per-SM register budget.)
 __device__ __forceinline__ void ldmatrix_x2(unsigned &r0, unsigned &r1, const bf16 *p) {
+#ifdef KERNEL_EMULATION
+    emu::ldmatrix_x2(r0, r1, p, false);
+#else
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+#endif
 }
 __device__ __forceinline__ void ldmatrix_x2_trans(unsigned &r0, unsigned &r1, const bf16 *p) {
+#ifdef KERNEL_EMULATION
+    emu::ldmatrix_x2(r0, r1, p, true);
+#else
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+#endif
 }
 
 // Four consecutive values as f32 (16-byte f32 or 8-byte bf16 loads; i is a multiple of 4).
