@@ -77,10 +77,11 @@ impl Mem {
     pub fn to_u32(&self) -> Vec<u32> {
         bytemuck::pod_collect_to_vec(self.data())
     }
-    fn addr(&self) -> u64 {
+    /// The address a kernel sees, for tables of pointers.
+    pub fn addr(&self) -> u64 {
         self.data().as_ptr() as u64
     }
-    fn guards_intact(&self) -> bool {
+    pub fn guards_intact(&self) -> bool {
         let all = self.all_bytes();
         all[..GUARD].iter().chain(&all[GUARD + self.bytes..]).all(|&b| b == GUARD_BYTE)
     }
