@@ -130,3 +130,44 @@ pub fn metric_column(run: &std::path::Path, key: &str) -> Vec<f64> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line")[key].as_f64().expect("numeric field"))
         .collect()
 }
+
+/// How far, in probability mass, token `pick` is from where draw `u` lands
+/// under `cfg` in exact (f64) arithmetic: 0 when the draw falls inside the
+/// pick's slot of the kept prefix, else the distance to that slot (to the
+/// top-p boundary for a pick just past it; infinite for a pick that top-k
+/// or greedy decoding excludes). Samplers summing in different orders agree
+/// only up to such rounding, so they are held to a small distance.
+pub fn draw_distance(logits: &[f32], cfg: &vul2safe::generate::SamplingConfig, u: f32, pick: u32) -> f64 {
+    let t = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
+    let scaled: Vec<f32> = logits.iter().map(|&x| x / t).collect();
+    let mut order: Vec<usize> = (0..scaled.len()).collect();
+    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    let Some(pos) = order.iter().position(|&i| i == pick as usize) else { return f64::INFINITY };
+    if cfg.temperature <= 0.0 {
+        return if pos == 0 { 0.0 } else { f64::INFINITY };
+    }
+    if cfg.top_k > 0 && pos >= cfg.top_k {
+        return f64::INFINITY;
+    }
+    let kept = if cfg.top_k > 0 { cfg.top_k.min(order.len()) } else { order.len() };
+    let m = scaled[order[0]] as f64;
+    let log_z = m + scaled.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    let probs: Vec<f64> = order[..kept].iter().map(|&i| (scaled[i] as f64 - log_z).exp()).collect();
+    let before: f64 = probs[..pos].iter().sum();
+    // The kept prefix: up to the first token whose cumulative mass reaches top_p.
+    let mut keep = kept;
+    if cfg.top_p < 1.0 {
+        let mut mass = 0.0;
+        if let Some(i) = probs.iter().position(|p| {
+            mass += p;
+            mass >= cfg.top_p as f64
+        }) {
+            keep = i + 1;
+        }
+    }
+    if pos >= keep {
+        return before - cfg.top_p as f64;
+    }
+    let target = u as f64 * probs[..keep].iter().sum::<f64>();
+    (before - target).max(target - (before + probs[pos])).max(0.0)
+}

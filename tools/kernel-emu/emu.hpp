@@ -13,6 +13,7 @@
 // What this cannot show: timing, register spills, bank conflicts, and the
 // fast-math intrinsics' last-bit differences.
 #pragma once
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <cmath>
@@ -98,7 +99,9 @@ enum class Op { Shuffle, Mma, Ldmatrix, LdmatrixTrans };
 constexpr size_t STACK_BYTES = 128 * 1024;
 
 struct Lane {
-    ucontext_t ctx;
+    ucontext_t start;  // entered once, to begin the fiber on its own stack
+    jmp_buf at;        // where the fiber waits; switches use _setjmp/_longjmp, no signal-mask syscalls
+    bool started;
     State state;
     Op op;
     uint64_t in[10];
@@ -109,7 +112,7 @@ struct Lane {
 struct Run {
     std::vector<Lane> lanes;
     std::vector<std::unique_ptr<char[]>> stacks;
-    ucontext_t scheduler;
+    jmp_buf scheduler;
     unsigned current = 0;
     std::string error;
     void (*body)(void *fn, const uint64_t *args) = nullptr;
@@ -126,7 +129,7 @@ inline Lane &me() { return run->lanes[run->current]; }
 
 inline void wait(State s) {
     me().state = s;
-    swapcontext(&me().ctx, &run->scheduler);
+    if (!_setjmp(me().at)) _longjmp(run->scheduler, 1);
 }
 
 // Enters a warp collective: this lane's operands are already in `in`/`addr`.
@@ -248,6 +251,7 @@ inline void ldmatrix_x2(unsigned &r0, unsigned &r1, const void *row, bool trans)
 inline void fiber_main() {
     run->body(run->fn, run->args);
     me().state = State::Done;
+    _longjmp(run->scheduler, 1);
 }
 
 inline uint64_t next_random(uint64_t &s) {
@@ -262,11 +266,12 @@ inline bool run_block(unsigned threads, uint64_t &seed) {
     std::vector<Lane> &lanes = run->lanes;
     for (unsigned i = 0; i < threads; i++) {
         Lane &l = lanes[i];
-        getcontext(&l.ctx);
-        l.ctx.uc_stack.ss_sp = run->stacks[i].get();
-        l.ctx.uc_stack.ss_size = STACK_BYTES;
-        l.ctx.uc_link = &run->scheduler;
-        makecontext(&l.ctx, fiber_main, 0);
+        getcontext(&l.start);
+        l.start.uc_stack.ss_sp = run->stacks[i].get();
+        l.start.uc_stack.ss_size = STACK_BYTES;
+        l.start.uc_link = nullptr;
+        makecontext(&l.start, fiber_main, 0);
+        l.started = false;
         l.state = State::Ready;
     }
     std::vector<unsigned> order(threads);
@@ -278,7 +283,15 @@ inline bool run_block(unsigned threads, uint64_t &seed) {
             if (lanes[i].state != State::Ready) continue;
             run->current = i;
             threadIdx = {i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y)};
-            swapcontext(&run->scheduler, &lanes[i].ctx);
+            if (!_setjmp(run->scheduler)) {
+                if (lanes[i].started) {
+                    _longjmp(lanes[i].at, 1);
+                } else {
+                    lanes[i].started = true;
+                    ucontext_t unused;  // the fiber comes back through run->scheduler
+                    swapcontext(&unused, &lanes[i].start);
+                }
+            }
             if (!run->error.empty()) return false;
             ran = true;
         }
@@ -361,26 +374,25 @@ inline void __syncthreads() { emu::wait(emu::State::AtBarrier); }
 
 #define EMU_ENTRY(name) static emu::Register emu_entry_##name(#name, &name);
 
-// Launches kernel `name` over grid x block with `args` (64 bits each) whose
-// types must spell `signature` ('p' pointer, 'i' 32-bit, 'l' 64-bit, 'f'
-// float). Returns null, or why the launch failed.
-extern "C" const char *emu_launch(const char *name, const char *signature, const uint64_t *args, const unsigned *grid,
-                                  const unsigned *block, uint64_t seed) {
+namespace emu {
+inline const Entry *find(const char *name) {
+    for (const Entry &x : entries())
+        if (std::strcmp(x.name, name) == 0) return &x;
+    return nullptr;
+}
+
+// Runs kernel `e` over grid x block, one block at a time; returns null or why it failed.
+inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *grid, const unsigned *block, uint64_t seed) {
     static std::string error;
-    const emu::Entry *e = nullptr;
-    for (const emu::Entry &x : emu::entries())
-        if (std::strcmp(x.name, name) == 0) e = &x;
-    if (!e) return (error = std::string("no kernel ") + name).c_str();
-    if (e->signature != signature) return (error = std::string(name) + " takes (" + e->signature + "), called with (" + signature + ")").c_str();
     unsigned threads = block[0] * block[1] * block[2];
     if (threads == 0 || threads > 1024 || threads % 32 != 0) return (error = "blocks of 32 to 1024 threads, a multiple of 32").c_str();
-    emu::Run r;
+    Run r;
     r.lanes.resize(threads);
-    for (unsigned i = 0; i < threads; i++) r.stacks.emplace_back(new char[emu::STACK_BYTES]);  // untouched pages cost nothing
+    for (unsigned i = 0; i < threads; i++) r.stacks.emplace_back(new char[STACK_BYTES]);  // untouched pages cost nothing
     r.body = e->call;
     r.fn = e->fn;
     r.args = args;
-    emu::run = &r;
+    run = &r;
     blockDim = {block[0], block[1], block[2]};
     gridDim = {grid[0], grid[1], grid[2]};
     seed = seed * 0x9E3779B97F4A7C15ull + 1;
@@ -388,12 +400,30 @@ extern "C" const char *emu_launch(const char *name, const char *signature, const
         for (unsigned y = 0; y < grid[1]; y++)
             for (unsigned x = 0; x < grid[0]; x++) {
                 blockIdx = {x, y, z};
-                if (!emu::run_block(threads, seed)) {
-                    error = std::string(name) + " block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " + r.error;
-                    emu::run = nullptr;
+                if (!run_block(threads, seed)) {
+                    error = std::string(e->name) + " block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " + r.error;
+                    run = nullptr;
                     return error.c_str();
                 }
             }
-    emu::run = nullptr;
+    run = nullptr;
     return nullptr;
+}
+}  // namespace emu
+
+// Whether this library holds kernel `name` (driver.cpp asks each family).
+extern "C" int emu_has(const char *name) { return emu::find(name) != nullptr; }
+
+// cuLaunchKernel's form: params[i] points at argument i, sized by the
+// kernel's own signature.
+extern "C" const char *emu_launch_params(const char *name, void **params, const unsigned *grid, const unsigned *block, uint64_t seed) {
+    const emu::Entry *e = emu::find(name);
+    if (!e) return "no such kernel";
+    std::vector<uint64_t> args(e->signature.size());
+    for (size_t i = 0; i < args.size(); i++) {
+        size_t bytes = e->signature[i] == 'p' || e->signature[i] == 'l' ? 8 : 4;
+        args[i] = 0;
+        std::memcpy(&args[i], params[i], bytes);
+    }
+    return emu::launch(e, args.data(), grid, block, seed);
 }

@@ -1,0 +1,787 @@
+//! The CUDA backend's cases against the CPU reference: each op on random
+//! inputs, and the full model's forward, backward and AdamW step on a
+//! fixture model. Run on a GPU by cuda_backend.rs and on the emulated driver
+//! by cuda_emulated.rs; each provides `open_device`.
+
+use crate::common::{assert_close, draw_distance, fixture_dir};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vul2safe::backend::cpu::{rope_tables, Cpu};
+use vul2safe::backend::cuda::{Cuda, Math};
+use vul2safe::backend::{AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, IGNORE};
+use vul2safe::model::weights::load_params;
+use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
+
+/// The GPU in exact f32 mode, compared with the CPU at tight tolerances.
+fn gpu() -> Option<Cuda> {
+    let g = gpu_tensor_cores()?;
+    g.set_math(Math::Exact).unwrap();
+    Some(g)
+}
+
+/// The device in its default mode (bf16 matmul inputs, bf16 flash attention).
+fn gpu_tensor_cores() -> Option<Cuda> {
+    match crate::open_device() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("SKIPPED: no device: {e:#}");
+            None
+        }
+    }
+}
+
+fn randv(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn close(what: &str, gpu: &Cuda, got: &<Cuda as Backend>::Buf, want: &[f32]) {
+    close_within(what, gpu, got, want, (1e-4, 1e-5));
+}
+
+/// Tolerances (relative, fraction of the largest |want|) for bf16 tensor-core inputs.
+const BF16_TOL: (f32, f32) = (2e-2, 2e-2);
+
+fn close_within(what: &str, gpu: &Cuda, got: &<Cuda as Backend>::Buf, want: &[f32], (rtol, atol): (f32, f32)) {
+    assert_close(what, &gpu.download(got)[..want.len()], want, rtol, atol);
+}
+
+/// Every transpose combination, writing and accumulating, in `g`'s math mode.
+fn check_matmuls(g: &Cuda, rng: &mut ChaCha8Rng, tol: (f32, f32)) {
+    for (m, n, k, ta, tb) in [(7, 5, 3, false, false), (33, 17, 65, false, true), (16, 40, 9, true, false), (130, 96, 257, true, true)] {
+        let (a, b, c0) = (randv(rng, m * k), randv(rng, k * n), randv(rng, m * n));
+        for accumulate in [false, true] {
+            let mm = MatMul { m, n, k, trans_a: ta, trans_b: tb, accumulate };
+            let mut want = c0.clone();
+            Cpu.matmul(&mut want, &a, &b, mm);
+            let mut got = g.upload(&c0);
+            g.matmul(&mut got, &g.upload(&a), &g.upload(&b), mm);
+            close_within(&format!("{:?} matmul {mm:?}", g.math()), g, &got, &want, tol);
+        }
+    }
+}
+
+#[test]
+fn dense_and_elementwise_ops_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    check_matmuls(&g, &mut rng, (1e-4, 1e-5));
+    let (x, y) = (randv(&mut rng, 1000), randv(&mut rng, 1000));
+    let (mut want, mut got) = (y.clone(), g.upload(&y));
+    Cpu.add_inplace(&mut want, &x);
+    g.add_inplace(&mut got, &g.upload(&x));
+    close("add", &g, &got, &want);
+    Cpu.scale(&mut want, 0.3);
+    g.scale(&mut got, 0.3);
+    close("scale", &g, &got, &want);
+    assert!((g.sum_squares(&got) - Cpu.sum_squares(&want)).abs() < 1e-3 * Cpu.sum_squares(&want));
+    let (gate, up, dh) = (randv(&mut rng, 999), randv(&mut rng, 999), randv(&mut rng, 999));
+    let mut h = vec![0.0; 999];
+    Cpu.swiglu_fwd(&mut h, &gate, &up);
+    let mut gh = g.zeros(999);
+    g.swiglu_fwd(&mut gh, &g.upload(&gate), &g.upload(&up));
+    close("swiglu fwd", &g, &gh, &h);
+    let (mut dg, mut du) = (vec![0.0; 999], vec![0.0; 999]);
+    Cpu.swiglu_bwd(&mut dg, &mut du, &dh, &gate, &up);
+    let (mut gdg, mut gdu) = (g.zeros(999), g.zeros(999));
+    g.swiglu_bwd(&mut gdg, &mut gdu, &g.upload(&dh), &g.upload(&gate), &g.upload(&up));
+    close("swiglu dgate", &g, &gdg, &dg);
+    close("swiglu dup", &g, &gdu, &du);
+    let (rows, cols) = (13, 24);
+    let (yb, bias) = (randv(&mut rng, rows * cols), randv(&mut rng, cols));
+    let mut want = yb.clone();
+    Cpu.add_bias(&mut want, &bias, rows);
+    let mut got = g.upload(&yb);
+    g.add_bias(&mut got, &g.upload(&bias), rows);
+    close("add_bias", &g, &got, &want);
+    let mut db = bias.clone();
+    Cpu.bias_grad(&mut db, &yb, rows);
+    let mut gdb = g.upload(&bias);
+    g.bias_grad(&mut gdb, &g.upload(&yb), rows);
+    close("bias_grad", &g, &gdb, &db);
+}
+
+#[test]
+fn norm_rope_embedding_and_layout_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (rows, dim) = (37, 96);
+    let (x, w, dout) = (randv(&mut rng, rows * dim), randv(&mut rng, dim), randv(&mut rng, rows * dim));
+    let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    Cpu.rmsnorm_fwd(&mut out, &mut rstd, &x, &w, dim, 1e-5);
+    let (mut gout, mut grstd) = (g.zeros(rows * dim), g.zeros(rows));
+    let (gx, gw) = (g.upload(&x), g.upload(&w));
+    g.rmsnorm_fwd(&mut gout, &mut grstd, &gx, &gw, dim, 1e-5);
+    close("rmsnorm", &g, &gout, &out);
+    let (mut dx, mut dw) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
+    let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
+    Cpu.rmsnorm_bwd(&mut dx, &mut dw, &dout, &x, &w, &rstd, dim);
+    g.rmsnorm_bwd(&mut gdx, &mut gdw, &g.upload(&dout), &gx, &gw, &grstd, dim);
+    close("rmsnorm dx", &g, &gdx, &dx);
+    close("rmsnorm dw", &g, &gdw, &dw);
+
+    let (heads, hd) = (3, 32);
+    let (cos, sin) = rope_tables(64, hd, 10_000.0);
+    let pos: Vec<u32> = (0..rows as u32).map(|i| (i * 7) % 64).collect();
+    let xr = randv(&mut rng, rows * heads * hd);
+    let mut want = xr.clone();
+    Cpu.rope_fwd(&mut want, &cos, &sin, &pos, heads, hd);
+    let mut got = g.upload(&xr);
+    let (gc, gs) = (g.upload(&cos), g.upload(&sin));
+    g.rope_fwd(&mut got, &gc, &gs, &pos, heads, hd);
+    close("rope", &g, &got, &want);
+    g.rope_bwd(&mut got, &gc, &gs, &pos, heads, hd);
+    close("rope inverse", &g, &got, &xr);
+
+    let (vocab, edim) = (50, 24);
+    let ids: Vec<u32> = (0..rows).map(|i| if i % 3 == 0 { 7 } else { rng.random_range(0..vocab as u32) }).collect();
+    let table = randv(&mut rng, vocab * edim);
+    let mut e = vec![0.0; rows * edim];
+    Cpu.embedding_fwd(&mut e, &table, &ids, edim);
+    let mut ge = g.zeros(rows * edim);
+    g.embedding_fwd(&mut ge, &g.upload(&table), &ids, edim);
+    close("embedding", &g, &ge, &e);
+    let de = randv(&mut rng, rows * edim);
+    let mut dt = table.clone();
+    Cpu.embedding_bwd(&mut dt, &de, &ids, edim);
+    let mut gdt = g.upload(&table);
+    g.embedding_bwd(&mut gdt, &g.upload(&de), &ids, edim);
+    close("embedding bwd (hot token 7)", &g, &gdt, &dt);
+
+    let (b, t, h, d, cap) = (2, 5, 3, 32, 9);
+    let src = randv(&mut rng, b * t * h * d);
+    let mut hm = vec![0.0; b * h * cap * d];
+    Cpu.to_head_major(&mut hm, &src, b, t, h, d, cap, &[1, 4]);
+    let mut ghm = g.zeros(b * h * cap * d);
+    g.to_head_major(&mut ghm, &g.upload(&src), b, t, h, d, cap, &[1, 4]);
+    close("to_head_major", &g, &ghm, &hm);
+    let mut tm = vec![0.0; src.len()];
+    let back = {
+        let mut hm2 = vec![0.0; src.len()];
+        Cpu.to_head_major(&mut hm2, &src, b, t, h, d, t, &[0, 0]);
+        hm2
+    };
+    Cpu.to_token_major(&mut tm, &back, b, t, h, d);
+    let mut gtm = g.zeros(src.len());
+    g.to_token_major(&mut gtm, &g.upload(&back), b, t, h, d);
+    close("to_token_major", &g, &gtm, &tm);
+}
+
+#[test]
+fn tensor_core_matmuls_match_the_cpu_at_their_precision() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for math in [Math::Tf32, Math::Bf16] {
+        g.set_math(math).unwrap();
+        check_matmuls(&g, &mut rng, BF16_TOL);
+    }
+}
+
+/// Causal training attention, forward and backward, on `g` against the CPU.
+fn check_training_attention(g: &Cuda, rng: &mut ChaCha8Rng, shapes: &[(usize, usize, usize, usize)], tol: (f32, f32)) {
+    for hd in [32, 64, 128] {
+        for &(batch, hq, hkv, t) in shapes {
+            let sh = AttnShape { batch, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
+            let (q, k, v, dout) = (
+                randv(rng, batch * hq * t * hd),
+                randv(rng, batch * hkv * t * hd),
+                randv(rng, batch * hkv * t * hd),
+                randv(rng, batch * hq * t * hd),
+            );
+            let lens = vec![t; batch];
+            let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; batch * hq * t]);
+            Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &lens);
+            let (gq, gk, gv) = (g.upload(&q), g.upload(&k), g.upload(&v));
+            let (mut gout, mut glse) = (g.zeros(q.len()), g.zeros(lse.len()));
+            g.attention_fwd(&mut gout, Some(&mut glse), &gq, &gk, &gv, sh, &lens);
+            let at = format!("hd {hd} b {batch} hq {hq} hkv {hkv} t {t}");
+            close_within(&format!("attention out {at}"), g, &gout, &out, tol);
+            close_within(&format!("attention lse {at}"), g, &glse, &lse, tol);
+            let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+            Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, sh);
+            let (mut gdq, mut gdk, mut gdv) = (g.zeros(q.len()), g.zeros(k.len()), g.zeros(v.len()));
+            g.attention_bwd(&mut gdq, &mut gdk, &mut gdv, &g.upload(&dout), &gq, &gk, &gv, &gout, &glse, sh);
+            close_within(&format!("attention dq {at}"), g, &gdq, &dq, tol);
+            close_within(&format!("attention dk {at}"), g, &gdk, &dk, tol);
+            close_within(&format!("attention dv {at}"), g, &gdv, &dv, tol);
+        }
+    }
+}
+
+/// Queries against a KV cache holding more positions than some rows see.
+fn check_cached_attention(g: &Cuda, rng: &mut ChaCha8Rng, sh: AttnShape, lens: &[usize], tol: (f32, f32)) {
+    let (q, k, v) = (
+        randv(rng, sh.batch * sh.q_heads * sh.q_len * sh.head_dim),
+        randv(rng, sh.batch * sh.kv_heads * sh.kv_cap * sh.head_dim),
+        randv(rng, sh.batch * sh.kv_heads * sh.kv_cap * sh.head_dim),
+    );
+    let mut out = vec![0.0; q.len()];
+    Cpu.attention_fwd(&mut out, None, &q, &k, &v, sh, lens);
+    let mut gout = g.zeros(q.len());
+    g.attention_fwd(&mut gout, None, &g.upload(&q), &g.upload(&k), &g.upload(&v), sh, lens);
+    close_within(&format!("cached attention {sh:?}"), g, &gout, &out, tol);
+}
+
+#[test]
+fn attention_matches_the_cpu_forward_and_backward() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    check_training_attention(&g, &mut rng, &[(2, 4, 2, 37), (1, 2, 2, 70)], (1e-4, 1e-5));
+    let decode = AttnShape { batch: 2, q_heads: 2, kv_heads: 1, q_len: 1, kv_cap: 16, head_dim: 64 };
+    check_cached_attention(&g, &mut rng, decode, &[5, 11], (1e-4, 1e-5));
+}
+
+#[test]
+fn split_decode_attention_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // Few rows and long caches split the keys across blocks; a row shorter
+    // than the others leaves whole splits empty; groups of 1, 4 and 7.
+    for (hq, hkv, hd) in [(2, 2, 64), (8, 2, 32), (14, 2, 128)] {
+        let sh = AttnShape { batch: 3, q_heads: hq, kv_heads: hkv, q_len: 1, kv_cap: 2000, head_dim: hd };
+        check_cached_attention(&g, &mut rng, sh, &[2000, 130, 1337], (1e-4, 1e-5));
+    }
+}
+
+#[test]
+fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    // Several 64-row tiles, a ragged last tile, GQA groups of 1, 2 and 3.
+    check_training_attention(&g, &mut rng, &[(2, 4, 2, 37), (1, 3, 1, 200), (2, 2, 2, 128)], BF16_TOL);
+    // A prefill chunk against a longer cache (flash), and a decode step (decode.cu).
+    let prefill = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 40, kv_cap: 112, head_dim: 64 };
+    check_cached_attention(&g, &mut rng, prefill, &[60, 112], BF16_TOL);
+    let decode = AttnShape { batch: 2, q_heads: 2, kv_heads: 1, q_len: 1, kv_cap: 16, head_dim: 128 };
+    check_cached_attention(&g, &mut rng, decode, &[5, 11], BF16_TOL);
+}
+
+#[test]
+fn losses_and_adamw_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (rows, vocab) = (9, 1000);
+    let logits = randv(&mut rng, rows * vocab);
+    let targets: Vec<u32> = (0..rows).map(|r| if r == 4 { IGNORE } else { rng.random_range(0..vocab as u32) }).collect();
+    let weights: Vec<f32> = (0..rows).map(|r| 0.1 * r as f32).collect();
+    let mut want = logits.clone();
+    let l_cpu = Cpu.cross_entropy_inplace(&mut want, &targets, &weights, vocab);
+    let mut got = g.upload(&logits);
+    let l_gpu = g.cross_entropy_inplace(&mut got, &targets, &weights, vocab);
+    assert!((l_cpu - l_gpu).abs() < 1e-4 * l_cpu.abs().max(1.0));
+    close("cross-entropy grad", &g, &got, &want);
+    let (lp, h) = Cpu.logprob_entropy(&logits, &targets, vocab);
+    let (glp, gh) = g.logprob_entropy(&g.upload(&logits), &targets, vocab);
+    assert_close("logprob", &glp, &lp, 1e-4, 1e-5);
+    assert_close("entropy", &gh, &h, 1e-4, 1e-5);
+    let (cl, ce) = (randv(&mut rng, rows), randv(&mut rng, rows));
+    let mut want = logits.clone();
+    Cpu.logit_grad_inplace(&mut want, &targets, &cl, &ce, vocab);
+    let mut got = g.upload(&logits);
+    g.logit_grad_inplace(&mut got, &targets, &cl, &ce, vocab);
+    close("policy logit grad", &g, &got, &want);
+    let (p, gr, m, v) = (
+        randv(&mut rng, 777),
+        randv(&mut rng, 777),
+        randv(&mut rng, 777),
+        randv(&mut rng, 777).iter().map(|x| x.abs()).collect::<Vec<_>>(),
+    );
+    let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3 };
+    let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
+    Cpu.adamw(&mut cp, &gr, &mut cm, &mut cv, hp);
+    let (mut gp, mut gm, mut gv) = (g.upload(&p), g.upload(&m), g.upload(&v));
+    g.adamw(&mut gp, &g.upload(&gr), &mut gm, &mut gv, hp);
+    close("adamw p", &g, &gp, &cp);
+    close("adamw m", &g, &gm, &cm);
+    close("adamw v", &g, &gv, &cv);
+}
+
+#[test]
+fn multi_tensor_optimizer_ops_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    // Sizes around the 65,536-element chunk, so tensors end mid-chunk and span several.
+    let sizes = [1usize, 1000, 65536, 70001, 200000];
+    let host = |rng: &mut ChaCha8Rng| sizes.iter().map(|&n| randv(rng, n)).collect::<Vec<_>>();
+    let (p, gr, m) = (host(&mut rng), host(&mut rng), host(&mut rng));
+    let v: Vec<Vec<f32>> = host(&mut rng).into_iter().map(|x| x.into_iter().map(f32::abs).collect()).collect();
+    let up = |xs: &Vec<Vec<f32>>| xs.iter().map(|x| g.upload(x)).collect::<Vec<_>>();
+    let (mut gp, ggr, mut gm, mut gv) = (up(&p), up(&gr), up(&m), up(&v));
+    let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: 3 };
+    let decay = |i: usize| if i.is_multiple_of(2) { 0.1 } else { 0.0 };
+    let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
+    for i in 0..sizes.len() {
+        Cpu.adamw(&mut cp[i], &gr[i], &mut cm[i], &mut cv[i], AdamWStep { weight_decay: decay(i), ..hp });
+    }
+    let tensors = gp
+        .iter_mut()
+        .zip(&ggr)
+        .zip(gm.iter_mut().zip(gv.iter_mut()))
+        .enumerate()
+        .map(|(i, ((param, grad), (m, v)))| AdamWTensor { param, grad, m, v, weight_decay: decay(i) })
+        .collect();
+    g.adamw_many(tensors, hp);
+    for i in 0..sizes.len() {
+        close(&format!("multi adamw param {i}"), &g, &gp[i], &cp[i]);
+        close(&format!("multi adamw m {i}"), &g, &gm[i], &cm[i]);
+        close(&format!("multi adamw v {i}"), &g, &gv[i], &cv[i]);
+    }
+    let want: f64 = gr.iter().map(|x| Cpu.sum_squares(x)).sum();
+    let got = g.sum_squares_many(&ggr.iter().collect::<Vec<_>>());
+    assert!((got - want).abs() < 1e-5 * want, "multi sum of squares {got} vs {want}");
+    g.scale_many(gp.iter_mut().collect(), 0.5);
+    for i in 0..sizes.len() {
+        let half: Vec<f32> = cp[i].iter().map(|x| x * 0.5).collect();
+        close(&format!("multi scale {i}"), &g, &gp[i], &half);
+    }
+}
+
+#[test]
+fn full_model_step_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    full_model_step(&g, (1e-3, 1e-4));
+}
+
+#[test]
+fn full_model_step_on_tensor_cores_matches_the_cpu_at_bf16_tolerance() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    full_model_step(&g, (5e-2, 3e-2));
+}
+
+fn full_model_step(g: &Cuda, (rtol, atol): (f32, f32)) {
+    // qwen2_b: GQA, q/k/v bias, tied embeddings, head_dim 32 (llama_a's head_dim 16 is below the kernels' 32).
+    let dir = fixture_dir("qwen2_b");
+    let cfg = ModelConfig::load(&dir).unwrap();
+    let host = load_params(&dir, &cfg).unwrap();
+    let cpu_model = Transformer::from_host(&Cpu, cfg.clone(), &host);
+    let gpu_model = Transformer::from_host(g, cfg.clone(), &host);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (b, t) = (2, 37);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let batch = Batch::causal_lm(ids.clone(), &vec![true; b * t], b, t, (b * (t - 1)) as f32);
+    let logits_cpu = cpu_model.forward_logits(&Cpu, &ids, b, t).unwrap();
+    let logits_gpu = g.download(&gpu_model.forward_logits(g, &ids, b, t).unwrap());
+    assert_close("logits", &logits_gpu, &logits_cpu, rtol, atol);
+    let mut st_c = TrainState::new(&Cpu, &cfg, b, t);
+    let mut st_g = TrainState::new(g, &cfg, b, t);
+    let mut gr_c = Params::build(&cfg, |s| vec![0.0; s.numel()]);
+    let mut gr_g = Params::build(&cfg, |s| g.zeros(s.numel()));
+    let loss_c = cpu_model.forward_backward(&Cpu, &batch, &mut st_c, &mut gr_c).unwrap();
+    let loss_g = gpu_model.forward_backward(g, &batch, &mut st_g, &mut gr_g).unwrap();
+    assert!((loss_c - loss_g).abs() < 0.1 * rtol as f64 * loss_c, "{loss_c} vs {loss_g}");
+    for (spec, (a, bb)) in vul2safe::model::tensor_specs(&cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
+        assert_close(&format!("grad {}", spec.name), &g.download(a), bb, rtol, atol);
+    }
+}
+
+#[test]
+fn rl_reductions_match_their_cpu_twins() {
+    use vul2safe::rl::gae::gae;
+    use vul2safe::rl::ppo_loss::{policy_token, value_token, ClipMode, PolicyToken};
+    use vul2safe::rl::reward::{assemble, RewardMode, SampleReward};
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let lens = [5usize, 1, 9, 3];
+    let mut starts = vec![0usize];
+    for l in lens {
+        starts.push(starts.last().unwrap() + l);
+    }
+    let n = *starts.last().unwrap();
+    let (values, rewards, kl, bonus, penalty) =
+        (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let sums = g.rl_segment_sum(&penalty, &starts);
+    for s in 0..lens.len() {
+        let want: f32 = penalty[starts[s]..starts[s + 1]].iter().sum();
+        assert!((sums[s] - want).abs() < 1e-5, "segment {s}");
+    }
+    let instance = randv(&mut rng, lens.len());
+    let token_total: Vec<f32> = (0..lens.len())
+        .map(|s| bonus[starts[s]..starts[s + 1]].iter().sum::<f32>() + penalty[starts[s]..starts[s + 1]].iter().sum::<f32>())
+        .collect();
+    for (mode, tlr) in [(RewardMode::Tlr, true), (RewardMode::Instance, false)] {
+        let (gi, gt) = g.rl_assemble(&kl, &bonus, &penalty, &instance, &token_total, &starts, 0.3, tlr);
+        for s in 0..lens.len() {
+            let span = starts[s]..starts[s + 1];
+            let r = SampleReward {
+                instance: instance[s],
+                secure_bonus: bonus[span.clone()].to_vec(),
+                penalties: penalty[span.clone()].to_vec(),
+                high_medium: 0,
+            };
+            let (ci, ct) = assemble(&r, &kl[span.clone()], 0.3, mode);
+            assert_close("assembled instance stream", &gi[span.clone()], &ci, 1e-5, 1e-6);
+            assert_close("assembled token stream", &gt[span], &ct, 1e-5, 1e-6);
+        }
+    }
+    let (ga, gr) = g.rl_gae(&rewards, &values, &starts, 0.99, 0.95);
+    for s in 0..lens.len() {
+        let span = starts[s]..starts[s + 1];
+        let (a, r) = gae(&rewards[span.clone()], &values[span.clone()], 0.99, 0.95);
+        assert_close("gae advantages", &ga[span.clone()], &a, 1e-5, 1e-6);
+        assert_close("gae returns", &gr[span], &r, 1e-5, 1e-6);
+    }
+    let (lp, lo, adv, at) = (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let has: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
+    for mode in [ClipMode::Standard, ClipMode::Dual { c: 3.0 }, ClipMode::TokenAware { eps_tok: 0.5 }, ClipMode::Decoupled { eps_tok: 0.5 }]
+    {
+        let out = g.rl_policy_loss(&lp, &lo, &adv, &at, &has, 0.2, mode);
+        for i in 0..n {
+            let (l, d, c) = policy_token(
+                PolicyToken { logp: lp[i], logp_old: lo[i], adv: adv[i], adv_tok: at[i], has_token_reward: has[i] },
+                0.2,
+                mode,
+            );
+            assert!((out.loss[i] - l).abs() < 1e-4 && (out.dlogp[i] - d).abs() < 1e-4 && out.clipped[i] == c, "{mode:?} token {i}");
+        }
+    }
+    let (v, vo, ret) = (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let (gl, gd) = g.rl_value_loss(&v, &vo, &ret, 0.2);
+    for i in 0..n {
+        let (l, d) = value_token(v[i], vo[i], ret[i], 0.2);
+        assert!((gl[i] - l).abs() < 1e-5 && (gd[i] - d).abs() < 1e-5, "value token {i}");
+    }
+}
+
+#[test]
+fn ppo_reductions_through_the_backend_match_the_cpu() {
+    use vul2safe::backend::PackedRewards;
+    use vul2safe::rl::ppo_loss::{ClipMode, PolicyToken};
+    use vul2safe::rl::reward::RewardMode;
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let starts = [0usize, 4, 5, 12, 20];
+    let n = 20;
+    let (kl, bonus, pen, values) = (randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n), randv(&mut rng, n));
+    let instance = randv(&mut rng, starts.len() - 1);
+    let packed = PackedRewards { starts: &starts, kl: &kl, secure_bonus: &bonus, penalties: &pen, instance: &instance };
+    for mode in [RewardMode::Tlr, RewardMode::Instance] {
+        let (ci, ct) = Cpu.ppo_rewards(&packed, 0.2, mode);
+        let (gi, gt) = g.ppo_rewards(&packed, 0.2, mode);
+        assert_close(&format!("{mode:?} instance stream"), &gi, &ci, 1e-5, 1e-6);
+        assert_close(&format!("{mode:?} token stream"), &gt, &ct, 1e-5, 1e-6);
+    }
+    let (ca, cr) = Cpu.ppo_gae(&kl, &values, &starts, 0.99, 0.95);
+    let (ga, gr) = g.ppo_gae(&kl, &values, &starts, 0.99, 0.95);
+    assert_close("packed gae advantages", &ga, &ca, 1e-5, 1e-6);
+    assert_close("packed gae returns", &gr, &cr, 1e-5, 1e-6);
+    let tokens: Vec<PolicyToken> = (0..n)
+        .map(|i| PolicyToken { logp: kl[i], logp_old: bonus[i], adv: pen[i], adv_tok: values[i], has_token_reward: i % 2 == 0 })
+        .collect();
+    let mode = ClipMode::Decoupled { eps_tok: 0.5 };
+    for (i, (c, gg)) in Cpu.ppo_policy_loss(&tokens, 0.2, mode).into_iter().zip(g.ppo_policy_loss(&tokens, 0.2, mode)).enumerate() {
+        assert!((c.0 - gg.0).abs() < 1e-4 && (c.1 - gg.1).abs() < 1e-4 && c.2 == gg.2, "policy token {i}: {c:?} vs {gg:?}");
+    }
+    for (i, (c, gg)) in Cpu.ppo_value_loss(&kl, &bonus, &pen, 0.2).into_iter().zip(g.ppo_value_loss(&kl, &bonus, &pen, 0.2)).enumerate() {
+        assert!((c.0 - gg.0).abs() < 1e-5 && (c.1 - gg.1).abs() < 1e-5, "value token {i}: {c:?} vs {gg:?}");
+    }
+}
+
+#[test]
+fn gpu_generation_matches_the_cpu() {
+    use vul2safe::generate::{generate, generate_continuous, SamplingConfig};
+    let Some(g) = gpu_tensor_cores() else { return };
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 17, 200, 3], vec![9], vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11]];
+    let greedy = SamplingConfig { max_new_tokens: 16, ..Default::default() };
+    // qwen2_b: head_dim 32 (llama_a's 16 is below the kernels' smallest).
+    let dir = fixture_dir("qwen2_b");
+    let (cpu_model, gpu_model) = (Transformer::load(&Cpu, &dir).unwrap(), Transformer::load(&g, &dir).unwrap());
+    let want = generate(&Cpu, &cpu_model, &prompts, &greedy).unwrap();
+    for math in [Math::Exact, Math::Bf16] {
+        g.set_math(math).unwrap();
+        let got = generate_continuous(&g, &gpu_model, &prompts, 2, &greedy).unwrap();
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            // bf16 rounding may flip a near-tie later on; the first tokens must agree.
+            let agree = a.tokens.iter().zip(&b.tokens).take_while(|(x, y)| x == y).count();
+            let need = if math == Math::Exact { 8 } else { 4 };
+            assert!(agree >= need, "{math:?} prompt {i}: {agree} tokens agree ({:?} vs {:?})", a.tokens, b.tokens);
+        }
+    }
+    // Sampled logprobs against a full forward of the sampled sequence, on the GPU.
+    let sampled = SamplingConfig { max_new_tokens: 12, temperature: 1.0, seed: 3, ..Default::default() };
+    let gens = generate(&g, &gpu_model, &prompts, &sampled).unwrap();
+    for (p, gen) in prompts.iter().zip(&gens) {
+        let full: Vec<u32> = p.iter().chain(&gen.tokens).copied().collect();
+        let scored = gpu_model.score(&g, &[full]).unwrap().remove(0);
+        for (a, b) in gen.logprobs.iter().zip(&scored[p.len() - 1..]) {
+            assert!((a - b).abs() < 2e-2, "sampled logprob {a} vs scored {b}");
+        }
+    }
+}
+
+/// How far (in probability mass) a sampled token may sit from the exact
+/// landing point of its draw: the device's block sums stay close; the CPU's
+/// running f32 sums drift with the vocab.
+const DEVICE_DRAW_TOL: f64 = 1e-5;
+const CPU_DRAW_TOL: f64 = 2e-4;
+
+#[test]
+fn device_sampling_matches_the_cpu() {
+    use vul2safe::generate::SamplingConfig;
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let cfgs = [
+        SamplingConfig { temperature: 0.0, ..Default::default() },
+        SamplingConfig { temperature: 1.0, ..Default::default() },
+        SamplingConfig { temperature: 0.7, top_k: 40, ..Default::default() },
+        SamplingConfig { temperature: 1.3, top_p: 0.9, ..Default::default() },
+        SamplingConfig { temperature: 1.0, top_k: 300, top_p: 0.5, ..Default::default() },
+    ];
+    // A vocab below one block's threads, one that is not a multiple of it,
+    // and logits on a coarse grid, so ties (broken by id) are everywhere.
+    for (vocab, rows, coarse) in [(7usize, 5usize, false), (50_257, 16, false), (4_000, 64, true)] {
+        let logits: Vec<f32> = (0..rows * vocab)
+            .map(|_| {
+                let x = rng.random_range(-6.0f32..6.0);
+                if coarse {
+                    (x * 2.0).round() / 2.0
+                } else {
+                    x
+                }
+            })
+            .collect();
+        let on_gpu = g.upload(&logits);
+        for cfg in &cfgs {
+            let draws: Vec<Option<f32>> = (0..rows).map(|r| if r % 5 == 3 { None } else { Some(rng.random()) }).collect();
+            let want = Cpu.sample(&logits, vocab, cfg, &draws);
+            let got = g.sample(&on_gpu, vocab, cfg, &draws);
+            for (r, (w, gg)) in want.iter().zip(&got).enumerate() {
+                let (Some(w), Some(gg)) = (w, gg) else {
+                    assert!(w.is_none() && gg.is_none(), "row {r}: skipped on one side only");
+                    continue;
+                };
+                // The device's logprob must be its own token's, whatever it picked.
+                let t = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
+                let scaled: Vec<f64> = logits[r * vocab..(r + 1) * vocab].iter().map(|&x| (x / t) as f64).collect();
+                let m = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let log_z = m + scaled.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+                let lp = scaled[gg.0 as usize] - log_z;
+                assert!((gg.1 as f64 - lp).abs() < 1e-4, "{cfg:?} row {r}: logprob {} for token {}, want {lp}", gg.1, gg.0);
+                // Both picks must be where the draw lands, up to f32 rounding of
+                // the running mass. The CPU's sequential f32 sums drift most
+                // (up to 7e-5 of mass over 50K tokens here: several tokens'
+                // worth), so the two need not pick the same token.
+                let row = &logits[r * vocab..(r + 1) * vocab];
+                let u = draws[r].expect("sampled row");
+                for (who, pick, tol) in [("device", gg.0, DEVICE_DRAW_TOL), ("cpu", w.0, CPU_DRAW_TOL)] {
+                    let off = draw_distance(row, cfg, u, pick);
+                    assert!(off <= tol, "{cfg:?} vocab {vocab} row {r}: the {who} picked {pick}, {off:e} of mass from the draw");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_write_drops_a_buffers_kept_bf16_copy() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (rows, d_in, d_out) = (8, 64, 48);
+    let n = d_out * d_in;
+    let x = g.upload(&randv(&mut rng, rows * d_in));
+    let other = g.upload(&randv(&mut rng, n));
+    let mm = MatMul::linear(rows, d_in, d_out);
+    // Each write to `w`, after a matmul has kept w's bf16 copy.
+    let hp = AdamWStep { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0, step: 1 };
+    type Write = Box<dyn Fn(&Cuda, &mut <Cuda as Backend>::Buf, &<Cuda as Backend>::Buf)>;
+    let writes: Vec<(&str, Write)> = vec![
+        ("scale", Box::new(|g, w, _| g.scale(w, -2.0))),
+        ("add_inplace", Box::new(|g, w, o| g.add_inplace(w, o))),
+        ("copy_range", Box::new(move |g, w, o| g.copy_range(w, 5, o, 0, n - 5))),
+        (
+            "matmul output",
+            Box::new(move |g, w, o| {
+                g.matmul(w, o, o, MatMul { m: d_out, n: d_in, k: 1, trans_a: false, trans_b: false, accumulate: false })
+            }),
+        ),
+        // These two write the bf16 copy themselves, in the same kernel.
+        ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
+        ("rmsnorm_fwd", Box::new(move |g, w, o| g.rmsnorm_fwd(w, &mut g.zeros(d_out), o, &g.upload(&vec![0.5; d_in]), d_in, 1e-6))),
+        ("swiglu_bwd", Box::new(move |g, w, o| g.swiglu_bwd(w, &mut g.zeros(n), o, o, o))),
+        (
+            "rmsnorm_bwd",
+            Box::new(move |g, w, o| {
+                let (weight, rstd) = (g.upload(&vec![0.5; d_in]), g.upload(&vec![1.0; d_out]));
+                g.rmsnorm_bwd(w, &mut g.zeros(d_in), o, o, &weight, &rstd, d_in)
+            }),
+        ),
+        // `w` as [2, 4, 3, 128] activations moved from head-major.
+        ("to_token_major", Box::new(|g, w, o| g.to_token_major(w, o, 2, 4, 3, 128))),
+        ("tokens_from_heads", Box::new(|g, w, o| g.tokens_from_heads(w, o, None, 2, 4, 3, 128))),
+        // `w` as [d_out, d_in] logits, overwritten by their gradient (and its bf16 copy).
+        (
+            "cross_entropy_inplace",
+            Box::new(move |g, w, _| {
+                let targets: Vec<u32> = (0..d_out as u32).map(|r| (r * 5) % d_in as u32).collect();
+                g.cross_entropy_inplace(w, &targets, &vec![1.0; d_out], d_in);
+            }),
+        ),
+        (
+            "logit_grad_inplace",
+            Box::new(move |g, w, _| {
+                let targets: Vec<u32> = (0..d_out as u32).map(|r| (r * 3) % d_in as u32).collect();
+                g.logit_grad_inplace(w, &targets, &vec![0.7; d_out], &vec![0.1; d_out], d_in);
+            }),
+        ),
+        ("adamw", Box::new(move |g, w, o| g.adamw(w, o, &mut g.zeros(n), &mut g.zeros(n), hp))),
+        (
+            "adamw_many",
+            Box::new(move |g, w, o| {
+                let (mut m, mut v) = (g.zeros(n), g.zeros(n));
+                g.adamw_many(vec![AdamWTensor { param: w, grad: o, m: &mut m, v: &mut v, weight_decay: 0.0 }], hp)
+            }),
+        ),
+        ("scale_many", Box::new(|g, w, _| g.scale_many(vec![w], 3.0))),
+        ("fill_zero", Box::new(|g, w, _| g.fill_zero(w))),
+    ];
+    let mut w = g.upload(&randv(&mut rng, n));
+    for (what, write) in writes {
+        let mut y = g.zeros(rows * d_out);
+        g.matmul(&mut y, &x, &w, mm);
+        write(&g, &mut w, &other);
+        g.matmul(&mut y, &x, &w, mm);
+        let mut want = vec![0.0; rows * d_out];
+        Cpu.matmul(&mut want, &g.download(&x), &g.download(&w), mm);
+        close_within(&format!("matmul after {what}"), &g, &y, &want, BF16_TOL);
+    }
+}
+
+#[test]
+fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    // A decode step, a short prefill (per-row kernel) and a long one (flash).
+    for (q_len, hq, hkv, hd) in [(1, 14, 2, 64), (5, 4, 2, 32), (40, 4, 1, 128)] {
+        let (batch, cap) = (2, 96);
+        let sh = AttnShape { batch, q_heads: hq, kv_heads: hkv, q_len, kv_cap: cap, head_dim: hd };
+        let kv_tok = |rng: &mut ChaCha8Rng| randv(rng, batch * cap * hkv * hd);
+        let (k_tok, v_tok) = (kv_tok(&mut rng), kv_tok(&mut rng));
+        let (mut gk, mut gv) = (g.zeros_attention(batch * hkv * cap * hd), g.zeros_attention(batch * hkv * cap * hd));
+        g.to_head_major(&mut gk, &g.upload(&k_tok), batch, cap, hkv, hd, cap, &[0, 0]);
+        g.to_head_major(&mut gv, &g.upload(&v_tok), batch, cap, hkv, hd, cap, &[0, 0]);
+        // The cache holds the CPU's head-major layout, rounded to bf16.
+        let mut k_hm = vec![0.0; k_tok.len()];
+        Cpu.to_head_major(&mut k_hm, &k_tok, batch, cap, hkv, hd, cap, &[0, 0]);
+        let (k_cache, v_cache) = (g.download(&gk), g.download(&gv));
+        assert_close("bf16 cache write", &k_cache, &k_hm, 1e-2, 1e-2);
+        let q = randv(&mut rng, batch * hq * q_len * hd);
+        let lens = [cap, 50];
+        let mut out = vec![0.0; q.len()];
+        Cpu.attention_fwd(&mut out, None, &q, &k_cache, &v_cache, sh, &lens);
+        let mut gout = g.zeros(q.len());
+        g.attention_fwd(&mut gout, None, &g.upload(&q), &gk, &gv, sh, &lens);
+        close_within(&format!("attention on a bf16 cache {sh:?}"), &g, &gout, &out, BF16_TOL);
+        if q_len == 1 {
+            // The decode kernels also write the output's bf16 copy, which the next matmul reads.
+            let w = randv(&mut rng, 8 * hq * hd);
+            let mm = MatMul::linear(batch, hq * hd, 8);
+            let mut y = g.zeros(batch * 8);
+            g.matmul(&mut y, &gout, &g.upload(&w), mm);
+            let mut want = vec![0.0; batch * 8];
+            Cpu.matmul(&mut want, &g.download(&gout), &w, mm);
+            close_within("matmul on the decode output", &g, &y, &want, BF16_TOL);
+        }
+    }
+}
+
+#[test]
+fn fused_attention_entry_and_exit_match_the_cpu_composition() {
+    use vul2safe::backend::Rope;
+    let Some(g) = gpu() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (b, t, heads, hd, cap) = (2, 5, 3, 32, 9);
+    let (cos, sin) = rope_tables(64, hd, 10_000.0);
+    let (gc, gs) = (g.upload(&cos), g.upload(&sin));
+    let pos: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7) % 64).collect();
+    let starts = [1, 4];
+    let bias = randv(&mut rng, heads * hd);
+    let gbias = g.upload(&bias);
+    let src = randv(&mut rng, b * t * heads * hd);
+    for (with_bias, with_rope) in [(true, true), (false, true), (true, false), (false, false)] {
+        let what = format!("heads_from_tokens bias {with_bias} rope {with_rope}");
+        let rope = with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos });
+        let mut want = vec![0.0; b * heads * cap * hd];
+        Cpu.heads_from_tokens(&mut want, &mut src.clone(), with_bias.then_some(&bias), rope, b, t, heads, hd, cap, &starts);
+        let grope = with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos });
+        let mut got = g.zeros(want.len());
+        g.heads_from_tokens(&mut got, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
+        close(&what, &g, &got, &want);
+        // Into a bf16 KV cache: the same values, rounded.
+        g.set_math(Math::Bf16).unwrap();
+        let mut cache = g.zeros_attention(want.len());
+        g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
+        g.set_math(Math::Exact).unwrap();
+        assert_close(&format!("{what} into bf16"), &g.download(&cache), &want, 1e-2, 1e-2);
+    }
+    let hm = randv(&mut rng, b * heads * t * hd);
+    for with_rope in [true, false] {
+        let mut want = vec![0.0; hm.len()];
+        Cpu.tokens_from_heads(&mut want, &hm, with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos }), b, t, heads, hd);
+        let mut got = g.zeros(hm.len());
+        g.tokens_from_heads(&mut got, &g.upload(&hm), with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos }), b, t, heads, hd);
+        close(&format!("tokens_from_heads rope {with_rope}"), &g, &got, &want);
+    }
+}
+
+#[test]
+fn matmul_input_buffers_hold_bf16_only_and_refuse_other_readers() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let (rows, d, out) = (6, 64, 24);
+    let x = g.upload(&randv(&mut rng, rows * d));
+    let w = randv(&mut rng, out * d);
+    let mm = MatMul::linear(rows, d, out);
+    let mut ln = g.zeros_matmul_input(rows * d);
+    g.rmsnorm_fwd(&mut ln, &mut g.zeros(rows), &x, &g.upload(&vec![1.5; d]), d, 1e-6);
+    // A matmul reads the bf16 values the norm kernel wrote alone.
+    let mut y = g.zeros(rows * out);
+    g.matmul(&mut y, &ln, &g.upload(&w), mm);
+    let mut want = vec![0.0; rows * out];
+    Cpu.matmul(&mut want, &g.download(&ln), &w, mm);
+    close_within("matmul on a matmul-input buffer", &g, &y, &want, BF16_TOL);
+    // Any other reader is a bug in the caller's plan, reported at once.
+    let other = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sum = g.zeros(rows * d);
+        g.add_inplace(&mut sum, &ln);
+    }));
+    assert!(other.is_err(), "reading a bf16-only buffer outside a matmul must panic");
+    // Written by a matmul, it is an ordinary buffer again.
+    g.matmul(&mut ln, &x, &g.upload(&randv(&mut rng, d * d)), MatMul::linear(rows, d, d));
+    let mut sum = g.zeros(rows * d);
+    g.add_inplace(&mut sum, &ln);
+    assert_eq!(g.download(&sum), g.download(&ln));
+}
+
+#[test]
+fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    // Flash tiles with a ragged end and GQA, and a short sequence (per-row kernel).
+    for (b, hq, hkv, t, hd) in [(2, 4, 2, 37, 64), (1, 2, 1, 130, 128), (2, 2, 2, 5, 32)] {
+        let sh = AttnShape { batch: b, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
+        let zero = vec![0; b];
+        // Token-major data written into bf16 operands; the CPU gets the same rounded values.
+        let mut operand = |heads: usize| {
+            let mut o = g.zeros_attention(b * heads * t * hd);
+            g.to_head_major(&mut o, &g.upload(&randv(&mut rng, b * t * heads * hd)), b, t, heads, hd, t, &zero);
+            o
+        };
+        let (gq, gk, gv, gdout) = (operand(hq), operand(hkv), operand(hkv), operand(hq));
+        let (q, k, v, dout) = (g.download(&gq), g.download(&gk), g.download(&gv), g.download(&gdout));
+        let lens = vec![t; b];
+        let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; b * hq * t]);
+        Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &lens);
+        let (mut gout, mut glse) = (g.zeros_attention(q.len()), g.zeros(lse.len()));
+        g.attention_fwd(&mut gout, Some(&mut glse), &gq, &gk, &gv, sh, &lens);
+        let at = format!("bf16 operands hd {hd} b {b} hq {hq} hkv {hkv} t {t}");
+        assert_close(&format!("{at} out"), &g.download(&gout), &out, BF16_TOL.0, BF16_TOL.1);
+        close_within(&format!("{at} lse"), &g, &glse, &lse, BF16_TOL);
+        // The CPU backward runs on the GPU's (rounded) output, as the GPU's does.
+        let gout_host = g.download(&gout);
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &gout_host, &g.download(&glse), sh);
+        let (mut gdq, mut gdk, mut gdv) = (g.zeros_attention(q.len()), g.zeros_attention(k.len()), g.zeros_attention(v.len()));
+        g.attention_bwd(&mut gdq, &mut gdk, &mut gdv, &gdout, &gq, &gk, &gv, &gout, &glse, sh);
+        for (what, got, want) in [("dq", &gdq, &dq), ("dk", &gdk, &dk), ("dv", &gdv, &dv)] {
+            assert_close(&format!("{at} {what}"), &g.download(got), want, BF16_TOL.0, BF16_TOL.1);
+        }
+    }
+}

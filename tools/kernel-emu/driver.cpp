@@ -1,0 +1,308 @@
+// A CUDA driver for machines without a GPU: the subset of the driver API the
+// CUDA backend calls through cudarc, over host memory, with kernel launches
+// run by the emulated kernel families (emu.hpp). Built as libcuda.so and
+// loaded by tests/cuda_emulated.rs before the backend opens the device, so
+// the backend's own code (buffers, bf16 copies, launch arguments, dispatch)
+// runs unchanged. Everything is synchronous; one call runs at a time.
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+
+enum : CUresult {
+    OK = 0,
+    INVALID_VALUE = 1,
+    OUT_OF_MEMORY = 2,
+    INVALID_DEVICE = 101,
+    NOT_FOUND = 500,
+    LAUNCH_FAILED = 719,
+};
+
+namespace {
+
+struct Family {
+    void *lib;
+    int (*has)(const char *);
+    const char *(*launch)(const char *, void **, const unsigned *, const unsigned *, uint64_t);
+};
+
+struct Function {
+    std::string name;
+    const Family *family;
+};
+
+struct Module {
+    std::vector<std::string> entries;
+};
+
+struct Event {
+    std::chrono::steady_clock::time_point at;
+};
+
+// Each allocation sits between guard bytes, checked after every launch, so
+// a kernel writing past a buffer's end fails the launch that did it.
+constexpr size_t GUARD = 256;  // keeps the 256-byte alignment the driver promises
+constexpr unsigned char GUARD_BYTE = 0xA5;
+
+std::mutex big_lock;
+std::vector<Family> families;
+std::map<uintptr_t, size_t> allocations;  // data address -> bytes
+size_t used = 0, used_high = 0;
+uint64_t launches = 0;
+int pool_tag, context_tag;
+
+bool guards_intact(const unsigned char *data, size_t bytes) {
+    for (size_t i = 0; i < GUARD; i++)
+        if (data[-1 - (long)i] != GUARD_BYTE || data[bytes + i] != GUARD_BYTE) return false;
+    return true;
+}
+
+}  // namespace
+
+#define CALL std::lock_guard<std::mutex> guard(big_lock)
+
+// Loads the kernel families, one library path per line. Returns 0, or the count that failed.
+extern "C" int emu_driver_init(const char *paths) {
+    CALL;
+    int failed = 0;
+    std::string all(paths);
+    size_t at = 0;
+    while (at < all.size()) {
+        size_t end = all.find('\n', at);
+        if (end == std::string::npos) end = all.size();
+        std::string path = all.substr(at, end - at);
+        at = end + 1;
+        if (path.empty()) continue;
+        void *lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        auto has = lib ? (int (*)(const char *))dlsym(lib, "emu_has") : nullptr;
+        auto launch = lib ? (const char *(*)(const char *, void **, const unsigned *, const unsigned *, uint64_t))dlsym(lib, "emu_launch_params") : nullptr;
+        if (!has || !launch) {
+            std::fprintf(stderr, "emulated driver: cannot load %s\n", path.c_str());
+            failed++;
+            continue;
+        }
+        families.push_back({lib, has, launch});
+    }
+    return failed;
+}
+
+extern "C" {
+
+CUresult cuInit(unsigned) { return OK; }
+CUresult cuDriverGetVersion(int *v) {
+    *v = 13000;
+    return OK;
+}
+CUresult cuDeviceGetCount(int *n) {
+    *n = 1;
+    return OK;
+}
+CUresult cuDeviceGet(CUdevice *d, int ordinal) {
+    if (ordinal != 0) return INVALID_DEVICE;
+    *d = 0;
+    return OK;
+}
+CUresult cuDeviceGetName(char *name, int len, CUdevice) {
+    std::snprintf(name, len, "CPU kernel emulator (tools/kernel-emu)");
+    return OK;
+}
+CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice) {
+    switch (attr) {
+    case 16:  // multiprocessors: few, so split-K decode sizing still splits
+        *v = 4;
+        break;
+    case 75:  // compute capability 9.0
+        *v = 9;
+        break;
+    case 76:
+        *v = 0;
+        break;
+    case 115:  // memory pools supported
+        *v = 1;
+        break;
+    default:
+        *v = 0;
+    }
+    return OK;
+}
+CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice) {
+    *bytes = size_t(16) << 30;
+    return OK;
+}
+CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
+    *total = size_t(16) << 30;
+    *free_bytes = *total - used;
+    return OK;
+}
+
+CUresult cuDevicePrimaryCtxRetain(void **ctx, CUdevice) {
+    *ctx = &context_tag;
+    return OK;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return OK; }
+CUresult cuCtxSetCurrent(void *) { return OK; }
+CUresult cuCtxGetCurrent(void **ctx) {
+    *ctx = &context_tag;
+    return OK;
+}
+CUresult cuCtxSynchronize() { return OK; }
+CUresult cuStreamCreate(void **s, unsigned) {
+    *s = nullptr;
+    return OK;
+}
+CUresult cuStreamDestroy_v2(void *) { return OK; }
+CUresult cuStreamSynchronize(void *) { return OK; }
+CUresult cuStreamWaitEvent(void *, void *, unsigned) { return OK; }
+
+CUresult cuDeviceGetDefaultMemPool(void **pool, CUdevice) {
+    *pool = &pool_tag;
+    return OK;
+}
+CUresult cuMemPoolSetAttribute(void *, int, void *) { return OK; }
+CUresult cuMemPoolGetAttribute(void *, int attr, void *value) {
+    CALL;
+    uint64_t v = attr == 8 ? used_high : attr == 7 ? used : 0;  // used high-water mark, used now
+    std::memcpy(value, &v, 8);
+    return OK;
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
+    CALL;
+    char *m = (char *)std::aligned_alloc(GUARD, GUARD + (bytes + GUARD - 1) / GUARD * GUARD + GUARD);
+    if (!m) return OUT_OF_MEMORY;
+    std::memset(m, GUARD_BYTE, GUARD);
+    std::memset(m + GUARD + bytes, GUARD_BYTE, GUARD);
+    *p = (CUdeviceptr)(m + GUARD);
+    allocations[(uintptr_t)(m + GUARD)] = bytes;
+    used += bytes;
+    used_high = used > used_high ? used : used_high;
+    return OK;
+}
+CUresult cuMemAllocAsync(CUdeviceptr *p, size_t bytes, void *) { return cuMemAlloc_v2(p, bytes); }
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    CALL;
+    auto it = allocations.find((uintptr_t)p);
+    if (it == allocations.end()) return INVALID_VALUE;
+    used -= it->second;
+    allocations.erase(it);
+    std::free((char *)p - GUARD);
+    return OK;
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, void *) { return cuMemFree_v2(p); }
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
+    std::memcpy((void *)dst, src, n);
+    return OK;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, void *) { return cuMemcpyHtoD_v2(dst, src, n); }
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
+    std::memcpy(dst, (const void *)src, n);
+    return OK;
+}
+CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, void *) { return cuMemcpyDtoH_v2(dst, src, n); }
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    std::memmove((void *)dst, (const void *)src, n);
+    return OK;
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void *) { return cuMemcpyDtoD_v2(dst, src, n); }
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    std::memset((void *)dst, v, n);
+    return OK;
+}
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void *) { return cuMemsetD8_v2(dst, v, n); }
+
+// A PTX image: its entry points are the kernels the families provide.
+CUresult cuModuleLoadData(void **module, const void *image) {
+    Module *m = new Module;
+    const char *ptx = (const char *)image;
+    for (const char *at = std::strstr(ptx, ".entry "); at; at = std::strstr(at + 1, ".entry ")) {
+        const char *name = at + 7, *end = name;
+        while (*end && *end != '(' && *end != ' ' && *end != '\n') end++;
+        m->entries.emplace_back(name, end);
+    }
+    *module = m;
+    return OK;
+}
+CUresult cuModuleUnload(void *module) {
+    delete (Module *)module;
+    return OK;
+}
+CUresult cuModuleGetFunction(void **f, void *module, const char *name) {
+    CALL;
+    bool listed = false;
+    for (const std::string &e : ((Module *)module)->entries) listed |= e == name;
+    if (!listed) return NOT_FOUND;
+    for (const Family &fam : families)
+        if (fam.has(name)) {
+            *f = new Function{name, &fam};
+            return OK;
+        }
+    std::fprintf(stderr, "emulated driver: no family provides kernel %s\n", name);
+    return NOT_FOUND;
+}
+CUresult cuFuncGetAttribute(int *v, int, void *) {
+    *v = 0;
+    return OK;
+}
+CUresult cuFuncSetAttribute(void *, int, int) { return OK; }
+
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared, void *,
+                        void **params, void **extra) {
+    CALL;
+    const Function *fn = (const Function *)f;
+    if (shared != 0 || extra != nullptr) return INVALID_VALUE;  // the kernels use static shared memory and kernelParams
+    unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+    const char *err = fn->family->launch(fn->name.c_str(), params, grid, block, ++launches);
+    if (err) {
+        std::fprintf(stderr, "emulated driver: %s: %s\n", fn->name.c_str(), err);
+        return LAUNCH_FAILED;
+    }
+    for (const auto &[addr, bytes] : allocations)
+        if (!guards_intact((const unsigned char *)addr, bytes)) {
+            std::fprintf(stderr, "emulated driver: %s wrote outside an allocation of %zu bytes\n", fn->name.c_str(), bytes);
+            return LAUNCH_FAILED;
+        }
+    return OK;
+}
+
+CUresult cuEventCreate(void **e, unsigned) {
+    *e = new Event{std::chrono::steady_clock::now()};
+    return OK;
+}
+CUresult cuEventDestroy_v2(void *e) {
+    delete (Event *)e;
+    return OK;
+}
+CUresult cuEventRecord(void *e, void *) {
+    ((Event *)e)->at = std::chrono::steady_clock::now();
+    return OK;
+}
+CUresult cuEventSynchronize(void *) { return OK; }
+CUresult cuEventQuery(void *) { return OK; }
+CUresult cuEventElapsedTime(float *ms, void *start, void *end) {
+    *ms = std::chrono::duration<float, std::milli>(((Event *)end)->at - ((Event *)start)->at).count();
+    return OK;
+}
+CUresult cuEventElapsedTime_v2(float *ms, void *start, void *end) { return cuEventElapsedTime(ms, start, end); }
+
+CUresult cuGetErrorString(CUresult r, const char **s) {
+    *s = r == LAUNCH_FAILED ? "emulated kernel failed (see stderr)" : "emulated driver error";
+    return OK;
+}
+CUresult cuGetErrorName(CUresult r, const char **s) {
+    *s = r == LAUNCH_FAILED ? "CUDA_ERROR_LAUNCH_FAILED" : "CUDA_ERROR_EMULATED";
+    return OK;
+}
+
+}  // extern "C"
