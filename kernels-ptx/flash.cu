@@ -64,6 +64,34 @@ __device__ __forceinline__ void ldmatrix_x2_trans(unsigned &r0, unsigned &r1, co
 #endif
 }
 
+// 16 bytes from global to shared memory without passing through registers
+// (cp.async, sm_80+), or 16 zero bytes when `fill` is false. Copies are
+// grouped by commit and waited for by group: wait<N> returns once at most N
+// of this thread's groups are still in flight (a __syncthreads must follow
+// before other threads read them).
+__device__ __forceinline__ void copy_async16(void *smem, const void *gmem, bool fill) {
+#ifdef KERNEL_EMULATION
+    emu::cp_async(smem, gmem, 16, fill);
+#else
+    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(fill ? 16 : 0));
+#endif
+}
+__device__ __forceinline__ void commit_copies() {
+#ifdef KERNEL_EMULATION
+    emu::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int N> __device__ __forceinline__ void wait_copies() {
+#ifdef KERNEL_EMULATION
+    emu::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
 // Four consecutive values as f32 (16-byte f32 or 8-byte bf16 loads; i is a multiple of 4).
 __device__ __forceinline__ float4 ld4(const float *p, long i) { return *reinterpret_cast<const float4 *>(p + i); }
 __device__ __forceinline__ float4 ld4(const bf16 *p, long i) {
@@ -74,7 +102,7 @@ __device__ __forceinline__ float4 ld4(const bf16 *p, long i) {
 }
 
 // Stages rows [r0, r0 + ROWS) of a [*, D] matrix as bf16 with row stride SD (zeros at and past `valid`),
-// four values per thread and step.
+// four values per thread and step; f32 sources convert on the way, so these stores are synchronous.
 template <int ROWS, int D, int SD, typename T>
 __device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0, int valid) {
     for (int e = threadIdx.x; e < ROWS * D / 4; e += blockDim.x) {
@@ -84,15 +112,21 @@ __device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0
     }
 }
 
-// bf16 sources need no conversion: eight values (16 bytes) per thread and step.
+// bf16 sources need no conversion: copied asynchronously, 16 bytes per
+// thread and step (zero-filled at and past `valid`); wait_copies completes them.
 template <int ROWS, int D, int SD>
 __device__ __forceinline__ void stage(bf16 *dst, const bf16 *src, long base, int r0, int valid) {
     for (int e = threadIdx.x; e < ROWS * D / 8; e += blockDim.x) {
         int r = e / (D / 8), c = e % (D / 8) * 8;
-        uint4 x = r0 + r < valid ? *reinterpret_cast<const uint4 *>(src + base + (long)(r0 + r) * D + c) : make_uint4(0u, 0u, 0u, 0u);
-        *reinterpret_cast<uint4 *>(dst + r * SD + c) = x;
+        bool in = r0 + r < valid;
+        // A zero-filling copy reads nothing, but still gets an address inside the source.
+        copy_async16(dst + r * SD + c, src + base + (long)(in ? r0 + r : 0) * D + c, in);
     }
 }
+
+// Tiles in flight while the previous one is computed on: two stages when
+// both buffers fit in the 48 KB of static shared memory, else one.
+__device__ constexpr int stages_for(int tile_bytes) { return 2 * tile_bytes <= 48 * 1024 ? 2 : 1; }
 
 // Elements o and o + 1 (o even) as one packed bf16 pair.
 __device__ __forceinline__ unsigned pair_at(const float *src, long o) { return pack(src[o], src[o + 1]); }
@@ -181,7 +215,8 @@ template <int D, typename T, typename KT = T>
 __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *kv_lens, int hq, int hkv, int tq, int cap,
                           float scale) {
     constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
-    __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
+    constexpr int ST = stages_for(2 * BK * SD * 2);
+    __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv), kv_len = kv_lens[b];
     int tile = gridDim.x - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
@@ -194,42 +229,59 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
     int pos[2] = {kv_len - tq + row0 + g, kv_len - tq + row0 + g + 8};
     float sl2 = scale * LOG2E;
     int last = min(kv_len, kv_len - tq + (tile + 1) * FWD_ROWS);  // keys any query of this block can see
-    for (int j0 = 0; j0 < last; j0 += BK) {
-        __syncthreads();
-        stage<BK, D, SD>(ks, k, kbase, j0, kv_len);
-        stage<BK, D, SD>(vs, v, kbase, j0, kv_len);
-        __syncthreads();
-        if (j0 > kv_len - tq + row0 + 15) continue;  // every key of the tile is in this warp's future
-        float s[BK / 8][4];
-        rows_times_tile_t<D, SD, BK>(s, qa, ks);
-        float mx[2] = {-INFINITY, -INFINITY};
-        for (int n = 0; n < BK / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                int key = j0 + n * 8 + 2 * t + (e & 1);
-                s[n][e] = key <= pos[e >> 1] && key < kv_len ? s[n][e] * sl2 : -INFINITY;
-                mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
-            }
-        float alpha[2];
-        for (int r = 0; r < 2; r++) {
-            float m_new = fmaxf(m[r], quad_max(mx[r]));
-            float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
-            alpha[r] = exp2f(m[r] - base);
-            l[r] *= alpha[r];
-            m[r] = m_new;
-            mx[r] = base;
+    auto fetch = [&](int j) {
+        stage<BK, D, SD>(ks[j % ST], k, kbase, j * BK, kv_len);
+        stage<BK, D, SD>(vs[j % ST], v, kbase, j * BK, kv_len);
+        commit_copies();
+    };
+    int tiles = last > 0 ? (last + BK - 1) / BK : 0;
+    if (ST == 2 && tiles > 0) fetch(0);
+    for (int j = 0; j < tiles; j++) {
+        if (ST == 1) {
+            __syncthreads();  // every warp is done with the previous tile
+            fetch(j);
+            wait_copies<0>();
+        } else if (j + 1 < tiles) {
+            fetch(j + 1);  // into the buffer the previous iteration finished with
+            wait_copies<1>();
+        } else {
+            wait_copies<0>();
         }
-        for (int n = 0; n < BK / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                s[n][e] = exp2f(s[n][e] - mx[e >> 1]);
-                l[e >> 1] += s[n][e];
+        __syncthreads();
+        int j0 = j * BK;
+        if (j0 <= kv_len - tq + row0 + 15) {  // else every key of the tile is in this warp's future
+            float s[BK / 8][4];
+            rows_times_tile_t<D, SD, BK>(s, qa, ks[j % ST]);
+            float mx[2] = {-INFINITY, -INFINITY};
+            for (int n = 0; n < BK / 8; n++)
+                for (int e = 0; e < 4; e++) {
+                    int key = j0 + n * 8 + 2 * t + (e & 1);
+                    s[n][e] = key <= pos[e >> 1] && key < kv_len ? s[n][e] * sl2 : -INFINITY;
+                    mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+                }
+            float alpha[2];
+            for (int r = 0; r < 2; r++) {
+                float m_new = fmaxf(m[r], quad_max(mx[r]));
+                float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
+                alpha[r] = exp2f(m[r] - base);
+                l[r] *= alpha[r];
+                m[r] = m_new;
+                mx[r] = base;
             }
-        for (int d = 0; d < D / 8; d++) {
-            o[d][0] *= alpha[0];
-            o[d][1] *= alpha[0];
-            o[d][2] *= alpha[1];
-            o[d][3] *= alpha[1];
+            for (int n = 0; n < BK / 8; n++)
+                for (int e = 0; e < 4; e++) {
+                    s[n][e] = exp2f(s[n][e] - mx[e >> 1]);
+                    l[e >> 1] += s[n][e];
+                }
+            for (int d = 0; d < D / 8; d++) {
+                o[d][0] *= alpha[0];
+                o[d][1] *= alpha[0];
+                o[d][2] *= alpha[1];
+                o[d][3] *= alpha[1];
+            }
+            scores_times_tile<D, SD, BK>(o, s, vs[j % ST]);
         }
-        scores_times_tile<D, SD, BK>(o, s, vs);
+        if (ST == 2) __syncthreads();  // the next fetch overwrites this tile's buffer
     }
     float inv[2];
     for (int r = 0; r < 2; r++) {
@@ -249,7 +301,8 @@ template <int D, typename T>
 __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq, int hkv,
                              int tlen, float scale) {
     constexpr int SD = D + 8;
-    __shared__ __align__(16) bf16 ks[BK * SD], vs[BK * SD];
+    constexpr int ST = stages_for(2 * BK * SD * 2);
+    __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
     int tile = gridDim.x - 1 - blockIdx.x;
@@ -267,22 +320,39 @@ __device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const
     float acc[D / 8][4] = {};
     float sl2 = scale * LOG2E;
     int last = min(tlen, (tile + 1) * DQ_ROWS);
-    for (int j0 = 0; j0 < last; j0 += BK) {
+    auto fetch = [&](int j) {
+        stage<BK, D, SD>(ks[j % ST], k, kbase, j * BK, tlen);
+        stage<BK, D, SD>(vs[j % ST], v, kbase, j * BK, tlen);
+        commit_copies();
+    };
+    int tiles = (last + BK - 1) / BK;
+    if (ST == 2) fetch(0);
+    for (int j = 0; j < tiles; j++) {
+        if (ST == 1) {
+            __syncthreads();
+            fetch(j);
+            wait_copies<0>();
+        } else if (j + 1 < tiles) {
+            fetch(j + 1);
+            wait_copies<1>();
+        } else {
+            wait_copies<0>();
+        }
         __syncthreads();
-        stage<BK, D, SD>(ks, k, kbase, j0, tlen);
-        stage<BK, D, SD>(vs, v, kbase, j0, tlen);
-        __syncthreads();
-        if (j0 > row0 + 15) continue;
-        float s[BK / 8][4], dp[BK / 8][4];
-        rows_times_tile_t<D, SD, BK>(s, qa, ks);
-        rows_times_tile_t<D, SD, BK>(dp, da, vs);
-        for (int n = 0; n < BK / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                int key = j0 + n * 8 + 2 * t + (e & 1), i = row0 + g + 8 * (e >> 1);
-                float p = key <= i && i < tlen ? exp2f(s[n][e] * sl2 - lrow[e >> 1]) : 0.0f;
-                s[n][e] = p * (dp[n][e] - drow[e >> 1]);
-            }
-        scores_times_tile<D, SD, BK>(acc, s, ks);
+        int j0 = j * BK;
+        if (j0 <= row0 + 15) {
+            float s[BK / 8][4], dp[BK / 8][4];
+            rows_times_tile_t<D, SD, BK>(s, qa, ks[j % ST]);
+            rows_times_tile_t<D, SD, BK>(dp, da, vs[j % ST]);
+            for (int n = 0; n < BK / 8; n++)
+                for (int e = 0; e < 4; e++) {
+                    int key = j0 + n * 8 + 2 * t + (e & 1), i = row0 + g + 8 * (e >> 1);
+                    float p = key <= i && i < tlen ? exp2f(s[n][e] * sl2 - lrow[e >> 1]) : 0.0f;
+                    s[n][e] = p * (dp[n][e] - drow[e >> 1]);
+                }
+            scores_times_tile<D, SD, BK>(acc, s, ks[j % ST]);
+        }
+        if (ST == 2) __syncthreads();
     }
     store_rows<D>(dq, qbase, row0, tlen, acc, scale, scale);
 }
@@ -294,8 +364,9 @@ template <int D, typename T>
 __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq,
                                int hkv, int tlen, float scale) {
     constexpr int SD = D + 8, QT = D <= 64 ? 64 : 32;  // fewer score registers beside the wide dK/dV accumulators
-    __shared__ __align__(16) bf16 qs[QT * SD], dos[QT * SD];
-    __shared__ float ls[QT], ds[QT];
+    constexpr int ST = stages_for(2 * QT * SD * 2 + 2 * QT * 4);
+    __shared__ __align__(16) bf16 qs[ST][QT * SD], dos[ST][QT * SD];
+    __shared__ float ls[ST][QT], ds[ST][QT];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
     int key0 = blockIdx.x * DKDV_KEYS + warp * 16;
@@ -305,29 +376,48 @@ __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T 
     rows_as_a<D>(va, v, kbase, key0, tlen);
     float dka[D / 8][4] = {}, dva[D / 8][4] = {};
     float sl2 = scale * LOG2E;
-    int first = blockIdx.x * DKDV_KEYS;  // queries before the block's first key see none of its keys
-    for (int i0 = first - first % QT; i0 < tlen; i0 += QT) {
-        __syncthreads();
-        stage<QT, D, SD>(qs, q, qbase, i0, tlen);
-        stage<QT, D, SD>(dos, dout, qbase, i0, tlen);
+    // Queries before the block's first key see none of its keys: start at the tile holding it.
+    int first = blockIdx.x * DKDV_KEYS / QT, tiles = (tlen + QT - 1) / QT;
+    auto fetch = [&](int i) {
+        int i0 = i * QT;
+        stage<QT, D, SD>(qs[i % ST], q, qbase, i0, tlen);
+        stage<QT, D, SD>(dos[i % ST], dout, qbase, i0, tlen);
         for (int e = threadIdx.x; e < QT; e += blockDim.x) {
-            ls[e] = i0 + e < tlen ? lse[rbase + i0 + e] * LOG2E : 0.0f;
-            ds[e] = i0 + e < tlen ? rowdot[rbase + i0 + e] : 0.0f;
+            ls[i % ST][e] = i0 + e < tlen ? lse[rbase + i0 + e] * LOG2E : 0.0f;
+            ds[i % ST][e] = i0 + e < tlen ? rowdot[rbase + i0 + e] : 0.0f;
+        }
+        commit_copies();
+    };
+    if (ST == 2 && first < tiles) fetch(first);
+    for (int i = first; i < tiles; i++) {
+        if (ST == 1) {
+            __syncthreads();
+            fetch(i);
+            wait_copies<0>();
+        } else if (i + 1 < tiles) {
+            fetch(i + 1);
+            wait_copies<1>();
+        } else {
+            wait_copies<0>();
         }
         __syncthreads();
-        if (i0 + QT - 1 < key0) continue;  // every query of the tile precedes this warp's keys
-        float s[QT / 8][4], dp[QT / 8][4];
-        rows_times_tile_t<D, SD, QT>(s, ka, qs);
-        rows_times_tile_t<D, SD, QT>(dp, va, dos);
-        for (int n = 0; n < QT / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                int c = n * 8 + 2 * t + (e & 1), i = i0 + c, j = key0 + g + 8 * (e >> 1);
-                float p = j <= i && i < tlen ? exp2f(s[n][e] * sl2 - ls[c]) : 0.0f;
-                s[n][e] = p;
-                dp[n][e] = p * (dp[n][e] - ds[c]);
-            }
-        scores_times_tile<D, SD, QT>(dva, s, dos);
-        scores_times_tile<D, SD, QT>(dka, dp, qs);
+        int i0 = i * QT;
+        if (i0 + QT - 1 >= key0) {  // else every query of the tile precedes this warp's keys
+            const float *lt = ls[i % ST], *dt = ds[i % ST];
+            float s[QT / 8][4], dp[QT / 8][4];
+            rows_times_tile_t<D, SD, QT>(s, ka, qs[i % ST]);
+            rows_times_tile_t<D, SD, QT>(dp, va, dos[i % ST]);
+            for (int n = 0; n < QT / 8; n++)
+                for (int e = 0; e < 4; e++) {
+                    int c = n * 8 + 2 * t + (e & 1), qi = i0 + c, j = key0 + g + 8 * (e >> 1);
+                    float p = j <= qi && qi < tlen ? exp2f(s[n][e] * sl2 - lt[c]) : 0.0f;
+                    s[n][e] = p;
+                    dp[n][e] = p * (dp[n][e] - dt[c]);
+                }
+            scores_times_tile<D, SD, QT>(dva, s, dos[i % ST]);
+            scores_times_tile<D, SD, QT>(dka, dp, qs[i % ST]);
+        }
+        if (ST == 2) __syncthreads();
     }
     store_rows<D>(dk, qbase, key0, tlen, dka, scale, scale);
     store_rows<D>(dv, qbase, key0, tlen, dva, 1.0f, 1.0f);

@@ -13,6 +13,6 @@ mod kernel_emu;
 use vul2safe::backend::cuda::Cuda;
 
 fn open_device() -> anyhow::Result<Cuda> {
-    anyhow::ensure!(kernel_emu::load_emulated_cuda(), "the emulated driver could not be built");
+    anyhow::ensure!(kernel_emu::load_emulated_cuda(), "no g++ to build the kernel emulator with");
     Cuda::new(0)
 }

@@ -755,7 +755,7 @@ fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     // Flash tiles with a ragged end and GQA, and a short sequence (per-row kernel).
-    for (b, hq, hkv, t, hd) in [(2, 4, 2, 37, 64), (1, 2, 1, 130, 128), (2, 2, 2, 5, 32)] {
+    for (b, hq, hkv, t, hd) in [(2, 4, 2, 37, 64), (1, 2, 1, 130, 128), (2, 2, 2, 5, 32), (1, 2, 2, 200, 64)] {
         let sh = AttnShape { batch: b, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
         let zero = vec![0; b];
         // Token-major data written into bf16 operands; the CPU gets the same rounded values.

@@ -98,6 +98,14 @@ enum class Op { Shuffle, Mma, Ldmatrix, LdmatrixTrans };
 
 constexpr size_t STACK_BYTES = 128 * 1024;
 
+// An asynchronous copy (cp.async) not yet landed.
+struct Copy {
+    void *dst;
+    const void *src;
+    unsigned bytes;
+    bool fill;
+};
+
 struct Lane {
     ucontext_t start;  // entered once, to begin the fiber on its own stack
     jmp_buf at;        // where the fiber waits; switches use _setjmp/_longjmp, no signal-mask syscalls
@@ -107,6 +115,8 @@ struct Lane {
     uint64_t in[10];
     const void *addr;
     uint64_t out[4];
+    std::vector<Copy> open;                 // cp.async since the last commit
+    std::vector<std::vector<Copy>> groups;  // committed, oldest first
 };
 
 struct Run {
@@ -118,6 +128,7 @@ struct Run {
     void (*body)(void *fn, const uint64_t *args) = nullptr;
     void *fn = nullptr;
     const uint64_t *args = nullptr;
+    uint64_t random = 0;  // the schedule's generator, also deciding when async copies land
 };
 inline Run *run;
 
@@ -248,12 +259,6 @@ inline void ldmatrix_x2(unsigned &r0, unsigned &r1, const void *row, bool trans)
     r1 = unsigned(me().out[1]);
 }
 
-inline void fiber_main() {
-    run->body(run->fn, run->args);
-    me().state = State::Done;
-    _longjmp(run->scheduler, 1);
-}
-
 inline uint64_t next_random(uint64_t &s) {
     s ^= s << 13;
     s ^= s >> 7;
@@ -261,7 +266,80 @@ inline uint64_t next_random(uint64_t &s) {
     return s;
 }
 
-// Runs one block to completion; false (with run->error set) on a deadlock or misuse.
+inline void land(const Copy &c) {
+    if (c.fill)
+        std::memcpy(c.dst, c.src, c.bytes);
+    else
+        std::memset(c.dst, 0, c.bytes);
+}
+
+// A copy lands at issue or only when waited for, at random: the first
+// catches a buffer refilled while other warps still read it, the second a
+// read before the wait.
+inline void cp_async(void *dst, const void *src, unsigned bytes, bool fill) {
+    if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 || (fill && reinterpret_cast<uintptr_t>(src) % bytes != 0))
+        return fail("cp.async addresses must be aligned to the copy size");
+    Copy c{dst, src, bytes, fill};
+    if (next_random(run->random) & 1)
+        land(c);
+    else
+        me().open.push_back(c);
+}
+inline void cp_async_commit() {
+    me().groups.push_back(std::move(me().open));
+    me().open.clear();
+}
+// Lands all but the newest `pending` committed groups.
+inline void cp_async_wait(int pending) {
+    std::vector<std::vector<Copy>> &g = me().groups;
+    while ((int)g.size() > pending) {
+        for (const Copy &c : g.front()) land(c);
+        g.erase(g.begin());
+    }
+}
+
+inline void fiber_main() {
+    run->body(run->fn, run->args);
+    me().state = State::Done;
+    _longjmp(run->scheduler, 1);
+}
+
+// Resumes lane i until it waits or finishes; false once the kernel misused something.
+inline bool resume(unsigned i) {
+    Lane &l = run->lanes[i];
+    run->current = i;
+    threadIdx = {i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y)};
+    if (!_setjmp(run->scheduler)) {
+        if (l.started) {
+            _longjmp(l.at, 1);
+        } else {
+            l.started = true;
+            ucontext_t unused;  // the fiber comes back through run->scheduler
+            swapcontext(&unused, &l.start);
+        }
+    }
+    return run->error.empty();
+}
+
+// Evaluates warp w's collective once all its lanes wait at it; true if it did.
+inline bool resolve_if_full(unsigned w) {
+    Lane *lanes = &run->lanes[w * 32];
+    for (unsigned l = 0; l < 32; l++)
+        if (lanes[l].state != State::AtWarp) return false;
+    resolve(lanes);
+    for (unsigned l = 0; l < 32; l++) lanes[l].state = State::Ready;
+    return true;
+}
+
+template <typename V> inline void shuffle(V &v, uint64_t &seed) {
+    for (size_t i = v.size(); i > 1; i--) std::swap(v[i - 1], v[next_random(seed) % i]);
+}
+
+// Runs one block to completion; false (with run->error set) on a deadlock or
+// misuse. Between barriers, either every lane advances one step at a time
+// (warps in lockstep) or one warp at a time runs until it reaches the barrier
+// (warps as far apart as they can be), chosen per barrier interval at random:
+// the two extremes of what hardware may do, so a race shows under one.
 inline bool run_block(unsigned threads, uint64_t &seed) {
     std::vector<Lane> &lanes = run->lanes;
     for (unsigned i = 0; i < threads; i++) {
@@ -272,50 +350,53 @@ inline bool run_block(unsigned threads, uint64_t &seed) {
         l.start.uc_link = nullptr;
         makecontext(&l.start, fiber_main, 0);
         l.started = false;
+        l.open.clear();
+        l.groups.clear();
         l.state = State::Ready;
     }
-    std::vector<unsigned> order(threads);
+    unsigned warps = threads / 32;
+    std::vector<unsigned> order(threads), warp_order(warps), lane_order(32);
     for (unsigned i = 0; i < threads; i++) order[i] = i;
+    for (unsigned w = 0; w < warps; w++) warp_order[w] = w;
+    for (unsigned l = 0; l < 32; l++) lane_order[l] = l;
     for (;;) {
-        for (unsigned i = threads - 1; i > 0; i--) std::swap(order[i], order[next_random(seed) % (i + 1)]);
-        bool ran = false;
-        for (unsigned i : order) {
-            if (lanes[i].state != State::Ready) continue;
-            run->current = i;
-            threadIdx = {i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y)};
-            if (!_setjmp(run->scheduler)) {
-                if (lanes[i].started) {
-                    _longjmp(lanes[i].at, 1);
-                } else {
-                    lanes[i].started = true;
-                    ucontext_t unused;  // the fiber comes back through run->scheduler
-                    swapcontext(&unused, &lanes[i].start);
-                }
-            }
-            if (!run->error.empty()) return false;
-            ran = true;
-        }
-        if (ran) continue;
-        bool released = false, any_left = false, warp_stuck = false;
-        for (unsigned w = 0; w * 32 < threads; w++) {
-            unsigned at = 0, width = std::min(32u, threads - w * 32);
-            for (unsigned l = 0; l < width; l++) at += lanes[w * 32 + l].state == State::AtWarp;
-            if (at == 32) {
-                resolve(&lanes[w * 32]);
+        if (next_random(seed) & 1) {
+            shuffle(order, seed);
+            for (bool ran = true; ran;) {
+                ran = false;
+                for (unsigned i : order)
+                    if (lanes[i].state == State::Ready) {
+                        if (!resume(i)) return false;
+                        ran = true;
+                    }
+                for (unsigned w = 0; w < warps; w++) ran |= resolve_if_full(w);
                 if (!run->error.empty()) return false;
-                for (unsigned l = 0; l < 32; l++) lanes[w * 32 + l].state = State::Ready;
-                released = true;
-            } else if (at > 0) {
-                warp_stuck = true;
             }
+        } else {
+            shuffle(warp_order, seed);
+            for (unsigned w : warp_order)
+                for (bool ran = true; ran;) {
+                    ran = false;
+                    shuffle(lane_order, seed);
+                    for (unsigned l : lane_order)
+                        if (lanes[w * 32 + l].state == State::Ready) {
+                            if (!resume(w * 32 + l)) return false;
+                            ran = true;
+                        }
+                    ran |= resolve_if_full(w);
+                    if (!run->error.empty()) return false;
+                }
         }
-        if (released) continue;
-        for (unsigned i = 0; i < threads; i++) any_left |= lanes[i].state != State::Done;
+        // Nothing can run: every lane is done, at the barrier, or stuck at a collective.
+        bool any_left = false;
+        for (unsigned i = 0; i < threads; i++) {
+            if (lanes[i].state == State::AtWarp) {
+                fail("a warp collective was reached by only part of its warp (exited, diverged, or at __syncthreads)");
+                return false;
+            }
+            any_left |= lanes[i].state != State::Done;
+        }
         if (!any_left) return true;
-        if (warp_stuck) {
-            fail("a warp collective was reached by only part of its warp (exited, diverged, or at __syncthreads)");
-            return false;
-        }
         for (unsigned i = 0; i < threads; i++)
             if (lanes[i].state == State::AtBarrier) lanes[i].state = State::Ready;
     }
@@ -396,6 +477,7 @@ inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *
     blockDim = {block[0], block[1], block[2]};
     gridDim = {grid[0], grid[1], grid[2]};
     seed = seed * 0x9E3779B97F4A7C15ull + 1;
+    r.random = seed ^ 0x5DEECE66Dull;
     for (unsigned z = 0; z < grid[2]; z++)
         for (unsigned y = 0; y < grid[1]; y++)
             for (unsigned x = 0; x < grid[0]; x++) {
