@@ -121,27 +121,60 @@ fn families() -> Vec<String> {
     names.into_iter().collect()
 }
 
-/// Loads the emulated CUDA driver and cuBLAS (tools/kernel-emu/driver.cpp,
-/// cublas.cpp) in place of the real ones, with every kernel family behind
-/// them: afterwards `Cuda::new(0)` opens the emulator. True once loaded;
-/// false (after printing why) when g++ is not installed. A build that fails
-/// is a test failure, never a skip.
-pub fn load_emulated_cuda() -> bool {
-    static LOADED: OnceLock<Result<bool, String>> = OnceLock::new();
-    let r = LOADED.get_or_init(|| {
+/// The emulator's libraries: the driver and cuBLAS stand-ins and the kernel families.
+pub struct EmulatedCuda {
+    pub driver: PathBuf,
+    pub cublas: PathBuf,
+    pub families: Vec<PathBuf>,
+}
+
+impl EmulatedCuda {
+    /// The environment that runs a vul2safe process on the emulator:
+    /// LD_PRELOAD puts the stand-ins where cudarc looks for the real ones.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        let list: Vec<String> = self.families.iter().map(|p| p.display().to_string()).collect();
+        [("LD_PRELOAD", format!("{}:{}", self.driver.display(), self.cublas.display())), ("KERNEL_EMU_FAMILIES", list.join("\n"))]
+    }
+}
+
+/// Builds the emulator's libraries once; None when g++ is not installed. A
+/// build that fails is a test failure, never a skip.
+pub fn emulated_cuda() -> Option<&'static EmulatedCuda> {
+    static BUILT: OnceLock<Result<Option<EmulatedCuda>, String>> = OnceLock::new();
+    let r = BUILT.get_or_init(|| {
         if Command::new("g++").arg("--version").output().is_err() {
-            return Ok(false);
+            return Ok(None);
         }
-        let families = families();
-        let mut libs: Vec<Lib> = families.iter().map(|f| Lib::family(f)).collect();
+        let names = families();
+        let mut libs: Vec<Lib> = names.iter().map(|f| Lib::family(f)).collect();
         libs.push(Lib::stand_in("driver.cpp", "libcuda.so"));
         libs.push(Lib::stand_in("cublas.cpp", "libcublas.so"));
-        let built = build_all(libs)?;
-        let (family_libs, stand_ins) = built.split_at(families.len());
+        let mut built = build_all(libs)?;
+        let cublas = built.pop().expect("cublas built");
+        let driver = built.pop().expect("driver built");
+        Ok(Some(EmulatedCuda { driver, cublas, families: built }))
+    });
+    match r {
+        Ok(Some(e)) => Some(e),
+        Ok(None) => {
+            eprintln!("SKIPPED: the kernel emulator needs g++, which is not installed");
+            None
+        }
+        Err(why) => panic!("building the kernel emulator failed: {why}"),
+    }
+}
+
+/// Loads the emulated driver and cuBLAS into this process in place of the
+/// real ones, with every kernel family behind them: afterwards
+/// `Cuda::new(0)` opens the emulator. False when g++ is not installed.
+pub fn load_emulated_cuda() -> bool {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    let Some(libs) = emulated_cuda() else { return false };
+    let r = LOADED.get_or_init(|| {
         // Loaded globally under the sonames cudarc asks for, they answer its dlopen calls.
-        let driver = dlopen(&stand_ins[0], libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
-        dlopen(&stand_ins[1], libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
-        let list: String = family_libs.iter().map(|p| format!("{}\n", p.display())).collect();
+        let driver = dlopen(&libs.driver, libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
+        dlopen(&libs.cublas, libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
+        let list: String = libs.families.iter().map(|p| format!("{}\n", p.display())).collect();
         let list = CString::new(list).expect("no NUL");
         let sym = CString::new("emu_driver_init").expect("no NUL");
         // SAFETY: emu_driver_init(const char*) -> int, as driver.cpp defines it.
@@ -153,14 +186,10 @@ pub fn load_emulated_cuda() -> bool {
         if failed != 0 {
             return Err(format!("{failed} kernel families failed to load"));
         }
-        Ok(true)
+        Ok(())
     });
-    match r {
-        Ok(true) => true,
-        Ok(false) => {
-            eprintln!("SKIPPED: the kernel emulator needs g++, which is not installed");
-            false
-        }
-        Err(why) => panic!("building the kernel emulator failed: {why}"),
+    if let Err(why) = r {
+        panic!("loading the kernel emulator failed: {why}");
     }
+    true
 }

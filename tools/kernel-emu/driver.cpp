@@ -1,9 +1,11 @@
 // A CUDA driver for machines without a GPU: the subset of the driver API the
 // CUDA backend calls through cudarc, over host memory, with kernel launches
 // run by the emulated kernel families (emu.hpp). Built as libcuda.so and
-// loaded by tests/cuda_emulated.rs before the backend opens the device, so
-// the backend's own code (buffers, bf16 copies, launch arguments, dispatch)
-// runs unchanged. Everything is synchronous; one call runs at a time.
+// loaded by tests/cuda_emulated.rs before the backend opens the device (or
+// preloaded into the vul2safe binary, LD_PRELOAD, with the families listed
+// in KERNEL_EMU_FAMILIES), so the backend's own code (buffers, bf16 copies,
+// launch arguments, dispatch) runs unchanged. Everything is synchronous; one
+// call runs at a time.
 #include <dlfcn.h>
 
 #include <chrono>
@@ -75,6 +77,7 @@ bool guards_intact(const unsigned char *data, size_t bytes) {
 // Loads the kernel families, one library path per line. Returns 0, or the count that failed.
 extern "C" int emu_driver_init(const char *paths) {
     CALL;
+    families.clear();
     int failed = 0;
     std::string all(paths);
     size_t at = 0;
@@ -99,7 +102,17 @@ extern "C" int emu_driver_init(const char *paths) {
 
 extern "C" {
 
-CUresult cuInit(unsigned) { return OK; }
+// A preloaded driver finds its kernel families in the environment.
+CUresult cuInit(unsigned) {
+    const char *paths = std::getenv("KERNEL_EMU_FAMILIES");
+    bool loaded;
+    {
+        CALL;
+        loaded = !families.empty();
+    }
+    if (!loaded && paths && emu_driver_init(paths) != 0) return NOT_FOUND;
+    return OK;
+}
 CUresult cuDriverGetVersion(int *v) {
     *v = 13000;
     return OK;
