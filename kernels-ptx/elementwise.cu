@@ -41,8 +41,9 @@ template <typename T> __device__ void column_partials_add(T *out, const float *p
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
 // h16, when not null, also gets h rounded to bf16 (the down projection's
-// input); h may then be null (a matmul-only output).
-template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *up, long n, bf16 *h16) {
+// input); h may then be null (a matmul-only output). Gate and up (TI) may be
+// stored in bf16 while the rest is f32 (training's MLP projections).
+template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gate, const TI *up, long n, bf16 *h16) {
     FOR_EACH(i, n) {
         float g = ld(gate, i);
         float y = g * sigmoidf(g) * ld(up, i);
@@ -54,8 +55,8 @@ template <typename T> __device__ void swiglu_fwd(T *h, const T *gate, const T *u
 // dgate16 and dup16, when not null, also get the gradients rounded to bf16
 // (the gate and up projections' backward matmuls read those); dgate and dup
 // may then be null.
-template <typename T>
-__device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const T *gate, const T *up, long n, bf16 *dgate16, bf16 *dup16) {
+template <typename T, typename TI>
+__device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const TI *gate, const TI *up, long n, bf16 *dgate16, bf16 *dup16) {
     FOR_EACH(i, n) {
         float g = ld(gate, i), u = ld(up, i), d = ld(dh, i), s = sigmoidf(g);
         float du = d * g * s, dg = d * u * s * (1.0f + g * (1.0f - s));
@@ -86,6 +87,13 @@ __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const T *gate, const T
 
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16, bf16)
+
+// f32 activations around gate and up projections stored in bf16.
+extern "C" __global__ void swiglu_fwd_bf16in_f32(float *h, const bf16 *g, const bf16 *u, long n, bf16 *h16) { swiglu_fwd(h, g, u, n, h16); }
+extern "C" __global__ void swiglu_bwd_bf16in_f32(float *dg, float *du, const float *dh, const bf16 *g, const bf16 *u, long n, bf16 *dg16,
+                                                 bf16 *du16) {
+    swiglu_bwd(dg, du, dh, g, u, n, dg16, du16);
+}
 
 // Four values per thread and step (16-byte loads, 8-byte stores); both buffers start aligned.
 extern "C" __global__ void cast_f32_to_bf16(bf16 *out, const float *in, long n) {

@@ -137,6 +137,13 @@ pub trait Backend: Sync {
     fn zeros_attention(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
+    /// A zeroed buffer for the MLP's gate or up projection in training: a
+    /// device backend may store it in bf16, as it stores attention operands.
+    /// Only `matmul` (as the output, not accumulating), `swiglu_fwd` and
+    /// `swiglu_bwd` (as gate and up), `fill_zero` and `download` take it.
+    fn zeros_projection(&self, len: usize) -> Self::Buf {
+        self.zeros(len)
+    }
     fn upload(&self, host: &[f32]) -> Self::Buf;
     fn download(&self, buf: &Self::Buf) -> Vec<f32>;
     fn len(&self, buf: &Self::Buf) -> usize;

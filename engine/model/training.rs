@@ -150,7 +150,7 @@ impl<B: Backend> TrainState<B> {
                 lse: be.zeros(heads),
                 x_mid: be.zeros(n * d),
                 rstd2: be.zeros(n),
-                gate_up: (!recompute_mlp).then(|| (be.zeros(n * f), be.zeros(n * f))),
+                gate_up: (!recompute_mlp).then(|| (be.zeros_projection(n * f), be.zeros_projection(n * f))),
             })
             .collect();
         let scratch_mlp = if recompute_mlp { n * f } else { 0 };
@@ -161,8 +161,8 @@ impl<B: Backend> TrainState<B> {
             layers,
             ln: be.zeros_matmul_input(n * d),
             att_tok: be.zeros_matmul_input(n * qd),
-            gate: be.zeros(scratch_mlp),
-            up: be.zeros(scratch_mlp),
+            gate: be.zeros_projection(scratch_mlp),
+            up: be.zeros_projection(scratch_mlp),
             x_final: be.zeros(n * d),
             ln_f: be.zeros(n * d),
             rstd_f: be.zeros(n),

@@ -785,3 +785,34 @@ fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
         }
     }
 }
+
+#[test]
+fn bf16_mlp_projections_feed_swiglu_forward_and_backward() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let (rows, d, f) = (9, 64, 96);
+    let (x, wg, wu, dh) = (randv(&mut rng, rows * d), randv(&mut rng, f * d), randv(&mut rng, f * d), randv(&mut rng, rows * f));
+    let mm = MatMul::linear(rows, d, f);
+    // The projections are written by bf16-output matmuls into bf16 storage.
+    let (mut gate, mut up) = (g.zeros_projection(rows * f), g.zeros_projection(rows * f));
+    let gx = g.upload(&x);
+    g.matmul(&mut gate, &gx, &g.upload(&wg), mm);
+    g.matmul(&mut up, &gx, &g.upload(&wu), mm);
+    let (mut want_gate, mut want_up) = (vec![0.0; rows * f], vec![0.0; rows * f]);
+    Cpu.matmul(&mut want_gate, &x, &wg, mm);
+    Cpu.matmul(&mut want_up, &x, &wu, mm);
+    close_within("bf16 gate projection", &g, &gate, &want_gate, BF16_TOL);
+    close_within("bf16 up projection", &g, &up, &want_up, BF16_TOL);
+    // SwiGLU reads them as stored; compare with the CPU on the stored values.
+    let (stored_gate, stored_up) = (g.download(&gate), g.download(&up));
+    let (mut h, mut want_h) = (g.zeros_matmul_input(rows * f), vec![0.0; rows * f]);
+    g.swiglu_fwd(&mut h, &gate, &up);
+    Cpu.swiglu_fwd(&mut want_h, &stored_gate, &stored_up);
+    close_within("swiglu on bf16 projections", &g, &h, &want_h, BF16_TOL);
+    let (mut dg, mut du) = (g.zeros_matmul_input(rows * f), g.zeros_matmul_input(rows * f));
+    let (mut want_dg, mut want_du) = (vec![0.0; rows * f], vec![0.0; rows * f]);
+    g.swiglu_bwd(&mut dg, &mut du, &g.upload(&dh), &gate, &up);
+    Cpu.swiglu_bwd(&mut want_dg, &mut want_du, &dh, &stored_gate, &stored_up);
+    close_within("swiglu_bwd dgate on bf16 projections", &g, &dg, &want_dg, BF16_TOL);
+    close_within("swiglu_bwd dup on bf16 projections", &g, &du, &want_du, BF16_TOL);
+}

@@ -1,6 +1,6 @@
 // The cuBLAS calls the CUDA backend makes (engine/backend/cuda/gemm.rs), on
 // the CPU, for the emulated driver (driver.cpp): column-major GEMM with f32
-// or bf16 operands, f32 output and accumulation. Built as libcublas.so.
+// or bf16 operands and output, f32 accumulation. Built as libcublas.so.
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -20,18 +20,32 @@ float element(const void *p, int type, long i) {
     return f;
 }
 
+// Round to nearest even, as the tensor cores' bf16 output does.
+void store(void *p, int type, long i, float v) {
+    if (type == R_32F) {
+        static_cast<float *>(p)[i] = v;
+        return;
+    }
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    static_cast<uint16_t *>(p)[i] = uint16_t(u >> 16);
+}
+
+bool known(int type) { return type == R_32F || type == R_16BF; }
+
 // C[i + j ldc] = alpha Σ_l op(A)[i, l] op(B)[l, j] + beta C, op(A) m x k, op(B) k x n.
 cublasStatus_t gemm(int ta, int tb, int m, int n, int k, float alpha, const void *a, int atype, int lda, const void *b, int btype, int ldb,
-                    float beta, float *c, int ldc) {
-    if ((atype != R_32F && atype != R_16BF) || (btype != R_32F && btype != R_16BF)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+                    float beta, void *c, int ctype, int ldc) {
+    if (!known(atype) || !known(btype) || !known(ctype)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
     std::vector<float> ak(k);
     for (int i = 0; i < m; i++) {
         for (int l = 0; l < k; l++) ak[l] = element(a, atype, ta == N ? i + (long)l * lda : l + (long)i * lda);
         for (int j = 0; j < n; j++) {
             float acc = 0.0f;
             for (int l = 0; l < k; l++) acc += ak[l] * element(b, btype, tb == N ? l + (long)j * ldb : j + (long)l * ldb);
-            float &out = c[i + (long)j * ldc];
-            out = alpha * acc + (beta == 0.0f ? 0.0f : beta * out);
+            long at = i + (long)j * ldc;
+            store(c, ctype, at, alpha * acc + (beta == 0.0f ? 0.0f : beta * element(c, ctype, at)));
         }
     }
     return 0;
@@ -52,13 +66,12 @@ cublasStatus_t cublasSetPointerMode_v2(void *, int) { return 0; }
 
 cublasStatus_t cublasSgemm_v2(void *, int ta, int tb, int m, int n, int k, const float *alpha, const float *a, int lda, const float *b, int ldb,
                               const float *beta, float *c, int ldc) {
-    return gemm(ta, tb, m, n, k, *alpha, a, R_32F, lda, b, R_32F, ldb, *beta, c, ldc);
+    return gemm(ta, tb, m, n, k, *alpha, a, R_32F, lda, b, R_32F, ldb, *beta, c, R_32F, ldc);
 }
 
 cublasStatus_t cublasGemmEx(void *, int ta, int tb, int m, int n, int k, const void *alpha, const void *a, int atype, int lda, const void *b,
                             int btype, int ldb, const void *beta, void *c, int ctype, int ldc, int, int) {
-    if (ctype != R_32F) return 7;
-    return gemm(ta, tb, m, n, k, *(const float *)alpha, a, atype, lda, b, btype, ldb, *(const float *)beta, (float *)c, ldc);
+    return gemm(ta, tb, m, n, k, *(const float *)alpha, a, atype, lda, b, btype, ldb, *(const float *)beta, c, ctype, ldc);
 }
 
 }  // extern "C"

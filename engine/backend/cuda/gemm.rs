@@ -1,9 +1,10 @@
 //! Matrix products on cuBLAS in three math modes. Storage stays f32; `Bf16`
 //! reads both operands as bf16 (as PyTorch's autocast does: each buffer's
 //! copy is made once and kept until the buffer is written, see buf.rs) and
-//! runs cublasGemmEx with f32 accumulation and f32 output.
+//! runs cublasGemmEx with f32 accumulation and f32 output, or bf16 output
+//! into a bf16 buffer (the MLP's gate and up projections).
 
-use super::{per_element, Cuda, CudaBuf};
+use super::{per_element, Cuda, CudaBuf, Storage};
 use crate::backend::MatMul;
 use anyhow::{bail, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
@@ -43,7 +44,7 @@ fn op(transposed: bool) -> cublasOperation_t {
 
 impl Cuda {
     /// Row-major `C (+)= op(A)·op(B)`, which cuBLAS (column-major) sees as `Cᵀ = op(B)ᵀ·op(A)ᵀ`.
-    pub(crate) fn gemm(&self, c: &mut CudaSlice<f32>, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
+    pub(crate) fn gemm(&self, c: &mut Storage, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
         let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
         let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
         let beta = if mm.accumulate { 1.0f32 } else { 0.0 };
@@ -54,7 +55,16 @@ impl Cuda {
             let alpha = 1.0f32;
             let (pa, _ra) = a16.device_ptr(&self.stream);
             let (pb, _rb) = b16.device_ptr(&self.stream);
-            let (pc, _wc) = c.device_ptr_mut(&self.stream);
+            let (pc, c_type, _wc) = match c {
+                Storage::F32(d) => {
+                    let (p, w) = d.device_ptr_mut(&self.stream);
+                    (p, cudaDataType_t::CUDA_R_32F, w)
+                }
+                Storage::Bf16(d) => {
+                    let (p, w) = d.device_ptr_mut(&self.stream);
+                    (p, cudaDataType_t::CUDA_R_16BF, w)
+                }
+            };
             // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
             // the scratch copies live until the call returns and the stream orders their reuse.
             unsafe {
@@ -74,7 +84,7 @@ impl Cuda {
                     ldb,
                     &beta as *const f32 as *const c_void,
                     pc as *mut c_void,
-                    cudaDataType_t::CUDA_R_32F,
+                    c_type,
                     mm.n as i32,
                     cublasComputeType_t::CUBLAS_COMPUTE_32F,
                     cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
@@ -83,6 +93,7 @@ impl Cuda {
             .expect("cublasGemmEx (bf16)");
             return;
         }
+        let Storage::F32(c) = c else { panic!("bf16 matmul outputs exist only in bf16 math") };
         let cfg = GemmConfig {
             transa: op(mm.trans_b),
             transb: op(mm.trans_a),

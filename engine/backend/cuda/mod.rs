@@ -269,6 +269,16 @@ impl Cuda {
         Produced { f32, bf16: copy.as_ref().map_or(0, |c| self.ptr(c)), copy, keep_f32 }
     }
 
+    /// A buffer stored in bf16 in bf16 math (attention operands, KV caches,
+    /// MLP projections). Exact mode is the tight comparison with the CPU,
+    /// and the tf32 ablation keeps f32 operands: both store f32.
+    fn zeros_bf16_in_bf16_math(&self, len: usize) -> CudaBuf {
+        if self.math() != Math::Bf16 {
+            return self.zeros(len);
+        }
+        CudaBuf::new_bf16(self.stream.alloc_zeros(len.max(1)).expect("allocating a bf16 buffer"))
+    }
+
     /// Zeroed device memory for a kernel's own outputs and partials.
     pub(crate) fn scratch(&self, len: usize) -> CudaSlice<f32> {
         self.stream.alloc_zeros(len.max(1)).expect("allocating device memory")
@@ -282,6 +292,15 @@ impl Cuda {
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
         launch!(self, "column_partials_add_f32", per_element(cols), out, partial, &nb, &c);
+    }
+
+    /// The SwiGLU kernel `stem` for gate and up stored in f32 or both in
+    /// bf16 (`Backend::zeros_projection`), and their addresses.
+    fn swiglu_inputs(&self, stem: &str, gate: &CudaBuf, up: &CudaBuf) -> (String, u64, u64) {
+        let (g, u) = (gate.storage(), up.storage());
+        assert_eq!(g.is_bf16(), u.is_bf16(), "{stem}: gate and up stored differently");
+        let name = if g.is_bf16() { format!("{stem}_bf16in_f32") } else { format!("{stem}_f32") };
+        (name, self.addr(g), self.addr(u))
     }
 
     /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
@@ -339,12 +358,10 @@ impl Backend for Cuda {
         CudaBuf::new_matmul_input(self.scratch(len))
     }
     fn zeros_attention(&self, len: usize) -> CudaBuf {
-        // bf16 math only: exact mode is the tight comparison with the CPU, and
-        // the tf32 ablation keeps f32 operands around its flash kernels.
-        if self.math() != Math::Bf16 {
-            return self.zeros(len);
-        }
-        CudaBuf::new_bf16(self.stream.alloc_zeros(len.max(1)).expect("allocating an attention operand"))
+        self.zeros_bf16_in_bf16_math(len)
+    }
+    fn zeros_projection(&self, len: usize) -> CudaBuf {
+        self.zeros_bf16_in_bf16_math(len)
     }
     fn download(&self, buf: &CudaBuf) -> Vec<f32> {
         if let Some(copy) = buf.bf16_only() {
@@ -393,7 +410,7 @@ impl Backend for Cuda {
         self.fetch(&partial).iter().map(|&x| x as f64).sum()
     }
     fn matmul(&self, c: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
-        self.gemm(c.write(), a, b, mm);
+        self.gemm(c.storage_mut(), a, b, mm);
     }
     fn add_bias(&self, y: &mut CudaBuf, bias: &CudaBuf, rows: usize) {
         let (r, cols) = (rows as i64, bias.len() as i64);
@@ -570,15 +587,17 @@ impl Backend for Cuda {
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = gate.len() as i64;
+        let (name, gp, upp) = self.swiglu_inputs("swiglu_fwd", gate, up);
         let o = self.produce(h, gate.len(), false);
-        launch!(self, "swiglu_fwd_f32", per_element(n as usize), &o.f32, gate.data(), up.data(), &n, &o.bf16);
+        launch!(self, &name, per_element(n as usize), &o.f32, &gp, &upp, &n, &o.bf16);
         o.done(h);
     }
     fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
+        let (name, gp, upp) = self.swiglu_inputs("swiglu_bwd", gate, up);
         let (g, u) = (self.produce(dgate, dh.len(), false), self.produce(dup, dh.len(), false));
         let cfg = per_element(n as usize);
-        launch!(self, "swiglu_bwd_f32", cfg, &g.f32, &u.f32, dh.data(), gate.data(), up.data(), &n, &g.bf16, &u.bf16);
+        launch!(self, &name, cfg, &g.f32, &u.f32, dh.data(), &gp, &upp, &n, &g.bf16, &u.bf16);
         g.done(dgate);
         u.done(dup);
     }
