@@ -2,8 +2,9 @@
 // inputs, f32 accumulation), forward and backward. Same contract as
 // attention.cu, which stays the exact f32 path: no T x T matrix is stored, the
 // forward saves the natural-log row log-sum-exp, and the backward recomputes
-// probabilities from it in deterministic passes (dQ per query tile; dK and
-// dV per key tile and query head, then a sum over each GQA group), so no atomics.
+// probabilities from it once, per key block and query head: dK and dV, and
+// the block's share of dQ as f32 partials summed in block order (then a sum
+// over each GQA group's dK/dV), so it is deterministic, with no atomics.
 //
 // Each warp owns 16 rows. Score fragments are kept in registers and turned
 // into the A operand of the next product directly (the m16n8 accumulator
@@ -204,11 +205,10 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
 
-// Rows per block (16 per warp): the forward and dK/dV passes run 8 warps, so
-// each staged tile serves more rows; dQ, heavier in registers, runs 4.
+// Rows per block (16 per warp): the forward runs 8 warps, so each staged
+// tile serves more rows; the backward 8 (4 at head_dim 128).
 #define FWD_ROWS 128
-#define DQ_ROWS 64
-#define DKDV_KEYS 128
+#define BWD_KEYS(D) ((D) <= 64 ? 128 : 64)  // keys per backward block: its K and dS tiles fit in shared memory
 #define BK 64  // keys per staged tile
 
 template <int D, typename T, typename KT = T>
@@ -296,88 +296,62 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
         }
 }
 
-// dQ_i = scale * sum_j P_ij (dO_i . v_j - rowdot_i) k_j, one DQ_ROWS-query tile per block (training: tq == cap == kv_len).
-template <int D, typename T>
-__device__ void flash_bwd_dq(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq, int hkv,
-                             int tlen, float scale) {
-    constexpr int SD = D + 8;
-    constexpr int ST = stages_for(2 * BK * SD * 2);
-    __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
-    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    int kvh = h / (hq / hkv);
-    int tile = gridDim.x - 1 - blockIdx.x;
-    int row0 = tile * DQ_ROWS + warp * 16;
-    long rbase = ((long)b * hq + h) * tlen, qbase = rbase * D, kbase = ((long)b * hkv + kvh) * tlen * D;
-    unsigned qa[D / 16][4], da[D / 16][4];
-    rows_as_a<D>(qa, q, qbase, row0, tlen);
-    rows_as_a<D>(da, dout, qbase, row0, tlen);
-    float lrow[2], drow[2];
-    for (int r = 0; r < 2; r++) {
-        int i = row0 + g + 8 * r;
-        lrow[r] = i < tlen ? lse[rbase + i] * LOG2E : 0.0f;
-        drow[r] = i < tlen ? rowdot[rbase + i] : 0.0f;
-    }
-    float acc[D / 8][4] = {};
-    float sl2 = scale * LOG2E;
-    int last = min(tlen, (tile + 1) * DQ_ROWS);
-    auto fetch = [&](int j) {
-        stage<BK, D, SD>(ks[j % ST], k, kbase, j * BK, tlen);
-        stage<BK, D, SD>(vs[j % ST], v, kbase, j * BK, tlen);
-        commit_copies();
-    };
-    int tiles = (last + BK - 1) / BK;
-    if (ST == 2) fetch(0);
-    for (int j = 0; j < tiles; j++) {
-        if (ST == 1) {
-            __syncthreads();
-            fetch(j);
-            wait_copies<0>();
-        } else if (j + 1 < tiles) {
-            fetch(j + 1);
-            wait_copies<1>();
-        } else {
-            wait_copies<0>();
+// dQ (16-row tiles) += dSᵀ·K over the block's keys, with dS [keys, QT] and
+// K [keys, D] staged in shared memory: warp w takes query rows 16(w % 2)..
+// and D / (WARPS / 2) columns from (w / 2) on, so the QT x D tile is split
+// over the warps with no reduction between them.
+template <int D, int SD, int QT, int KEYS, int SDS>
+__device__ __forceinline__ void ds_t_times_keys(float (&acc)[2 * D * 16 / KEYS / 8][4], const bf16 *ds_t, const bf16 *ks) {
+    constexpr int WARPS = KEYS / 16, COLS = 2 * D / WARPS;
+    static_assert(QT == 32, "two 16-row query tiles, one per warp parity");
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int m0 = (warp % 2) * 16, c0 = (warp / 2) * COLS;
+    for (int n = 0; n < COLS / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int kk = 0; kk < KEYS / 16; kk++) {
+        // A[q][key] = ds_t[key][q]: transposed loads of the stored [key][q] blocks.
+        const bf16 *arow = ds_t + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SDS + m0;
+        unsigned a[4];
+        ldmatrix_x2_trans(a[0], a[2], arow);
+        ldmatrix_x2_trans(a[1], a[3], arow + 8);
+        const bf16 *brow = ks + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SD + c0;
+        for (int n = 0; n < COLS / 8; n++) {
+            unsigned b0, b1;
+            ldmatrix_x2_trans(b0, b1, brow + n * 8);
+            mma(acc[n], a, b0, b1);
         }
-        __syncthreads();
-        int j0 = j * BK;
-        if (j0 <= row0 + 15) {
-            float s[BK / 8][4], dp[BK / 8][4];
-            rows_times_tile_t<D, SD, BK>(s, qa, ks[j % ST]);
-            rows_times_tile_t<D, SD, BK>(dp, da, vs[j % ST]);
-            for (int n = 0; n < BK / 8; n++)
-                for (int e = 0; e < 4; e++) {
-                    int key = j0 + n * 8 + 2 * t + (e & 1), i = row0 + g + 8 * (e >> 1);
-                    float p = key <= i && i < tlen ? exp2f(s[n][e] * sl2 - lrow[e >> 1]) : 0.0f;
-                    s[n][e] = p * (dp[n][e] - drow[e >> 1]);
-                }
-            scores_times_tile<D, SD, BK>(acc, s, ks[j % ST]);
-        }
-        if (ST == 2) __syncthreads();
     }
-    store_rows<D>(dq, qbase, row0, tlen, acc, scale, scale);
 }
 
-// For query head h: dV_j = sum_{i >= j} P_ij dO_i;  dK_j = scale * sum P_ij (dO_i . v_j - rowdot_i) q_i,
-// written to dk/dv [B, Hq, T, D]. DKDV_KEYS keys per block and query head (so GQA groups add
-// parallelism rather than work per block); flash_group_sum adds a group's heads when it has several.
+// The whole backward for query head h in one pass over the query tiles, per
+// block of KEYS keys (so GQA groups add parallelism rather than work per
+// block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
+// dS_ij = P_ij (dO_i · v_j - rowdot_i), written to dk/dv [B, Hq, T, D]
+// (flash_group_sum adds a group's heads when it has several); and this key
+// block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block, B,
+// Hq, T, D] in f32, which flash_dq_sum adds up in block order
+// (deterministic: no atomics).
 template <int D, typename T>
-__device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot, int hq,
-                               int hkv, int tlen, float scale) {
-    constexpr int SD = D + 8, QT = D <= 64 ? 64 : 32;  // fewer score registers beside the wide dK/dV accumulators
-    constexpr int ST = stages_for(2 * QT * SD * 2 + 2 * QT * 4);
-    __shared__ __align__(16) bf16 qs[ST][QT * SD], dos[ST][QT * SD];
+__device__ void flash_bwd(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot,
+                          int hq, int hkv, int tlen, float scale) {
+    constexpr int SD = D + 8, QT = 32, KEYS = BWD_KEYS(D), SDS = QT + 8;
+    // Double-buffer the query tiles when both fit beside the K and dS tiles (all but head_dim 128).
+    constexpr int PER_STAGE = 2 * QT * SD * 2 + 2 * QT * 4, FIXED = KEYS * SD * 2 + KEYS * SDS * 2;
+    constexpr int ST = 2 * PER_STAGE + FIXED <= 48 * 1024 ? 2 : 1;
+    __shared__ __align__(16) bf16 qs[ST][QT * SD], dos[ST][QT * SD], ks[KEYS * SD], ds_t[KEYS * SDS];
     __shared__ float ls[ST][QT], ds[ST][QT];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
-    int key0 = blockIdx.x * DKDV_KEYS + warp * 16;
+    int kblock0 = blockIdx.x * KEYS, key0 = kblock0 + warp * 16;
     long kbase = ((long)b * hkv + kvh) * tlen * D, rbase = ((long)b * hq + h) * tlen, qbase = rbase * D;
+    long part = ((long)blockIdx.x * gridDim.z * hq + (long)b * hq + h) * tlen * D;  // this key block's dQ rows
     unsigned ka[D / 16][4], va[D / 16][4];
     rows_as_a<D>(ka, k, kbase, key0, tlen);
     rows_as_a<D>(va, v, kbase, key0, tlen);
     float dka[D / 8][4] = {}, dva[D / 8][4] = {};
     float sl2 = scale * LOG2E;
+    stage<KEYS, D, SD>(ks, k, kbase, kblock0, tlen);  // lands with the first query tile
     // Queries before the block's first key see none of its keys: start at the tile holding it.
-    int first = blockIdx.x * DKDV_KEYS / QT, tiles = (tlen + QT - 1) / QT;
+    int first = kblock0 / QT, tiles = (tlen + QT - 1) / QT;
     auto fetch = [&](int i) {
         int i0 = i * QT;
         stage<QT, D, SD>(qs[i % ST], q, qbase, i0, tlen);
@@ -402,7 +376,10 @@ __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T 
         }
         __syncthreads();
         int i0 = i * QT;
-        if (i0 + QT - 1 >= key0) {  // else every query of the tile precedes this warp's keys
+        // This warp's rows of dSᵀ [its 16 keys, QT queries], in bf16 (zeros
+        // where every query of the tile precedes its keys).
+        bf16 *my_ds = ds_t + (warp * 16) * SDS;
+        if (i0 + QT - 1 >= key0) {
             const float *lt = ls[i % ST], *dt = ds[i % ST];
             float s[QT / 8][4], dp[QT / 8][4];
             rows_times_tile_t<D, SD, QT>(s, ka, qs[i % ST]);
@@ -414,13 +391,44 @@ __device__ void flash_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, const T 
                     s[n][e] = p;
                     dp[n][e] = p * (dp[n][e] - dt[c]);
                 }
+            for (int n = 0; n < QT / 8; n++)
+                for (int hi = 0; hi < 2; hi++)
+                    *reinterpret_cast<unsigned *>(my_ds + (g + 8 * hi) * SDS + n * 8 + 2 * t) = pack(dp[n][2 * hi], dp[n][2 * hi + 1]);
             scores_times_tile<D, SD, QT>(dva, s, dos[i % ST]);
             scores_times_tile<D, SD, QT>(dka, dp, qs[i % ST]);
+        } else {
+            for (int n = 0; n < QT / 8; n++)
+                for (int hi = 0; hi < 2; hi++) *reinterpret_cast<unsigned *>(my_ds + (g + 8 * hi) * SDS + n * 8 + 2 * t) = 0u;
         }
-        if (ST == 2) __syncthreads();
+        __syncthreads();  // every warp's dS rows are in place
+        float acc[2 * D * 16 / KEYS / 8][4];
+        ds_t_times_keys<D, SD, QT, KEYS, SDS>(acc, ds_t, ks);
+        constexpr int COLS = 2 * D * 16 / KEYS;
+        int m0 = (warp % 2) * 16, c0 = (warp / 2) * COLS;
+        for (int n = 0; n < COLS / 8; n++)
+            for (int hi = 0; hi < 2; hi++) {
+                int qi = i0 + m0 + g + 8 * hi;
+                if (qi >= tlen) continue;
+                float *dst = dq_part + part + (long)qi * D + c0 + n * 8 + 2 * t;
+                dst[0] = acc[n][2 * hi];
+                dst[1] = acc[n][2 * hi + 1];
+            }
+        __syncthreads();  // dS and this tile's buffers are free for the next tile
     }
     store_rows<D>(dk, qbase, key0, tlen, dka, scale, scale);
     store_rows<D>(dv, qbase, key0, tlen, dva, 1.0f, 1.0f);
+}
+
+// dq[row, :] = scale · Σ over the key blocks at or before row's query of dq_part[block, row, :],
+// in block order; rows = B · Hq · T.
+template <typename T> __device__ void flash_dq_sum(T *dq, const float *part, long rows, int tlen, int d, int keys, float scale) {
+    FOR_EACH(e, rows * d) {
+        long row = e / d;
+        int blocks = (int)(row % tlen) / keys + 1;
+        float acc = 0.0f;
+        for (int kb = 0; kb < blocks; kb++) acc += part[kb * rows * d + e];
+        st(dq, e, acc * scale);
+    }
 }
 
 // out[b, g] = sum of part[b, g * group + i] over i < group, each block of `inner` values (T * D).
@@ -439,15 +447,10 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
                                                                            int hkv, int tq, int cap, float scale) {          \
         flash_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                                 \
     }                                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(DQ_ROWS * 2)                                                                 \
-        flash_bwd_dq_d##D##_##S(T *dq, const T *dout, const T *q, const T *k, const T *v, const float *lse,                   \
-                                const float *rowdot, int hq, int hkv, int t, float scale) {                                   \
-        flash_bwd_dq<D, T>(dq, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                                \
-    }                                                                                                                         \
-    extern "C" __global__ void __launch_bounds__(DKDV_KEYS * 2)                                                               \
-        flash_bwd_dkdv_d##D##_##S(T *dk, T *dv, const T *dout, const T *q, const T *k, const T *v, const float *lse,          \
-                                  const float *rowdot, int hq, int hkv, int t, float scale) {                                 \
-        flash_bwd_dkdv<D, T>(dk, dv, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                          \
+    extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
+        flash_bwd_d##D##_##S(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, \
+                             const float *rowdot, int hq, int hkv, int t, float scale) {                                      \
+        flash_bwd<D, T>(dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
@@ -459,6 +462,9 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 #define INSTANTIATE_SUM(T, S)                                                                                                 \
     extern "C" __global__ void flash_group_sum_##S(T *out, const T *part, long kv_blocks, int group, long inner) {          \
         flash_group_sum<T>(out, part, kv_blocks, group, inner);                                                               \
+    }                                                                                                                         \
+    extern "C" __global__ void flash_dq_sum_##S(T *dq, const float *part, long rows, int tlen, int d, int keys, float scale) { \
+        flash_dq_sum<T>(dq, part, rows, tlen, d, keys, scale);                                                                \
     }
 
 INSTANTIATE(32, float, f32)

@@ -14,10 +14,17 @@ fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows.div_ceil(8) as u32, y as u32, z as u32), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// Rows (queries or keys) per block of the flash kernels, as in kernels-ptx/flash.cu.
+/// Queries per block of the flash forward, as FWD_ROWS in kernels-ptx/flash.cu.
 const FLASH_FWD_ROWS: usize = 128;
-const FLASH_DQ_ROWS: usize = 64;
-const FLASH_DKDV_KEYS: usize = 128;
+
+/// Keys per block of the flash backward, as BWD_KEYS in kernels-ptx/flash.cu.
+fn flash_bwd_keys(head_dim: usize) -> usize {
+    if head_dim <= 64 {
+        128
+    } else {
+        64
+    }
+}
 
 /// One block of `block_rows / 16` warps per `block_rows` rows of a flash kernel, on a `(heads, batch)` grid.
 fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) -> LaunchConfig {
@@ -174,29 +181,34 @@ impl Cuda {
             launch!(self, &name("attention_bwd_dkdv"), cfg, &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
             return;
         }
-        let cfg = per_flash_tile(sh.q_len, FLASH_DQ_ROWS, sh.q_heads, sh.batch);
-        launch!(self, &name("flash_bwd_dq"), cfg, &dq, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
-        // dK/dV per query head; a GQA group's heads are then summed.
-        let cfg = per_flash_tile(sh.q_len, FLASH_DKDV_KEYS, sh.q_heads, sh.batch);
+        // One pass: dK/dV per query head (a GQA group's heads summed after),
+        // and each key block's share of dQ in f32, added up in block order.
+        let keys = flash_bwd_keys(sh.head_dim);
+        let cfg = per_flash_tile(sh.q_len, keys, sh.q_heads, sh.batch);
+        let key_blocks = sh.q_len.div_ceil(keys);
+        // SAFETY: flash_dq_sum reads, for each query, only the key blocks at or before it, all of which write it.
+        let dq_part = unsafe { self.stream.alloc::<f32>(key_blocks * rows * sh.head_dim) }.expect("allocating dQ partials");
+        let part = self.ptr(&dq_part);
         let group = sh.group();
-        if group == 1 {
-            launch!(self, &name("flash_bwd_dkdv"), cfg, &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
-            return;
-        }
-        let per_head = sh.batch * sh.q_heads * sh.q_len * sh.head_dim;
         let heads_scratch = || {
             if bf16 {
-                Storage::Bf16(self.stream.alloc_zeros(per_head).expect("allocating dK/dV scratch"))
+                Storage::Bf16(self.stream.alloc_zeros(rows * sh.head_dim).expect("allocating dK/dV scratch"))
             } else {
-                Storage::F32(self.scratch(per_head))
+                Storage::F32(self.scratch(rows * sh.head_dim))
             }
         };
-        let (dk_heads, dv_heads) = (heads_scratch(), heads_scratch());
-        let (dkh, dvh) = (self.addr(&dk_heads), self.addr(&dv_heads));
-        launch!(self, &name("flash_bwd_dkdv"), cfg, &dkh, &dvh, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let scratch = (group > 1).then(|| (heads_scratch(), heads_scratch()));
+        let (dkh, dvh) = scratch.as_ref().map_or((dk, dv), |(a, b)| (self.addr(a), self.addr(b)));
+        launch!(self, &name("flash_bwd"), cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);
+        let suffix = if bf16 { "bf16" } else { "f32" };
+        launch!(self, &format!("flash_dq_sum_{suffix}"), per_element(rows * sh.head_dim), &dq, &part, &r, &t, &d, &kb, &scale);
+        if group == 1 {
+            return;
+        }
         let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
         let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim);
-        let sum = format!("flash_group_sum_{}", if bf16 { "bf16" } else { "f32" });
+        let sum = format!("flash_group_sum_{suffix}");
         launch!(self, &sum, cfg, &dk, &dkh, &blocks, &g, &inner);
         launch!(self, &sum, cfg, &dv, &dvh, &blocks, &g, &inner);
     }
@@ -208,10 +220,10 @@ mod tests {
     #[test]
     fn flash_block_rows_match_the_kernels() {
         let src = include_str!("../../../kernels-ptx/flash.cu");
-        for (name, rows) in [("FWD_ROWS", super::FLASH_FWD_ROWS), ("DQ_ROWS", super::FLASH_DQ_ROWS), ("DKDV_KEYS", super::FLASH_DKDV_KEYS)]
-        {
-            assert!(src.contains(&format!("#define {name} {rows}\n")), "flash.cu must #define {name} {rows}");
-        }
+        assert!(src.contains(&format!("#define FWD_ROWS {}\n", super::FLASH_FWD_ROWS)));
+        let (small, large) = (super::flash_bwd_keys(64), super::flash_bwd_keys(128));
+        assert_eq!(super::flash_bwd_keys(32), small);
+        assert!(src.contains(&format!("#define BWD_KEYS(D) ((D) <= 64 ? {small} : {large})")), "flash.cu's BWD_KEYS must match");
         let warp = include_str!("../../../kernels-ptx/warp_attention.cuh");
         assert!(warp.contains(&format!("#define TILE {}\n", super::DECODE_TILE)));
     }
