@@ -84,6 +84,13 @@ impl Lib {
             return Err(format!("g++ {}: {}", self.name, String::from_utf8_lossy(&out.stderr)));
         }
         std::fs::rename(&tmp, &lib).map_err(|e| e.to_string())?;
+        // Builds of older sources are never loaded again.
+        for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+            let stale = e.file_name().to_string_lossy().strip_prefix(&format!("{}-", self.name)).is_some_and(|rest| rest.ends_with(".so"));
+            if stale && e.path() != lib {
+                std::fs::remove_file(e.path()).ok();
+            }
+        }
         Ok(lib)
     }
 }
