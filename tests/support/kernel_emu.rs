@@ -37,11 +37,13 @@ impl Lib {
         for name in entries(family) {
             source += &format!("EMU_ENTRY({name})\n");
         }
-        let mut inputs = vec![cu, emu_dir().join("emu.hpp"), emu_dir().join("include/cuda_bf16.h")];
-        for e in std::fs::read_dir(repo().join("kernels-ptx")).expect("kernels-ptx/") {
-            let p = e.expect("dir entry").path();
-            if p.extension().is_some_and(|x| x == "cuh") {
-                inputs.push(p);
+        let mut inputs = vec![cu, emu_dir().join("include/cuda_bf16.h")];
+        for (dir, ext) in [(emu_dir(), "hpp"), (repo().join("kernels-ptx"), "cuh")] {
+            for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+                let p = e.expect("dir entry").path();
+                if p.extension().is_some_and(|x| x == ext) {
+                    inputs.push(p);
+                }
             }
         }
         Lib { name: family.to_string(), source, inputs, soname: None }
