@@ -2,6 +2,7 @@
 // the CPU, for the emulated driver (driver.cpp): column-major GEMM with f32
 // or bf16 operands and output, f32 accumulation. Built as libcublas.so.
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -38,6 +39,7 @@ bool known(int type) { return type == R_32F || type == R_16BF; }
 cublasStatus_t gemm(int ta, int tb, int m, int n, int k, float alpha, const void *a, int atype, int lda, const void *b, int btype, int ldb,
                     float beta, void *c, int ctype, int ldc) {
     if (!known(atype) || !known(btype) || !known(ctype)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+    if (std::getenv("KERNEL_EMU_DRY_RUN")) return 0;  // driver.cpp's dry run: host work only
     std::vector<float> ak(k);
     for (int i = 0; i < m; i++) {
         for (int l = 0; l < k; l++) ak[l] = element(a, atype, ta == N ? i + (long)l * lda : l + (long)i * lda);
