@@ -57,9 +57,10 @@ struct Event {
 constexpr size_t GUARD = 256;  // keeps the 256-byte alignment the driver promises
 constexpr unsigned char GUARD_BYTE = 0xA5;
 
-// KERNEL_EMU_DRY_RUN: launches and large memsets do nothing and fresh
-// allocations of up to 64 KB read as zeros (so sampled tokens are 0 and the
-// host logic proceeds), which times the engine's own host work per step.
+// KERNEL_EMU_DRY_RUN: launches, device-to-device copies and large memsets
+// (the GPU's own work) do nothing, and fresh allocations of up to 64 KB read
+// as zeros (so sampled tokens are 0 and the host logic proceeds): this
+// times the engine's own host work per step.
 const bool dry_run = std::getenv("KERNEL_EMU_DRY_RUN") != nullptr;
 constexpr size_t DRY_RUN_ZEROED = 65536;
 
@@ -232,6 +233,7 @@ CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
 }
 CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, void *) { return cuMemcpyDtoH_v2(dst, src, n); }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    if (dry_run) return OK;
     std::memmove((void *)dst, (const void *)src, n);
     return OK;
 }
