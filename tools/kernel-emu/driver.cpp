@@ -7,6 +7,9 @@
 // launch arguments, dispatch) runs unchanged. Everything is synchronous; one
 // call runs at a time.
 #include <dlfcn.h>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include <chrono>
 #include <cstdint>
@@ -72,10 +75,34 @@ size_t used = 0, used_high = 0;
 uint64_t launches = 0;
 int pool_tag, context_tag;
 
+// Under AddressSanitizer (tools/kernel-emu/run --asan) the guards are
+// poisoned too, so a kernel touching them, read or write, is reported there.
+void poison_guards(char *data, size_t bytes, bool poison) {
+#if defined(__SANITIZE_ADDRESS__)
+    if (poison) {
+        ASAN_POISON_MEMORY_REGION(data - GUARD, GUARD);
+        ASAN_POISON_MEMORY_REGION(data + bytes, GUARD);
+    } else {
+        ASAN_UNPOISON_MEMORY_REGION(data - GUARD, GUARD);
+        ASAN_UNPOISON_MEMORY_REGION(data + bytes, GUARD);
+    }
+#else
+    (void)data, (void)bytes, (void)poison;
+#endif
+}
+
 bool guards_intact(const unsigned char *data, size_t bytes) {
     for (size_t i = 0; i < GUARD; i++)
         if (data[-1 - (long)i] != GUARD_BYTE || data[bytes + i] != GUARD_BYTE) return false;
     return true;
+}
+
+// The check itself reads the guards, so it unpoisons them for the read.
+bool guards_intact_unpoisoned(char *data, size_t bytes) {
+    poison_guards(data, bytes, false);
+    bool ok = guards_intact((const unsigned char *)data, bytes);
+    poison_guards(data, bytes, true);
+    return ok;
 }
 
 }  // namespace
@@ -207,6 +234,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
     std::memset(m + GUARD + bytes, GUARD_BYTE, GUARD);
     *p = (CUdeviceptr)(m + GUARD);
     allocations[(uintptr_t)(m + GUARD)] = bytes;
+    poison_guards(m + GUARD, bytes, true);
     used += bytes;
     used_high = used > used_high ? used : used_high;
     return OK;
@@ -217,6 +245,7 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
     auto it = allocations.find((uintptr_t)p);
     if (it == allocations.end()) return INVALID_VALUE;
     used -= it->second;
+    poison_guards((char *)p, it->second, false);
     allocations.erase(it);
     std::free((char *)p - GUARD);
     return OK;
@@ -298,7 +327,7 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
         return LAUNCH_FAILED;
     }
     for (const auto &[addr, bytes] : allocations)
-        if (!guards_intact((const unsigned char *)addr, bytes)) {
+        if (!guards_intact_unpoisoned((char *)addr, bytes)) {
             std::fprintf(stderr, "emulated driver: %s wrote outside an allocation of %zu bytes\n", fn->name.c_str(), bytes);
             return LAUNCH_FAILED;
         }
