@@ -9,8 +9,9 @@
 //! copy alone; its f32 data is then stale, and reading it any other way
 //! panics (a bug in the caller's plan) rather than returning old values.
 //! Attention operands (KV caches, and q/k/v, outputs and their gradients in
-//! training: `Backend::zeros_attention`) store bf16 themselves; only the ops
-//! around attention accept them.
+//! training: `Backend::zeros_attention`) and training's MLP gate/up
+//! projections (`Backend::zeros_projection`) store bf16 themselves; only the
+//! ops around attention, and matmuls and SwiGLU, accept them.
 
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -63,12 +64,13 @@ impl CudaBuf {
     }
 
     /// The f32 storage; a bf16 buffer here is a caller's bug (only attention
-    /// operands are bf16), and so is a matmul input whose values live in bf16 only.
+    /// operands and MLP projections are bf16), and so is a matmul input whose
+    /// values live in bf16 only.
     pub(crate) fn data(&self) -> &CudaSlice<f32> {
         assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         match &self.data {
             Storage::F32(d) => d,
-            Storage::Bf16(_) => panic!("a bf16 attention-operand buffer was passed to an op that takes f32 storage"),
+            Storage::Bf16(_) => panic!("a bf16 buffer (attention operand or MLP projection) was passed to an op that takes f32 storage"),
         }
     }
 
@@ -78,7 +80,7 @@ impl CudaBuf {
         self.f32_stale = false;
         match &mut self.data {
             Storage::F32(d) => d,
-            Storage::Bf16(_) => panic!("a bf16 attention-operand buffer was passed to an op that writes f32 storage"),
+            Storage::Bf16(_) => panic!("a bf16 buffer (attention operand or MLP projection) was passed to an op that writes f32 storage"),
         }
     }
 
@@ -107,7 +109,7 @@ impl CudaBuf {
         Arc::try_unwrap(h).ok()
     }
 
-    /// Either storage, for the ops that take attention operands.
+    /// Either storage, for the ops that take bf16 buffers.
     pub(crate) fn storage(&self) -> &Storage {
         assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         &self.data
