@@ -30,10 +30,10 @@ struct Lane {
     jmp_buf at;        // where the fiber waits; switches use _setjmp/_longjmp, no signal-mask syscalls
     bool started;
     State state;
-    Op op;
-    uint64_t in[10];
-    const void *addr;
-    uint64_t out[4];
+    Op op;             // the collective it waits at
+    uint64_t in[10];   // that collective's operands (registers, a shuffle's value and source lane)
+    const void *addr;  // an ldmatrix row address
+    uint64_t out[4];   // the collective's results for this lane
     std::vector<Copy> open;                 // cp.async since the last commit
     std::vector<std::vector<Copy>> groups;  // committed, oldest first
 };
@@ -68,6 +68,5 @@ inline uint64_t next_random(uint64_t &s) {
     s ^= s << 17;
     return s;
 }
-
 
 }  // namespace emu
