@@ -288,6 +288,17 @@ impl Cuda {
         self.stream.clone_dtoh(buf).expect("downloading device memory")
     }
 
+    /// The first `n` values of a kernel's output (`scratch` allocates at least one).
+    pub(crate) fn fetch_n(&self, buf: &CudaSlice<f32>, n: usize) -> Vec<f32> {
+        let mut host = self.fetch(buf);
+        host.truncate(n);
+        host
+    }
+
+    fn fetch_bf16(&self, buf: &CudaSlice<half::bf16>) -> Vec<f32> {
+        self.stream.clone_dtoh(buf).expect("downloading device memory").into_iter().map(f32::from).collect()
+    }
+
     /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
@@ -365,11 +376,11 @@ impl Backend for Cuda {
     }
     fn download(&self, buf: &CudaBuf) -> Vec<f32> {
         if let Some(copy) = buf.bf16_only() {
-            return self.stream.clone_dtoh(&*copy).expect("downloading device memory").into_iter().map(f32::from).collect();
+            return self.fetch_bf16(&copy);
         }
         match buf.storage() {
             Storage::F32(d) => self.fetch(d),
-            Storage::Bf16(d) => self.stream.clone_dtoh(d).expect("downloading device memory").into_iter().map(f32::from).collect(),
+            Storage::Bf16(d) => self.fetch_bf16(d),
         }
     }
     fn len(&self, buf: &CudaBuf) -> usize {
@@ -614,10 +625,7 @@ impl Backend for Cuda {
         let (t, v) = (self.ids(targets), vocab as i32);
         let (mut lp, mut h) = (self.scratch(targets.len()), self.scratch(targets.len()));
         launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits.data(), &mut lp, &mut h, &*t, &v);
-        let (mut lp, mut h) = (self.fetch(&lp), self.fetch(&h));
-        lp.truncate(targets.len());
-        h.truncate(targets.len());
-        (lp, h)
+        (self.fetch_n(&lp, targets.len()), self.fetch_n(&h, targets.len()))
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);

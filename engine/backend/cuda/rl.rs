@@ -30,9 +30,7 @@ impl Cuda {
         let (v, st) = (self.floats(values), self.starts(starts));
         let mut out = self.scratch(nseq);
         launch!(self, "rl_segment_sum", per_row(nseq), &mut out, &v, &st);
-        let mut host = self.fetch(&out);
-        host.truncate(nseq);
-        host
+        self.fetch_n(&out, nseq)
     }
 
     /// The instance and token reward streams (see `rl::reward::assemble`).
@@ -61,10 +59,7 @@ impl Cuda {
         let (mut inst, mut tok) = (self.scratch(n), self.scratch(n));
         let (ns, mode) = (nseq as i32, i32::from(tlr));
         launch!(self, "rl_assemble", per_row(nseq), &mut inst, &mut tok, &k, &b, &p, &i, &t, &st, &ns, &kl_coef, &mode);
-        let (mut a, mut b) = (self.fetch(&inst), self.fetch(&tok));
-        a.truncate(n);
-        b.truncate(n);
-        (a, b)
+        (self.fetch_n(&inst, n), self.fetch_n(&tok, n))
     }
 
     /// GAE advantages and returns per sequence.
@@ -76,10 +71,7 @@ impl Cuda {
         let ns = nseq as i32;
         let cfg = LaunchConfig { grid_dim: (nseq.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         launch!(self, "rl_gae", cfg, &mut adv, &mut ret, &r, &v, &st, &ns, &gamma, &lambda);
-        let (mut a, mut b) = (self.fetch(&adv), self.fetch(&ret));
-        a.truncate(n);
-        b.truncate(n);
-        (a, b)
+        (self.fetch_n(&adv, n), self.fetch_n(&ret, n))
     }
 
     /// The clipped policy loss per token (see `rl::ppo_loss::policy_token`).
@@ -125,10 +117,11 @@ impl Cuda {
             &param
         );
         let c: Vec<i32> = self.stream.clone_dtoh(&clipped).expect("downloading");
-        let (mut l, mut g) = (self.fetch(&loss), self.fetch(&dlogp));
-        l.truncate(n);
-        g.truncate(n);
-        PolicyLoss { loss: l, dlogp: g, clipped: c.into_iter().take(n).map(|x| x != 0).collect() }
+        PolicyLoss {
+            loss: self.fetch_n(&loss, n),
+            dlogp: self.fetch_n(&dlogp, n),
+            clipped: c.into_iter().take(n).map(|x| x != 0).collect(),
+        }
     }
 
     /// The clipped value loss per token: `(loss, ∂loss/∂v)`.
@@ -138,10 +131,7 @@ impl Cuda {
         let (mut loss, mut dv) = (self.scratch(n), self.scratch(n));
         let len = n as i64;
         launch!(self, "rl_value_loss", per_element(n), &mut loss, &mut dv, &dv_in, &vo, &r, &len, &eps);
-        let (mut a, mut b) = (self.fetch(&loss), self.fetch(&dv));
-        a.truncate(n);
-        b.truncate(n);
-        (a, b)
+        (self.fetch_n(&loss, n), self.fetch_n(&dv, n))
     }
 
     // The Backend trait's PPO reductions, on the kernels above.
