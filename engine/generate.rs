@@ -123,7 +123,8 @@ pub fn generate_continuous<B: Backend>(
     let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
     let mut waiting = slots..prompts.len();
     // Each row's next-token logits stay on the device; only picks come back.
-    let mut logits = be.zeros(slots * vocab);
+    // Sized by the first prefill: replaced whole when it fills every row at once.
+    let mut logits = be.zeros(0);
     let first: Vec<&[u32]> = prompts[..slots].iter().map(Vec::as_slice).collect();
     prefill_rows(be, model, &first, &(0..slots).collect::<Vec<_>>(), &mut cache, &mut logits)?;
 
@@ -214,7 +215,8 @@ fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts:
 const PREFILL_PAD_SLACK: f64 = 0.125;
 
 /// Prefills `prompts[k]` into cache row `rows[k]` and writes its next-token
-/// logits into row `rows[k]` of `logits`. Prompts of similar length share a
+/// logits into row `rows[k]` of `logits` (a buffer of every row's, allocated
+/// here on the first call). Prompts of similar length share a
 /// prefill, so a short prompt is not padded to the longest one: sorted by
 /// length, a group grows while its padding stays within `PREFILL_PAD_SLACK`
 /// of its tokens.
@@ -251,6 +253,9 @@ fn prefill_rows<B: Backend>(
         return Ok(());
     }
     let vocab = model.cfg.vocab_size;
+    if be.len(logits) < cache.batch * vocab {
+        *logits = be.zeros(cache.batch * vocab);
+    }
     for g in groups {
         let group: Vec<&[u32]> = g.iter().map(|&k| prompts[k]).collect();
         let group_rows: Vec<usize> = g.iter().map(|&k| rows[k]).collect();
