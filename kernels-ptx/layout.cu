@@ -13,23 +13,18 @@ __device__ __forceinline__ uint2 to_bf16x4(float4 x) {
     return make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
 }
 
-template <typename V>
-__device__ void to_head_major(V *dst, const V *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
-    int per_row = heads * hd4;
-    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
-        int row = k / per_row, j = k - row * per_row;
-        int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
-        dst[(((long)b * heads + h) * cap + starts[b] + t) * hd4 + d] = src[k];
-    }
-}
+// Stores a vector as it came, or four f32 rounded into a bf16 cache.
+template <typename V> __device__ __forceinline__ void put(V *dst, long i, V x) { dst[i] = x; }
+__device__ __forceinline__ void put(uint2 *dst, long i, float4 x) { dst[i] = to_bf16x4(x); }
 
-// The KV-cache write into a bf16 cache: four f32 in, four bf16 out.
-__device__ void to_head_major_to_bf16(uint2 *dst, const float4 *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
+// Into storage of src's type, or f32 into a bf16 cache (the KV-cache write).
+template <typename VD, typename VS>
+__device__ void to_head_major(VD *dst, const VS *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
     int per_row = heads * hd4;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row;
         int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
-        dst[(((long)b * heads + h) * cap + starts[b] + t) * hd4 + d] = to_bf16x4(src[k]);
+        put(dst, (((long)b * heads + h) * cap + starts[b] + t) * hd4 + d, src[k]);
     }
 }
 
@@ -63,7 +58,7 @@ INSTANTIATE(uint2, bf16)
 
 extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *src, int rows, int seq, int heads, int hd4, int cap,
                                                      const unsigned *starts) {
-    to_head_major_to_bf16(dst, src, rows, seq, heads, hd4, cap, starts);
+    to_head_major(dst, src, rows, seq, heads, hd4, cap, starts);
 }
 
 // Attention's entry and exit fused with what surrounds them: one thread per
