@@ -13,20 +13,28 @@ __device__ __forceinline__ void st(bf16 *p, long i, float v) { p[i] = __float2bf
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (long)(n); i += (long)gridDim.x * blockDim.x)
 
-// Sum of a float over a block (blockDim.x a multiple of 32, at most 1024).
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float warp_sums[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+// Reduces v over the block with `op` (blockDim.x a multiple of 32, at most
+// 1024); `identity` fills the lanes past the last warp's partial.
+template <typename T, typename Op> __device__ __forceinline__ T block_reduce(T v, Op op, T identity) {
+    __shared__ T partial[32];
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_sums[warp] = v;
+    if (lane == 0) partial[warp] = v;
     __syncthreads();
-    int warps = blockDim.x >> 5;
-    v = threadIdx.x < warps ? warp_sums[threadIdx.x] : 0.0f;
-    if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    if (threadIdx.x == 0) warp_sums[0] = v;
+    if (warp == 0) {
+        v = lane < (int)(blockDim.x >> 5) ? partial[lane] : identity;
+        for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
+        if (lane == 0) partial[0] = v;
+    }
     __syncthreads();
-    float total = warp_sums[0];
+    T out = partial[0];
     __syncthreads();
-    return total;
+    return out;
 }
+
+struct SumOp {
+    __device__ float operator()(float a, float b) const { return a + b; }
+};
+
+// Sum of a float over the block.
+__device__ __forceinline__ float block_sum(float v) { return block_reduce(v, SumOp(), 0.0f); }

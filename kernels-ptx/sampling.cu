@@ -31,25 +31,6 @@ struct MinU32 {
     __device__ unsigned operator()(unsigned a, unsigned b) const { return min(a, b); }
 };
 
-// Reduces with an idempotent op (max, min) over the block.
-template <typename T, typename Op> __device__ T block_reduce(T v, Op op) {
-    __shared__ T partial[32];
-    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        int warps = blockDim.x >> 5;
-        v = lane < warps ? partial[lane] : partial[0];
-        for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
-        if (lane == 0) partial[0] = v;
-    }
-    __syncthreads();
-    T out = partial[0];
-    __syncthreads();
-    return out;
-}
-
 // The largest key from which the measure (Σ probability when by_mass, else
 // the count) of the tokens at or above it reaches `target` (exceeds it when
 // strict). The measure only grows as the key falls, so the key is built two
@@ -173,8 +154,8 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
         mx = fmaxf(mx, x);
         mn = fminf(mn, x);
     }
-    mx = block_reduce(mx, MaxOp());
-    mn = block_reduce(mn, MinOp());
+    mx = block_reduce(mx, MaxOp(), -INFINITY);
+    mn = block_reduce(mn, MinOp(), INFINITY);
     float sum = 0.0f;
     unsigned first = 0xffffffffu;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
@@ -183,7 +164,7 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
         if (x == mx) first = min(first, (unsigned)i);
     }
     float lse = mx + logf(block_sum(sum));
-    unsigned pick = block_reduce(first, MinU32());
+    unsigned pick = block_reduce(first, MinU32(), 0xffffffffu);
     if (temperature > 0.0f) {
         unsigned lowest = order_key(mn);
         Tally kept = tally(s, vocab, lowest, lse);  // the tally at keep.key
