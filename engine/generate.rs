@@ -4,7 +4,7 @@
 //! Each sampled token comes with its log-probability, which PPO needs.
 
 use crate::backend::Backend;
-use crate::model::{KvCache, Transformer};
+use crate::model::{KvCache, StepBuffers, Transformer};
 use anyhow::{ensure, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,6 +98,9 @@ pub fn generate<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>]
 /// plain batched generation. Outputs follow `prompts`' order. Prompt `i`
 /// samples from its own random stream (`cfg.seed`, stream `i`), so what it
 /// generates does not depend on `slots` or on the other prompts.
+///
+/// Every decode step runs on the same buffers and writes the same logits
+/// buffer (`Backend::repeated`: the CUDA backend replays it as a graph).
 pub fn generate_continuous<B: Backend>(
     be: &B,
     model: &Transformer<B>,
@@ -117,14 +120,16 @@ pub fn generate_continuous<B: Backend>(
         return Ok(out);
     }
     let mut cache = KvCache::new(be, &model.cfg, slots, cap);
+    let mut step = StepBuffers::new(be, &model.cfg, slots);
     let mut rngs: Vec<ChaCha8Rng> = (0..prompts.len()).map(|i| prompt_rng(cfg.seed, i)).collect();
     let pad = prompts[0][0];
     // Which prompt each row is generating for (None: finished, nothing left to take).
     let mut owner: Vec<Option<usize>> = (0..slots).map(Some).collect();
     let mut waiting = slots..prompts.len();
     // Each row's next-token logits stay on the device; only picks come back.
-    // Sized by the first prefill: replaced whole when it fills every row at once.
-    let mut logits = be.zeros(0);
+    let mut logits = be.zeros(slots * vocab);
+    // Refilled rows' first logits, moved into `logits` after the step that overwrites that row.
+    let mut fresh: Option<B::Buf> = None;
     let first: Vec<&[u32]> = prompts[..slots].iter().map(Vec::as_slice).collect();
     prefill_rows(be, model, &first, &(0..slots).collect::<Vec<_>>(), &mut cache, &mut logits)?;
 
@@ -159,28 +164,29 @@ pub fn generate_continuous<B: Backend>(
             }
         }
         if !rows.is_empty() {
-            prefill_rows(be, model, &taken, &rows, &mut cache, &mut logits)?;
+            let fresh = fresh.get_or_insert_with(|| be.zeros(slots * vocab));
+            prefill_rows(be, model, &taken, &rows, &mut cache, fresh)?;
         }
         if owner.iter().all(Option::is_none) {
             break;
         }
-        if !advance.contains(&true) {
-            continue;
+        if advance.contains(&true) {
+            // Every row steps to keep one batch; rows that did not take a token
+            // keep their length, so the position they wrote is overwritten later.
+            let lens = cache.lens.clone();
+            be.repeated(&mut || {
+                cache.lens.clone_from(&lens);
+                model.forward_into(be, &next, 1, &mut cache, &mut step)?;
+                model.logits_into(be, &step.hidden, slots, &mut logits);
+                Ok(())
+            })?;
+            for r in (0..slots).filter(|&r| !advance[r]) {
+                cache.lens[r] = lens[r];
+            }
         }
-        // Every row steps to keep one batch; rows that did not take a token
-        // keep their length, so the position they wrote is overwritten later.
-        let lens = cache.lens.clone();
-        let hidden = model.forward_cached(be, &next, 1, &mut cache)?;
-        let stepped = model.logits(be, &hidden, slots);
-        let refilled = (0..slots).any(|r| !advance[r] && owner[r].is_some());
-        for r in (0..slots).filter(|&r| !advance[r]) {
-            cache.lens[r] = lens[r];
-        }
-        if !refilled {
-            logits = stepped;
-        } else {
-            for r in (0..slots).filter(|&r| advance[r]) {
-                be.copy_range(&mut logits, r * vocab, &stepped, r * vocab, vocab);
+        if let Some(fresh) = &fresh {
+            for &r in &rows {
+                be.copy_range(&mut logits, r * vocab, fresh, r * vocab, vocab);
             }
         }
     }
@@ -194,10 +200,17 @@ fn prompt_rng(seed: u64, i: usize) -> ChaCha8Rng {
     rng
 }
 
-/// Right-padded prefill of one prompt per cache row; returns each row's
-/// next-token logits. Pads sit after each prompt, so causal attention keeps
-/// them out of every real position, and their cache slots are reused.
-fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts: &[P], cache: &mut KvCache<B>) -> Result<B::Buf> {
+/// Right-padded prefill of one prompt per cache row; writes each row's
+/// next-token logits into `logits`. Pads sit after each prompt, so causal
+/// attention keeps them out of every real position, and their cache slots
+/// are reused.
+fn prefill<B: Backend, P: AsRef<[u32]>>(
+    be: &B,
+    model: &Transformer<B>,
+    prompts: &[P],
+    cache: &mut KvCache<B>,
+    logits: &mut B::Buf,
+) -> Result<()> {
     let (batch, d) = (prompts.len(), model.cfg.hidden_size);
     let longest = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
     let pad = prompts[0].as_ref()[0];
@@ -208,18 +221,18 @@ fn prefill<B: Backend, P: AsRef<[u32]>>(be: &B, model: &Transformer<B>, prompts:
         be.copy_range(&mut last, r * d, &hidden, (r * longest + p.as_ref().len() - 1) * d, d);
     }
     cache.lens = prompts.iter().map(|p| p.as_ref().len()).collect();
-    Ok(model.logits(be, &last, batch))
+    model.logits_into(be, &last, batch, logits);
+    Ok(())
 }
 
 /// Padding a prefill group may add, as a fraction of its real tokens.
 const PREFILL_PAD_SLACK: f64 = 0.125;
 
 /// Prefills `prompts[k]` into cache row `rows[k]` and writes its next-token
-/// logits into row `rows[k]` of `logits` (a buffer of every row's, allocated
-/// here on the first call). Prompts of similar length share a
-/// prefill, so a short prompt is not padded to the longest one: sorted by
-/// length, a group grows while its padding stays within `PREFILL_PAD_SLACK`
-/// of its tokens.
+/// logits into row `rows[k]` of `logits` (a buffer of every row's). Prompts
+/// of similar length share a prefill, so a short prompt is not padded to the
+/// longest one: sorted by length, a group grows while its padding stays
+/// within `PREFILL_PAD_SLACK` of its tokens.
 fn prefill_rows<B: Backend>(
     be: &B,
     model: &Transformer<B>,
@@ -249,13 +262,9 @@ fn prefill_rows<B: Backend>(
     // Every row of the cache, in order, in one group: prefill in place, from position 0.
     if groups.len() == 1 && rows.len() == cache.batch && rows.iter().enumerate().all(|(k, &r)| k == r) {
         cache.lens.fill(0);
-        *logits = prefill(be, model, prompts, cache)?;
-        return Ok(());
+        return prefill(be, model, prompts, cache, logits);
     }
     let vocab = model.cfg.vocab_size;
-    if be.len(logits) < cache.batch * vocab {
-        *logits = be.zeros(cache.batch * vocab);
-    }
     for g in groups {
         let group: Vec<&[u32]> = g.iter().map(|&k| prompts[k]).collect();
         let group_rows: Vec<usize> = g.iter().map(|&k| rows[k]).collect();
@@ -272,7 +281,8 @@ fn prefill_rows<B: Backend>(
 /// next-token logits, one row each.
 fn prefill_into<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<B::Buf> {
     let mut own = KvCache::new(be, &model.cfg, prompts.len(), cache.cap);
-    let logits = prefill(be, model, prompts, &mut own)?;
+    let mut logits = be.zeros(prompts.len() * model.cfg.vocab_size);
+    prefill(be, model, prompts, &mut own, &mut logits)?;
     let block = model.cfg.num_kv_heads * cache.cap * model.cfg.head_dim;
     for (dst, src) in cache.k.iter_mut().chain(cache.v.iter_mut()).zip(own.k.iter().chain(own.v.iter())) {
         for (k, &row) in rows.iter().enumerate() {

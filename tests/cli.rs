@@ -87,6 +87,7 @@ fn bad_inputs_fail_cleanly() {
     fails_with(&vul2safe(&["bench", "cpu", "--seq", "1"]), "--seq");
     fails_with(&vul2safe(&["bench", "train", "--backend", "cpu", "--shape", "small", "--profile"]), "--backend cuda");
     fails_with(&vul2safe(&["bench", "generate", "--backend", "cpu", "--shape", "small", "--profile"]), "--backend cuda");
+    fails_with(&vul2safe(&["bench", "generate", "--backend", "cpu", "--shape", "small", "--no-graphs"]), "--backend cuda");
 }
 
 #[test]

@@ -325,8 +325,13 @@ enum BenchCmd {
         new: usize,
         /// Per-kernel-family GPU time of the timed run (CUDA events; the
         /// event per launch slows a launch-bound decode, so time it without).
+        /// Decode steps then run launch by launch, not as CUDA graphs.
         #[arg(long)]
         profile: bool,
+        /// Launch each decode step's kernels one by one instead of replaying
+        /// the step as a CUDA graph (to measure what the graphs save).
+        #[arg(long)]
+        no_graphs: bool,
     },
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
@@ -597,13 +602,13 @@ fn run(cli: Cli) -> Result<()> {
             v["tflops"] = ((r.tokens_per_sec * flops / 1e12 * 10.0).round() / 10.0).into();
             println!("{v}");
         }
-        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompts, prompt_len, new, profile } } => {
+        Cmd::Bench { what: BenchCmd::Generate { backend, shape, batch, prompts, prompt_len, new, profile, no_graphs } } => {
             let prompts = prompts.unwrap_or(batch);
             if batch == 0 || prompts == 0 || prompt_len == 0 || new == 0 {
                 bail!("--batch, --prompts, --prompt-len and --new must be at least 1");
             }
-            if profile && backend != "cuda" {
-                bail!("--profile times GPU kernels: it needs --backend cuda");
+            if (profile || no_graphs) && backend != "cuda" {
+                bail!("--profile and --no-graphs are about GPU launches: they need --backend cuda");
             }
             let cfg = vul2safe::bench::named_shape(&shape)?;
             let mut v = serde_json::json!({"bench": "generate", "backend": backend, "shape": shape, "batch": batch, "prompts": prompts,
@@ -614,11 +619,16 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 "cuda" => {
                     let g = cuda("bf16")?;
+                    g.set_graphs(!no_graphs);
+                    let mut replays = 0;
                     let r = vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new, || {
+                        replays = g.graph_replays();
                         if profile {
                             g.start_profile()
                         }
                     })?;
+                    v["graphs"] = (!no_graphs && !profile).into();
+                    v["graph_steps"] = (g.graph_replays() - replays).into();
                     if profile {
                         // One "step" here is one whole generation run.
                         v["profile"] = print_profile(&g.take_profile(), "run", 1, r.secs * 1e3)?;

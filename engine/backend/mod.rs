@@ -112,6 +112,15 @@ pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     /// Waits for queued device work (a no-op on the CPU); timings call it.
     fn synchronize(&self);
+    /// Runs one step of a loop whose every step issues the same work on the
+    /// same buffers, only its token ids and lengths changing (the decode
+    /// step), so a backend may record the step once and replay it (the CUDA
+    /// backend's graphs). `step` may run more than once, so it must set up
+    /// its own host state each time; its ops write device buffers only
+    /// (nothing is downloaded or allocated inside). The default just runs it.
+    fn repeated(&self, step: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+        step()
+    }
     /// Logits the fused LM head materializes at once: small enough to stay
     /// near the caches on a CPU, large enough to fill a GPU.
     fn logits_chunk_elems(&self) -> usize;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod kv_cache;
 pub mod params;
+pub mod step_buffers;
 pub mod training;
 pub mod transformer;
 pub mod weights;
@@ -11,5 +12,6 @@ pub mod weights;
 pub use config::{Arch, ModelConfig};
 pub use kv_cache::KvCache;
 pub use params::{tensor_specs, Params, TensorSpec};
+pub use step_buffers::StepBuffers;
 pub use training::{Batch, TrainState};
 pub use transformer::Transformer;

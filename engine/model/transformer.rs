@@ -4,6 +4,7 @@
 use super::config::ModelConfig;
 use super::kv_cache::KvCache;
 use super::params::Params;
+use super::step_buffers::StepBuffers;
 use super::weights::{load_params, save_params};
 use crate::backend::{cpu::rope_tables, AttnShape, Backend, MatMul, Rope};
 use anyhow::{ensure, Context, Result};
@@ -58,11 +59,20 @@ impl<B: Backend> Transformer<B> {
     /// values to `cache` at each row's current length. Returns the final-norm
     /// hidden states `[batch * tq, hidden]`.
     pub fn forward_cached(&self, be: &B, ids: &[u32], tq: usize, cache: &mut KvCache<B>) -> Result<B::Buf> {
+        let mut bufs = StepBuffers::new(be, &self.cfg, ids.len());
+        self.forward_into(be, ids, tq, cache, &mut bufs)?;
+        Ok(bufs.hidden)
+    }
+
+    /// `forward_cached` in `bufs` (sized for `batch * tq` tokens), leaving
+    /// the hidden states in `bufs.hidden`.
+    pub fn forward_into(&self, be: &B, ids: &[u32], tq: usize, cache: &mut KvCache<B>, bufs: &mut StepBuffers<B>) -> Result<()> {
         let cfg = &self.cfg;
         let (batch, d) = (cache.batch, cfg.hidden_size);
         let (h, hkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let n = batch * tq;
         ensure!(ids.len() == n, "expected {n} token ids ({batch} rows × {tq}), got {}", ids.len());
+        ensure!(bufs.tokens == n, "step buffers for {} tokens, the forward has {n}", bufs.tokens);
         check_ids(ids, cfg.vocab_size)?;
         let need = cache.lens.iter().max().copied().unwrap_or(0) + tq;
         ensure!(need <= cache.cap, "sequence length {need} exceeds the KV cache capacity {}", cache.cap);
@@ -75,56 +85,48 @@ impl<B: Backend> Transformer<B> {
         let kv_lens: Vec<usize> = cache.lens.iter().map(|l| l + tq).collect();
         let zero_starts = vec![0usize; batch];
         let shape = AttnShape { batch, q_heads: h, kv_heads: hkv, q_len: tq, kv_cap: cache.cap, head_dim: hd };
+        let StepBuffers { x, ln, rstd, q_tok, k_tok, v_tok, q, att, gate, up, act, hidden, .. } = bufs;
 
-        let mut x = be.zeros(n * d);
-        be.embedding_fwd(&mut x, &self.params.embed, ids, d);
-        // Buffers only matmuls read between writes (see Backend::zeros_matmul_input).
-        let mut ln = be.zeros_matmul_input(n * d);
-        let mut rstd = be.zeros(n);
-        let mut q_tok = be.zeros_matmul_input(n * h * hd);
-        let mut k_tok = be.zeros(n * hkv * hd);
-        let mut v_tok = be.zeros(n * hkv * hd);
-        let mut q = be.zeros(n * h * hd);
-        let mut att = be.zeros_matmul_input(n * h * hd);
-        let mut gate = be.zeros(n * cfg.intermediate_size);
-        let mut up = be.zeros(n * cfg.intermediate_size);
-        let mut act = be.zeros_matmul_input(n * cfg.intermediate_size);
+        be.embedding_fwd(x, &self.params.embed, ids, d);
         for (l, p) in self.params.layers.iter().enumerate() {
-            be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.attn_norm, d, cfg.rms_norm_eps);
-            be.matmul(&mut q_tok, &ln, &p.wq, MatMul::linear(n, d, h * hd));
-            be.matmul(&mut k_tok, &ln, &p.wk, MatMul::linear(n, d, hkv * hd));
-            be.matmul(&mut v_tok, &ln, &p.wv, MatMul::linear(n, d, hkv * hd));
+            be.rmsnorm_fwd(ln, rstd, x, &p.attn_norm, d, cfg.rms_norm_eps);
+            be.matmul(q_tok, ln, &p.wq, MatMul::linear(n, d, h * hd));
+            be.matmul(k_tok, ln, &p.wk, MatMul::linear(n, d, hkv * hd));
+            be.matmul(v_tok, ln, &p.wv, MatMul::linear(n, d, hkv * hd));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions: &positions };
-            be.heads_from_tokens(&mut q, &mut q_tok, p.bq.as_ref(), Some(rope), batch, tq, h, hd, tq, &zero_starts);
-            be.heads_from_tokens(&mut cache.k[l], &mut k_tok, p.bk.as_ref(), Some(rope), batch, tq, hkv, hd, cache.cap, &cache.lens);
-            be.heads_from_tokens(&mut cache.v[l], &mut v_tok, p.bv.as_ref(), None, batch, tq, hkv, hd, cache.cap, &cache.lens);
-            be.attention_fwd(&mut att, None, &q, &cache.k[l], &cache.v[l], shape, &kv_lens);
+            be.heads_from_tokens(q, q_tok, p.bq.as_ref(), Some(rope), batch, tq, h, hd, tq, &zero_starts);
+            be.heads_from_tokens(&mut cache.k[l], k_tok, p.bk.as_ref(), Some(rope), batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.heads_from_tokens(&mut cache.v[l], v_tok, p.bv.as_ref(), None, batch, tq, hkv, hd, cache.cap, &cache.lens);
+            be.attention_fwd(att, None, q, &cache.k[l], &cache.v[l], shape, &kv_lens);
             // One query per row: [batch, heads, 1, hd] is already token-major.
             let att_tok = if tq == 1 {
-                &att
+                &*att
             } else {
-                be.to_token_major(&mut q_tok, &att, batch, tq, h, hd);
-                &q_tok
+                be.to_token_major(q_tok, att, batch, tq, h, hd);
+                &*q_tok
             };
-            be.matmul(&mut x, att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
-            be.rmsnorm_fwd(&mut ln, &mut rstd, &x, &p.mlp_norm, d, cfg.rms_norm_eps);
-            be.matmul(&mut gate, &ln, &p.w_gate, MatMul::linear(n, d, cfg.intermediate_size));
-            be.matmul(&mut up, &ln, &p.w_up, MatMul::linear(n, d, cfg.intermediate_size));
-            be.swiglu_fwd(&mut act, &gate, &up);
-            be.matmul(&mut x, &act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
+            be.matmul(x, att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.rmsnorm_fwd(ln, rstd, x, &p.mlp_norm, d, cfg.rms_norm_eps);
+            be.matmul(gate, ln, &p.w_gate, MatMul::linear(n, d, cfg.intermediate_size));
+            be.matmul(up, ln, &p.w_up, MatMul::linear(n, d, cfg.intermediate_size));
+            be.swiglu_fwd(act, gate, up);
+            be.matmul(x, act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
         }
         cache.lens = kv_lens;
-        // The final hidden states are copied and scored, not only multiplied.
-        let mut hidden = be.zeros(n * d);
-        be.rmsnorm_fwd(&mut hidden, &mut rstd, &x, &self.params.final_norm, d, cfg.rms_norm_eps);
-        Ok(hidden)
+        be.rmsnorm_fwd(hidden, rstd, x, &self.params.final_norm, d, cfg.rms_norm_eps);
+        Ok(())
     }
 
     /// Logits `[rows, vocab]` for `rows` final hidden states.
     pub fn logits(&self, be: &B, hidden: &B::Buf, rows: usize) -> B::Buf {
         let mut out = be.zeros(rows * self.cfg.vocab_size);
-        be.matmul(&mut out, hidden, self.head(), MatMul::linear(rows, self.cfg.hidden_size, self.cfg.vocab_size));
+        self.logits_into(be, hidden, rows, &mut out);
         out
+    }
+
+    /// `logits` into `out` (at least `rows * vocab` long).
+    pub fn logits_into(&self, be: &B, hidden: &B::Buf, rows: usize, out: &mut B::Buf) {
+        be.matmul(out, hidden, self.head(), MatMul::linear(rows, self.cfg.hidden_size, self.cfg.vocab_size));
     }
 
     /// Full-sequence logits `[batch * seq, vocab]` for equal-length rows.

@@ -816,3 +816,29 @@ fn bf16_mlp_projections_feed_swiglu_forward_and_backward() {
     close_within("swiglu_bwd dgate on bf16 projections", &g, &dg, &want_dg, BF16_TOL);
     close_within("swiglu_bwd dup on bf16 projections", &g, &du, &want_du, BF16_TOL);
 }
+
+#[test]
+fn decode_graphs_replay_exactly_what_eager_steps_compute() {
+    use vul2safe::generate::{generate_continuous, SamplingConfig};
+    let Some(g) = gpu_tensor_cores() else { return };
+    let dir = fixture_dir("qwen2_b");
+    let model = Transformer::load(&g, &dir).unwrap();
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 17, 200, 3], vec![9], vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11], vec![42, 43]];
+    // Sampled, with a stop token and two slots for four prompts, so rows
+    // finish early and take new prompts while the others keep decoding.
+    let sampled =
+        SamplingConfig { max_new_tokens: 24, temperature: 1.0, top_k: 40, seed: 11, stop_tokens: vec![7, 13], ..Default::default() };
+    let greedy = SamplingConfig { max_new_tokens: 20, ..Default::default() };
+    for cfg in [sampled, greedy] {
+        g.set_graphs(false);
+        let eager = generate_continuous(&g, &model, &prompts, 2, &cfg).unwrap();
+        g.set_graphs(true);
+        let before = g.graph_replays();
+        let graphed = generate_continuous(&g, &model, &prompts, 2, &cfg).unwrap();
+        let replays = g.graph_replays() - before;
+        let steps: usize = eager.iter().map(|e| e.tokens.len()).sum::<usize>() / 2;
+        assert_eq!(graphed, eager, "graph-replayed decode steps must compute what eager ones do");
+        // The first step records and the second captures; refills between steps keep the graph.
+        assert!(replays as usize + 4 >= steps, "{replays} of ~{steps} decode steps ran as graphs");
+    }
+}

@@ -1,6 +1,10 @@
 // The cuBLAS calls the CUDA backend makes (engine/backend/cuda/gemm.rs), on
 // the CPU, for the emulated driver (driver.cpp): column-major GEMM with f32
 // or bf16 operands and output, f32 accumulation. Built as libcublas.so.
+// While the emulated driver captures a stream, a GEMM is recorded into the
+// graph (emu_enqueue) instead of run.
+#include <dlfcn.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -35,11 +39,21 @@ void store(void *p, int type, long i, float v) {
 
 bool known(int type) { return type == R_32F || type == R_16BF; }
 
+struct Gemm {
+    int ta, tb, m, n, k;
+    float alpha;
+    const void *a;
+    int atype, lda;
+    const void *b;
+    int btype, ldb;
+    float beta;
+    void *c;
+    int ctype, ldc;
+};
+
 // C[i + j ldc] = alpha Σ_l op(A)[i, l] op(B)[l, j] + beta C, op(A) m x k, op(B) k x n.
-cublasStatus_t gemm(int ta, int tb, int m, int n, int k, float alpha, const void *a, int atype, int lda, const void *b, int btype, int ldb,
-                    float beta, void *c, int ctype, int ldc) {
-    if (!known(atype) || !known(btype) || !known(ctype)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
-    if (std::getenv("KERNEL_EMU_DRY_RUN")) return 0;  // driver.cpp's dry run: host work only
+int run(void *p) {
+    const auto [ta, tb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c, ctype, ldc] = *static_cast<const Gemm *>(p);
     std::vector<float> ak(k);
     for (int i = 0; i < m; i++) {
         for (int l = 0; l < k; l++) ak[l] = element(a, atype, ta == N ? i + (long)l * lda : l + (long)i * lda);
@@ -51,6 +65,18 @@ cublasStatus_t gemm(int ta, int tb, int m, int n, int k, float alpha, const void
         }
     }
     return 0;
+}
+
+cublasStatus_t gemm(const Gemm &g) {
+    if (!known(g.atype) || !known(g.btype) || !known(g.ctype)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
+    if (std::getenv("KERNEL_EMU_DRY_RUN")) return 0;  // driver.cpp's dry run: host work only
+    using Enqueue = int (*)(int (*)(void *), void *, void (*)(void *));
+    static const Enqueue enqueue = (Enqueue)dlsym(RTLD_DEFAULT, "emu_enqueue");
+    Gemm *owned = new Gemm(g);
+    if (enqueue && enqueue(run, owned, [](void *p) { delete static_cast<Gemm *>(p); })) return 0;
+    int r = run(owned);
+    delete owned;
+    return r;
 }
 }  // namespace
 
@@ -68,12 +94,12 @@ cublasStatus_t cublasSetPointerMode_v2(void *, int) { return 0; }
 
 cublasStatus_t cublasSgemm_v2(void *, int ta, int tb, int m, int n, int k, const float *alpha, const float *a, int lda, const float *b, int ldb,
                               const float *beta, float *c, int ldc) {
-    return gemm(ta, tb, m, n, k, *alpha, a, R_32F, lda, b, R_32F, ldb, *beta, c, R_32F, ldc);
+    return gemm({ta, tb, m, n, k, *alpha, a, R_32F, lda, b, R_32F, ldb, *beta, c, R_32F, ldc});
 }
 
 cublasStatus_t cublasGemmEx(void *, int ta, int tb, int m, int n, int k, const void *alpha, const void *a, int atype, int lda, const void *b,
                             int btype, int ldb, const void *beta, void *c, int ctype, int ldc, int, int) {
-    return gemm(ta, tb, m, n, k, *(const float *)alpha, a, atype, lda, b, btype, ldb, *(const float *)beta, c, ctype, ldc);
+    return gemm({ta, tb, m, n, k, *(const float *)alpha, a, atype, lda, b, btype, ldb, *(const float *)beta, c, ctype, ldc});
 }
 
 }  // extern "C"

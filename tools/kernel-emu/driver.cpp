@@ -6,6 +6,13 @@
 // in KERNEL_EMU_FAMILIES), so the backend's own code (buffers, bf16 copies,
 // launch arguments, dispatch) runs unchanged. Everything is synchronous; one
 // call runs at a time.
+//
+// Stream capture (CUDA graphs): while a stream captures, launches, device
+// copies, memsets and cuBLAS calls (emu_enqueue) are recorded, not run, and
+// a graph launch runs them in order. Host copies and synchronization are
+// refused there, as the real driver refuses them; so are allocation and
+// free, which the real driver would turn into graph memory nodes but which
+// the backend promises never to do in a captured step.
 #include <dlfcn.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -16,7 +23,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -30,6 +39,7 @@ enum : CUresult {
     INVALID_VALUE = 1,
     OUT_OF_MEMORY = 2,
     INVALID_DEVICE = 101,
+    CAPTURE_UNSUPPORTED = 900,
     NOT_FOUND = 500,
     LAUNCH_FAILED = 719,
 };
@@ -39,7 +49,8 @@ namespace {
 struct Family {
     void *lib;
     int (*has)(const char *);
-    const char *(*launch)(const char *, void **, const unsigned *, const unsigned *, uint64_t);
+    int (*pack)(const char *, void **, uint64_t *, int);
+    const char *(*launch)(const char *, const uint64_t *, const unsigned *, const unsigned *, uint64_t);
 };
 
 struct Function {
@@ -53,6 +64,12 @@ struct Module {
 
 struct Event {
     std::chrono::steady_clock::time_point at;
+};
+
+// Queued work: a captured graph's, run in order by a graph launch.
+using Work = std::function<CUresult()>;
+struct Graph {
+    std::vector<Work> work;
 };
 
 // Each allocation sits between guard bytes, checked after every launch, so
@@ -74,6 +91,22 @@ std::map<uintptr_t, size_t> allocations;  // data address -> bytes
 size_t used = 0, used_high = 0;
 uint64_t launches = 0;
 int pool_tag, context_tag;
+// The capture in progress on this thread: the backend captures in
+// thread-local mode, and tests run their own backends on threads of their own.
+thread_local Graph *capturing = nullptr;
+
+// Runs `w`, or records it when the stream is capturing.
+CUresult submit(Work w) {
+    if (!capturing) return w();
+    capturing->work.push_back(std::move(w));
+    return OK;
+}
+
+// What may not happen while capturing: returns the refusal, after saying so.
+CUresult refused_in_capture(const char *what) {
+    std::fprintf(stderr, "emulated driver: %s during stream capture\n", what);
+    return CAPTURE_UNSUPPORTED;
+}
 
 // Under AddressSanitizer (tools/kernel-emu/run --asan) the guards are
 // poisoned too, so a kernel touching them, read or write, is reported there.
@@ -124,13 +157,15 @@ extern "C" int emu_driver_init(const char *paths) {
         if (path.empty()) continue;
         void *lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
         auto has = lib ? (int (*)(const char *))dlsym(lib, "emu_has") : nullptr;
-        auto launch = lib ? (const char *(*)(const char *, void **, const unsigned *, const unsigned *, uint64_t))dlsym(lib, "emu_launch_params") : nullptr;
-        if (!has || !launch) {
+        auto pack = lib ? (int (*)(const char *, void **, uint64_t *, int))dlsym(lib, "emu_pack_params") : nullptr;
+        auto launch =
+            lib ? (const char *(*)(const char *, const uint64_t *, const unsigned *, const unsigned *, uint64_t))dlsym(lib, "emu_launch_args") : nullptr;
+        if (!has || !pack || !launch) {
             std::fprintf(stderr, "emulated driver: cannot load %s\n", path.c_str());
             failed++;
             continue;
         }
-        families.push_back({lib, has, launch});
+        families.push_back({lib, has, pack, launch});
     }
     return failed;
 }
@@ -204,13 +239,19 @@ CUresult cuCtxGetCurrent(void **ctx) {
     *ctx = &context_tag;
     return OK;
 }
-CUresult cuCtxSynchronize() { return OK; }
+CUresult cuCtxSynchronize() {
+    CALL;
+    return capturing ? refused_in_capture("context synchronize") : OK;
+}
 CUresult cuStreamCreate(void **s, unsigned) {
     *s = nullptr;
     return OK;
 }
 CUresult cuStreamDestroy_v2(void *) { return OK; }
-CUresult cuStreamSynchronize(void *) { return OK; }
+CUresult cuStreamSynchronize(void *) {
+    CALL;
+    return capturing ? refused_in_capture("stream synchronize") : OK;
+}
 CUresult cuStreamWaitEvent(void *, void *, unsigned) { return OK; }
 
 CUresult cuDeviceGetDefaultMemPool(void **pool, CUdevice) {
@@ -227,6 +268,7 @@ CUresult cuMemPoolGetAttribute(void *, int attr, void *value) {
 
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
     CALL;
+    if (capturing) return refused_in_capture("allocation");
     char *m = (char *)std::aligned_alloc(GUARD, GUARD + (bytes + GUARD - 1) / GUARD * GUARD + GUARD);
     if (!m) return OUT_OF_MEMORY;
     if (dry_run && bytes <= DRY_RUN_ZEROED) std::memset(m + GUARD, 0, bytes);
@@ -242,6 +284,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
 CUresult cuMemAllocAsync(CUdeviceptr *p, size_t bytes, void *) { return cuMemAlloc_v2(p, bytes); }
 CUresult cuMemFree_v2(CUdeviceptr p) {
     CALL;
+    if (capturing) return refused_in_capture("free");
     auto it = allocations.find((uintptr_t)p);
     if (it == allocations.end()) return INVALID_VALUE;
     used -= it->second;
@@ -253,25 +296,35 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 CUresult cuMemFreeAsync(CUdeviceptr p, void *) { return cuMemFree_v2(p); }
 
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
+    CALL;
+    if (capturing) return refused_in_capture("a copy from host memory");
     std::memcpy((void *)dst, src, n);
     return OK;
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, void *) { return cuMemcpyHtoD_v2(dst, src, n); }
 CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
+    CALL;
+    if (capturing) return refused_in_capture("a copy to host memory");
     std::memcpy(dst, (const void *)src, n);
     return OK;
 }
 CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, void *) { return cuMemcpyDtoH_v2(dst, src, n); }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n) {
+    CALL;
     if (dry_run) return OK;
-    std::memmove((void *)dst, (const void *)src, n);
-    return OK;
+    return submit([=] {
+        std::memmove((void *)dst, (const void *)src, n);
+        return OK;
+    });
 }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, void *) { return cuMemcpyDtoD_v2(dst, src, n); }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    CALL;
     if (dry_run && n > DRY_RUN_ZEROED) return OK;
-    std::memset((void *)dst, v, n);
-    return OK;
+    return submit([=] {
+        std::memset((void *)dst, v, n);
+        return OK;
+    });
 }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, void *) { return cuMemsetD8_v2(dst, v, n); }
 
@@ -319,19 +372,76 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     CALL;
     const Function *fn = (const Function *)f;
     if (shared != 0 || extra != nullptr) return INVALID_VALUE;  // the kernels use static shared memory and kernelParams
-    unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
     if (dry_run) return OK;
-    const char *err = fn->family->launch(fn->name.c_str(), params, grid, block, ++launches);
-    if (err) {
-        std::fprintf(stderr, "emulated driver: %s: %s\n", fn->name.c_str(), err);
-        return LAUNCH_FAILED;
-    }
-    for (const auto &[addr, bytes] : allocations)
-        if (!guards_intact_unpoisoned((char *)addr, bytes)) {
-            std::fprintf(stderr, "emulated driver: %s wrote outside an allocation of %zu bytes\n", fn->name.c_str(), bytes);
+    std::vector<uint64_t> args(64);
+    int n = fn->family->pack(fn->name.c_str(), params, args.data(), (int)args.size());
+    if (n < 0) return INVALID_VALUE;
+    args.resize(n);
+    // Arguments are packed now: a graph keeps their values, as the real one does.
+    return submit([=] {
+        unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+        const char *err = fn->family->launch(fn->name.c_str(), args.data(), grid, block, ++launches);
+        if (err) {
+            std::fprintf(stderr, "emulated driver: %s: %s\n", fn->name.c_str(), err);
             return LAUNCH_FAILED;
         }
+        for (const auto &[addr, bytes] : allocations)
+            if (!guards_intact_unpoisoned((char *)addr, bytes)) {
+                std::fprintf(stderr, "emulated driver: %s wrote outside an allocation of %zu bytes\n", fn->name.c_str(), bytes);
+                return LAUNCH_FAILED;
+            }
+        return OK;
+    });
+}
+
+CUresult cuStreamBeginCapture_v2(void *, int) {
+    CALL;
+    if (capturing) return INVALID_VALUE;
+    capturing = new Graph;
     return OK;
+}
+CUresult cuStreamEndCapture(void *, void **graph) {
+    CALL;
+    if (!capturing) return INVALID_VALUE;
+    *graph = capturing;
+    capturing = nullptr;
+    return OK;
+}
+CUresult cuStreamIsCapturing(void *, int *status) {
+    CALL;
+    *status = capturing ? 1 : 0;
+    return OK;
+}
+CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long) {
+    *exec = new Graph(*(Graph *)graph);
+    return OK;
+}
+CUresult cuGraphLaunch(void *exec, void *) {
+    CALL;
+    if (capturing) return refused_in_capture("a graph launch");
+    for (const Work &w : ((Graph *)exec)->work)
+        if (CUresult r = w(); r != OK) return r;
+    return OK;
+}
+CUresult cuGraphUpload(void *, void *) { return OK; }
+CUresult cuGraphExecDestroy(void *exec) {
+    delete (Graph *)exec;
+    return OK;
+}
+CUresult cuGraphDestroy(void *graph) {
+    delete (Graph *)graph;
+    return OK;
+}
+
+// For the emulated cuBLAS: records run(ctx) in the capture in progress and
+// returns 1 (the graph then owns ctx, freed by drop), or returns 0 when
+// nothing captures (the caller runs it now).
+int emu_enqueue(int (*run)(void *), void *ctx, void (*drop)(void *)) {
+    CALL;
+    if (!capturing) return 0;
+    std::shared_ptr<void> owned(ctx, drop);
+    capturing->work.push_back([run, owned] { return run(owned.get()) == 0 ? OK : LAUNCH_FAILED; });
+    return 1;
 }
 
 CUresult cuEventCreate(void **e, unsigned) {

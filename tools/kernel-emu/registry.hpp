@@ -1,6 +1,6 @@
 // The kernels a family library holds (EMU_ENTRY lines, which
 // tools/kernel-emu/build writes from the PTX's entry points) and the C entry
-// points the emulated driver calls: emu_has and emu_launch_params.
+// points the emulated driver calls: emu_has, emu_pack_params and emu_launch_args.
 #pragma once
 #include "schedule.hpp"
 
@@ -91,16 +91,23 @@ inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *
 // Whether this library holds kernel `name` (driver.cpp asks each family).
 extern "C" int emu_has(const char *name) { return emu::find(name) != nullptr; }
 
-// cuLaunchKernel's form: params[i] points at argument i, sized by the
-// kernel's own signature.
-extern "C" const char *emu_launch_params(const char *name, void **params, const unsigned *grid, const unsigned *block, uint64_t seed) {
+// Packs cuLaunchKernel's params (params[i] points at argument i, sized by
+// the kernel's own signature) into 64-bit words; returns how many, or -1
+// for an unknown kernel. The driver keeps packed arguments for graphs.
+extern "C" int emu_pack_params(const char *name, void **params, uint64_t *out, int room) {
+    const emu::Entry *e = emu::find(name);
+    if (!e || (int)e->signature.size() > room) return -1;
+    for (size_t i = 0; i < e->signature.size(); i++) {
+        size_t bytes = e->signature[i] == 'p' || e->signature[i] == 'l' ? 8 : 4;
+        out[i] = 0;
+        std::memcpy(&out[i], params[i], bytes);
+    }
+    return (int)e->signature.size();
+}
+
+// Runs kernel `name` on packed arguments; returns null or why it failed.
+extern "C" const char *emu_launch_args(const char *name, const uint64_t *args, const unsigned *grid, const unsigned *block, uint64_t seed) {
     const emu::Entry *e = emu::find(name);
     if (!e) return "no such kernel";
-    std::vector<uint64_t> args(e->signature.size());
-    for (size_t i = 0; i < args.size(); i++) {
-        size_t bytes = e->signature[i] == 'p' || e->signature[i] == 'l' ? 8 : 4;
-        args[i] = 0;
-        std::memcpy(&args[i], params[i], bytes);
-    }
-    return emu::launch(e, args.data(), grid, block, seed);
+    return emu::launch(e, args, grid, block, seed);
 }

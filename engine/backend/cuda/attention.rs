@@ -56,9 +56,9 @@ const DECODE_MIN_KEYS: usize = 128;
 
 /// How many key splits a decode step uses: enough blocks for `target` (two
 /// per SM) over `blocks` (rows × kv heads), each split at least
-/// `DECODE_MIN_KEYS` of the `longest` row's keys.
-fn decode_splits(target: usize, blocks: usize, longest: usize) -> usize {
-    target.div_ceil(blocks.max(1)).min(longest.div_ceil(DECODE_MIN_KEYS)).max(1)
+/// `DECODE_MIN_KEYS` of the cache's `cap` positions.
+fn decode_splits(target: usize, blocks: usize, cap: usize) -> usize {
+    target.div_ceil(blocks.max(1)).min(cap.div_ceil(DECODE_MIN_KEYS)).max(1)
 }
 
 impl Cuda {
@@ -92,7 +92,7 @@ impl Cuda {
         // The kernels skip the log-sum-exp when its address is 0.
         let lse = lse.map_or(0, |l| self.ptr(l));
         if let (1, Storage::F32(qf)) = (sh.q_len, q) {
-            return self.decode(out, out16, lse, qf, k, v, sh, &d_lens, kv_lens.iter().copied().max().unwrap_or(0));
+            return self.decode(out, out16, lse, qf, k, v, sh, d_lens.addr);
         }
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
@@ -103,35 +103,31 @@ impl Cuda {
         };
         let name = kernel_name(stem, sh.head_dim, q.is_bf16(), k.is_bf16());
         let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
-        launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &*d_lens, &hq, &hkv, &tq, &cap, &scale);
+        launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_lens.addr, &hq, &hkv, &tq, &cap, &scale);
     }
 
     /// One query per row (kernels-ptx/decode.cu): a block per (key split,
     /// kv head, row) with a warp per query head of the group; splits are
-    /// merged by a second kernel when there are several.
+    /// merged by a second kernel when there are several. Splits divide the
+    /// cache's capacity, not its longest row, so a decode step launches the
+    /// same grid with the same arguments every step (graph.rs replays it);
+    /// splits past a row's keys end at once.
     #[allow(clippy::too_many_arguments)]
-    fn decode(
-        &self,
-        out: u64,
-        out16: u64,
-        lse: u64,
-        q: &CudaSlice<f32>,
-        k: &Storage,
-        v: &Storage,
-        sh: AttnShape,
-        d_lens: &CudaSlice<u32>,
-        longest: usize,
-    ) {
+    fn decode(&self, out: u64, out16: u64, lse: u64, q: &CudaSlice<f32>, k: &Storage, v: &Storage, sh: AttnShape, d_lens: u64) {
         let group = sh.group();
         assert!(group <= 32, "decode attention runs one warp per query head of a GQA group: at most 32, got {group}");
         let rows = sh.batch * sh.q_heads;
-        let splits = decode_splits(self.sms * 2, sh.batch * sh.kv_heads, longest);
-        let chunk = longest.div_ceil(splits).next_multiple_of(DECODE_TILE).max(DECODE_TILE);
-        let splits = longest.div_ceil(chunk).max(1);
-        // SAFETY: each split writes its partials before the combine reads them.
-        let (part_o, part_ml) =
-            unsafe { (self.stream.alloc::<f32>(rows * splits * sh.head_dim), self.stream.alloc::<f32>(rows * splits * 2)) };
-        let (mut part_o, mut part_ml) = (part_o.expect("allocating decode partials"), part_ml.expect("allocating decode partials"));
+        let splits = decode_splits(self.sms * 2, sh.batch * sh.kv_heads, sh.kv_cap);
+        let chunk = sh.kv_cap.div_ceil(splits).next_multiple_of(DECODE_TILE).max(DECODE_TILE);
+        let splits = sh.kv_cap.div_ceil(chunk).max(1);
+        let mut kept = self.decode_partials.lock().expect("decode partials lock");
+        let part_len = rows * splits * (sh.head_dim + 2);
+        if kept.as_ref().is_none_or(|p| p.len() < part_len) {
+            // SAFETY: each split writes its partials before the combine reads them.
+            *kept = Some(unsafe { self.stream.alloc::<f32>(part_len) }.expect("allocating decode partials"));
+        }
+        let part = kept.as_ref().map_or(0, |p| self.ptr(p));
+        let (part_o, part_ml) = (part, part + 4 * (rows * splits * sh.head_dim) as u64);
         let (hq, hkv, cap, chunk_i, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, chunk as i32, sh.scale());
         let cfg = LaunchConfig {
             grid_dim: (splits as u32, sh.kv_heads as u32, sh.batch as u32),
@@ -140,7 +136,7 @@ impl Cuda {
         };
         let name = kernel_name("attention_decode", sh.head_dim, false, k.is_bf16());
         let (k, v) = (self.addr(k), self.addr(v));
-        launch!(self, &name, cfg, &out, &out16, &lse, &mut part_o, &mut part_ml, q, &k, &v, d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
+        launch!(self, &name, cfg, &out, &out16, &lse, &part_o, &part_ml, q, &k, &v, &d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);

@@ -4,6 +4,7 @@
 //! runs cublasGemmEx with f32 accumulation and f32 output, or bf16 output
 //! into a bf16 buffer (the MLP's gate and up projections).
 
+use super::graph::Call;
 use super::{per_element, Cuda, CudaBuf, Storage};
 use crate::backend::MatMul;
 use anyhow::{bail, Result};
@@ -48,10 +49,11 @@ impl Cuda {
         let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
         let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
         let beta = if mm.accumulate { 1.0f32 } else { 0.0 };
+        let flags = mm.trans_a as u32 | (mm.trans_b as u32) << 1 | (mm.accumulate as u32) << 2 | (c.is_bf16() as u32) << 3;
+        let mut note = self.note(|| Call::gemm(mm.m, mm.n, mm.k, flags));
         if self.math() == Math::Bf16 {
             let a16 = a.bf16(mm.m * mm.k, |x| self.bf16_copy(x, mm.m * mm.k));
             let b16 = b.bf16(mm.k * mm.n, |x| self.bf16_copy(x, mm.k * mm.n));
-            let _timed = self.timed("gemm");
             let alpha = 1.0f32;
             let (pa, _ra) = a16.device_ptr(&self.stream);
             let (pb, _rb) = b16.device_ptr(&self.stream);
@@ -65,6 +67,13 @@ impl Cuda {
                     (p, cudaDataType_t::CUDA_R_16BF, w)
                 }
             };
+            if let Some(n) = note.as_mut() {
+                [pa, pb, pc].iter().for_each(|p| n.arg(p));
+            }
+            if !self.issue(note) {
+                return;
+            }
+            let _timed = self.timed("gemm");
             // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
             // the scratch copies live until the call returns and the stream orders their reuse.
             unsafe {
@@ -106,6 +115,12 @@ impl Cuda {
             beta,
             ldc: mm.n as i32,
         };
+        if let Some(n) = note.as_mut() {
+            [b.data(), a.data(), &*c].iter().for_each(|p| n.arg(p));
+        }
+        if !self.issue(note) {
+            return;
+        }
         let _timed = self.timed("gemm");
         // SAFETY: as above.
         unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");

@@ -22,7 +22,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 pub use gemm::Math;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 const THREADS: u32 = 256;
@@ -44,6 +44,25 @@ pub struct Cuda {
     recent_ids: Mutex<Vec<RecentIds>>,
     /// Multi-tensor tables kept on the device (multi_tensor.rs).
     tables: Mutex<Vec<multi_tensor::KeptTable>>,
+    /// The decode kernel's split partials, kept so a step's launches repeat (graph.rs).
+    decode_partials: Mutex<Option<CudaSlice<f32>>>,
+    /// cuBLAS's workspace, set once: left to itself cuBLAS would allocate
+    /// one inside a captured graph.
+    _blas_workspace: CudaSlice<u8>,
+    /// A repeated step's pass in progress (graph.rs), and whether there is one.
+    pass: Mutex<Option<graph::Pass>>,
+    in_pass: AtomicBool,
+    graphs: Mutex<graph::Graphs>,
+}
+
+/// cuBLAS's workspace: what it takes on Hopper by default.
+const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
+/// An id array on the device: its address, and the upload holding it (none
+/// when it lives in a repeated step's arena, graph.rs).
+pub(crate) struct DeviceIds {
+    pub(crate) addr: u64,
+    _held: Option<Arc<CudaSlice<u32>>>,
 }
 
 /// Where a producing kernel writes (`Cuda::produce`); `done` records it on the buffer.
@@ -121,22 +140,33 @@ fn pair_args(batch: usize, seq: usize, heads: usize, head_dim: usize, cap: usize
     (pairs, [(batch * seq) as i32, seq as i32, heads as i32, head_dim as i32, cap as i32])
 }
 
+/// Launches a kernel, or in a repeated step's pass (graph.rs) notes it too.
 macro_rules! launch {
     ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let cfg = $cfg;
         let f = $self.kernel($name);
-        let _timed = $self.timed($name);
+        let mut note = $self.note(|| $crate::backend::cuda::graph::Call::launch(f.cu_function(), &cfg));
         let mut b = $self.stream.launch_builder(f);
-        $(b.arg($arg);)+
-        // SAFETY: every kernel's argument list matches its extern "C" signature
-        // in kernels-ptx/, and buffer sizes are checked by the callers.
-        unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
+        $(
+            let a = $arg;
+            if let Some(n) = note.as_mut() {
+                n.arg(&a);
+            }
+            b.arg(a);
+        )+
+        if $self.issue(note) {
+            let _timed = $self.timed($name);
+            // SAFETY: every kernel's argument list matches its extern "C" signature
+            // in kernels-ptx/, and buffer sizes are checked by the callers.
+            unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
+        }
     }};
 }
 
 mod attention;
 mod buf;
 mod gemm;
+mod graph;
 mod memory;
 mod multi_tensor;
 pub mod profile;
@@ -154,9 +184,16 @@ impl Cuda {
         // SAFETY: all work goes to one stream, so cudarc's cross-stream event
         // tracking (an event record per buffer use) buys nothing.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a graph.
+        let stream = ctx.new_stream().context("creating a CUDA stream")?;
         let pool = memory::caching_pool(&ctx)?;
         let blas = CudaBlas::new(stream.clone()).context("initializing cuBLAS")?;
+        let blas_workspace = stream.alloc_zeros::<u8>(BLAS_WORKSPACE_BYTES).context("allocating cuBLAS's workspace")?;
+        let (ws, _) = blas_workspace.device_ptr(&stream);
+        // SAFETY: the workspace lives as long as the handle (both are fields of the backend).
+        let status =
+            unsafe { cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), ws as *mut std::ffi::c_void, BLAS_WORKSPACE_BYTES) };
+        anyhow::ensure!(status == cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS, "cublasSetWorkspace: {status:?}");
         let mut kernels = HashMap::new();
         for (family, ptx) in KERNEL_PTX {
             let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(*ptx)).with_context(|| format!("loading kernel family {family}"))?;
@@ -176,6 +213,11 @@ impl Cuda {
             sms,
             recent_ids: Mutex::default(),
             tables: Mutex::default(),
+            decode_partials: Mutex::default(),
+            _blas_workspace: blas_workspace,
+            pass: Mutex::default(),
+            in_pass: AtomicBool::new(false),
+            graphs: Mutex::default(),
         };
         cuda.set_math(Math::Bf16)?;
         Ok(cuda)
@@ -210,23 +252,32 @@ impl Cuda {
         self.kernels.get(name).unwrap_or_else(|| panic!("kernel {name} is not in the embedded PTX"))
     }
 
-    /// `host` on the device, uploaded unless one of the recent uploads holds it.
-    pub(crate) fn ids(&self, host: &[u32]) -> Arc<CudaSlice<u32>> {
-        let mut recent = self.recent_ids.lock().expect("id cache lock");
-        if let Some(i) = recent.iter().position(|(h, _)| h[..] == *host) {
-            let hit = recent.remove(i);
-            let dev = hit.1.clone();
-            recent.insert(0, hit);
-            return dev;
+    /// `host` on the device: in a repeated step's arena (graph.rs), else
+    /// uploaded unless one of the recent uploads holds it.
+    pub(crate) fn ids(&self, host: &[u32]) -> DeviceIds {
+        if let Some(addr) = self.arena_ids(host) {
+            return DeviceIds { addr, _held: None };
         }
-        let dev = Arc::new(self.stream.clone_htod(host).expect("uploading ids"));
-        recent.insert(0, (host.to_vec(), dev.clone()));
-        recent.truncate(RECENT_IDS);
-        dev
+        let mut recent = self.recent_ids.lock().expect("id cache lock");
+        let dev = match recent.iter().position(|(h, _)| h[..] == *host) {
+            Some(i) => {
+                let hit = recent.remove(i);
+                let dev = hit.1.clone();
+                recent.insert(0, hit);
+                dev
+            }
+            None => {
+                let dev = Arc::new(self.stream.clone_htod(host).expect("uploading ids"));
+                recent.insert(0, (host.to_vec(), dev.clone()));
+                recent.truncate(RECENT_IDS);
+                dev
+            }
+        };
+        DeviceIds { addr: self.ptr(&*dev), _held: Some(dev) }
     }
 
     /// Per-row lengths or offsets (`usize` on the host) as device `u32` ids.
-    pub(crate) fn offsets(&self, host: &[usize]) -> Arc<CudaSlice<u32>> {
+    pub(crate) fn offsets(&self, host: &[usize]) -> DeviceIds {
         self.ids(&host.iter().map(|&x| x as u32).collect::<Vec<u32>>())
     }
 
@@ -316,10 +367,10 @@ impl Cuda {
 
     /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
     /// and the positions' upload, which the caller keeps until it launches.
-    fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<Arc<CudaSlice<u32>>>) {
+    fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<DeviceIds>) {
         let Some(r) = rope else { return ([0; 3], None) };
         let positions = self.ids(r.positions);
-        ([self.ptr(r.cos.data()), self.ptr(r.sin.data()), self.ptr(&*positions)], Some(positions))
+        ([self.ptr(r.cos.data()), self.ptr(r.sin.data()), positions.addr], Some(positions))
     }
 
     /// Rotates in place; `sign = -1` is the inverse rotation (the backward).
@@ -338,7 +389,7 @@ impl Cuda {
         let pairs = positions.len() * heads * head_dim / 2;
         assert!(pairs < (i32::MAX / 2) as usize, "RoPE over {pairs} pairs is too large for 32-bit indexing");
         let (rows, h, hd) = (positions.len() as i32, heads as i32, head_dim as i32);
-        launch!(self, "rope_f32", per_element(pairs), x, cos, sin, &*p, &rows, &h, &hd, &sign);
+        launch!(self, "rope_f32", per_element(pairs), x, cos, sin, &p.addr, &rows, &h, &hd, &sign);
     }
 }
 
@@ -350,6 +401,9 @@ impl Backend for Cuda {
     }
     fn synchronize(&self) {
         self.stream.synchronize().expect("synchronizing the CUDA stream");
+    }
+    fn repeated(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<()> {
+        self.run_repeated(step)
     }
     fn logits_chunk_elems(&self) -> usize {
         // 512 MiB: chunks of ~900 (vocab 152K) to ~2,700 (vocab 50K) rows keep
@@ -438,14 +492,14 @@ impl Backend for Cuda {
     fn embedding_fwd(&self, out: &mut CudaBuf, table: &CudaBuf, ids: &[u32], dim: usize) {
         let d_ids = self.ids(ids);
         let (rows, d) = (ids.len() as i64, dim as i32);
-        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out.write(), table.data(), &*d_ids, &rows, &d);
+        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out.write(), table.data(), &d_ids.addr, &rows, &d);
     }
     fn embedding_bwd(&self, dtable: &mut CudaBuf, dout: &CudaBuf, ids: &[u32], dim: usize) {
         // Rows grouped by token on the host, one block per token on the device.
         let vocab = dtable.len() / dim;
         let (starts, order) = rows_by_token(ids, vocab);
         let (d_order, d_starts, d) = (self.offsets(&order), self.offsets(&starts), dim as i32);
-        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &*d_order, &*d_starts, &d);
+        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &d_order.addr, &d_starts.addr, &d);
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
@@ -488,8 +542,8 @@ impl Backend for Cuda {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
         let (cap, cfg) = (cap as i32, per_element(vectors));
         match dst.storage_mut() {
-            Storage::F32(d) => launch!(self, "to_head_major_f32", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &*d_s),
-            Storage::Bf16(d) => launch!(self, "to_head_major_f32_to_bf16", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &*d_s),
+            Storage::F32(d) => launch!(self, "to_head_major_f32", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &d_s.addr),
+            Storage::Bf16(d) => launch!(self, "to_head_major_f32_to_bf16", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &d_s.addr),
         }
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
@@ -527,10 +581,10 @@ impl Backend for Cuda {
         let src = src.data();
         match dst.storage_mut() {
             Storage::F32(d) => {
-                launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s)
+                launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &d_s.addr)
             }
             Storage::Bf16(d) => {
-                launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &*d_s)
+                launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &d_s.addr)
             }
         }
     }
@@ -617,21 +671,21 @@ impl Backend for Cuda {
         let mut loss = self.scratch(targets.len());
         let o = self.produce(logits, targets.len() * vocab, true);
         let keep = o.keep_f32 as i32;
-        launch!(self, "cross_entropy_f32", per_row(targets.len()), &o.f32, &mut loss, &*t, &w, &v, &o.bf16, &keep);
+        launch!(self, "cross_entropy_f32", per_row(targets.len()), &o.f32, &mut loss, &t.addr, &w, &v, &o.bf16, &keep);
         o.done(logits);
         self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
     fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
         let (t, v) = (self.ids(targets), vocab as i32);
         let (mut lp, mut h) = (self.scratch(targets.len()), self.scratch(targets.len()));
-        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits.data(), &mut lp, &mut h, &*t, &v);
+        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits.data(), &mut lp, &mut h, &t.addr, &v);
         (self.fetch_n(&lp, targets.len()), self.fetch_n(&h, targets.len()))
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
         let o = self.produce(logits, targets.len() * vocab, true);
         let keep = o.keep_f32 as i32;
-        launch!(self, "logit_grad_f32", per_row(targets.len()), &o.f32, &*t, &cl, &ce, &v, &o.bf16, &keep);
+        launch!(self, "logit_grad_f32", per_row(targets.len()), &o.f32, &t.addr, &cl, &ce, &v, &o.bf16, &keep);
         o.done(logits);
     }
     fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {

@@ -63,10 +63,16 @@ impl Cuda {
 
     /// A guard timing the work queued until it drops, when profiling is on.
     pub(crate) fn timed(&self, kernel: &str) -> Option<Timed<'_>> {
-        if self.profile.0.lock().expect("profile lock").is_none() {
+        if !self.profiling() {
             return None;
         }
         Some(Timed { cuda: self, family: family_of(kernel).to_string(), start: Some(self.event()) })
+    }
+
+    /// Whether per-family times are being collected (repeated steps then run
+    /// eagerly, launch by launch, graph.rs).
+    pub(crate) fn profiling(&self) -> bool {
+        self.profile.0.lock().expect("profile lock").is_some()
     }
 
     /// Starts (or restarts) collecting per-family times.

@@ -1,0 +1,48 @@
+//! The buffers an inference forward over `n` tokens works in. A decode loop
+//! keeps one set for all its steps, so every step runs on the same buffers
+//! (what `Backend::repeated` needs to replay a step); a prefill makes its own.
+
+use super::config::ModelConfig;
+use crate::backend::Backend;
+
+pub struct StepBuffers<B: Backend> {
+    /// Tokens the buffers are sized for.
+    pub(crate) tokens: usize,
+    pub(crate) x: B::Buf,
+    pub(crate) ln: B::Buf,
+    pub(crate) rstd: B::Buf,
+    pub(crate) q_tok: B::Buf,
+    pub(crate) k_tok: B::Buf,
+    pub(crate) v_tok: B::Buf,
+    pub(crate) q: B::Buf,
+    pub(crate) att: B::Buf,
+    pub(crate) gate: B::Buf,
+    pub(crate) up: B::Buf,
+    pub(crate) act: B::Buf,
+    /// The final-norm hidden states `[n, hidden]`, the forward's output.
+    pub hidden: B::Buf,
+}
+
+impl<B: Backend> StepBuffers<B> {
+    pub fn new(be: &B, cfg: &ModelConfig, n: usize) -> StepBuffers<B> {
+        let (d, q_dim, kv_dim, ff) =
+            (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size);
+        // Buffers only matmuls read between writes (see Backend::zeros_matmul_input).
+        StepBuffers {
+            tokens: n,
+            x: be.zeros(n * d),
+            ln: be.zeros_matmul_input(n * d),
+            rstd: be.zeros(n),
+            q_tok: be.zeros_matmul_input(n * q_dim),
+            k_tok: be.zeros(n * kv_dim),
+            v_tok: be.zeros(n * kv_dim),
+            q: be.zeros(n * q_dim),
+            att: be.zeros_matmul_input(n * q_dim),
+            gate: be.zeros(n * ff),
+            up: be.zeros(n * ff),
+            act: be.zeros_matmul_input(n * ff),
+            // The final hidden states are copied and scored, not only multiplied.
+            hidden: be.zeros(n * d),
+        }
+    }
+}
