@@ -3,8 +3,9 @@
 //! kernels-ptx/ for everything else. Buffers (`CudaBuf`, buf.rs) store f32
 //! and keep the bf16 copy their last tensor-core matmul made; KV caches store
 //! bf16. Token ids and per-row metadata arrive on the host and are uploaded
-//! (once per forward: recent uploads are kept). Math runs on the tensor cores
-//! by default (`Math`, `set_math`).
+//! (once per forward: recent uploads are kept), or staged in one arena in a
+//! repeated step, which runs as a CUDA graph (graph.rs). Math runs on the
+//! tensor cores by default (`Math`, `set_math`).
 //!
 //! Attention (attention.rs) runs for head_dim 32, 64 and 128: flash tiles on
 //! the tensor cores, one warp per row in exact f32 and for short prefills,
