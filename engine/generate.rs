@@ -5,6 +5,7 @@
 
 use crate::backend::Backend;
 use crate::model::{KvCache, StepBuffers, Transformer};
+use crate::trace;
 use anyhow::{ensure, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -136,7 +137,10 @@ pub fn generate_continuous<B: Backend>(
     loop {
         let draws: Vec<Option<f32>> =
             owner.iter().map(|o| o.map(|p| if cfg.temperature > 0.0 { rngs[p].random::<f32>() } else { 0.0 })).collect();
-        let picks = be.sample(&logits, vocab, cfg, &draws);
+        let picks = {
+            let _r = trace::range("sample");
+            be.sample(&logits, vocab, cfg, &draws)
+        };
         let mut next = vec![pad; slots];
         let mut advance = vec![false; slots];
         for (r, pick) in picks.into_iter().enumerate() {
@@ -174,6 +178,7 @@ pub fn generate_continuous<B: Backend>(
             // Every row steps to keep one batch; rows that did not take a token
             // keep their length, so the position they wrote is overwritten later.
             let lens = cache.lens.clone();
+            let _r = trace::range("decode step");
             be.repeated(&mut || {
                 cache.lens.clone_from(&lens);
                 model.forward_into(be, &next, 1, &mut cache, &mut step)?;
@@ -241,6 +246,7 @@ fn prefill_rows<B: Backend>(
     cache: &mut KvCache<B>,
     logits: &mut B::Buf,
 ) -> Result<()> {
+    let _r = trace::range("prefill");
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&k| prompts[k].len());
     let mut groups: Vec<Vec<usize>> = Vec::new();

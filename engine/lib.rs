@@ -17,4 +17,5 @@ pub mod prompt;
 pub mod rl;
 pub mod tensor;
 pub mod tokenizer;
+pub mod trace;
 pub mod train;

@@ -14,6 +14,7 @@ use super::config::ModelConfig;
 use super::params::Params;
 use super::transformer::{check_ids, Transformer};
 use crate::backend::{AttnShape, Backend, MatMul, Rope, IGNORE};
+use crate::trace;
 use anyhow::{ensure, Result};
 
 /// One micro-batch of `batch × seq` tokens. `targets[i]` is the token the
@@ -250,8 +251,15 @@ impl<B: Backend> Transformer<B> {
     ) -> Result<f64> {
         self.check_batch(batch, st)?;
         let positions = Self::train_positions(batch);
-        self.train_forward(be, batch, &positions, st);
-        let loss = self.lm_head_backward(be, batch, st, grads, head_chunk);
+        {
+            let _r = trace::range("forward");
+            self.train_forward(be, batch, &positions, st);
+        }
+        let loss = {
+            let _r = trace::range("lm head and loss");
+            self.lm_head_backward(be, batch, st, grads, head_chunk)
+        };
+        let _r = trace::range("backward");
         self.train_backward(be, batch, &positions, st, grads);
         Ok(loss)
     }

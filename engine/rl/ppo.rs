@@ -19,6 +19,7 @@ use crate::lang::Lang;
 use crate::model::{Batch, Params, TrainState, Transformer};
 use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
+use crate::trace;
 use crate::train::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
 use crate::train::optimizer::{clip_grad_norm, zero_grads, AdamW, AdamWConfig};
 use anyhow::{ensure, Result};
@@ -209,11 +210,14 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             seed: o.seed ^ (state.iter + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
             stop_tokens: vec![eos],
         };
+        let rollout = trace::range("rollout");
         let gens = generate(be, &policy, &prompts, &sampling)?;
+        drop(rollout);
         let gen_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
         let gen_secs = t0.elapsed().as_secs_f64();
 
         // Score each response: analyzer findings, reference alignment.
+        let rewards = trace::range("rewards");
         let mut rollouts = Vec::with_capacity(gens.len());
         for ((g, ex), p) in gens.iter().zip(&chosen).zip(&prompts) {
             let body: Vec<u32> = g.tokens.iter().copied().filter(|&t| t != eos).collect();
@@ -228,14 +232,17 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             }
         }
         ensure!(!rollouts.is_empty(), "every response in the rollout batch was empty");
+        drop(rewards);
 
         // Old policy, reference and value estimates on the sampled sequences.
         let all: Vec<&Rollout> = rollouts.iter().collect();
         let full = to_batch(&all, eos);
         let mut st = TrainState::new(be, &cfg, full.batch, full.seq);
+        let scoring = trace::range("scoring");
         let (old_logp, _) = policy.score_batch(be, &full, &mut st)?;
         let (ref_logp, _) = reference.score_batch(be, &full, &mut st)?;
         let values_all = critic.values(be, &full)?;
+        drop(scoring);
 
         // Every rollout packed: sequence i holds its tokens at starts[i]..starts[i + 1].
         let mut starts = vec![0usize];
@@ -267,6 +274,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         }
 
         // PPO epochs over minibatches of sequences.
+        let update = trace::range("ppo update");
         let (mut pl_sum, mut vl_sum, mut clipped, mut counted, mut ent_sum) = (0f64, 0f64, 0usize, 0usize, 0f64);
         for epoch in 0..o.epochs {
             let mut idx: Vec<usize> = (0..rollouts.len()).collect();
@@ -335,6 +343,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 vl_sum += vloss;
             }
         }
+        drop(update);
         let n = rollouts.len() as f64;
         kl.update((kl_sum / n) as f32, rollouts.len());
         state.kl_coef = kl.coef;

@@ -4,6 +4,7 @@ use super::optimizer::{clip_grad_norm, zero_grads, AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use crate::backend::Backend;
 use crate::model::{Batch, Params, TrainState, Transformer};
+use crate::trace;
 use anyhow::Result;
 use std::time::Instant;
 
@@ -65,12 +66,14 @@ impl<B: Backend> Trainer<B> {
         for b in micro {
             loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads)?;
         }
+        let optimizer = trace::range("optimizer");
         let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);
         let lr = self.schedule.lr_at(self.opt.step);
         let skipped = !(loss.is_finite() && grad_norm.is_finite());
         if !skipped {
             self.opt.update(be, &mut self.model.params, &self.grads, lr);
         }
+        drop(optimizer);
         // Device backends queue work: the step's time includes finishing it.
         be.synchronize();
         Ok(StepStats {
