@@ -833,6 +833,11 @@ fn decode_graphs_replay_exactly_what_eager_steps_compute() {
         g.set_graphs(false);
         let eager = generate_continuous(&g, &model, &prompts, 2, &cfg).unwrap();
         g.set_graphs(true);
+        // Three new tokens in four rows: two decode steps, two record passes
+        // noting the same calls. The next loop's first step, on buffers of
+        // its own, must not be captured on their strength.
+        let short = SamplingConfig { max_new_tokens: 3, stop_tokens: vec![], ..cfg.clone() };
+        generate_continuous(&g, &model, &prompts, 4, &short).unwrap();
         let before = g.graph_replays();
         let graphed = generate_continuous(&g, &model, &prompts, 2, &cfg).unwrap();
         let replays = g.graph_replays() - before;

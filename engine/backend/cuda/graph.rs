@@ -10,7 +10,9 @@
 //!   call order instead of separate uploads;
 //! - **capture**: once two record passes in a row noted the same calls (the
 //!   first may make buffers and kept copies, the second shows that it made
-//!   none), the next step runs under stream capture, its ids staged on the
+//!   none), the next step first runs as a check pass (below) to confirm that
+//!   it notes the same calls too (it may belong to another loop, on other
+//!   buffers), then runs again under stream capture, its ids staged on the
 //!   host at the same offsets; the graph is instantiated, the staged ids go
 //!   up in one copy, and the graph runs;
 //! - **check**: every later step launches nothing. It notes its calls and
@@ -20,8 +22,8 @@
 //!
 //! So a graph only ever runs the calls the host code would have issued, with
 //! the same arguments: ids are the only inputs that change, and they live in
-//! the arena. A captured step must not allocate, which the two matching
-//! record passes before it show (the emulated driver refuses it outright).
+//! the arena. A captured step must not allocate, which the matching passes
+//! before it show (the emulated driver refuses it outright).
 
 use super::Cuda;
 use anyhow::{Context, Result};
@@ -53,8 +55,9 @@ impl Call {
     }
 }
 
-/// FNV-1a's constants: a cheap fold whose collisions do not matter here
-/// (equal notes also need equal functions, shapes and call order).
+/// FNV-1a's constants. Each fold step is a bijection of the running value,
+/// so one argument that differs always changes the fold; several could
+/// cancel only by a 2⁻⁶⁴ chance.
 const FOLD_START: u64 = 0xcbf2_9ce4_8422_2325;
 const FOLD_PRIME: u64 = 0x0100_0000_01b3;
 
@@ -230,7 +233,7 @@ impl Cuda {
                 g.off = true;
                 eprintln!("CUDA graphs off: the repeated step changed three times within {SHORT_LIVED_RUNS} steps of its capture");
             }
-        } else if std::mem::take(&mut g.ready) {
+        } else if std::mem::take(&mut g.ready) && self.notes_as_last_record(g, step)? {
             g.last_record = None;
             self.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).context("starting stream capture")?;
             let (notes, r) = self.in_pass_of(Kind::Capture, g, step);
@@ -263,6 +266,16 @@ impl Cuda {
             g.last_record = None;
         }
         Ok(())
+    }
+
+    /// Whether `step`, run as a check pass (launching nothing), notes what the
+    /// last record pass did. The last two record passes may belong to an
+    /// earlier loop, whose buffers this step does not use: then capturing it
+    /// would allocate its buffers' bf16 copies inside the graph.
+    fn notes_as_last_record(&self, g: &mut Graphs, step: &mut dyn FnMut() -> Result<()>) -> Result<bool> {
+        let (notes, r) = self.in_pass_of(Kind::Check, g, step);
+        r?;
+        Ok(g.last_record.as_ref() == Some(&notes.calls))
     }
 
     /// Runs `step` as one pass of `kind`, over `g`'s arena (made on first use).
