@@ -6,9 +6,10 @@
 // the block's share of dQ as f32 partials summed in block order (then a sum
 // over each GQA group's dK/dV), so it is deterministic, with no atomics.
 //
-// Each warp owns 16 rows. Score fragments are kept in registers and turned
-// into the A operand of the next product directly (the m16n8 accumulator
-// layout matches the m16n8k16 A layout), as in FlashAttention-2.
+// Each warp owns 16 rows (32 in the forward up to head_dim 64). Score
+// fragments are kept in registers and turned into the A operand of the next
+// product directly (the m16n8 accumulator layout matches the m16n8k16 A
+// layout), as in FlashAttention-2.
 // Layouts: q/out/dout [B, Hq, Tq, D]; k/v [B, Hkv, cap, D] with kv_lens[b]
 // valid positions; query i of row b sits at kv_lens[b] - Tq + i.
 #include "common.cuh"
@@ -148,37 +149,59 @@ __device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src
         }
 }
 
-// acc[n] (16 x 8 tiles over N columns) = rows(a) . tileᵀ, where tile holds N rows of D in shared memory.
+// acc[m][n] (16 x 8 tiles over N columns) = rows(a[m]) . tileᵀ for each of
+// MT 16-row tiles, where tile holds N rows of D in shared memory: each
+// fragment loaded from shared memory feeds MT products.
 // B[k][n] = tile[n][k]: matrix i is rows n*8.., columns kk*16 + 8i.
-template <int D, int SD, int N>
-__device__ __forceinline__ void rows_times_tile_t(float (&acc)[N / 8][4], const unsigned (&a)[D / 16][4], const bf16 *tile) {
+template <int D, int SD, int N, int MT>
+__device__ __forceinline__ void rows_times_tile_t(float (&acc)[MT][N / 8][4], const unsigned (&a)[MT][D / 16][4], const bf16 *tile) {
     int lane = threadIdx.x & 31;
     for (int n = 0; n < N / 8; n++) {
-        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+#pragma unroll
+        for (int m = 0; m < MT; m++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
         const bf16 *row = tile + (n * 8 + (lane & 7)) * SD + 8 * ((lane >> 3) & 1);
         for (int kk = 0; kk < D / 16; kk++) {
             unsigned b0, b1;
             ldmatrix_x2(b0, b1, row + kk * 16);
-            mma(acc[n], a[kk], b0, b1);
+#pragma unroll
+            for (int m = 0; m < MT; m++) mma(acc[m][n], a[m][kk], b0, b1);
         }
     }
 }
+// One 16-row tile.
+template <int D, int SD, int N>
+__device__ __forceinline__ void rows_times_tile_t(float (&acc)[N / 8][4], const unsigned (&a)[D / 16][4], const bf16 *tile) {
+    rows_times_tile_t<D, SD, N, 1>(reinterpret_cast<float(&)[1][N / 8][4]>(acc), reinterpret_cast<const unsigned(&)[1][D / 16][4]>(a), tile);
+}
 
-// out[d] (16 x 8 tiles over D) += p . tile, p a 16 x K score block in accumulator layout, tile K rows of D.
+// out[m][d] (16 x 8 tiles over D) += p[m] . tile for each of MT 16-row
+// tiles, p[m] a 16 x K score block in accumulator layout, tile K rows of D.
 // B[k][n] = tile[k][n], loaded transposed: matrix i is rows kk*16 + 8i.., columns d*8.
-template <int D, int SD, int K>
-__device__ __forceinline__ void scores_times_tile(float (&out)[D / 8][4], const float (&p)[K / 8][4], const bf16 *tile) {
+template <int D, int SD, int K, int MT>
+__device__ __forceinline__ void scores_times_tile(float (&out)[MT][D / 8][4], const float (&p)[MT][K / 8][4], const bf16 *tile) {
     int lane = threadIdx.x & 31;
     for (int kk = 0; kk < K / 16; kk++) {
-        unsigned a[4] = {pack(p[2 * kk][0], p[2 * kk][1]), pack(p[2 * kk][2], p[2 * kk][3]), pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
-                         pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+        unsigned a[MT][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            a[m][0] = pack(p[m][2 * kk][0], p[m][2 * kk][1]);
+            a[m][1] = pack(p[m][2 * kk][2], p[m][2 * kk][3]);
+            a[m][2] = pack(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
+            a[m][3] = pack(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
+        }
         const bf16 *rows = tile + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SD;
         for (int d = 0; d < D / 8; d++) {
             unsigned b0, b1;
             ldmatrix_x2_trans(b0, b1, rows + d * 8);
-            mma(out[d], a, b0, b1);
+#pragma unroll
+            for (int m = 0; m < MT; m++) mma(out[m][d], a[m], b0, b1);
         }
     }
+}
+// One 16-row tile.
+template <int D, int SD, int K>
+__device__ __forceinline__ void scores_times_tile(float (&out)[D / 8][4], const float (&p)[K / 8][4], const bf16 *tile) {
+    scores_times_tile<D, SD, K, 1>(reinterpret_cast<float(&)[1][D / 8][4]>(out), reinterpret_cast<const float(&)[1][K / 8][4]>(p), tile);
 }
 
 // Writes a warp's 16 x D accumulator block (times `mul`) to rows [row0, row0 + 16) below `rows`.
@@ -205,9 +228,14 @@ __device__ __forceinline__ float quad_sum(float v) {
     return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
 
-// Rows per block (16 per warp): the forward runs 8 warps, so each staged
-// tile serves more rows; the backward 8 (4 at head_dim 128).
+// Query rows per forward block. Each warp takes FWD_TILES(D) 16-row tiles:
+// two up to head_dim 64, so every K/V fragment read from shared memory feeds
+// two products (with one, those reads rather than the tensor cores set the
+// pace), one at 128, where two would not fit in registers. So the forward
+// runs 4 warps (8 at head_dim 128); the backward BWD_KEYS / 16.
 #define FWD_ROWS 128
+#define FWD_TILES(D) ((D) <= 64 ? 2 : 1)
+#define FWD_THREADS(D) (FWD_ROWS / (16 * FWD_TILES(D)) * 32)
 #define BWD_KEYS(D) ((D) <= 64 ? 128 : 64)  // keys per backward block: its K and dS tiles fit in shared memory
 #define BK 64  // keys per staged tile
 
@@ -216,17 +244,27 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
                           float scale) {
     constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
     constexpr int ST = stages_for(2 * BK * SD * 2);
+    constexpr int MT = FWD_TILES(D);
     __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv), kv_len = kv_lens[b];
     int tile = gridDim.x - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
-    int row0 = tile * FWD_ROWS + warp * 16;
+    int row0 = tile * FWD_ROWS + warp * 16 * MT;  // this warp's rows: MT tiles of 16 from here
     long qbase = ((long)b * hq + h) * tq * D, kbase = ((long)b * hkv + kvh) * cap * D;
-    unsigned qa[D / 16][4];
-    rows_as_a<D>(qa, q, qbase, row0, tq);
-    float o[D / 8][4] = {};
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    int pos[2] = {kv_len - tq + row0 + g, kv_len - tq + row0 + g + 8};
+    unsigned qa[MT][D / 16][4];
+    float o[MT][D / 8][4] = {};
+    float m[MT][2], l[MT][2];
+    int pos[MT][2];
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        rows_as_a<D>(qa[mt], q, qbase, row0 + 16 * mt, tq);
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            m[mt][r] = -INFINITY;
+            l[mt][r] = 0.0f;
+            pos[mt][r] = kv_len - tq + row0 + 16 * mt + g + 8 * r;
+        }
+    }
     float sl2 = scale * LOG2E;
     int last = min(kv_len, kv_len - tq + (tile + 1) * FWD_ROWS);  // keys any query of this block can see
     auto fetch = [&](int j) {
@@ -249,51 +287,65 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
         }
         __syncthreads();
         int j0 = j * BK;
-        if (j0 <= kv_len - tq + row0 + 15) {  // else every key of the tile is in this warp's future
-            float s[BK / 8][4];
-            rows_times_tile_t<D, SD, BK>(s, qa, ks[j % ST]);
-            float mx[2] = {-INFINITY, -INFINITY};
-            for (int n = 0; n < BK / 8; n++)
-                for (int e = 0; e < 4; e++) {
-                    int key = j0 + n * 8 + 2 * t + (e & 1);
-                    s[n][e] = key <= pos[e >> 1] && key < kv_len ? s[n][e] * sl2 : -INFINITY;
-                    mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+        if (j0 <= kv_len - tq + row0 + 16 * MT - 1) {  // else every key of the tile is in this warp's future
+            float s[MT][BK / 8][4];
+            rows_times_tile_t<D, SD, BK, MT>(s, qa, ks[j % ST]);
+            #pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                float mx[2] = {-INFINITY, -INFINITY};
+                #pragma unroll
+                for (int n = 0; n < BK / 8; n++)
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int key = j0 + n * 8 + 2 * t + (e & 1);
+                        s[mt][n][e] = key <= pos[mt][e >> 1] && key < kv_len ? s[mt][n][e] * sl2 : -INFINITY;
+                        mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][n][e]);
+                    }
+                float alpha[2];
+                #pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float m_new = fmaxf(m[mt][r], quad_max(mx[r]));
+                    float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
+                    alpha[r] = exp2f(m[mt][r] - base);
+                    l[mt][r] *= alpha[r];
+                    m[mt][r] = m_new;
+                    mx[r] = base;
                 }
-            float alpha[2];
-            for (int r = 0; r < 2; r++) {
-                float m_new = fmaxf(m[r], quad_max(mx[r]));
-                float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
-                alpha[r] = exp2f(m[r] - base);
-                l[r] *= alpha[r];
-                m[r] = m_new;
-                mx[r] = base;
-            }
-            for (int n = 0; n < BK / 8; n++)
-                for (int e = 0; e < 4; e++) {
-                    s[n][e] = exp2f(s[n][e] - mx[e >> 1]);
-                    l[e >> 1] += s[n][e];
+                #pragma unroll
+                for (int n = 0; n < BK / 8; n++)
+                    #pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        s[mt][n][e] = exp2f(s[mt][n][e] - mx[e >> 1]);
+                        l[mt][e >> 1] += s[mt][n][e];
+                    }
+                #pragma unroll
+                for (int d = 0; d < D / 8; d++) {
+                    o[mt][d][0] *= alpha[0];
+                    o[mt][d][1] *= alpha[0];
+                    o[mt][d][2] *= alpha[1];
+                    o[mt][d][3] *= alpha[1];
                 }
-            for (int d = 0; d < D / 8; d++) {
-                o[d][0] *= alpha[0];
-                o[d][1] *= alpha[0];
-                o[d][2] *= alpha[1];
-                o[d][3] *= alpha[1];
             }
-            scores_times_tile<D, SD, BK>(o, s, vs[j % ST]);
+            scores_times_tile<D, SD, BK, MT>(o, s, vs[j % ST]);
         }
         if (ST == 2) __syncthreads();  // the next fetch overwrites this tile's buffer
     }
-    float inv[2];
-    for (int r = 0; r < 2; r++) {
-        l[r] = quad_sum(l[r]);
-        inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-    }
-    store_rows<D>(out, qbase, row0, tq, o, inv[0], inv[1]);
-    if (lse && t == 0)  // null in inference
+    #pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float inv[2];
+        #pragma unroll
         for (int r = 0; r < 2; r++) {
-            int i = row0 + g + 8 * r;
-            if (i < tq) lse[((long)b * hq + h) * tq + i] = (m[r] + log2f(l[r])) * LN2;
+            l[mt][r] = quad_sum(l[mt][r]);
+            inv[r] = l[mt][r] > 0.0f ? 1.0f / l[mt][r] : 0.0f;
         }
+        store_rows<D>(out, qbase, row0 + 16 * mt, tq, o[mt], inv[0], inv[1]);
+        if (lse && t == 0)  // null in inference
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                int i = row0 + 16 * mt + g + 8 * r;
+                if (i < tq) lse[((long)b * hq + h) * tq + i] = (m[mt][r] + log2f(l[mt][r])) * LN2;
+            }
+    }
 }
 
 // dQ (16-row tiles) += dSᵀ·K over the block's keys, with dS [keys, QT] and
@@ -442,7 +494,7 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 }
 
 #define INSTANTIATE(D, T, S)                                                                                                  \
-    extern "C" __global__ void __launch_bounds__(FWD_ROWS * 2, D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
+    extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
                                                                            const T *v, const unsigned *kv_lens, int hq,      \
                                                                            int hkv, int tq, int cap, float scale) {          \
         flash_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                                 \
@@ -454,7 +506,7 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
     }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
-    extern "C" __global__ void __launch_bounds__(FWD_ROWS * 2, D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
+    extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
         float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *kv_lens, int hq, int hkv,      \
         int tq, int cap, float scale) {                                                                                       \
         flash_fwd<D, float, bf16>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                       \

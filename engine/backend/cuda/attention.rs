@@ -17,6 +17,15 @@ fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
 /// Queries per block of the flash forward, as FWD_ROWS in kernels-ptx/flash.cu.
 const FLASH_FWD_ROWS: usize = 128;
 
+/// 16-row tiles per warp of the flash forward, as FWD_TILES in kernels-ptx/flash.cu.
+fn flash_fwd_tiles(head_dim: usize) -> usize {
+    if head_dim <= 64 {
+        2
+    } else {
+        1
+    }
+}
+
 /// Keys per block of the flash backward, as BWD_KEYS in kernels-ptx/flash.cu.
 fn flash_bwd_keys(head_dim: usize) -> usize {
     if head_dim <= 64 {
@@ -26,11 +35,12 @@ fn flash_bwd_keys(head_dim: usize) -> usize {
     }
 }
 
-/// One block of `block_rows / 16` warps per `block_rows` rows of a flash kernel, on a `(heads, batch)` grid.
-fn per_flash_tile(rows: usize, block_rows: usize, heads: usize, batch: usize) -> LaunchConfig {
+/// One block of `block_rows / (16 · tiles)` warps per `block_rows` rows of a
+/// flash kernel whose warps take `tiles` 16-row tiles, on a `(heads, batch)` grid.
+fn per_flash_tile(rows: usize, block_rows: usize, tiles: usize, heads: usize, batch: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (rows.div_ceil(block_rows) as u32, heads as u32, batch as u32),
-        block_dim: (2 * block_rows as u32, 1, 1),
+        block_dim: ((block_rows / (16 * tiles) * 32) as u32, 1, 1),
         shared_mem_bytes: 0,
     }
 }
@@ -97,7 +107,7 @@ impl Cuda {
         let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
         let (stem, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
-            ("flash_fwd", per_flash_tile(sh.q_len, FLASH_FWD_ROWS, sh.q_heads, sh.batch))
+            ("flash_fwd", per_flash_tile(sh.q_len, FLASH_FWD_ROWS, flash_fwd_tiles(sh.head_dim), sh.q_heads, sh.batch))
         } else {
             ("attention_fwd", per_warp_row(sh.q_len, sh.q_heads, sh.batch))
         };
@@ -180,7 +190,7 @@ impl Cuda {
         // One pass: dK/dV per query head (a GQA group's heads summed after),
         // and each key block's share of dQ in f32, added up in block order.
         let keys = flash_bwd_keys(sh.head_dim);
-        let cfg = per_flash_tile(sh.q_len, keys, sh.q_heads, sh.batch);
+        let cfg = per_flash_tile(sh.q_len, keys, 1, sh.q_heads, sh.batch);
         let key_blocks = sh.q_len.div_ceil(keys);
         // SAFETY: flash_dq_sum reads, for each query, only the key blocks at or before it, all of which write it.
         let dq_part = unsafe { self.stream.alloc::<f32>(key_blocks * rows * sh.head_dim) }.expect("allocating dQ partials");
@@ -217,6 +227,9 @@ mod tests {
     fn flash_block_rows_match_the_kernels() {
         let src = include_str!("../../../kernels-ptx/flash.cu");
         assert!(src.contains(&format!("#define FWD_ROWS {}\n", super::FLASH_FWD_ROWS)));
+        let (small, large) = (super::flash_fwd_tiles(64), super::flash_fwd_tiles(128));
+        assert_eq!(super::flash_fwd_tiles(32), small);
+        assert!(src.contains(&format!("#define FWD_TILES(D) ((D) <= 64 ? {small} : {large})")), "flash.cu's FWD_TILES must match");
         let (small, large) = (super::flash_bwd_keys(64), super::flash_bwd_keys(128));
         assert_eq!(super::flash_bwd_keys(32), small);
         assert!(src.contains(&format!("#define BWD_KEYS(D) ((D) <= 64 ? {small} : {large})")), "flash.cu's BWD_KEYS must match");
