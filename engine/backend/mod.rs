@@ -146,10 +146,15 @@ pub trait Backend: Sync {
     fn zeros_attention(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
-    /// A zeroed buffer for the MLP's gate or up projection in training: a
-    /// device backend may store it in bf16, as it stores attention operands.
-    /// Only `matmul` (as the output, not accumulating), `swiglu_fwd` and
-    /// `swiglu_bwd` (as gate and up), `fill_zero` and `download` take it.
+    /// A zeroed buffer for a projection a training step keeps or consumes in
+    /// place: the MLP's gate and up projections and the LM head's logits.
+    /// A device backend may store it in bf16, as it stores attention
+    /// operands (as PyTorch's autocast keeps these outputs). Only `matmul`
+    /// (as the output, not accumulating, or as an input), `swiglu_fwd` and
+    /// `swiglu_bwd` (as gate and up), the loss ops (`cross_entropy_inplace`,
+    /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in
+    /// its storage), `copy_range` between such buffers, `fill_zero` and
+    /// `download` take it.
     fn zeros_projection(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }

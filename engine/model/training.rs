@@ -169,7 +169,7 @@ impl<B: Backend> TrainState<B> {
             rstd_f: be.zeros(n),
             head_rows,
             head_x: be.zeros(head_rows * d),
-            head_logits: be.zeros_matmul_input(head_rows * cfg.vocab_size),
+            head_logits: be.zeros_projection(head_rows * cfg.vocab_size),
             head_dx: be.zeros(head_rows * d),
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
@@ -288,7 +288,10 @@ impl<B: Backend> Transformer<B> {
             let rows = st.head_rows.min(n - r0);
             let mut x = be.zeros(rows * d);
             be.copy_range(&mut x, 0, &st.ln_f, r0 * d, rows * d);
-            let logits = self.logits(be, &x, rows);
+            // Stored as the training step stores them, so a policy's scored
+            // logprobs and its training logprobs agree.
+            let mut logits = be.zeros_projection(rows * v);
+            self.logits_into(be, &x, rows, &mut logits);
             let (l, e) = be.logprob_entropy(&logits, &batch.targets[r0..r0 + rows], v);
             logp.extend(l);
             ent.extend(e);
@@ -374,7 +377,7 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut st.head_logits, &st.head_x, head, MatMul::linear(rows, d, v));
             if rows < st.head_rows {
                 // The op sees exactly `rows` rows.
-                let mut part = be.zeros(rows * v);
+                let mut part = be.zeros_projection(rows * v);
                 be.copy_range(&mut part, 0, &st.head_logits, 0, rows * v);
                 loss += head_chunk(be, &mut part, r0, rows);
                 be.copy_range(&mut st.head_logits, 0, &part, 0, rows * v);

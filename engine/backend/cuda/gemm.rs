@@ -10,8 +10,9 @@ use crate::backend::MatMul;
 use anyhow::{bail, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
 use cudarc::cublas::{Gemm, GemmConfig};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtrMut, PushKernelArg};
 use std::ffi::c_void;
+use std::sync::Arc;
 
 /// How the CUDA backend does its arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +53,9 @@ impl Cuda {
         let flags = mm.trans_a as u32 | (mm.trans_b as u32) << 1 | (mm.accumulate as u32) << 2 | (c.is_bf16() as u32) << 3;
         let mut note = self.note(|| Call::gemm(mm.m, mm.n, mm.k, flags));
         if self.math() == Math::Bf16 {
-            let a16 = a.bf16(mm.m * mm.k, |x| self.bf16_copy(x, mm.m * mm.k));
-            let b16 = b.bf16(mm.k * mm.n, |x| self.bf16_copy(x, mm.k * mm.n));
+            let (pa, _a16) = self.bf16_operand(a, mm.m * mm.k);
+            let (pb, _b16) = self.bf16_operand(b, mm.k * mm.n);
             let alpha = 1.0f32;
-            let (pa, _ra) = a16.device_ptr(&self.stream);
-            let (pb, _rb) = b16.device_ptr(&self.stream);
             let (pc, c_type, _wc) = match c {
                 Storage::F32(d) => {
                     let (p, w) = d.device_ptr_mut(&self.stream);
@@ -124,6 +123,18 @@ impl Cuda {
         let _timed = self.timed("gemm");
         // SAFETY: as above.
         unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");
+    }
+
+    /// The address of a matmul operand's first `n` values in bf16: its own
+    /// storage when it stores bf16 (an LM-head logits chunk), else its kept
+    /// bf16 copy (made now if it has none), which the caller holds until
+    /// the call is queued.
+    fn bf16_operand(&self, x: &CudaBuf, n: usize) -> (u64, Option<Arc<CudaSlice<half::bf16>>>) {
+        if x.is_bf16() {
+            return (self.addr(x.storage()), None);
+        }
+        let copy = x.bf16(n, |f| self.bf16_copy(f, n));
+        (self.ptr(&*copy), Some(copy))
     }
 
     /// The first `n` values of `x` as bf16, in pool-cached scratch.

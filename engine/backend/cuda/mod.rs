@@ -351,6 +351,21 @@ impl Cuda {
         self.stream.clone_dtoh(buf).expect("downloading device memory").into_iter().map(f32::from).collect()
     }
 
+    /// Runs loss kernel `stem` (loss.cu), which overwrites `n` logits with
+    /// their gradient, through `launch(name, z, z16, keep_f32)`: on logits
+    /// stored in bf16 (an LM-head chunk, `Backend::zeros_projection`) in
+    /// place; on f32 logits writing the bf16 copy the head's backward matmuls
+    /// read, and the f32 values unless the buffer is a matmul input.
+    fn gradient_in_place(&self, stem: &str, logits: &mut CudaBuf, n: usize, launch: impl FnOnce(&str, u64, u64, i32)) {
+        if logits.is_bf16() {
+            let z = self.addr(logits.storage_mut());
+            return launch(&format!("{stem}_bf16"), z, 0, 1);
+        }
+        let o = self.produce(logits, n, true);
+        launch(&format!("{stem}_f32"), o.f32, o.bf16, o.keep_f32 as i32);
+        o.done(logits);
+    }
+
     /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
@@ -670,24 +685,24 @@ impl Backend for Cuda {
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
         let mut loss = self.scratch(targets.len());
-        let o = self.produce(logits, targets.len() * vocab, true);
-        let keep = o.keep_f32 as i32;
-        launch!(self, "cross_entropy_f32", per_row(targets.len()), &o.f32, &mut loss, &t.addr, &w, &v, &o.bf16, &keep);
-        o.done(logits);
+        self.gradient_in_place("cross_entropy", logits, targets.len() * vocab, |name, z, z16, keep| {
+            launch!(self, name, per_row(targets.len()), &z, &mut loss, &t.addr, &w, &v, &z16, &keep);
+        });
         self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
     fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
         let (t, v) = (self.ids(targets), vocab as i32);
         let (mut lp, mut h) = (self.scratch(targets.len()), self.scratch(targets.len()));
-        launch!(self, "logprob_entropy_f32", per_row(targets.len()), logits.data(), &mut lp, &mut h, &t.addr, &v);
+        let z = logits.storage();
+        let name = if z.is_bf16() { "logprob_entropy_bf16" } else { "logprob_entropy_f32" };
+        launch!(self, name, per_row(targets.len()), &self.addr(z), &mut lp, &mut h, &t.addr, &v);
         (self.fetch_n(&lp, targets.len()), self.fetch_n(&h, targets.len()))
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        let o = self.produce(logits, targets.len() * vocab, true);
-        let keep = o.keep_f32 as i32;
-        launch!(self, "logit_grad_f32", per_row(targets.len()), &o.f32, &t.addr, &cl, &ce, &v, &o.bf16, &keep);
-        o.done(logits);
+        self.gradient_in_place("logit_grad", logits, targets.len() * vocab, |name, z, z16, keep| {
+            launch!(self, name, per_row(targets.len()), &z, &t.addr, &cl, &ce, &v, &z16, &keep);
+        });
     }
     fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
         self.sample_rows(logits.data(), vocab, cfg, draws)
