@@ -2,7 +2,8 @@
 // each reading the row once for its statistics (online softmax) and once
 // more to write, and never storing a softmax: the fused cross-entropy that
 // overwrites logits with their gradient, target logprob + entropy, and the
-// logit gradient of any loss on those two (the PPO policy loss).
+// logit gradient of any loss on those two (the PPO policy loss). bf16 rows
+// (training's logits) move 8 values per 16-byte load and store.
 #include "common.cuh"
 
 #define IGNORE 0xffffffffu
@@ -25,10 +26,70 @@ __device__ __forceinline__ Stats merge(Stats a, Stats b) {
     return {a.m, a.s + c * b.s, a.sx + c * (b.sx + d * b.s)};
 }
 
+// A bf16 row in 16-byte vectors: values [0, head) before its first 16-byte
+// boundary (a row of an odd vocab starts at any even address), `vectors`
+// groups of 8 from there, and the tail [rest, vocab) after them.
+struct Spans {
+    int head, vectors, rest;
+};
+__device__ __forceinline__ Spans spans(const bf16 *z, int vocab) {
+    int head = min(vocab, (int)((16 - ((size_t)z & 15)) & 15) / 2);
+    int vectors = (vocab - head) / 8;
+    return {head, vectors, head + 8 * vectors};
+}
+
+__device__ __forceinline__ void unpack8(uint4 u, float (&x)[8]) {
+    const __nv_bfloat162 *p = reinterpret_cast<const __nv_bfloat162 *>(&u);
+    for (int k = 0; k < 4; k++) {
+        float2 f = __bfloat1622float2(p[k]);
+        x[2 * k] = f.x;
+        x[2 * k + 1] = f.y;
+    }
+}
+__device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
+    uint4 u;
+    __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(&u);
+    for (int k = 0; k < 4; k++) p[k] = __floats2bfloat162_rn(x[2 * k], x[2 * k + 1]);
+    return u;
+}
+
+// The statistics of 8 values in one merge's worth of work: their max first, then the sums against it.
+__device__ __forceinline__ Stats stats8(const float (&x)[8]) {
+    float m = x[0];
+    for (int k = 1; k < 8; k++) m = fmaxf(m, x[k]);
+    if (m == -INFINITY) return {-INFINITY, 0.0f, 0.0f};
+    float s = 0.0f, sx = 0.0f;
+    for (int k = 0; k < 8; k++) {
+        float d = x[k] - m, e = __expf(d);
+        s += e;
+        sx += e * d;
+    }
+    return {m, s, sx};
+}
+
+// This thread's share of a row's statistics.
+__device__ __forceinline__ Stats thread_stats(const float *z, int vocab) {
+    Stats st = {-INFINITY, 0.0f, 0.0f};
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {z[i], 1.0f, 0.0f});
+    return st;
+}
+__device__ __forceinline__ Stats thread_stats(const bf16 *z, int vocab) {
+    Spans sp = spans(z, vocab);
+    Stats st = {-INFINITY, 0.0f, 0.0f};
+    for (int i = threadIdx.x; i < sp.head; i += blockDim.x) st = merge(st, {ld(z, i), 1.0f, 0.0f});
+    const uint4 *v = reinterpret_cast<const uint4 *>(z + sp.head);
+    for (int j = threadIdx.x; j < sp.vectors; j += blockDim.x) {
+        float x[8];
+        unpack8(v[j], x);
+        st = merge(st, stats8(x));
+    }
+    for (int i = sp.rest + threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {ld(z, i), 1.0f, 0.0f});
+    return st;
+}
+
 // Log-partition and entropy of a row in one pass over it (online softmax).
 template <typename T> __device__ void row_stats(const T *z, int vocab, float *log_z, float *entropy) {
-    Stats st = {-INFINITY, 0.0f, 0.0f};
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {ld(z, i), 1.0f, 0.0f});
+    Stats st = thread_stats(z, vocab);
     for (int o = 16; o > 0; o >>= 1)
         st = merge(st, {__shfl_xor_sync(0xffffffff, st.m, o), __shfl_xor_sync(0xffffffff, st.s, o), __shfl_xor_sync(0xffffffff, st.sx, o)});
     __shared__ Stats warp_stats[32];
@@ -54,6 +115,28 @@ template <typename T> __device__ __forceinline__ void put(T *z, bf16 *z16, int i
     if (z16) z16[i] = __float2bfloat16(v);
 }
 
+// Overwrites each value of a row with g(i, z[i]), through put. A bf16 row
+// written in place (no copy beside it) goes 8 values per 16-byte load and store.
+template <typename T, typename G> __device__ __forceinline__ void rewrite_row(T *z, bf16 *z16, int vocab, int keep_f32, G g) {
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, g(i, ld(z, i)), keep_f32);
+}
+template <typename G> __device__ __forceinline__ void rewrite_row(bf16 *z, bf16 *z16, int vocab, int keep_f32, G g) {
+    if (z16 || !keep_f32) {
+        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, g(i, ld(z, i)), keep_f32);
+        return;
+    }
+    Spans sp = spans(z, vocab);
+    for (int i = threadIdx.x; i < sp.head; i += blockDim.x) st(z, i, g(i, ld(z, i)));
+    uint4 *v = reinterpret_cast<uint4 *>(z + sp.head);
+    for (int j = threadIdx.x; j < sp.vectors; j += blockDim.x) {
+        float x[8];
+        unpack8(v[j], x);
+        for (int k = 0; k < 8; k++) x[k] = g(sp.head + 8 * j + k, x[k]);
+        v[j] = pack8(x);
+    }
+    for (int i = sp.rest + threadIdx.x; i < vocab; i += blockDim.x) st(z, i, g(i, ld(z, i)));
+}
+
 // loss[row] = w * (log Z - z[t]); z <- w * (softmax - onehot), 0 for ignored rows.
 template <typename T>
 __device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, const float *weights, int vocab, bf16 *logits16, int keep_f32) {
@@ -63,7 +146,7 @@ __device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, c
     unsigned t = targets[row];
     float w = weights[row];
     if (t == IGNORE || w == 0.0f) {
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, 0.0f, keep_f32);
+        rewrite_row(z, z16, vocab, keep_f32, [](int, float) { return 0.0f; });
         if (threadIdx.x == 0) loss[row] = 0.0f;
         return;
     }
@@ -71,7 +154,7 @@ __device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, c
     row_stats(z, vocab, &log_z, &h);
     float zt = ld(z, t);
     __syncthreads();
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, w * (__expf(ld(z, i) - log_z) - (i == (int)t ? 1.0f : 0.0f)), keep_f32);
+    rewrite_row(z, z16, vocab, keep_f32, [&](int i, float x) { return w * (__expf(x - log_z) - (i == (int)t ? 1.0f : 0.0f)); });
     if (threadIdx.x == 0) loss[row] = w * (log_z - zt);
 }
 
@@ -97,16 +180,16 @@ __device__ void logit_grad(T *logits, const unsigned *targets, const float *c_lo
     unsigned t = targets[row];
     float cl = c_logp[row], ce = c_ent[row];
     if (t == IGNORE || (cl == 0.0f && ce == 0.0f)) {
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, 0.0f, keep_f32);
+        rewrite_row(z, z16, vocab, keep_f32, [](int, float) { return 0.0f; });
         return;
     }
     float log_z, h;
     row_stats(z, vocab, &log_z, &h);
     __syncthreads();
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float lp = ld(z, i) - log_z, p = __expf(lp);
-        put(z, z16, i, -cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f), keep_f32);
-    }
+    rewrite_row(z, z16, vocab, keep_f32, [&](int i, float x) {
+        float lp = x - log_z, p = __expf(lp);
+        return -cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f);
+    });
 }
 
 #define INSTANTIATE(T, S)                                                                                                   \

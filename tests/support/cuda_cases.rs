@@ -847,3 +847,42 @@ fn decode_graphs_replay_exactly_what_eager_steps_compute() {
         assert!(replays as usize + 4 >= steps, "{replays} of ~{steps} decode steps ran as graphs");
     }
 }
+
+#[test]
+fn losses_on_bf16_logits_match_the_cpu_on_their_values() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    // An odd vocab: most rows start off a 16-byte boundary, so the kernels'
+    // scalar head and tail run beside their 8-value vectors.
+    let (rows, d, vocab) = (7, 16, 1001);
+    let (x, w) = (g.upload(&randv(&mut rng, rows * d)), g.upload(&randv(&mut rng, vocab * d)));
+    // Logits as training stores them: bf16, written by the head's matmul.
+    let logits = || {
+        let mut z = g.zeros_projection(rows * vocab);
+        g.matmul(&mut z, &x, &w, MatMul::linear(rows, d, vocab));
+        z
+    };
+    let host = g.download(&logits());
+    let mut targets: Vec<u32> = (0..rows).map(|_| rng.random_range(0..vocab as u32)).collect();
+    targets[2] = IGNORE;
+    let weights: Vec<f32> = (0..rows).map(|r| if r == 4 { 0.0 } else { 0.5 + r as f32 / 10.0 }).collect();
+    // The gradient is stored in bf16: relative rounding, and a small floor for the probabilities.
+    let tol = (1e-2, 1e-4);
+
+    let (mut want, mut z) = (host.clone(), logits());
+    let loss_c = Cpu.cross_entropy_inplace(&mut want, &targets, &weights, vocab);
+    let loss_g = g.cross_entropy_inplace(&mut z, &targets, &weights, vocab);
+    assert!((loss_c - loss_g).abs() < 1e-4 * loss_c.abs(), "cross-entropy {loss_g} vs {loss_c}");
+    close_within("cross-entropy gradient on bf16 logits", &g, &z, &want, tol);
+
+    let (lp_c, h_c) = Cpu.logprob_entropy(&host, &targets, vocab);
+    let (lp_g, h_g) = g.logprob_entropy(&logits(), &targets, vocab);
+    assert_close("logprobs of bf16 logits", &lp_g, &lp_c, 1e-4, 1e-5);
+    assert_close("entropies of bf16 logits", &h_g, &h_c, 1e-4, 1e-5);
+
+    let (c_logp, c_ent) = (randv(&mut rng, rows), randv(&mut rng, rows));
+    let (mut want, mut z) = (host.clone(), logits());
+    Cpu.logit_grad_inplace(&mut want, &targets, &c_logp, &c_ent, vocab);
+    g.logit_grad_inplace(&mut z, &targets, &c_logp, &c_ent, vocab);
+    close_within("policy-loss logit gradient on bf16 logits", &g, &z, &want, tol);
+}
