@@ -10,6 +10,21 @@ __device__ __forceinline__ float ld(const bf16 *p, long i) { return __bfloat162f
 __device__ __forceinline__ void st(float *p, long i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(bf16 *p, long i, float v) { p[i] = __float2bfloat16(v); }
 
+// Four consecutive values as f32, and stored from f32: one 16-byte f32 or
+// 8-byte bf16 access (i a multiple of 4, the buffer 16-byte aligned).
+__device__ __forceinline__ float4 ld4(const float *p, long i) { return *reinterpret_cast<const float4 *>(p + i); }
+__device__ __forceinline__ float4 ld4(const bf16 *p, long i) {
+    uint2 u = *reinterpret_cast<const uint2 *>(p + i);
+    float2 lo = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.x));
+    float2 hi = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.y));
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+__device__ __forceinline__ void st4(float *p, long i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
+__device__ __forceinline__ void st4(bf16 *p, long i, float4 v) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    *reinterpret_cast<uint2 *>(p + i) = make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
+}
+
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (long)(n); i += (long)gridDim.x * blockDim.x)
 

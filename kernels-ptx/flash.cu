@@ -94,15 +94,6 @@ template <int N> __device__ __forceinline__ void wait_copies() {
 #endif
 }
 
-// Four consecutive values as f32 (16-byte f32 or 8-byte bf16 loads; i is a multiple of 4).
-__device__ __forceinline__ float4 ld4(const float *p, long i) { return *reinterpret_cast<const float4 *>(p + i); }
-__device__ __forceinline__ float4 ld4(const bf16 *p, long i) {
-    uint2 u = *reinterpret_cast<const uint2 *>(p + i);
-    float2 lo = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.x));
-    float2 hi = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.y));
-    return make_float4(lo.x, lo.y, hi.x, hi.y);
-}
-
 // Stages rows [r0, r0 + ROWS) of a [*, D] matrix as bf16 with row stride SD (zeros at and past `valid`),
 // four values per thread and step; f32 sources convert on the way, so these stores are synchronous.
 template <int ROWS, int D, int SD, typename T>

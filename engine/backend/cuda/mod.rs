@@ -670,14 +670,15 @@ impl Backend for Cuda {
         let n = gate.len() as i64;
         let (name, gp, upp) = self.swiglu_inputs("swiglu_fwd", gate, up);
         let o = self.produce(h, gate.len(), false);
-        launch!(self, &name, per_element(n as usize), &o.f32, &gp, &upp, &n, &o.bf16);
+        // Four values per thread (elementwise.cu).
+        launch!(self, &name, per_element(gate.len().div_ceil(4)), &o.f32, &gp, &upp, &n, &o.bf16);
         o.done(h);
     }
     fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
         let n = dh.len() as i64;
         let (name, gp, upp) = self.swiglu_inputs("swiglu_bwd", gate, up);
         let (g, u) = (self.produce(dgate, dh.len(), false), self.produce(dup, dh.len(), false));
-        let cfg = per_element(n as usize);
+        let cfg = per_element(dh.len().div_ceil(4));
         launch!(self, &name, cfg, &g.f32, &u.f32, dh.data(), &gp, &upp, &n, &g.bf16, &u.bf16);
         g.done(dgate);
         u.done(dup);
