@@ -462,25 +462,29 @@ __device__ void flash_bwd(T *dk, T *dv, float *dq_part, const T *dout, const T *
     store_rows<D>(dv, qbase, key0, tlen, dva, 1.0f, 1.0f);
 }
 
+// The two sums below take four values per thread and step (d and inner
+// are multiples of 4), each value summed in the same order as one at a time.
+__device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+
 // dq[row, :] = scale · Σ over the key blocks at or before row's query of dq_part[block, row, :],
 // in block order; rows = B · Hq · T.
 template <typename T> __device__ void flash_dq_sum(T *dq, const float *part, long rows, int tlen, int d, int keys, float scale) {
-    FOR_EACH(e, rows * d) {
-        long row = e / d;
+    FOR_EACH(q, rows * d / 4) {
+        long e = 4 * q, row = e / d;
         int blocks = (int)(row % tlen) / keys + 1;
-        float acc = 0.0f;
-        for (int kb = 0; kb < blocks; kb++) acc += part[kb * rows * d + e];
-        st(dq, e, acc * scale);
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int kb = 0; kb < blocks; kb++) acc = add4(acc, ld4(part, kb * rows * d + e));
+        st4(dq, e, make_float4(acc.x * scale, acc.y * scale, acc.z * scale, acc.w * scale));
     }
 }
 
 // out[b, g] = sum of part[b, g * group + i] over i < group, each block of `inner` values (T * D).
 template <typename T> __device__ void flash_group_sum(T *out, const T *part, long kv_blocks, int group, long inner) {
-    FOR_EACH(e, kv_blocks * inner) {
-        long blk = e / inner, o = e % inner;
-        float acc = 0.0f;
-        for (int i = 0; i < group; i++) acc += ld(part, (blk * group + i) * inner + o);
-        st(out, e, acc);
+    FOR_EACH(q, kv_blocks * inner / 4) {
+        long e = 4 * q, blk = e / inner, o = e % inner;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int i = 0; i < group; i++) acc = add4(acc, ld4(part, (blk * group + i) * inner + o));
+        st4(out, e, acc);
     }
 }
 

@@ -208,12 +208,13 @@ impl Cuda {
         launch!(self, &name("flash_bwd"), cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
         let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);
         let suffix = if bf16 { "bf16" } else { "f32" };
-        launch!(self, &format!("flash_dq_sum_{suffix}"), per_element(rows * sh.head_dim), &dq, &part, &r, &t, &d, &kb, &scale);
+        // The sums take four values per thread (flash.cu).
+        launch!(self, &format!("flash_dq_sum_{suffix}"), per_element(rows * sh.head_dim / 4), &dq, &part, &r, &t, &d, &kb, &scale);
         if group == 1 {
             return;
         }
         let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
-        let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim);
+        let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim / 4);
         let sum = format!("flash_group_sum_{suffix}");
         launch!(self, &sum, cfg, &dk, &dkh, &blocks, &g, &inner);
         launch!(self, &sum, cfg, &dv, &dvh, &blocks, &g, &inner);
