@@ -64,3 +64,33 @@ fn sft_and_ppo_run_through_the_binary_on_the_emulated_driver() {
         assert!(v.len() == 1 && v[0].is_finite(), "PPO {key}: {v:?}");
     }
 }
+
+/// `bench generate` on the emulated driver: decode steps run as CUDA graphs
+/// unless `--no-graphs` or VUL2SAFE_CUDA_GRAPHS=0 says otherwise, and any
+/// other value of the variable is refused with a message naming it.
+#[test]
+fn decode_graphs_follow_the_flag_and_the_environment() {
+    use std::process::Command;
+    let Some(emu) = kernel_emu::emulated_cuda() else { return };
+    let bench = |extra: &[&str], env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vul2safe"));
+        c.args(["bench", "generate", "--backend", "cuda", "--shape", "small", "--batch", "2", "--prompt-len", "4", "--new", "6"]);
+        c.args(extra).envs(emu.env()).env_remove(vul2safe::backend::cuda::GRAPHS_ENV);
+        if let Some(v) = env {
+            c.env(vul2safe::backend::cuda::GRAPHS_ENV, v);
+        }
+        c.output().unwrap()
+    };
+    let graph_steps = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (v["graphs"].as_bool().unwrap(), v["graph_steps"].as_u64().unwrap())
+    };
+    let (on, steps) = graph_steps(bench(&[], None));
+    assert!(on && steps >= 2, "graphs {on}, {steps} graph steps of 5");
+    assert_eq!(graph_steps(bench(&["--no-graphs"], None)), (false, 0));
+    assert_eq!(graph_steps(bench(&[], Some("0"))), (false, 0));
+    let refused = bench(&[], Some("yes"));
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("VUL2SAFE_CUDA_GRAPHS"));
+}

@@ -619,7 +619,9 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 "cuda" => {
                     let g = cuda("bf16")?;
-                    g.set_graphs(!no_graphs);
+                    if no_graphs {
+                        g.set_graphs(false);
+                    }
                     let mut replays = 0;
                     let r = vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new, || {
                         replays = g.graph_replays();
@@ -627,7 +629,7 @@ fn run(cli: Cli) -> Result<()> {
                             g.start_profile()
                         }
                     })?;
-                    v["graphs"] = (!no_graphs && !profile).into();
+                    v["graphs"] = (g.graphs_enabled() && !profile).into();
                     v["graph_steps"] = (g.graph_replays() - replays).into();
                     if profile {
                         // One "step" here is one whole generation run.

@@ -163,6 +163,12 @@ impl Cuda {
         (g.off, g.recorded, g.last_record, g.ready, g.short_lived) = (!on, None, None, false, 0);
     }
 
+    /// Whether repeated steps may run as graphs (`set_graphs`, or the
+    /// `VUL2SAFE_CUDA_GRAPHS` environment variable; profiling also turns them off).
+    pub fn graphs_enabled(&self) -> bool {
+        !self.graphs.lock().expect("graph state lock").off
+    }
+
     /// Steps that ran as a graph launch since the backend opened.
     pub fn graph_replays(&self) -> u64 {
         self.graphs.lock().expect("graph state lock").replays

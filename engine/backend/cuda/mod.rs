@@ -56,6 +56,9 @@ pub struct Cuda {
     graphs: Mutex<graph::Graphs>,
 }
 
+/// Set to 0, repeated steps run without CUDA graphs (graph.rs).
+pub const GRAPHS_ENV: &str = "VUL2SAFE_CUDA_GRAPHS";
+
 /// cuBLAS's workspace: what it takes on Hopper by default.
 const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
@@ -221,6 +224,12 @@ impl Cuda {
             graphs: Mutex::default(),
         };
         cuda.set_math(Math::Bf16)?;
+        // An escape hatch for any run (PPO, eval): decode steps launched one by one.
+        match std::env::var(GRAPHS_ENV).as_deref() {
+            Err(_) | Ok("1") => {}
+            Ok("0") => cuda.set_graphs(false),
+            Ok(other) => anyhow::bail!("{GRAPHS_ENV} must be 0 (decode steps launched kernel by kernel) or 1, not {other:?}"),
+        }
         Ok(cuda)
     }
 
