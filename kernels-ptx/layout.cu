@@ -62,59 +62,58 @@ extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *s
 }
 
 // Attention's entry and exit fused with what surrounds them: one thread per
-// rotation pair (i, i + hd/2) of a token's head. heads_from_tokens adds the
-// bias (if any), rotates (if cos is given) and writes head-major at starts[b]
-// (in f32, or rounded into a bf16 KV cache); tokens_from_heads moves back to
-// token-major and applies the inverse rotation (and, when dst16 is given,
-// writes the bf16 copy the projections' matmuls read). The rotation is rope.cu's.
+// four rotation pairs (i..i+3, i+hd/2..i+hd/2+3) of a token's head (hd/2 is
+// a multiple of 4, so every access moves four values). heads_from_tokens
+// adds the bias (if any), rotates (if cos is given) and writes head-major at
+// starts[b] (in f32, or rounded into a bf16 KV cache); tokens_from_heads
+// moves back to token-major and applies the inverse rotation (and, when
+// dst16 is given, writes the bf16 copy the projections' matmuls read). The
+// rotation is rope.cu's; `sign` -1 is its inverse.
+__device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t, const float *sin_t, long tab, float sign) {
+    float4 co = ld4(cos_t, tab), si = ld4(sin_t, tab);
+    float4 x0 = make_float4(a.x * co.x - c.x * sign * si.x, a.y * co.y - c.y * sign * si.y, a.z * co.z - c.z * sign * si.z,
+                            a.w * co.w - c.w * sign * si.w);
+    c = make_float4(c.x * co.x + a.x * sign * si.x, c.y * co.y + a.y * sign * si.y, c.z * co.z + a.z * sign * si.z, c.w * co.w + a.w * sign * si.w);
+    a = x0;
+}
+
 template <typename OUT>
 __device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
                                   int rows, int seq, int heads, int hd, int cap, const unsigned *starts) {
-    int half = hd / 2, per_row = heads * half;
+    int half = hd / 2, quads = half / 4, per_row = heads * quads;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
-        int row = k / per_row, j = k - row * per_row, h = j / half, i = j - h * half;
+        int row = k / per_row, j = k - row * per_row, h = j / quads, i = 4 * (j - h * quads);
         int b = row / seq, t = row - b * seq;
         long s = ((long)row * heads + h) * hd + i;
-        float a = src[s], c = src[s + half];
+        float4 a = ld4(src, s), c = ld4(src, s + half);
         if (bias) {
-            a += bias[h * hd + i];
-            c += bias[h * hd + i + half];
+            float4 ba = ld4(bias, h * hd + i), bc = ld4(bias, h * hd + i + half);
+            a = make_float4(a.x + ba.x, a.y + ba.y, a.z + ba.z, a.w + ba.w);
+            c = make_float4(c.x + bc.x, c.y + bc.y, c.z + bc.z, c.w + bc.w);
         }
-        if (cos_t) {
-            long tab = (long)positions[row] * half + i;
-            float co = cos_t[tab], si = sin_t[tab];
-            float x0 = a * co - c * si, x1 = c * co + a * si;
-            a = x0;
-            c = x1;
-        }
+        if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, 1.0f);
         long o = (((long)b * heads + h) * cap + starts[b] + t) * hd + i;
-        st(dst, o, a);
-        st(dst, o + half, c);
+        st4(dst, o, a);
+        st4(dst, o + half, c);
     }
 }
 
 template <typename TS>
 __device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t, const float *sin_t, const unsigned *positions, int rows,
                                   int seq, int heads, int hd, bf16 *dst16) {
-    int half = hd / 2, per_row = heads * half;
+    int half = hd / 2, quads = half / 4, per_row = heads * quads;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
-        int row = k / per_row, j = k - row * per_row, h = j / half, i = j - h * half;
+        int row = k / per_row, j = k - row * per_row, h = j / quads, i = 4 * (j - h * quads);
         int b = row / seq, t = row - b * seq;
         long s = (((long)b * heads + h) * seq + t) * hd + i;
-        float a = ld(src, s), c = ld(src, s + half);
-        if (cos_t) {
-            long tab = (long)positions[row] * half + i;
-            float co = cos_t[tab], si = -sin_t[tab];
-            float x0 = a * co - c * si, x1 = c * co + a * si;
-            a = x0;
-            c = x1;
-        }
+        float4 a = ld4(src, s), c = ld4(src, s + half);
+        if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, -1.0f);
         long o = ((long)row * heads + h) * hd + i;
-        dst[o] = a;
-        dst[o + half] = c;
+        st4(dst, o, a);
+        st4(dst, o + half, c);
         if (dst16) {
-            dst16[o] = __float2bfloat16(a);
-            dst16[o + half] = __float2bfloat16(c);
+            st4(dst16, o, a);
+            st4(dst16, o + half, c);
         }
     }
 }

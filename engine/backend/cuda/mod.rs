@@ -135,13 +135,17 @@ fn layout_args(batch: usize, seq: usize, heads: usize, head_dim: usize) -> (usiz
     (vectors, [(batch * seq) as i32, seq as i32, heads as i32, (head_dim / 4) as i32])
 }
 
-/// The fused attention-entry kernels' arguments: how many rotation pairs
-/// they visit, and (token rows, seq, heads, head_dim, cap), in 32 bits.
+/// The fused attention entry and exit kernels' arguments: how many groups
+/// of four rotation pairs they visit (a thread each), and (token rows, seq,
+/// heads, head_dim, cap), in 32 bits.
 fn pair_args(batch: usize, seq: usize, heads: usize, head_dim: usize, cap: usize) -> (usize, [i32; 5]) {
-    assert!(head_dim.is_multiple_of(2), "RoPE pairs need an even head_dim, got {head_dim}");
-    let pairs = batch * seq * heads * head_dim / 2;
-    assert!(pairs < (i32::MAX / 2) as usize, "{pairs} pairs are too many for 32-bit indexing");
-    (pairs, [(batch * seq) as i32, seq as i32, heads as i32, head_dim as i32, cap as i32])
+    assert!(
+        head_dim.is_multiple_of(8),
+        "the attention entry and exit move four RoPE pairs at a time: head_dim must be a multiple of 8, got {head_dim}"
+    );
+    let quads = batch * seq * heads * head_dim / 8;
+    assert!(quads < (i32::MAX / 8) as usize, "{quads} groups of pairs are too many for 32-bit indexing");
+    (quads, [(batch * seq) as i32, seq as i32, heads as i32, head_dim as i32, cap as i32])
 }
 
 /// Launches a kernel, or in a repeated step's pass (graph.rs) notes it too.
@@ -601,8 +605,8 @@ impl Backend for Cuda {
         let d_s = self.offsets(starts);
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
-        let (pairs, [rows, t, h, hd, cap]) = pair_args(batch, seq, heads, head_dim, cap);
-        let cfg = per_element(pairs);
+        let (quads, [rows, t, h, hd, cap]) = pair_args(batch, seq, heads, head_dim, cap);
+        let cfg = per_element(quads);
         let src = src.data();
         match dst.storage_mut() {
             Storage::F32(d) => {
@@ -624,11 +628,11 @@ impl Backend for Cuda {
         head_dim: usize,
     ) {
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
-        let (pairs, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
+        let (quads, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
         // The q/k/v gradients also feed bias gradients (f32): they keep f32.
         assert!(!dst.is_matmul_input(), "tokens_from_heads writes f32 for the bias gradients: not into a matmul-input buffer");
-        let o = self.produce(dst, pairs * 2, false);
-        let cfg = per_element(pairs);
+        let o = self.produce(dst, quads * 8, false);
+        let cfg = per_element(quads);
         let (name, src) = match src.storage() {
             Storage::F32(s) => ("tokens_from_heads_f32", self.ptr(s)),
             Storage::Bf16(s) => ("tokens_from_heads_bf16_to_f32", self.ptr(s)),
