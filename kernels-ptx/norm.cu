@@ -1,43 +1,60 @@
 // RMSNorm (HF LlamaRMSNorm: w * x / sqrt(mean(x^2) + eps)) forward and
-// backward, one block per row. The backward adds into dx, so it fuses the
-// residual-stream accumulation; the weight gradient is reduced per block of
-// rows into partials that a second kernel sums in order (deterministic).
+// backward. Forward and dx take one warp per row, four values per lane and
+// step (dim is a multiple of 4): a row of a few thousand values is too
+// little work for a block and its barriers. The backward adds into dx, so it
+// fuses the residual-stream accumulation; the weight gradient is reduced per
+// block of rows into partials that a second kernel sums in order
+// (deterministic).
 #include "common.cuh"
+
+#define NORM_ROWS 8  // rows per block: a warp each
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
 
 // out16, when not null, also gets the output rounded to bf16: the copy a
 // tensor-core matmul reading `out` would otherwise cast in a pass of its own;
 // out may then be null (a matmul-only output needs nothing else).
-template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, int dim, float eps, bf16 *out16) {
-    long row = blockIdx.x;
-    const T *xr = x + row * dim;
+template <typename T> __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, bf16 *out16) {
+    long row = (long)blockIdx.x * NORM_ROWS + (threadIdx.x >> 5), base = row * dim;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = ld(xr, i);
-        ss += v * v;
+    for (int i = 4 * lane; i < dim; i += 128) {
+        float4 v = ld4(x, base + i);
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
     }
-    float r = rsqrtf(block_sum(ss) / dim + eps);
-    if (threadIdx.x == 0) rstd[row] = r;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float y = ld(w, i) * (ld(xr, i) * r);
-        if (out) st(out, row * dim + i, y);
-        if (out16) out16[row * dim + i] = __float2bfloat16(y);
+    float r = rsqrtf(warp_sum(ss) / dim + eps);
+    if (lane == 0) rstd[row] = r;
+    for (int i = 4 * lane; i < dim; i += 128) {
+        float4 v = ld4(x, base + i), g = ld4(w, i);
+        float4 y = make_float4(g.x * (v.x * r), g.y * (v.y * r), g.z * (v.z * r), g.w * (v.w * r));
+        if (out) st4(out, base + i, y);
+        if (out16) st4(out16, base + i, y);
     }
 }
 
 // dx += r*w*dy - r^3/dim * x * sum(w*dy*x); dx16, when not null, gets the sum rounded to bf16.
 template <typename T>
-__device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const T *x, const T *w, const float *rstd, int dim, bf16 *dx16) {
-    long row = blockIdx.x;
-    long base = row * dim;
+__device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const T *x, const T *w, const float *rstd, long rows, int dim, bf16 *dx16) {
+    long row = (long)blockIdx.x * NORM_ROWS + (threadIdx.x >> 5), base = row * dim;
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
     float r = rstd[row];
     float gx = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) gx += ld(dout, base + i) * ld(w, i) * ld(x, base + i);
-    gx = block_sum(gx);
-    float c = r * r * r * gx / dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = ld(dx, base + i) + r * ld(w, i) * ld(dout, base + i) - c * ld(x, base + i);
-        st(dx, base + i, v);
-        if (dx16) dx16[base + i] = __float2bfloat16(v);
+    for (int i = 4 * lane; i < dim; i += 128) {
+        float4 d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
+        gx += d.x * g.x * v.x + d.y * g.y * v.y + d.z * g.z * v.z + d.w * g.w * v.w;
+    }
+    float c = r * r * r * warp_sum(gx) / dim;
+    for (int i = 4 * lane; i < dim; i += 128) {
+        float4 a = ld4(dx, base + i), d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
+        float4 y = make_float4(a.x + r * g.x * d.x - c * v.x, a.y + r * g.y * d.y - c * v.y, a.z + r * g.z * d.z - c * v.z,
+                               a.w + r * g.w * d.w - c * v.w);
+        st4(dx, base + i, y);
+        if (dx16) st4(dx16, base + i, y);
     }
 }
 
@@ -53,13 +70,13 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
 }
 
 #define INSTANTIATE(T, S)                                                                                                   \
-    extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, int dim, float eps,            \
+    extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, \
                                                bf16 *out16) {                                                               \
-        rmsnorm_fwd(out, rstd, x, w, dim, eps, out16);                                                                      \
+        rmsnorm_fwd(out, rstd, x, w, rows, dim, eps, out16);                                                                \
     }                                                                                                                       \
-    extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const T *dy, const T *x, const T *w, const float *rstd, int dim,  \
-                                                  bf16 *dx16) {                                                             \
-        rmsnorm_bwd_dx(dx, dy, x, w, rstd, dim, dx16);                                                                      \
+    extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const T *dy, const T *x, const T *w, const float *rstd, long rows, \
+                                                  int dim, bf16 *dx16) {                                                    \
+        rmsnorm_bwd_dx(dx, dy, x, w, rstd, rows, dim, dx16);                                                                \
     }                                                                                                                       \
     extern "C" __global__ void rmsnorm_bwd_dw_partial_##S(float *p, const T *dy, const T *x, const float *rstd, long rows, \
                                                           int dim, int rows_per_block) {                                   \

@@ -119,6 +119,15 @@ pub(crate) fn per_row(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Rows per block of the RMSNorm kernels (a warp each), as NORM_ROWS in kernels-ptx/norm.cu.
+const NORM_ROWS: u32 = THREADS / 32;
+
+/// The RMSNorm kernels' launch: a warp per row, four values per lane and step.
+fn per_norm_rows(dim: usize, rows: i64) -> LaunchConfig {
+    assert!(dim.is_multiple_of(4), "the CUDA RMSNorm moves four values at a time: hidden size {dim} is not a multiple of 4");
+    LaunchConfig { grid_dim: ((rows as u32).div_ceil(NORM_ROWS), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
 /// Enough blocks for a grid-stride loop over `n` elements.
 pub(crate) fn per_element(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).clamp(1, 1 << 16) as u32;
@@ -533,20 +542,21 @@ impl Backend for Cuda {
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
         let o = self.produce(out, x.len(), false);
-        launch!(self, "rmsnorm_fwd_f32", per_row(x.len() / dim), &o.f32, rstd.write(), x.data(), w.data(), &d, &eps, &o.bf16);
+        let rows = (x.len() / dim) as i64;
+        launch!(self, "rmsnorm_fwd_f32", per_norm_rows(dim, rows), &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16);
         o.done(out);
     }
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
-        let d = dim as i32;
+        let (r, d) = (rows as i64, dim as i32);
         // dx accumulates, so the kernel reads it: it stays in f32 too.
         assert!(!dx.is_matmul_input(), "rmsnorm_bwd accumulates into dx, which must not be a matmul-input buffer");
         let o = self.produce(dx, rows * dim, true);
-        launch!(self, "rmsnorm_bwd_dx_f32", per_row(rows), &o.f32, dout.data(), x.data(), w.data(), rstd.data(), &d, &o.bf16);
+        launch!(self, "rmsnorm_bwd_dx_f32", per_norm_rows(dim, r), &o.f32, dout.data(), x.data(), w.data(), rstd.data(), &r, &d, &o.bf16);
         o.done(dx);
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
         let mut partial = self.scratch(blocks * dim);
-        let (r, rpb) = (rows as i64, ROWS_PER_BLOCK as i32);
+        let rpb = ROWS_PER_BLOCK as i32;
         launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout.data(), x.data(), rstd.data(), &r, &d, &rpb);
         self.add_column_partials(dw.write(), &partial, blocks, dim);
     }
@@ -763,5 +773,15 @@ impl Backend for Cuda {
     }
     fn ppo_value_loss(&self, v: &[f32], v_old: &[f32], ret: &[f32], eps: f32) -> Vec<(f32, f32)> {
         self.token_value_loss(v, v_old, ret, eps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The launch shape must match the rows per block the kernels assume.
+    #[test]
+    fn norm_rows_match_the_kernels() {
+        let src = include_str!("../../../kernels-ptx/norm.cu");
+        assert!(src.contains(&format!("#define NORM_ROWS {}  ", super::NORM_ROWS)));
     }
 }
