@@ -72,14 +72,6 @@ fn decode_splits(target: usize, blocks: usize, cap: usize) -> usize {
 }
 
 impl Cuda {
-    /// A storage's device address.
-    pub(super) fn addr(&self, s: &Storage) -> u64 {
-        match s {
-            Storage::F32(d) => self.ptr(d),
-            Storage::Bf16(d) => self.ptr(d),
-        }
-    }
-
     /// `Backend::attention_fwd` into the address `out`: flash for 16 or more
     /// queries on the tensor cores, decode.cu for one f32 query (which also
     /// writes the output's bf16 copy to `out16` unless it is 0, and skips

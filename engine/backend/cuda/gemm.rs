@@ -10,7 +10,7 @@ use crate::backend::MatMul;
 use anyhow::{bail, Result};
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType_t};
 use cudarc::cublas::{Gemm, GemmConfig};
-use cudarc::driver::{CudaSlice, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -56,16 +56,8 @@ impl Cuda {
             let (pa, _a16) = self.bf16_operand(a, mm.m * mm.k);
             let (pb, _b16) = self.bf16_operand(b, mm.k * mm.n);
             let alpha = 1.0f32;
-            let (pc, c_type, _wc) = match c {
-                Storage::F32(d) => {
-                    let (p, w) = d.device_ptr_mut(&self.stream);
-                    (p, cudaDataType_t::CUDA_R_32F, w)
-                }
-                Storage::Bf16(d) => {
-                    let (p, w) = d.device_ptr_mut(&self.stream);
-                    (p, cudaDataType_t::CUDA_R_16BF, w)
-                }
-            };
+            let pc = self.addr(c);
+            let c_type = if c.is_bf16() { cudaDataType_t::CUDA_R_16BF } else { cudaDataType_t::CUDA_R_32F };
             if let Some(n) = note.as_mut() {
                 [pa, pb, pc].iter().for_each(|p| n.arg(p));
             }

@@ -313,6 +313,14 @@ impl Cuda {
         buf.device_ptr(&self.stream).0
     }
 
+    /// A storage's device address, f32 or bf16.
+    pub(crate) fn addr(&self, s: &Storage) -> u64 {
+        match s {
+            Storage::F32(d) => self.ptr(d),
+            Storage::Bf16(d) => self.ptr(d),
+        }
+    }
+
     /// Room for the bf16 copy of an `n`-value output that matmuls read (norm,
     /// SwiGLU and token-major attention outputs and their gradients, logit
     /// gradients, updated weights), written by the kernel about to rewrite
