@@ -115,18 +115,19 @@ template <typename T> __device__ __forceinline__ void put(T *z, bf16 *z16, int i
     if (z16) z16[i] = __float2bfloat16(v);
 }
 
-// Overwrites each value of a row with g(i, z[i]), through put. A bf16 row
-// written in place (no copy beside it) goes 8 values per 16-byte load and store.
+// Overwrites values [lo, hi) of a row with g(i, z[i]), through put.
+template <typename T, typename G> __device__ __forceinline__ void rewrite_span(T *z, bf16 *z16, int lo, int hi, int keep_f32, G g) {
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) put(z, z16, i, g(i, ld(z, i)), keep_f32);
+}
+// The whole row. A bf16 row written in place (no copy beside it) goes 8
+// values per 16-byte load and store between its scalar head and tail.
 template <typename T, typename G> __device__ __forceinline__ void rewrite_row(T *z, bf16 *z16, int vocab, int keep_f32, G g) {
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, g(i, ld(z, i)), keep_f32);
+    rewrite_span(z, z16, 0, vocab, keep_f32, g);
 }
 template <typename G> __device__ __forceinline__ void rewrite_row(bf16 *z, bf16 *z16, int vocab, int keep_f32, G g) {
-    if (z16 || !keep_f32) {
-        for (int i = threadIdx.x; i < vocab; i += blockDim.x) put(z, z16, i, g(i, ld(z, i)), keep_f32);
-        return;
-    }
+    if (z16 || !keep_f32) return rewrite_span(z, z16, 0, vocab, keep_f32, g);
     Spans sp = spans(z, vocab);
-    for (int i = threadIdx.x; i < sp.head; i += blockDim.x) st(z, i, g(i, ld(z, i)));
+    rewrite_span(z, z16, 0, sp.head, 1, g);
     uint4 *v = reinterpret_cast<uint4 *>(z + sp.head);
     for (int j = threadIdx.x; j < sp.vectors; j += blockDim.x) {
         float x[8];
@@ -134,7 +135,7 @@ template <typename G> __device__ __forceinline__ void rewrite_row(bf16 *z, bf16 
         for (int k = 0; k < 8; k++) x[k] = g(sp.head + 8 * j + k, x[k]);
         v[j] = pack8(x);
     }
-    for (int i = sp.rest + threadIdx.x; i < vocab; i += blockDim.x) st(z, i, g(i, ld(z, i)));
+    rewrite_span(z, z16, sp.rest, vocab, 1, g);
 }
 
 // loss[row] = w * (log Z - z[t]); z <- w * (softmax - onehot), 0 for ignored rows.
