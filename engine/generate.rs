@@ -1,5 +1,5 @@
-//! Batched autoregressive generation over a KV cache: right-padded prefill of
-//! prompts of different lengths, then one token per row per step. Sampling is
+//! Batched autoregressive generation over a KV cache: a packed prefill of
+//! prompts of different lengths (no padding), then one token per row per step. Sampling is
 //! greedy, temperature, top-k and top-p, seeded; stop tokens end a row early.
 //! Each sampled token comes with its log-probability, which PPO needs.
 
@@ -94,7 +94,7 @@ pub fn generate<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[Vec<u32>]
 
 /// Continuous batching: `slots` rows decode together, and a row that finishes
 /// (stop token or `max_new_tokens`) takes the next waiting prompt at once
-/// (prefilled on its own and copied into that row's KV cache), so one long
+/// (prefilled straight into that row of the KV cache), so one long
 /// sample does not hold the others up. With `slots ≥ prompts.len()` this is
 /// plain batched generation. Outputs follow `prompts`' order. Prompt `i`
 /// samples from its own random stream (`cfg.seed`, stream `i`), so what it
@@ -205,39 +205,10 @@ fn prompt_rng(seed: u64, i: usize) -> ChaCha8Rng {
     rng
 }
 
-/// Right-padded prefill of one prompt per cache row; writes each row's
-/// next-token logits into `logits`. Pads sit after each prompt, so causal
-/// attention keeps them out of every real position, and their cache slots
-/// are reused.
-fn prefill<B: Backend, P: AsRef<[u32]>>(
-    be: &B,
-    model: &Transformer<B>,
-    prompts: &[P],
-    cache: &mut KvCache<B>,
-    logits: &mut B::Buf,
-) -> Result<()> {
-    let (batch, d) = (prompts.len(), model.cfg.hidden_size);
-    let longest = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
-    let pad = prompts[0].as_ref()[0];
-    let ids: Vec<u32> = prompts.iter().flat_map(|p| p.as_ref().iter().copied().chain(std::iter::repeat(pad)).take(longest)).collect();
-    let hidden = model.forward_cached(be, &ids, longest, cache)?;
-    let mut last = be.zeros(batch * d);
-    for (r, p) in prompts.iter().enumerate() {
-        be.copy_range(&mut last, r * d, &hidden, (r * longest + p.as_ref().len() - 1) * d, d);
-    }
-    cache.lens = prompts.iter().map(|p| p.as_ref().len()).collect();
-    model.logits_into(be, &last, batch, logits);
-    Ok(())
-}
-
-/// Padding a prefill group may add, as a fraction of its real tokens.
-const PREFILL_PAD_SLACK: f64 = 0.125;
-
-/// Prefills `prompts[k]` into cache row `rows[k]` and writes its next-token
-/// logits into row `rows[k]` of `logits` (a buffer of every row's). Prompts
-/// of similar length share a prefill, so a short prompt is not padded to the
-/// longest one: sorted by length, a group grows while its padding stays
-/// within `PREFILL_PAD_SLACK` of its tokens.
+/// Prefills `prompts[k]` into cache row `rows[k]` (all of them in one
+/// forward over their tokens packed back to back, so no position is padding)
+/// and writes its next-token logits into row `rows[k]` of `logits` (a buffer
+/// of every row's).
 fn prefill_rows<B: Backend>(
     be: &B,
     model: &Transformer<B>,
@@ -247,56 +218,25 @@ fn prefill_rows<B: Backend>(
     logits: &mut B::Buf,
 ) -> Result<()> {
     let _r = trace::range("prefill");
-    let mut order: Vec<usize> = (0..prompts.len()).collect();
-    order.sort_by_key(|&k| prompts[k].len());
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut tokens = 0usize;
-    for k in order {
-        let len = prompts[k].len();
-        match groups.last_mut() {
-            // Sorted ascending, so `len` is the group's longest if `k` joins.
-            Some(g) if (len * (g.len() + 1) - (tokens + len)) as f64 <= PREFILL_PAD_SLACK * (tokens + len) as f64 => {
-                g.push(k);
-                tokens += len;
-            }
-            _ => {
-                groups.push(vec![k]);
-                tokens = len;
-            }
-        }
+    let (d, vocab) = (model.cfg.hidden_size, model.cfg.vocab_size);
+    let hidden = model.prefill_packed(be, prompts, rows, cache)?;
+    // Each prompt's last token, gathered as an embedding lookup gathers rows.
+    let last_tokens: Vec<u32> = prompts
+        .iter()
+        .scan(0, |end, p| {
+            *end += p.len();
+            Some((*end - 1) as u32)
+        })
+        .collect();
+    let mut last = be.zeros(prompts.len() * d);
+    be.embedding_fwd(&mut last, &hidden, &last_tokens, d);
+    if rows.iter().enumerate().all(|(k, &r)| k == r) {
+        model.logits_into(be, &last, prompts.len(), logits);
+        return Ok(());
     }
-    // Every row of the cache, in order, in one group: prefill in place, from position 0.
-    if groups.len() == 1 && rows.len() == cache.batch && rows.iter().enumerate().all(|(k, &r)| k == r) {
-        cache.lens.fill(0);
-        return prefill(be, model, prompts, cache, logits);
-    }
-    let vocab = model.cfg.vocab_size;
-    for g in groups {
-        let group: Vec<&[u32]> = g.iter().map(|&k| prompts[k]).collect();
-        let group_rows: Vec<usize> = g.iter().map(|&k| rows[k]).collect();
-        let out = prefill_into(be, model, &group, &group_rows, cache)?;
-        for (j, &r) in group_rows.iter().enumerate() {
-            be.copy_range(logits, r * vocab, &out, j * vocab, vocab);
-        }
+    let out = model.logits(be, &last, prompts.len());
+    for (k, &r) in rows.iter().enumerate() {
+        be.copy_range(logits, r * vocab, &out, k * vocab, vocab);
     }
     Ok(())
-}
-
-/// Prefills `prompts` together in a cache of their own, then moves prompt
-/// `k`'s keys and values into row `rows[k]` of `cache`; returns their
-/// next-token logits, one row each.
-fn prefill_into<B: Backend>(be: &B, model: &Transformer<B>, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<B::Buf> {
-    let mut own = KvCache::new(be, &model.cfg, prompts.len(), cache.cap);
-    let mut logits = be.zeros(prompts.len() * model.cfg.vocab_size);
-    prefill(be, model, prompts, &mut own, &mut logits)?;
-    let block = model.cfg.num_kv_heads * cache.cap * model.cfg.head_dim;
-    for (dst, src) in cache.k.iter_mut().chain(cache.v.iter_mut()).zip(own.k.iter().chain(own.v.iter())) {
-        for (k, &row) in rows.iter().enumerate() {
-            be.copy_range(dst, row * block, src, k * block, block);
-        }
-    }
-    for (p, &row) in prompts.iter().zip(rows) {
-        cache.lens[row] = p.len();
-    }
-    Ok(logits)
 }

@@ -4,23 +4,28 @@
 // recomputes probabilities from it: one pass for dQ (per query) and one for
 // dK and dV (per key, over every query head of its GQA group).
 //
-// Layouts: q/out/dout [B, Hq, Tq, D]; k/v [B, Hkv, cap, D] with kv_lens[b]
-// valid positions; query i of row b sits at kv_lens[b] - Tq + i. One warp owns
+// Layouts: k/v [B, Hkv, cap, D]; the forward's queries come as spans, as in
+// flash.cu (query i of head h of a span is row q0 + h * head_stride + i and
+// sits at its key row's kv_len - queries + i); the backward's q/out/dout are
+// [B, Hq, T, D] with T keys per row. One warp owns
 // one row (query or key); each lane holds D/32 of its dimensions. The forward
 // skips the log-sum-exp when lse is null (inference).
 #include "warp_attention.cuh"
 
 template <int D, typename T, typename KT = T>
-__device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *kv_lens, int hq, int hkv, int tq,
-                              int cap, float scale) {
+__device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int head_stride, int hq,
+                              int hkv, int cap, float scale) {
     constexpr int P = D / 32;
     __shared__ float ks[TILE][D], vs[TILE][D];
-    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const unsigned *span = spans + 4 * blockIdx.z;
+    int tq = span[1], kv_len = span[3];
+    if ((int)blockIdx.x * WARPS >= tq) return;  // the grid covers the longest span
+    int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int g = h / (hq / hkv);
     int i = blockIdx.x * WARPS + warp;
-    int kv_len = kv_lens[b];
-    long qrow = (((long)b * hq + h) * tq + i) * D;
-    long kbase = ((long)b * hkv + g) * cap * D;
+    long rbase = (long)span[0] + (long)h * head_stride;  // this head's first query row
+    long qrow = (rbase + i) * D;
+    long kbase = ((long)span[2] * hkv + g) * cap * D;
     float qr[P], acc[P];
     float m = -INFINITY, l = 0.0f;
     bool active = i < tq;
@@ -39,7 +44,7 @@ __device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const
     }
     if (!active) return;
     for (int p = 0; p < P; p++) st(out, qrow + lane + 32 * p, acc[p] / l);
-    if (lse && lane == 0) lse[((long)b * hq + h) * tq + i] = m + __logf(l);
+    if (lse && lane == 0) lse[rbase + i] = m + __logf(l);
 }
 
 // rowdot[b, h, i] = dout_i . out_i (the softmax backward's per-row constant).
@@ -162,9 +167,9 @@ __device__ void attention_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, cons
 
 #define INSTANTIATE(D, T, S)                                                                                                \
     extern "C" __global__ void attention_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k, const T *v,              \
-                                                        const unsigned *kv_lens, int hq, int hkv, int tq, int cap,            \
+                                                        const unsigned *spans, int stride, int hq, int hkv, int cap,          \
                                                         float scale) {                                                        \
-        attention_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                             \
+        attention_fwd<D, T>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                           \
     }                                                                                                                         \
     extern "C" __global__ void attention_rowdot_d##D##_##S(float *rowdot, const T *dout, const T *out, long rows) {          \
         attention_rowdot<D, T>(rowdot, dout, out, rows);                                                                      \
@@ -183,9 +188,9 @@ __device__ void attention_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, cons
 // Prefill of f32 activations against a bf16 KV cache (generation off the tensor cores).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void attention_fwd_bf16kv_d##D##_f32(float *out, float *lse, const float *q, const bf16 *k,      \
-                                                               const bf16 *v, const unsigned *kv_lens, int hq, int hkv,     \
-                                                               int tq, int cap, float scale) {                               \
-        attention_fwd<D, float, bf16>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                  \
+                                                               const bf16 *v, const unsigned *spans, int stride, int hq,    \
+                                                               int hkv, int cap, float scale) {                              \
+        attention_fwd<D, float, bf16>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                \
     }
 
 INSTANTIATE(32, float, f32)

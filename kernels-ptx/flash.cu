@@ -10,8 +10,13 @@
 // fragments are kept in registers and turned into the A operand of the next
 // product directly (the m16n8 accumulator layout matches the m16n8k16 A
 // layout), as in FlashAttention-2.
-// Layouts: q/out/dout [B, Hq, Tq, D]; k/v [B, Hkv, cap, D] with kv_lens[b]
-// valid positions; query i of row b sits at kv_lens[b] - Tq + i.
+// Layouts: k/v [B, Hkv, cap, D]. The forward takes its queries as spans
+// (four u32 each: first query row, queries, key/value row, valid keys): span
+// s's query i of head h is row q0 + h * head_stride + i of q/out [*, D] and
+// sits at position kv_len - queries + i of its key row, so one kernel runs
+// equal rows (q [B, Hq, Tq, D], q0 = b * Hq * Tq, head_stride = Tq) and
+// packed prompts of different lengths (q [Hq, N, D], head_stride = N). The
+// backward (training) takes q/out/dout [B, Hq, T, D] with T keys per row.
 #include "common.cuh"
 
 #define LOG2E 1.4426950408889634f
@@ -231,17 +236,21 @@ __device__ __forceinline__ float quad_sum(float v) {
 #define BK 64  // keys per staged tile
 
 template <int D, typename T, typename KT = T>
-__device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *kv_lens, int hq, int hkv, int tq, int cap,
-                          float scale) {
+__device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int head_stride, int hq, int hkv,
+                          int cap, float scale) {
     constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
     constexpr int ST = stages_for(2 * BK * SD * 2);
     constexpr int MT = FWD_TILES(D);
     __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
-    int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
-    int kvh = h / (hq / hkv), kv_len = kv_lens[b];
-    int tile = gridDim.x - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
+    const unsigned *span = spans + 4 * blockIdx.z;
+    int tq = span[1], kv_len = span[3], tiles_here = (tq + FWD_ROWS - 1) / FWD_ROWS;
+    if ((int)blockIdx.x >= tiles_here) return;  // the grid covers the longest span
+    int h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    int kvh = h / (hq / hkv);
+    int tile = tiles_here - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
     int row0 = tile * FWD_ROWS + warp * 16 * MT;  // this warp's rows: MT tiles of 16 from here
-    long qbase = ((long)b * hq + h) * tq * D, kbase = ((long)b * hkv + kvh) * cap * D;
+    long rbase = (long)span[0] + (long)h * head_stride;  // this head's first query row
+    long qbase = rbase * D, kbase = ((long)span[2] * hkv + kvh) * cap * D;
     unsigned qa[MT][D / 16][4];
     float o[MT][D / 8][4] = {};
     float m[MT][2], l[MT][2];
@@ -334,7 +343,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
             #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int i = row0 + 16 * mt + g + 8 * r;
-                if (i < tq) lse[((long)b * hq + h) * tq + i] = (m[mt][r] + log2f(l[mt][r])) * LN2;
+                if (i < tq) lse[rbase + i] = (m[mt][r] + log2f(l[mt][r])) * LN2;
             }
     }
 }
@@ -490,9 +499,9 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 
 #define INSTANTIATE(D, T, S)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
-                                                                           const T *v, const unsigned *kv_lens, int hq,      \
-                                                                           int hkv, int tq, int cap, float scale) {          \
-        flash_fwd<D, T>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                                 \
+                                                                           const T *v, const unsigned *spans, int stride,    \
+                                                                           int hq, int hkv, int cap, float scale) {          \
+        flash_fwd<D, T>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                               \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
         flash_bwd_d##D##_##S(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, \
@@ -502,9 +511,9 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
-        float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *kv_lens, int hq, int hkv,      \
-        int tq, int cap, float scale) {                                                                                       \
-        flash_fwd<D, float, bf16>(out, lse, q, k, v, kv_lens, hq, hkv, tq, cap, scale);                                       \
+        float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *spans, int stride, int hq,     \
+        int hkv, int cap, float scale) {                                                                                      \
+        flash_fwd<D, float, bf16>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                     \
     }
 #define INSTANTIATE_SUM(T, S)                                                                                                 \
     extern "C" __global__ void flash_group_sum_##S(T *out, const T *part, long kv_blocks, int group, long inner) {          \

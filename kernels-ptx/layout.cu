@@ -1,6 +1,7 @@
-// Layout moves between token-major [batch, seq, heads, hd] activations and
-// head-major [batch, heads, cap, hd] attention operands (the KV-cache write
-// when cap > seq, at per-row offsets starts[b]).
+// Layout moves between token-major [tokens, heads, hd] activations and
+// head-major [rows, heads, cap, hd] attention operands. Into head-major,
+// token i goes to row slots[i] / cap, position slots[i] % cap (the KV-cache
+// write at each row's length, a packed prefill's rows, or in place).
 //
 // Values move four at a time (V: float4 for f32, uint2 for bf16; hd is a
 // multiple of 4), with 32-bit index arithmetic (the host checks the sizes):
@@ -19,12 +20,12 @@ __device__ __forceinline__ void put(uint2 *dst, long i, float4 x) { dst[i] = to_
 
 // Into storage of src's type, or f32 into a bf16 cache (the KV-cache write).
 template <typename VD, typename VS>
-__device__ void to_head_major(VD *dst, const VS *src, int rows, int seq, int heads, int hd4, int cap, const unsigned *starts) {
+__device__ void to_head_major(VD *dst, const VS *src, int rows, int heads, int hd4, int cap, const unsigned *slots) {
     int per_row = heads * hd4;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
-        int row = k / per_row, j = k - row * per_row;
-        int b = row / seq, t = row - b * seq, h = j / hd4, d = j - h * hd4;
-        put(dst, (((long)b * heads + h) * cap + starts[b] + t) * hd4 + d, src[k]);
+        int row = k / per_row, j = k - row * per_row, h = j / hd4, d = j - h * hd4;
+        unsigned slot = slots[row], b = slot / cap, pos = slot - b * cap;
+        put(dst, (((long)b * heads + h) * cap + pos) * hd4 + d, src[k]);
     }
 }
 
@@ -44,9 +45,9 @@ template <typename V> __device__ void to_token_major(V *dst, const V *src, int r
 }
 
 #define INSTANTIATE(V, S)                                                                                                   \
-    extern "C" __global__ void to_head_major_##S(V *dst, const V *src, int rows, int seq, int heads, int hd4, int cap,     \
-                                                 const unsigned *starts) {                                                  \
-        to_head_major(dst, src, rows, seq, heads, hd4, cap, starts);                                                        \
+    extern "C" __global__ void to_head_major_##S(V *dst, const V *src, int rows, int heads, int hd4, int cap,              \
+                                                 const unsigned *slots) {                                                   \
+        to_head_major(dst, src, rows, heads, hd4, cap, slots);                                                              \
     }                                                                                                                       \
     extern "C" __global__ void to_token_major_##S(V *dst, const V *src, int rows, int seq, int heads, int hd4,             \
                                                   uint2 *dst16) {                                                           \
@@ -56,16 +57,16 @@ template <typename V> __device__ void to_token_major(V *dst, const V *src, int r
 INSTANTIATE(float4, f32)
 INSTANTIATE(uint2, bf16)
 
-extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *src, int rows, int seq, int heads, int hd4, int cap,
-                                                     const unsigned *starts) {
-    to_head_major(dst, src, rows, seq, heads, hd4, cap, starts);
+extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *src, int rows, int heads, int hd4, int cap,
+                                                     const unsigned *slots) {
+    to_head_major(dst, src, rows, heads, hd4, cap, slots);
 }
 
 // Attention's entry and exit fused with what surrounds them: one thread per
 // four rotation pairs (i..i+3, i+hd/2..i+hd/2+3) of a token's head (hd/2 is
 // a multiple of 4, so every access moves four values). heads_from_tokens
 // adds the bias (if any), rotates (if cos is given) and writes head-major at
-// starts[b] (in f32, or rounded into a bf16 KV cache); tokens_from_heads
+// the token's slot (in f32, or rounded into bf16); tokens_from_heads
 // moves back to token-major and applies the inverse rotation (and, when
 // dst16 is given, writes the bf16 copy the projections' matmuls read). The
 // rotation is rope.cu's; `sign` -1 is its inverse.
@@ -79,11 +80,11 @@ __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t
 
 template <typename OUT>
 __device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
-                                  int rows, int seq, int heads, int hd, int cap, const unsigned *starts) {
+                                  int rows, int heads, int hd, int cap, const unsigned *slots) {
     int half = hd / 2, quads = half / 4, per_row = heads * quads;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row, h = j / quads, i = 4 * (j - h * quads);
-        int b = row / seq, t = row - b * seq;
+        unsigned slot = slots[row], b = slot / cap, pos = slot - b * cap;
         long s = ((long)row * heads + h) * hd + i;
         float4 a = ld4(src, s), c = ld4(src, s + half);
         if (bias) {
@@ -92,7 +93,7 @@ __device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias,
             c = make_float4(c.x + bc.x, c.y + bc.y, c.z + bc.z, c.w + bc.w);
         }
         if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, 1.0f);
-        long o = (((long)b * heads + h) * cap + starts[b] + t) * hd + i;
+        long o = (((long)b * heads + h) * cap + pos) * hd + i;
         st4(dst, o, a);
         st4(dst, o + half, c);
     }
@@ -120,9 +121,9 @@ __device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t,
 
 #define INSTANTIATE_HEADS(OUT, S)                                                                                           \
     extern "C" __global__ void heads_from_tokens_##S(OUT *dst, const float *src, const float *bias, const float *c,        \
-                                                     const float *s, const unsigned *pos, int rows, int seq, int heads,     \
-                                                     int hd, int cap, const unsigned *starts) {                             \
-        heads_from_tokens(dst, src, bias, c, s, pos, rows, seq, heads, hd, cap, starts);                                    \
+                                                     const float *s, const unsigned *pos, int rows, int heads, int hd,      \
+                                                     int cap, const unsigned *slots) {                                      \
+        heads_from_tokens(dst, src, bias, c, s, pos, rows, heads, hd, cap, slots);                                          \
     }
 
 INSTANTIATE_HEADS(float, f32)

@@ -7,7 +7,7 @@ use common::fixture_dir;
 use rand::{Rng, SeedableRng};
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::generate::{generate, generate_continuous, sample_row, Generation, SamplingConfig};
-use vul2safe::model::Transformer;
+use vul2safe::model::{KvCache, Transformer};
 
 fn model(name: &str) -> Transformer<Cpu> {
     Transformer::load(&Cpu, &fixture_dir(name)).unwrap()
@@ -35,6 +35,39 @@ fn batched_kv_cache_greedy_matches_full_forward() {
         let got = generate(&Cpu, &m, &prompts, &cfg).unwrap();
         for (p, g) in prompts.iter().zip(&got) {
             assert_eq!(g.tokens, greedy_no_cache(&m, p, 16), "{name} prompt {p:?}");
+        }
+    }
+}
+
+#[test]
+fn packed_prefill_matches_each_prompt_prefilled_alone() {
+    for name in ["llama_a", "qwen2_b"] {
+        let m = model(name);
+        let (d, cap) = (m.cfg.hidden_size, 12);
+        let prompts: [&[u32]; 3] = [&[5, 17, 200, 3], &[9], &[300, 1, 2, 3, 4, 5, 6]];
+        // Rows out of order; row 1 keeps what it held.
+        let rows = [2, 0, 3];
+        let mut cache = KvCache::new(&Cpu, &m.cfg, 4, cap);
+        cache.lens = vec![3, 5, 11, 0];
+        let hidden = m.prefill_packed(&Cpu, &prompts, &rows, &mut cache).unwrap();
+        assert_eq!(cache.lens, [1, 5, 4, 7], "{name}: lengths after the prefill");
+        let mut start = 0;
+        for (p, &row) in prompts.iter().zip(&rows) {
+            let mut alone = KvCache::new(&Cpu, &m.cfg, 1, cap);
+            let want = m.forward_cached(&Cpu, p, p.len(), &mut alone).unwrap();
+            let got = &hidden[start * d..(start + p.len()) * d];
+            // The same sums, up to the matmuls' blocking of a different row count.
+            let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()));
+            assert!(close(got, &want), "{name}: hidden states of {p:?}");
+            // Its keys and values in its row, at positions 0..len of every head.
+            let plane = cap * m.cfg.head_dim;
+            for (packed, single) in cache.k.iter().zip(&alone.k).chain(cache.v.iter().zip(&alone.v)) {
+                for h in 0..m.cfg.num_kv_heads {
+                    let at = |buf: &Vec<f32>, r: usize| buf[(r * m.cfg.num_kv_heads + h) * plane..][..p.len() * m.cfg.head_dim].to_vec();
+                    assert!(close(&at(packed, row), &at(single, 0)), "{name}: cache row {row}, kv head {h}");
+                }
+            }
+            start += p.len();
         }
     }
 }

@@ -37,7 +37,7 @@ fn smollm2_greedy_matches_transformers() {
         assert_eq!(enc.ids, ids(&case["prompt_ids"]), "tokenizer disagrees with transformers");
         prompts.push(enc.ids);
     }
-    // All prompts in one batch: exercises right-padded prefill on a real model.
+    // All prompts in one batch: exercises the packed prefill on a real model.
     let want_len = ids(&cases[0]["tokens"]).len();
     let cfg = SamplingConfig { max_new_tokens: want_len, ..Default::default() };
     let got = generate(&Cpu, &model, &prompts, &cfg).unwrap();

@@ -70,6 +70,30 @@ impl AttnShape {
     }
 }
 
+/// One sequence of a packed attention call: its queries are tokens
+/// `q_start..q_start + q_len` of the packed queries `[q_heads, tokens,
+/// head_dim]`, and it attends the first `kv_len` positions of row `kv_row`
+/// of the keys and values, its queries sitting at the last `q_len` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqSpan {
+    pub q_start: usize,
+    pub q_len: usize,
+    pub kv_row: usize,
+    pub kv_len: usize,
+}
+
+/// The slots (see `Backend::to_head_major`) of `starts.len()` rows of `seq`
+/// tokens each, row `b` written from position `starts[b]` of its `cap`.
+pub fn row_slots(seq: usize, cap: usize, starts: &[usize]) -> Vec<u32> {
+    assert!(starts.len() * cap <= u32::MAX as usize, "{} rows of {cap} positions overflow 32-bit slots", starts.len());
+    let mut slots = Vec::with_capacity(starts.len() * seq);
+    for (b, &s) in starts.iter().enumerate() {
+        assert!(s + seq <= cap, "KV cache overflow: start {s} + {seq} > {cap}");
+        slots.extend((0..seq).map(|t| (b * cap + s + t) as u32));
+    }
+    slots
+}
+
 /// The RoPE tables (`[max_pos, head_dim / 2]`) and each token's position.
 pub struct Rope<'a, Buf> {
     pub cos: &'a Buf,
@@ -204,20 +228,11 @@ pub trait Backend: Sync {
     /// The inverse rotation, applied to a gradient in place.
     fn rope_bwd(&self, dx: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
 
-    /// `[batch, seq, heads, hd]` into `dst` laid out `[batch, heads, cap, hd]` at
-    /// sequence offsets `starts[b]` (the KV cache write; `cap == seq` for training).
-    #[allow(clippy::too_many_arguments)]
-    fn to_head_major(
-        &self,
-        dst: &mut Self::Buf,
-        src: &Self::Buf,
-        batch: usize,
-        seq: usize,
-        heads: usize,
-        head_dim: usize,
-        cap: usize,
-        starts: &[usize],
-    );
+    /// Token-major `[tokens, heads, hd]` into head-major `dst` `[rows, heads,
+    /// cap, hd]`: token `i` to row `slots[i] / cap`, position `slots[i] % cap`
+    /// (`row_slots`: a KV-cache write at each row's length, or every token of
+    /// a training batch in place, `cap == seq`).
+    fn to_head_major(&self, dst: &mut Self::Buf, src: &Self::Buf, heads: usize, head_dim: usize, cap: usize, slots: &[u32]);
     /// `[batch, heads, seq, hd]` to `[batch, seq, heads, hd]`.
     fn to_token_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
 
@@ -233,20 +248,18 @@ pub trait Backend: Sync {
         src: &mut Self::Buf,
         bias: Option<&Self::Buf>,
         rope: Option<Rope<'_, Self::Buf>>,
-        batch: usize,
-        seq: usize,
         heads: usize,
         head_dim: usize,
         cap: usize,
-        starts: &[usize],
+        slots: &[u32],
     ) {
         if let Some(b) = bias {
-            self.add_bias(src, b, batch * seq);
+            self.add_bias(src, b, slots.len());
         }
         if let Some(r) = rope {
             self.rope_fwd(src, r.cos, r.sin, r.positions, heads, head_dim);
         }
-        self.to_head_major(dst, src, batch, seq, heads, head_dim, cap, starts);
+        self.to_head_major(dst, src, heads, head_dim, cap, slots);
     }
     /// Attention gradient to projection gradient: `to_token_major`, then the
     /// inverse `rope` rotation.
@@ -280,6 +293,12 @@ pub trait Backend: Sync {
         shape: AttnShape,
         kv_lens: &[usize],
     );
+    /// Causal GQA attention over packed sequences of different lengths (a
+    /// prefill without padding): `q` and `out` are `[q_heads, tokens,
+    /// head_dim]` with `tokens == shape.q_len`, split into `seqs`; keys and
+    /// values are `[shape.batch, kv_heads, kv_cap, head_dim]`, each span
+    /// reading its own row. Inference only (no log-sum-exp).
+    fn attention_packed_fwd(&self, out: &mut Self::Buf, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, shape: AttnShape, seqs: &[SeqSpan]);
     /// Training backward (`q_len == kv_cap == kv_lens[b]`); overwrites dq, dk, dv.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(

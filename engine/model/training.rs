@@ -13,7 +13,7 @@
 use super::config::ModelConfig;
 use super::params::Params;
 use super::transformer::{check_ids, Transformer};
-use crate::backend::{AttnShape, Backend, MatMul, Rope, IGNORE};
+use crate::backend::{row_slots, AttnShape, Backend, MatMul, Rope, IGNORE};
 use crate::trace;
 use anyhow::{ensure, Result};
 
@@ -313,7 +313,7 @@ impl<B: Backend> Transformer<B> {
         let (bs, t) = (batch.batch, batch.seq);
         let n = bs * t;
         let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
-        let zero = vec![0usize; bs];
+        let slots = row_slots(t, t, &vec![0; bs]);
         let kv_lens = vec![t; bs];
         let shape = self.attn_shape(bs, t);
         be.embedding_fwd(&mut st.layers[0].x_in, &self.params.embed, &batch.ids, d);
@@ -327,9 +327,9 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut st.k_tok, &st.ln, &p.wk, MatMul::linear(n, d, hkv * hd));
             be.matmul(&mut st.v_tok, &st.ln, &p.wv, MatMul::linear(n, d, hkv * hd));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
-            be.heads_from_tokens(&mut a.q, &mut st.att_tok, p.bq.as_ref(), Some(rope), bs, t, h, hd, t, &zero);
-            be.heads_from_tokens(&mut a.k, &mut st.k_tok, p.bk.as_ref(), Some(rope), bs, t, hkv, hd, t, &zero);
-            be.heads_from_tokens(&mut a.v, &mut st.v_tok, p.bv.as_ref(), None, bs, t, hkv, hd, t, &zero);
+            be.heads_from_tokens(&mut a.q, &mut st.att_tok, p.bq.as_ref(), Some(rope), h, hd, t, &slots);
+            be.heads_from_tokens(&mut a.k, &mut st.k_tok, p.bk.as_ref(), Some(rope), hkv, hd, t, &slots);
+            be.heads_from_tokens(&mut a.v, &mut st.v_tok, p.bv.as_ref(), None, hkv, hd, t, &slots);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
             be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
             be.copy_range(&mut a.x_mid, 0, &a.x_in, 0, n * d);
@@ -397,7 +397,7 @@ impl<B: Backend> Transformer<B> {
         let n = bs * t;
         let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
         let shape = self.attn_shape(bs, t);
-        let zero = vec![0usize; bs];
+        let slots = row_slots(t, t, &vec![0; bs]);
         be.fill_zero(&mut st.d_resid);
         be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
@@ -425,7 +425,7 @@ impl<B: Backend> Transformer<B> {
             be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
             be.matmul(&mut g.wo, &st.d_resid, &st.att_tok, MatMul::linear_dw(n, h * hd, d));
             be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
-            be.to_head_major(&mut st.d_att, &st.d_att_tok, bs, t, h, hd, t, &zero);
+            be.to_head_major(&mut st.d_att, &st.d_att_tok, h, hd, t, &slots);
             be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
             be.tokens_from_heads(&mut st.dq_tok, &st.dq, Some(rope), bs, t, h, hd);

@@ -6,9 +6,24 @@ use super::kv_cache::KvCache;
 use super::params::Params;
 use super::step_buffers::StepBuffers;
 use super::weights::{load_params, save_params};
-use crate::backend::{cpu::rope_tables, AttnShape, Backend, MatMul, Rope};
+use crate::backend::{cpu::rope_tables, row_slots, AttnShape, Backend, MatMul, Rope, SeqSpan};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
+
+/// Where a forward's tokens sit: their RoPE positions, their KV-cache
+/// slots (`Backend::to_head_major`), and how their queries attend.
+struct Placement {
+    positions: Vec<u32>,
+    kv_slots: Vec<u32>,
+    attend: Attend,
+}
+
+enum Attend {
+    /// `tq` tokens per cache row, every row.
+    Rows { tq: usize, kv_lens: Vec<usize> },
+    /// Packed prompts of their own lengths, each in its own row.
+    Packed(Vec<SeqSpan>),
+}
 
 pub struct Transformer<B: Backend> {
     pub cfg: ModelConfig,
@@ -67,24 +82,70 @@ impl<B: Backend> Transformer<B> {
     /// `forward_cached` in `bufs` (sized for `batch * tq` tokens), leaving
     /// the hidden states in `bufs.hidden`.
     pub fn forward_into(&self, be: &B, ids: &[u32], tq: usize, cache: &mut KvCache<B>, bufs: &mut StepBuffers<B>) -> Result<()> {
-        let cfg = &self.cfg;
-        let (batch, d) = (cache.batch, cfg.hidden_size);
-        let (h, hkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let batch = cache.batch;
         let n = batch * tq;
         ensure!(ids.len() == n, "expected {n} token ids ({batch} rows × {tq}), got {}", ids.len());
+        let need = cache.lens.iter().max().copied().unwrap_or(0) + tq;
+        self.check_length(need, cache.cap)?;
+        let kv_lens: Vec<usize> = cache.lens.iter().map(|l| l + tq).collect();
+        let plan = Placement {
+            positions: (0..n).map(|i| (cache.lens[i / tq] + i % tq) as u32).collect(),
+            kv_slots: row_slots(tq, cache.cap, &cache.lens),
+            attend: Attend::Rows { tq, kv_lens: kv_lens.clone() },
+        };
+        self.forward_placed(be, ids, &plan, cache, bufs)?;
+        cache.lens = kv_lens;
+        Ok(())
+    }
+
+    /// Prefills `prompts[k]` into cache row `rows[k]` from position 0, all
+    /// in one forward over their tokens packed back to back (no padding).
+    /// Returns the final-norm hidden states `[Σ lengths, hidden]`.
+    pub fn prefill_packed(&self, be: &B, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<B::Buf> {
+        ensure!(prompts.len() == rows.len(), "{} prompts for {} cache rows", prompts.len(), rows.len());
+        let mut seqs = Vec::with_capacity(prompts.len());
+        let mut plan = Placement { positions: vec![], kv_slots: vec![], attend: Attend::Packed(vec![]) };
+        for (p, &row) in prompts.iter().zip(rows) {
+            ensure!(!p.is_empty(), "every prompt needs at least one token");
+            ensure!(row < cache.batch, "cache row {row} is past the cache's {} rows", cache.batch);
+            ensure!(rows.iter().filter(|&&r| r == row).count() == 1, "cache row {row} is prefilled twice");
+            self.check_length(p.len(), cache.cap)?;
+            seqs.push(SeqSpan { q_start: plan.positions.len(), q_len: p.len(), kv_row: row, kv_len: p.len() });
+            plan.positions.extend(0..p.len() as u32);
+            plan.kv_slots.extend(row_slots(p.len(), cache.cap, &[0]).iter().map(|s| s + (row * cache.cap) as u32));
+        }
+        plan.attend = Attend::Packed(seqs);
+        let ids: Vec<u32> = prompts.concat();
+        let mut bufs = StepBuffers::new(be, &self.cfg, ids.len());
+        self.forward_placed(be, &ids, &plan, cache, &mut bufs)?;
+        for (p, &row) in prompts.iter().zip(rows) {
+            cache.lens[row] = p.len();
+        }
+        Ok(bufs.hidden)
+    }
+
+    fn check_length(&self, need: usize, cap: usize) -> Result<()> {
+        ensure!(need <= cap, "sequence length {need} exceeds the KV cache capacity {cap}");
+        let max = self.cfg.max_position_embeddings;
+        ensure!(need <= max, "sequence length {need} exceeds max_position_embeddings {max}");
+        Ok(())
+    }
+
+    /// The layers' forward over `ids`, each token at the RoPE position and
+    /// KV-cache slot `plan` gives it, attending as `plan.attend` says.
+    fn forward_placed(&self, be: &B, ids: &[u32], plan: &Placement, cache: &mut KvCache<B>, bufs: &mut StepBuffers<B>) -> Result<()> {
+        let cfg = &self.cfg;
+        let d = cfg.hidden_size;
+        let (h, hkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let n = ids.len();
         ensure!(bufs.tokens == n, "step buffers for {} tokens, the forward has {n}", bufs.tokens);
         check_ids(ids, cfg.vocab_size)?;
-        let need = cache.lens.iter().max().copied().unwrap_or(0) + tq;
-        ensure!(need <= cache.cap, "sequence length {need} exceeds the KV cache capacity {}", cache.cap);
-        ensure!(
-            need <= cfg.max_position_embeddings,
-            "sequence length {need} exceeds max_position_embeddings {}",
-            cfg.max_position_embeddings
-        );
-        let positions: Vec<u32> = (0..n).map(|i| (cache.lens[i / tq] + i % tq) as u32).collect();
-        let kv_lens: Vec<usize> = cache.lens.iter().map(|l| l + tq).collect();
-        let zero_starts = vec![0usize; batch];
-        let shape = AttnShape { batch, q_heads: h, kv_heads: hkv, q_len: tq, kv_cap: cache.cap, head_dim: hd };
+        let shape = AttnShape { batch: cache.batch, q_heads: h, kv_heads: hkv, q_len: n, kv_cap: cache.cap, head_dim: hd };
+        // Queries go head-major in token order: [rows, heads, tq, hd] or, packed, [heads, n, hd].
+        let (q_cap, q_slots) = match &plan.attend {
+            Attend::Rows { tq, .. } => (*tq, row_slots(*tq, *tq, &vec![0; n / tq])),
+            Attend::Packed(_) => (n, row_slots(n, n, &[0])),
+        };
         let StepBuffers { x, ln, rstd, q_tok, k_tok, v_tok, q, att, gate, up, act, hidden, .. } = bufs;
 
         be.embedding_fwd(x, &self.params.embed, ids, d);
@@ -93,17 +154,26 @@ impl<B: Backend> Transformer<B> {
             be.matmul(q_tok, ln, &p.wq, MatMul::linear(n, d, h * hd));
             be.matmul(k_tok, ln, &p.wk, MatMul::linear(n, d, hkv * hd));
             be.matmul(v_tok, ln, &p.wv, MatMul::linear(n, d, hkv * hd));
-            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions: &positions };
-            be.heads_from_tokens(q, q_tok, p.bq.as_ref(), Some(rope), batch, tq, h, hd, tq, &zero_starts);
-            be.heads_from_tokens(&mut cache.k[l], k_tok, p.bk.as_ref(), Some(rope), batch, tq, hkv, hd, cache.cap, &cache.lens);
-            be.heads_from_tokens(&mut cache.v[l], v_tok, p.bv.as_ref(), None, batch, tq, hkv, hd, cache.cap, &cache.lens);
-            be.attention_fwd(att, None, q, &cache.k[l], &cache.v[l], shape, &kv_lens);
-            // One query per row: [batch, heads, 1, hd] is already token-major.
-            let att_tok = if tq == 1 {
-                &*att
-            } else {
-                be.to_token_major(q_tok, att, batch, tq, h, hd);
-                &*q_tok
+            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions: &plan.positions };
+            be.heads_from_tokens(q, q_tok, p.bq.as_ref(), Some(rope), h, hd, q_cap, &q_slots);
+            be.heads_from_tokens(&mut cache.k[l], k_tok, p.bk.as_ref(), Some(rope), hkv, hd, cache.cap, &plan.kv_slots);
+            be.heads_from_tokens(&mut cache.v[l], v_tok, p.bv.as_ref(), None, hkv, hd, cache.cap, &plan.kv_slots);
+            let att_tok = match &plan.attend {
+                Attend::Rows { tq, kv_lens } => {
+                    be.attention_fwd(att, None, q, &cache.k[l], &cache.v[l], AttnShape { q_len: *tq, ..shape }, kv_lens);
+                    // One query per row: [batch, heads, 1, hd] is already token-major.
+                    if *tq == 1 {
+                        &*att
+                    } else {
+                        be.to_token_major(q_tok, att, n / tq, *tq, h, hd);
+                        &*q_tok
+                    }
+                }
+                Attend::Packed(seqs) => {
+                    be.attention_packed_fwd(att, q, &cache.k[l], &cache.v[l], shape, seqs);
+                    be.to_token_major(q_tok, att, 1, n, h, hd);
+                    &*q_tok
+                }
             };
             be.matmul(x, att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             be.rmsnorm_fwd(ln, rstd, x, &p.mlp_norm, d, cfg.rms_norm_eps);
@@ -112,7 +182,6 @@ impl<B: Backend> Transformer<B> {
             be.swiglu_fwd(act, gate, up);
             be.matmul(x, act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
         }
-        cache.lens = kv_lens;
         be.rmsnorm_fwd(hidden, rstd, x, &self.params.final_norm, d, cfg.rms_norm_eps);
         Ok(())
     }

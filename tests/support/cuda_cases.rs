@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vul2safe::backend::cpu::{rope_tables, Cpu};
 use vul2safe::backend::cuda::{Cuda, Math};
-use vul2safe::backend::{AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, IGNORE};
+use vul2safe::backend::{row_slots, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, SeqSpan, IGNORE};
 use vul2safe::model::weights::load_params;
 use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
 
@@ -149,15 +149,20 @@ fn norm_rope_embedding_and_layout_match_the_cpu() {
 
     let (b, t, h, d, cap) = (2, 5, 3, 32, 9);
     let src = randv(&mut rng, b * t * h * d);
-    let mut hm = vec![0.0; b * h * cap * d];
-    Cpu.to_head_major(&mut hm, &src, b, t, h, d, cap, &[1, 4]);
-    let mut ghm = g.zeros(b * h * cap * d);
-    g.to_head_major(&mut ghm, &g.upload(&src), b, t, h, d, cap, &[1, 4]);
-    close("to_head_major", &g, &ghm, &hm);
+    // Rows written from offsets (a KV-cache append), and packed prompts of
+    // 4 and 6 tokens into rows 1 and 0.
+    let packed: Vec<u32> = (0..4).map(|p| cap as u32 + p).chain(0..6).collect();
+    for (what, slots) in [("rows", row_slots(t, cap, &[1, 4])), ("packed", packed)] {
+        let mut hm = vec![0.0; b * h * cap * d];
+        Cpu.to_head_major(&mut hm, &src, h, d, cap, &slots);
+        let mut ghm = g.zeros(b * h * cap * d);
+        g.to_head_major(&mut ghm, &g.upload(&src), h, d, cap, &slots);
+        close(&format!("to_head_major ({what})"), &g, &ghm, &hm);
+    }
     let mut tm = vec![0.0; src.len()];
     let back = {
         let mut hm2 = vec![0.0; src.len()];
-        Cpu.to_head_major(&mut hm2, &src, b, t, h, d, t, &[0, 0]);
+        Cpu.to_head_major(&mut hm2, &src, h, d, t, &row_slots(t, t, &[0, 0]));
         hm2
     };
     Cpu.to_token_major(&mut tm, &back, b, t, h, d);
@@ -655,11 +660,12 @@ fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
         let kv_tok = |rng: &mut ChaCha8Rng| randv(rng, batch * cap * hkv * hd);
         let (k_tok, v_tok) = (kv_tok(&mut rng), kv_tok(&mut rng));
         let (mut gk, mut gv) = (g.zeros_attention(batch * hkv * cap * hd), g.zeros_attention(batch * hkv * cap * hd));
-        g.to_head_major(&mut gk, &g.upload(&k_tok), batch, cap, hkv, hd, cap, &[0, 0]);
-        g.to_head_major(&mut gv, &g.upload(&v_tok), batch, cap, hkv, hd, cap, &[0, 0]);
+        let slots = row_slots(cap, cap, &[0, 0]);
+        g.to_head_major(&mut gk, &g.upload(&k_tok), hkv, hd, cap, &slots);
+        g.to_head_major(&mut gv, &g.upload(&v_tok), hkv, hd, cap, &slots);
         // The cache holds the CPU's head-major layout, rounded to bf16.
         let mut k_hm = vec![0.0; k_tok.len()];
-        Cpu.to_head_major(&mut k_hm, &k_tok, batch, cap, hkv, hd, cap, &[0, 0]);
+        Cpu.to_head_major(&mut k_hm, &k_tok, hkv, hd, cap, &slots);
         let (k_cache, v_cache) = (g.download(&gk), g.download(&gv));
         assert_close("bf16 cache write", &k_cache, &k_hm, 1e-2, 1e-2);
         let q = randv(&mut rng, batch * hq * q_len * hd);
@@ -683,6 +689,48 @@ fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
 }
 
 #[test]
+fn packed_prefill_attention_matches_the_cpu() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    // (q_len, kv_row, kv_len) per span: rows out of order, one span after keys
+    // already cached, ragged flash tiles, a span of two flash blocks, and
+    // spans all under 16 queries (the per-row kernel).
+    type Spans = &'static [(usize, usize, usize)];
+    let cases: [(Math, usize, usize, usize, usize, Spans); 5] = [
+        (Math::Exact, 4, 2, 32, 16, &[(5, 2, 5), (3, 0, 9), (12, 1, 12)]),
+        (Math::Bf16, 4, 2, 64, 140, &[(37, 2, 37), (3, 0, 10), (130, 3, 130), (16, 1, 16)]),
+        (Math::Bf16, 2, 1, 128, 64, &[(20, 1, 20), (45, 0, 60)]),
+        (Math::Bf16, 4, 4, 32, 40, &[(17, 0, 17), (33, 1, 40)]),
+        (Math::Bf16, 4, 2, 64, 8, &[(5, 1, 5), (2, 0, 2)]),
+    ];
+    for (math, hq, hkv, hd, cap, spans) in cases {
+        g.set_math(math).unwrap();
+        let rows = spans.iter().map(|s| s.1 + 1).max().unwrap();
+        let mut seqs = Vec::new();
+        for &(q_len, kv_row, kv_len) in spans {
+            seqs.push(SeqSpan { q_start: seqs.iter().map(|s: &SeqSpan| s.q_len).sum(), q_len, kv_row, kv_len });
+        }
+        let tokens: usize = seqs.iter().map(|s| s.q_len).sum();
+        let sh = AttnShape { batch: rows, q_heads: hq, kv_heads: hkv, q_len: tokens, kv_cap: cap, head_dim: hd };
+        // The cache as the model writes it (bf16 in bf16 math); the CPU reads the same values.
+        let slots = row_slots(cap, cap, &vec![0; rows]);
+        let mut cache = || {
+            let mut c = g.zeros_attention(rows * hkv * cap * hd);
+            g.to_head_major(&mut c, &g.upload(&randv(&mut rng, rows * cap * hkv * hd)), hkv, hd, cap, &slots);
+            c
+        };
+        let (gk, gv) = (cache(), cache());
+        let q = randv(&mut rng, hq * tokens * hd);
+        let mut want = vec![0.0; q.len()];
+        Cpu.attention_packed_fwd(&mut want, &q, &g.download(&gk), &g.download(&gv), sh, &seqs);
+        let mut got = g.zeros(q.len());
+        g.attention_packed_fwd(&mut got, &g.upload(&q), &gk, &gv, sh, &seqs);
+        let tol = if math == Math::Exact { (1e-4, 1e-5) } else { BF16_TOL };
+        close_within(&format!("packed attention {math:?} hd {hd} spans {spans:?}"), &g, &got, &want, tol);
+    }
+}
+
+#[test]
 fn fused_attention_entry_and_exit_match_the_cpu_composition() {
     use vul2safe::backend::Rope;
     let Some(g) = gpu() else { return };
@@ -691,7 +739,7 @@ fn fused_attention_entry_and_exit_match_the_cpu_composition() {
     let (cos, sin) = rope_tables(64, hd, 10_000.0);
     let (gc, gs) = (g.upload(&cos), g.upload(&sin));
     let pos: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7) % 64).collect();
-    let starts = [1, 4];
+    let slots = row_slots(t, cap, &[1, 4]);
     let bias = randv(&mut rng, heads * hd);
     let gbias = g.upload(&bias);
     let src = randv(&mut rng, b * t * heads * hd);
@@ -699,15 +747,15 @@ fn fused_attention_entry_and_exit_match_the_cpu_composition() {
         let what = format!("heads_from_tokens bias {with_bias} rope {with_rope}");
         let rope = with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos });
         let mut want = vec![0.0; b * heads * cap * hd];
-        Cpu.heads_from_tokens(&mut want, &mut src.clone(), with_bias.then_some(&bias), rope, b, t, heads, hd, cap, &starts);
+        Cpu.heads_from_tokens(&mut want, &mut src.clone(), with_bias.then_some(&bias), rope, heads, hd, cap, &slots);
         let grope = with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos });
         let mut got = g.zeros(want.len());
-        g.heads_from_tokens(&mut got, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
+        g.heads_from_tokens(&mut got, &mut g.upload(&src), with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
         close(&what, &g, &got, &want);
         // Into a bf16 KV cache: the same values, rounded.
         g.set_math(Math::Bf16).unwrap();
         let mut cache = g.zeros_attention(want.len());
-        g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, b, t, heads, hd, cap, &starts);
+        g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
         g.set_math(Math::Exact).unwrap();
         assert_close(&format!("{what} into bf16"), &g.download(&cache), &want, 1e-2, 1e-2);
     }
@@ -757,11 +805,11 @@ fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
     // Flash tiles with a ragged end and GQA, and a short sequence (per-row kernel).
     for (b, hq, hkv, t, hd) in [(2, 4, 2, 37, 64), (1, 2, 1, 130, 128), (2, 2, 2, 5, 32), (1, 2, 2, 200, 64)] {
         let sh = AttnShape { batch: b, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
-        let zero = vec![0; b];
+        let slots = row_slots(t, t, &vec![0; b]);
         // Token-major data written into bf16 operands; the CPU gets the same rounded values.
         let mut operand = |heads: usize| {
             let mut o = g.zeros_attention(b * heads * t * hd);
-            g.to_head_major(&mut o, &g.upload(&randv(&mut rng, b * t * heads * hd)), b, t, heads, hd, t, &zero);
+            g.to_head_major(&mut o, &g.upload(&randv(&mut rng, b * t * heads * hd)), heads, hd, t, &slots);
             o
         };
         let (gq, gk, gv, gdout) = (operand(hq), operand(hkv), operand(hkv), operand(hq));

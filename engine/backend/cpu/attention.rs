@@ -7,7 +7,7 @@
 
 use super::gemm::{gemm_strided, View};
 use super::scratch::with_scratch;
-use crate::backend::AttnShape;
+use crate::backend::{AttnShape, SeqSpan};
 use rayon::prelude::*;
 
 /// `c (+)= a · b` for row-major (or transposed) operands, single-threaded:
@@ -76,6 +76,33 @@ pub fn attention_fwd(out: &mut [f32], lse: Option<&mut [f32]>, q: &[f32], k: &[f
             }
         });
     });
+}
+
+/// Packed sequences (`Backend::attention_packed_fwd`): each span is the
+/// one-row attention above on its queries, gathered from `[q_heads, tokens,
+/// hd]`, and its row of the keys and values.
+pub fn attention_packed_fwd(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], sh: AttnShape, seqs: &[SeqSpan]) {
+    let (tokens, hq, hd) = (sh.q_len, sh.q_heads, sh.head_dim);
+    let row = sh.kv_heads * sh.kv_cap * hd;
+    assert_eq!(q.len(), hq * tokens * hd);
+    assert_eq!(out.len(), q.len());
+    assert_eq!(k.len(), sh.batch * row);
+    for s in seqs {
+        assert!(
+            s.q_start + s.q_len <= tokens && s.kv_row < sh.batch,
+            "packed attention: span {s:?} outside {tokens} tokens and {} rows",
+            sh.batch
+        );
+        let span = |h: usize| (h * tokens + s.q_start) * hd..(h * tokens + s.q_start + s.q_len) * hd;
+        let qs: Vec<f32> = (0..hq).flat_map(|h| q[span(h)].iter().copied()).collect();
+        let mut os = vec![0.0; qs.len()];
+        let one = AttnShape { batch: 1, q_len: s.q_len, ..sh };
+        let (kr, vr) = (&k[s.kv_row * row..][..row], &v[s.kv_row * row..][..row]);
+        attention_fwd(&mut os, None, &qs, kr, vr, one, &[s.kv_len]);
+        for (h, o) in os.chunks_exact(s.q_len * hd).enumerate() {
+            out[span(h)].copy_from_slice(o);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

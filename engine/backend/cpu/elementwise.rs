@@ -95,19 +95,27 @@ pub fn swiglu_bwd(dgate: &mut [f32], dup: &mut [f32], dh: &[f32], gate: &[f32], 
         });
 }
 
-/// `[batch, seq, heads, hd]` into `[batch, heads, cap, hd]` at offsets `starts[b]`.
-#[allow(clippy::too_many_arguments)]
-pub fn to_head_major(dst: &mut [f32], src: &[f32], batch: usize, seq: usize, heads: usize, hd: usize, cap: usize, starts: &[usize]) {
-    assert_eq!(src.len(), batch * seq * heads * hd);
-    assert_eq!(dst.len(), batch * heads * cap * hd);
-    assert_eq!(starts.len(), batch);
+/// Token-major `[tokens, heads, hd]` into head-major `[rows, heads, cap, hd]`:
+/// token `i` to row `slots[i] / cap`, position `slots[i] % cap`.
+pub fn to_head_major(dst: &mut [f32], src: &[f32], heads: usize, hd: usize, cap: usize, slots: &[u32]) {
+    assert_eq!(src.len(), slots.len() * heads * hd);
+    assert!(
+        dst.len().is_multiple_of(heads * cap * hd),
+        "head-major buffer of {} values is not whole rows of {heads}×{cap}×{hd}",
+        dst.len()
+    );
+    let rows = dst.len() / (heads * cap * hd);
+    // Each row's (token, position) pairs, so the rows' planes fill in parallel.
+    let mut by_row = vec![Vec::new(); rows];
+    for (i, &slot) in slots.iter().enumerate() {
+        let (b, pos) = (slot as usize / cap, slot as usize % cap);
+        assert!(b < rows, "slot {slot} is past the {rows} rows of {cap} positions");
+        by_row[b].push((i, pos));
+    }
     dst.par_chunks_mut(cap * hd).enumerate().for_each(|(bh, plane)| {
-        let (b, h) = (bh / heads, bh % heads);
-        assert!(starts[b] + seq <= cap, "KV cache overflow: start {} + {seq} > {cap}", starts[b]);
-        for t in 0..seq {
-            let s = ((b * seq + t) * heads + h) * hd;
-            let d = (starts[b] + t) * hd;
-            plane[d..d + hd].copy_from_slice(&src[s..s + hd]);
+        for &(i, pos) in &by_row[bh / heads] {
+            let s = (i * heads + bh % heads) * hd;
+            plane[pos * hd..(pos + 1) * hd].copy_from_slice(&src[s..s + hd]);
         }
     });
 }

@@ -13,7 +13,7 @@ mod scratch;
 
 pub use rope::rope_tables;
 
-use super::{AdamWStep, AttnShape, Backend, MatMul, PackedRewards};
+use super::{AdamWStep, AttnShape, Backend, MatMul, PackedRewards, SeqSpan};
 use crate::generate::{sample_row, SamplingConfig};
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
@@ -87,18 +87,8 @@ impl Backend for Cpu {
     fn rope_bwd(&self, dx: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
         rope::rope_bwd(dx, cos, sin, positions, heads, head_dim)
     }
-    fn to_head_major(
-        &self,
-        dst: &mut Vec<f32>,
-        src: &Vec<f32>,
-        batch: usize,
-        seq: usize,
-        heads: usize,
-        head_dim: usize,
-        cap: usize,
-        starts: &[usize],
-    ) {
-        elementwise::to_head_major(dst, src, batch, seq, heads, head_dim, cap, starts)
+    fn to_head_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, heads: usize, head_dim: usize, cap: usize, slots: &[u32]) {
+        elementwise::to_head_major(dst, src, heads, head_dim, cap, slots)
     }
     fn to_token_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         elementwise::to_token_major(dst, src, batch, seq, heads, head_dim)
@@ -114,6 +104,9 @@ impl Backend for Cpu {
         kv_lens: &[usize],
     ) {
         attention::attention_fwd(out, lse.map(|l| &mut l[..]), q, k, v, shape, kv_lens)
+    }
+    fn attention_packed_fwd(&self, out: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, shape: AttnShape, seqs: &[SeqSpan]) {
+        attention::attention_packed_fwd(out, q, k, v, shape, seqs)
     }
     fn attention_bwd(
         &self,

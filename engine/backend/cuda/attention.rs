@@ -6,7 +6,7 @@
 //! cache, or all-bf16 training operands) picks the instantiation.
 
 use super::{per_element, Cuda, Storage, THREADS};
-use crate::backend::AttnShape;
+use crate::backend::{AttnShape, SeqSpan};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 /// One warp per row: `rows` rows in blocks of 8 warps, on a `(y, z)` grid.
@@ -36,7 +36,8 @@ fn flash_bwd_keys(head_dim: usize) -> usize {
 }
 
 /// One block of `block_rows / (16 · tiles)` warps per `block_rows` rows of a
-/// flash kernel whose warps take `tiles` 16-row tiles, on a `(heads, batch)` grid.
+/// flash kernel whose warps take `tiles` 16-row tiles, on a `(heads, batch)`
+/// grid (batch: rows, or query spans).
 fn per_flash_tile(rows: usize, block_rows: usize, tiles: usize, heads: usize, batch: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (rows.div_ceil(block_rows) as u32, heads as u32, batch as u32),
@@ -90,22 +91,57 @@ impl Cuda {
         kv_lens: &[usize],
     ) {
         assert_eq!(k.is_bf16(), v.is_bf16(), "attention: keys and values in different storage");
-        let d_lens = self.offsets(kv_lens);
         // The kernels skip the log-sum-exp when its address is 0.
         let lse = lse.map_or(0, |l| self.ptr(l));
         if let (1, Storage::F32(qf)) = (sh.q_len, q) {
-            return self.decode(out, out16, lse, qf, k, v, sh, d_lens.addr);
+            return self.decode(out, out16, lse, qf, k, v, sh, self.offsets(kv_lens).addr);
         }
-        let (hq, hkv, tq, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.kv_cap as i32, sh.scale());
+        let spans: Vec<SeqSpan> =
+            (0..sh.batch).map(|b| SeqSpan { q_start: b * sh.q_heads * sh.q_len, q_len: sh.q_len, kv_row: b, kv_len: kv_lens[b] }).collect();
+        self.attention_spans(out, lse, q, k, v, sh, sh.q_len, &spans);
+    }
+
+    /// The flash (16 or more queries in the longest span, on the tensor
+    /// cores) or per-row forward over query spans: span `s`'s query `i` of
+    /// head `h` is row `s.q_start + h · head_stride + i` of `q` and `out`
+    /// (flash.cu's layout), against key row `s.kv_row`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_spans(
+        &self,
+        out: u64,
+        lse: u64,
+        q: &Storage,
+        k: &Storage,
+        v: &Storage,
+        sh: AttnShape,
+        head_stride: usize,
+        spans: &[SeqSpan],
+    ) {
+        assert_eq!(k.is_bf16(), v.is_bf16(), "attention: keys and values in different storage");
+        for s in spans {
+            assert!(
+                s.q_len <= s.kv_len && s.kv_len <= sh.kv_cap && s.kv_row < sh.batch,
+                "attention span {s:?} does not fit {} rows of {} keys",
+                sh.batch,
+                sh.kv_cap
+            );
+        }
+        let longest = spans.iter().map(|s| s.q_len).max().unwrap_or(0);
+        if longest == 0 {
+            return;
+        }
+        let table: Vec<u32> = spans.iter().flat_map(|s| [s.q_start, s.q_len, s.kv_row, s.kv_len].map(|x| x as u32)).collect();
+        let d_spans = self.ids(&table);
+        let (stride, hq, hkv, cap, scale) = (head_stride as i32, sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, sh.scale());
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
-        let (stem, cfg) = if self.tensor_cores() && sh.q_len >= 16 {
-            ("flash_fwd", per_flash_tile(sh.q_len, FLASH_FWD_ROWS, flash_fwd_tiles(sh.head_dim), sh.q_heads, sh.batch))
+        let (stem, cfg) = if self.tensor_cores() && longest >= 16 {
+            ("flash_fwd", per_flash_tile(longest, FLASH_FWD_ROWS, flash_fwd_tiles(sh.head_dim), sh.q_heads, spans.len()))
         } else {
-            ("attention_fwd", per_warp_row(sh.q_len, sh.q_heads, sh.batch))
+            ("attention_fwd", per_warp_row(longest, sh.q_heads, spans.len()))
         };
         let name = kernel_name(stem, sh.head_dim, q.is_bf16(), k.is_bf16());
         let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
-        launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_lens.addr, &hq, &hkv, &tq, &cap, &scale);
+        launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale);
     }
 
     /// One query per row (kernels-ptx/decode.cu): a block per (key split,

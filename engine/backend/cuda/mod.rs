@@ -12,7 +12,7 @@
 //! and the split-K decode kernel for single-token steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
-use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards, Rope};
+use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards, Rope, SeqSpan};
 use crate::generate::SamplingConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
@@ -155,6 +155,15 @@ fn pair_args(batch: usize, seq: usize, heads: usize, head_dim: usize, cap: usize
     let quads = batch * seq * heads * head_dim / 8;
     assert!(quads < (i32::MAX / 8) as usize, "{quads} groups of pairs are too many for 32-bit indexing");
     (quads, [(batch * seq) as i32, seq as i32, heads as i32, head_dim as i32, cap as i32])
+}
+
+/// Every slot of a head-major write must land inside `dst_len` values of
+/// rows of `cap` positions of `width` (heads × head_dim) values: the kernels
+/// do not check.
+fn check_slots(slots: &[u32], dst_len: usize, width: usize, cap: usize) {
+    let rows = dst_len / (width * cap).max(1);
+    let past = slots.iter().find(|&&s| s as usize / cap >= rows);
+    assert!(past.is_none(), "slot {} is past the {rows} rows of {cap} positions", past.copied().unwrap_or(0));
 }
 
 /// Launches a kernel, or in a repeated step's pass (graph.rs) notes it too.
@@ -574,23 +583,14 @@ impl Backend for Cuda {
     fn rope_bwd(&self, dx: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
         self.rope(dx.write(), cos.data(), sin.data(), positions, heads, head_dim, -1.0);
     }
-    fn to_head_major(
-        &self,
-        dst: &mut CudaBuf,
-        src: &CudaBuf,
-        batch: usize,
-        seq: usize,
-        heads: usize,
-        head_dim: usize,
-        cap: usize,
-        starts: &[usize],
-    ) {
-        let d_s = self.offsets(starts);
-        let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
+    fn to_head_major(&self, dst: &mut CudaBuf, src: &CudaBuf, heads: usize, head_dim: usize, cap: usize, slots: &[u32]) {
+        check_slots(slots, dst.len(), heads * head_dim, cap);
+        let d_s = self.ids(slots);
+        let (vectors, [rows, _, h, hd4]) = layout_args(1, slots.len(), heads, head_dim);
         let (cap, cfg) = (cap as i32, per_element(vectors));
         match dst.storage_mut() {
-            Storage::F32(d) => launch!(self, "to_head_major_f32", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &d_s.addr),
-            Storage::Bf16(d) => launch!(self, "to_head_major_f32_to_bf16", cfg, d, src.data(), &rows, &t, &h, &hd4, &cap, &d_s.addr),
+            Storage::F32(d) => launch!(self, "to_head_major_f32", cfg, d, src.data(), &rows, &h, &hd4, &cap, &d_s.addr),
+            Storage::Bf16(d) => launch!(self, "to_head_major_f32_to_bf16", cfg, d, src.data(), &rows, &h, &hd4, &cap, &d_s.addr),
         }
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
@@ -613,25 +613,24 @@ impl Backend for Cuda {
         src: &mut CudaBuf,
         bias: Option<&CudaBuf>,
         rope: Option<Rope<'_, CudaBuf>>,
-        batch: usize,
-        seq: usize,
         heads: usize,
         head_dim: usize,
         cap: usize,
-        starts: &[usize],
+        slots: &[u32],
     ) {
-        let d_s = self.offsets(starts);
+        check_slots(slots, dst.len(), heads * head_dim, cap);
+        let d_s = self.ids(slots);
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
-        let (quads, [rows, t, h, hd, cap]) = pair_args(batch, seq, heads, head_dim, cap);
+        let (quads, [rows, _, h, hd, cap]) = pair_args(1, slots.len(), heads, head_dim, cap);
         let cfg = per_element(quads);
         let src = src.data();
         match dst.storage_mut() {
             Storage::F32(d) => {
-                launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &d_s.addr)
+                launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &h, &hd, &cap, &d_s.addr)
             }
             Storage::Bf16(d) => {
-                launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &t, &h, &hd, &cap, &d_s.addr)
+                launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &h, &hd, &cap, &d_s.addr)
             }
         }
     }
@@ -680,6 +679,12 @@ impl Backend for Cuda {
             let o = self.addr(out.storage_mut());
             self.attention_forward(o, 0, lse, q.storage(), k.storage(), v.storage(), sh, kv_lens);
         }
+    }
+    fn attention_packed_fwd(&self, out: &mut CudaBuf, q: &CudaBuf, k: &CudaBuf, v: &CudaBuf, sh: AttnShape, seqs: &[SeqSpan]) {
+        assert_eq!(out.is_bf16(), q.is_bf16(), "attention_packed_fwd: the output must be stored like the queries");
+        assert_eq!(q.len(), sh.q_heads * sh.q_len * sh.head_dim, "attention_packed_fwd: queries must be [q_heads, tokens, head_dim]");
+        let o = self.addr(out.storage_mut());
+        self.attention_spans(o, 0, q.storage(), k.storage(), v.storage(), sh, sh.q_len, seqs);
     }
     fn attention_bwd(
         &self,
