@@ -67,8 +67,9 @@ extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *s
 // a multiple of 4, so every access moves four values). heads_from_tokens
 // adds the bias (if any), rotates (if cos is given) and writes head-major at
 // the token's slot (in f32, or rounded into bf16); tokens_from_heads
-// moves back to token-major and applies the inverse rotation (and, when
-// dst16 is given, writes the bf16 copy the projections' matmuls read). The
+// moves back to token-major and applies the inverse rotation (into f32 and,
+// when dst16 is given, the bf16 copy the projections' matmuls read; dst may
+// then be null, when only matmuls read the result). The
 // rotation is rope.cu's; `sign` -1 is its inverse.
 __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t, const float *sin_t, long tab, float sign) {
     float4 co = ld4(cos_t, tab), si = ld4(sin_t, tab);
@@ -78,8 +79,8 @@ __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t
     a = x0;
 }
 
-template <typename OUT>
-__device__ void heads_from_tokens(OUT *dst, const float *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
+template <typename OUT, typename TS>
+__device__ void heads_from_tokens(OUT *dst, const TS *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
                                   int rows, int heads, int hd, int cap, const unsigned *slots) {
     int half = hd / 2, quads = half / 4, per_row = heads * quads;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
@@ -110,8 +111,10 @@ __device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t,
         float4 a = ld4(src, s), c = ld4(src, s + half);
         if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, -1.0f);
         long o = ((long)row * heads + h) * hd + i;
-        st4(dst, o, a);
-        st4(dst, o + half, c);
+        if (dst) {
+            st4(dst, o, a);
+            st4(dst, o + half, c);
+        }
         if (dst16) {
             st4(dst16, o, a);
             st4(dst16, o + half, c);
@@ -119,15 +122,17 @@ __device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t,
     }
 }
 
-#define INSTANTIATE_HEADS(OUT, S)                                                                                           \
-    extern "C" __global__ void heads_from_tokens_##S(OUT *dst, const float *src, const float *bias, const float *c,        \
+#define INSTANTIATE_HEADS(OUT, TS, S)                                                                                       \
+    extern "C" __global__ void heads_from_tokens_##S(OUT *dst, const TS *src, const float *bias, const float *c,           \
                                                      const float *s, const unsigned *pos, int rows, int heads, int hd,      \
                                                      int cap, const unsigned *slots) {                                      \
         heads_from_tokens(dst, src, bias, c, s, pos, rows, heads, hd, cap, slots);                                          \
     }
 
-INSTANTIATE_HEADS(float, f32)
-INSTANTIATE_HEADS(bf16, bf16)
+INSTANTIATE_HEADS(float, float, f32)
+INSTANTIATE_HEADS(bf16, float, bf16)
+// From bf16 projections (training's q/k/v) into bf16 attention operands.
+INSTANTIATE_HEADS(bf16, bf16, bf16_to_bf16)
 
 extern "C" __global__ void tokens_from_heads_f32(float *dst, const float *src, const float *c, const float *s, const unsigned *pos, int rows,
                                                  int seq, int heads, int hd, bf16 *dst16) {

@@ -562,11 +562,8 @@ fn run(cli: Cli) -> Result<()> {
             let flops = vul2safe::bench::flops_per_token(&cfg, seq);
             // In bf16 math the GPU keeps f32 masters and activations but stores matmul-only
             // activations and attention operands in bf16 (docs/cuda.md).
-            let storage = if backend == "cuda" && math == "bf16" {
-                "f32 + bf16 matmul inputs, attention operands and MLP projections"
-            } else {
-                "f32"
-            };
+            let storage =
+                if backend == "cuda" && math == "bf16" { "f32 + bf16 matmul inputs, attention operands and projections" } else { "f32" };
             let mut v = serde_json::json!({"bench": "train-step", "backend": backend, "shape": shape, "batch": batch, "seq": seq, "storage": storage, "recompute": recompute});
             let r = match backend.as_str() {
                 "cpu" => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,

@@ -153,7 +153,7 @@ pub trait Backend: Sync {
     fn zeros(&self, len: usize) -> Self::Buf;
     /// A zeroed buffer whose values, between writes, are read only as matmul
     /// operands (norm and SwiGLU outputs, token-major attention outputs, logit
-    /// and SwiGLU gradients). A device backend may then keep what its norm,
+    /// and SwiGLU gradients, q/k/v gradients without a bias). A device backend may then keep what its norm,
     /// SwiGLU, layout, attention and loss kernels write there in bf16 alone;
     /// reading those values any other way is a bug it reports. Anything
     /// written by a matmul or `copy_range` stays readable as usual.
@@ -171,14 +171,15 @@ pub trait Backend: Sync {
         self.zeros(len)
     }
     /// A zeroed buffer for a projection a training step keeps or consumes in
-    /// place: the MLP's gate and up projections and the LM head's logits.
-    /// A device backend may store it in bf16, as it stores attention
-    /// operands (as PyTorch's autocast keeps these outputs). Only `matmul`
-    /// (as the output, not accumulating, or as an input), `swiglu_fwd` and
-    /// `swiglu_bwd` (as gate and up), the loss ops (`cross_entropy_inplace`,
-    /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in
-    /// its storage), `copy_range` between such buffers, `fill_zero` and
-    /// `download` take it.
+    /// place: the q/k/v projections, the MLP's gate and up projections and
+    /// the LM head's logits. A device backend may store it in bf16, as it
+    /// stores attention operands (as PyTorch's autocast keeps these outputs).
+    /// Only `matmul` (as the output, not accumulating, or as an input),
+    /// `heads_from_tokens` (as the source, into an attention operand),
+    /// `swiglu_fwd` and `swiglu_bwd` (as gate and up), the loss ops
+    /// (`cross_entropy_inplace`, `logprob_entropy`, `logit_grad_inplace`,
+    /// which write the gradient in its storage), `copy_range` between such
+    /// buffers, `fill_zero` and `download` take it.
     fn zeros_projection(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }

@@ -82,8 +82,12 @@ pub struct TrainState<B: Backend> {
     layers: Vec<LayerActs<B::Buf>>,
     /// The current layer's norm output (ln1 or ln2), in the forward and again in the backward.
     ln: B::Buf,
-    /// Token-major attention output (and q before it is head-major).
+    /// Token-major attention output.
     att_tok: B::Buf,
+    /// The q/k/v projections, token-major, before their head-major homes.
+    q_tok: B::Buf,
+    k_tok: B::Buf,
+    v_tok: B::Buf,
     /// Gate and up projections of layers that do not keep theirs.
     gate: B::Buf,
     up: B::Buf,
@@ -111,8 +115,6 @@ pub struct TrainState<B: Backend> {
     dq_tok: B::Buf,
     dk_tok: B::Buf,
     dv_tok: B::Buf,
-    k_tok: B::Buf,
-    v_tok: B::Buf,
 }
 
 /// Rows of logits materialized at once by the fused LM head.
@@ -156,12 +158,17 @@ impl<B: Backend> TrainState<B> {
             .collect();
         let scratch_mlp = if recompute_mlp { n * f } else { 0 };
         let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
+        // The q/k/v gradients feed matmuls, and the bias gradients when there are biases.
+        let d_proj = |len| if cfg.qkv_bias { be.zeros(len) } else { be.zeros_matmul_input(len) };
         TrainState {
             batch,
             seq,
             layers,
             ln: be.zeros_matmul_input(n * d),
             att_tok: be.zeros_matmul_input(n * qd),
+            q_tok: be.zeros_projection(n * qd),
+            k_tok: be.zeros_projection(n * kvd),
+            v_tok: be.zeros_projection(n * kvd),
             gate: be.zeros_projection(scratch_mlp),
             up: be.zeros_projection(scratch_mlp),
             x_final: be.zeros(n * d),
@@ -181,11 +188,9 @@ impl<B: Backend> TrainState<B> {
             dq: be.zeros_attention(n * qd),
             dk: be.zeros_attention(n * kvd),
             dv: be.zeros_attention(n * kvd),
-            dq_tok: be.zeros(n * qd),
-            dk_tok: be.zeros(n * kvd),
-            dv_tok: be.zeros(n * kvd),
-            k_tok: be.zeros(n * kvd),
-            v_tok: be.zeros(n * kvd),
+            dq_tok: d_proj(n * qd),
+            dk_tok: d_proj(n * kvd),
+            dv_tok: d_proj(n * kvd),
         }
     }
 }
@@ -322,12 +327,11 @@ impl<B: Backend> Transformer<B> {
             let (done, rest) = st.layers.split_at_mut(l + 1);
             let a = &mut done[l];
             be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
-            // q goes through att_tok as token-major scratch before its head-major home.
-            be.matmul(&mut st.att_tok, &st.ln, &p.wq, MatMul::linear(n, d, h * hd));
+            be.matmul(&mut st.q_tok, &st.ln, &p.wq, MatMul::linear(n, d, h * hd));
             be.matmul(&mut st.k_tok, &st.ln, &p.wk, MatMul::linear(n, d, hkv * hd));
             be.matmul(&mut st.v_tok, &st.ln, &p.wv, MatMul::linear(n, d, hkv * hd));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
-            be.heads_from_tokens(&mut a.q, &mut st.att_tok, p.bq.as_ref(), Some(rope), h, hd, t, &slots);
+            be.heads_from_tokens(&mut a.q, &mut st.q_tok, p.bq.as_ref(), Some(rope), h, hd, t, &slots);
             be.heads_from_tokens(&mut a.k, &mut st.k_tok, p.bk.as_ref(), Some(rope), hkv, hd, t, &slots);
             be.heads_from_tokens(&mut a.v, &mut st.v_tok, p.bv.as_ref(), None, hkv, hd, t, &slots);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);

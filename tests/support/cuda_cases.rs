@@ -352,13 +352,23 @@ fn full_model_step_on_tensor_cores_matches_the_cpu_at_bf16_tolerance() {
     full_model_step(&g, (5e-2, 3e-2));
 }
 
-fn full_model_step(g: &Cuda, (rtol, atol): (f32, f32)) {
+fn full_model_step(g: &Cuda, tol: (f32, f32)) {
     // qwen2_b: GQA, q/k/v bias, tied embeddings, head_dim 32 (llama_a's head_dim 16 is below the kernels' 32).
     let dir = fixture_dir("qwen2_b");
     let cfg = ModelConfig::load(&dir).unwrap();
-    let host = load_params(&dir, &cfg).unwrap();
-    let cpu_model = Transformer::from_host(&Cpu, cfg.clone(), &host);
-    let gpu_model = Transformer::from_host(g, cfg.clone(), &host);
+    let mut host = load_params(&dir, &cfg).unwrap();
+    full_model_step_of(g, &cfg, &host, tol);
+    // Without the biases (as Llama): the q/k/v gradients then feed matmuls only.
+    let cfg = ModelConfig { qkv_bias: false, ..cfg };
+    for l in &mut host.layers {
+        (l.bq, l.bk, l.bv) = (None, None, None);
+    }
+    full_model_step_of(g, &cfg, &host, tol);
+}
+
+fn full_model_step_of(g: &Cuda, cfg: &ModelConfig, host: &Params<Vec<f32>>, (rtol, atol): (f32, f32)) {
+    let cpu_model = Transformer::from_host(&Cpu, cfg.clone(), host);
+    let gpu_model = Transformer::from_host(g, cfg.clone(), host);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let (b, t) = (2, 37);
     let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
@@ -366,15 +376,15 @@ fn full_model_step(g: &Cuda, (rtol, atol): (f32, f32)) {
     let logits_cpu = cpu_model.forward_logits(&Cpu, &ids, b, t).unwrap();
     let logits_gpu = g.download(&gpu_model.forward_logits(g, &ids, b, t).unwrap());
     assert_close("logits", &logits_gpu, &logits_cpu, rtol, atol);
-    let mut st_c = TrainState::new(&Cpu, &cfg, b, t);
-    let mut st_g = TrainState::new(g, &cfg, b, t);
-    let mut gr_c = Params::build(&cfg, |s| vec![0.0; s.numel()]);
-    let mut gr_g = Params::build(&cfg, |s| g.zeros(s.numel()));
+    let mut st_c = TrainState::new(&Cpu, cfg, b, t);
+    let mut st_g = TrainState::new(g, cfg, b, t);
+    let mut gr_c = Params::build(cfg, |s| vec![0.0; s.numel()]);
+    let mut gr_g = Params::build(cfg, |s| g.zeros(s.numel()));
     let loss_c = cpu_model.forward_backward(&Cpu, &batch, &mut st_c, &mut gr_c).unwrap();
     let loss_g = gpu_model.forward_backward(g, &batch, &mut st_g, &mut gr_g).unwrap();
     assert!((loss_c - loss_g).abs() < 0.1 * rtol as f64 * loss_c, "{loss_c} vs {loss_g}");
-    for (spec, (a, bb)) in vul2safe::model::tensor_specs(&cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
-        assert_close(&format!("grad {}", spec.name), &g.download(a), bb, rtol, atol);
+    for (spec, (a, bb)) in vul2safe::model::tensor_specs(cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
+        assert_close(&format!("grad {} (bias {})", spec.name, cfg.qkv_bias), &g.download(a), bb, rtol, atol);
     }
 }
 
@@ -756,8 +766,18 @@ fn fused_attention_entry_and_exit_match_the_cpu_composition() {
         g.set_math(Math::Bf16).unwrap();
         let mut cache = g.zeros_attention(want.len());
         g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
-        g.set_math(Math::Exact).unwrap();
         assert_close(&format!("{what} into bf16"), &g.download(&cache), &want, 1e-2, 1e-2);
+        // From a bf16 projection (training's q/k/v), written by a matmul by the identity.
+        let width = heads * hd;
+        let eye: Vec<f32> = (0..width * width).map(|i| if i % (width + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        let mut proj = g.zeros_projection(src.len());
+        g.matmul(&mut proj, &g.upload(&src), &g.upload(&eye), MatMul::linear(b * t, width, width));
+        let mut want = vec![0.0; want.len()];
+        Cpu.heads_from_tokens(&mut want, &mut g.download(&proj), with_bias.then_some(&bias), rope, heads, hd, cap, &slots);
+        let mut got = g.zeros_attention(want.len());
+        g.heads_from_tokens(&mut got, &mut proj, with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
+        g.set_math(Math::Exact).unwrap();
+        assert_close(&format!("{what} from bf16 into bf16"), &g.download(&got), &want, 1e-2, 1e-2);
     }
     let hm = randv(&mut rng, b * heads * t * hd);
     for with_rope in [true, false] {

@@ -9,9 +9,10 @@
 //! copy alone; its f32 data is then stale, and reading it any other way
 //! panics (a bug in the caller's plan) rather than returning old values.
 //! Attention operands (KV caches, and q/k/v, outputs and their gradients in
-//! training: `Backend::zeros_attention`) and training's MLP gate/up
-//! projections (`Backend::zeros_projection`) store bf16 themselves; only the
-//! ops around attention, and matmuls and SwiGLU, accept them.
+//! training: `Backend::zeros_attention`) and training's projections (q/k/v,
+//! MLP gate/up, LM-head logits: `Backend::zeros_projection`) store bf16
+//! themselves; only the ops around attention, matmuls, SwiGLU and the loss
+//! ops accept them.
 
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -64,13 +65,13 @@ impl CudaBuf {
     }
 
     /// The f32 storage; a bf16 buffer here is a caller's bug (only attention
-    /// operands and MLP projections are bf16), and so is a matmul input whose
+    /// operands and projections are bf16), and so is a matmul input whose
     /// values live in bf16 only.
     pub(crate) fn data(&self) -> &CudaSlice<f32> {
         assert!(!self.f32_stale, "a matmul-input buffer holding only its bf16 copy was read by an op other than a matmul");
         match &self.data {
             Storage::F32(d) => d,
-            Storage::Bf16(_) => panic!("a bf16 buffer (attention operand or MLP projection) was passed to an op that takes f32 storage"),
+            Storage::Bf16(_) => panic!("a bf16 buffer (attention operand or projection) was passed to an op that takes f32 storage"),
         }
     }
 
@@ -80,7 +81,7 @@ impl CudaBuf {
         self.f32_stale = false;
         match &mut self.data {
             Storage::F32(d) => d,
-            Storage::Bf16(_) => panic!("a bf16 buffer (attention operand or MLP projection) was passed to an op that writes f32 storage"),
+            Storage::Bf16(_) => panic!("a bf16 buffer (attention operand or projection) was passed to an op that writes f32 storage"),
         }
     }
 

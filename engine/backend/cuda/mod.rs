@@ -361,7 +361,7 @@ impl Cuda {
     }
 
     /// A buffer stored in bf16 in bf16 math (attention operands, KV caches,
-    /// MLP projections). Exact mode is the tight comparison with the CPU,
+    /// training projections). Exact mode is the tight comparison with the CPU,
     /// and the tf32 ablation keeps f32 operands: both store f32.
     fn zeros_bf16_in_bf16_math(&self, len: usize) -> CudaBuf {
         if self.math() != Math::Bf16 {
@@ -623,16 +623,14 @@ impl Backend for Cuda {
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (quads, [rows, _, h, hd, cap]) = pair_args(1, slots.len(), heads, head_dim, cap);
-        let cfg = per_element(quads);
-        let src = src.data();
-        match dst.storage_mut() {
-            Storage::F32(d) => {
-                launch!(self, "heads_from_tokens_f32", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &h, &hd, &cap, &d_s.addr)
-            }
-            Storage::Bf16(d) => {
-                launch!(self, "heads_from_tokens_bf16", cfg, d, src, &bias, &cos, &sin, &positions, &rows, &h, &hd, &cap, &d_s.addr)
-            }
-        }
+        let name = match (dst.is_bf16(), src.storage()) {
+            (false, Storage::F32(_)) => "heads_from_tokens_f32",
+            (true, Storage::F32(_)) => "heads_from_tokens_bf16",
+            (true, Storage::Bf16(_)) => "heads_from_tokens_bf16_to_bf16",
+            (false, Storage::Bf16(_)) => panic!("heads_from_tokens: a bf16 projection into an f32 attention operand"),
+        };
+        let (d, src) = (self.addr(dst.storage_mut()), self.addr(src.storage()));
+        launch!(self, name, per_element(quads), &d, &src, &bias, &cos, &sin, &positions, &rows, &h, &hd, &cap, &d_s.addr);
     }
     fn tokens_from_heads(
         &self,
@@ -646,8 +644,7 @@ impl Backend for Cuda {
     ) {
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (quads, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
-        // The q/k/v gradients also feed bias gradients (f32): they keep f32.
-        assert!(!dst.is_matmul_input(), "tokens_from_heads writes f32 for the bias gradients: not into a matmul-input buffer");
+        // Into a matmul-input buffer (no bias gradient reads it) only the bf16 copy is written.
         let o = self.produce(dst, quads * 8, false);
         let cfg = per_element(quads);
         let (name, src) = match src.storage() {
