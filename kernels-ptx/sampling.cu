@@ -7,7 +7,8 @@
 // Every truncation is a prefix of that order, written (key, ties): all
 // tokens whose order key is above `key`, then the first `ties` tokens (by
 // id) whose key equals it. Each threshold is found by searching the 32-bit
-// key two bits per pass over the row, so the row is never sorted.
+// key three bits per pass over the row (seven candidates measured at once),
+// so the row is never sorted.
 #include "common.cuh"
 
 #define SAMPLE_THREADS 1024
@@ -31,33 +32,60 @@ struct MinU32 {
     __device__ unsigned operator()(unsigned a, unsigned b) const { return min(a, b); }
 };
 
+// A token's probability from its scaled logit and the row's log-sum-exp
+// (expf, not exp2f of a product: the extra rounding of the product moves
+// the top-p cut-off by a token more often).
+__device__ __forceinline__ float prob(float x, float lse) { return expf(x - lse); }
+
+// Sums each of v[0..N) over the block in one reduction (fixed order:
+// deterministic).
+template <int N> __device__ __forceinline__ void block_sums(float (&v)[N]) {
+    __shared__ float partial[32][N];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int j = 0; j < N; j++)
+        for (int o = 16; o > 0; o >>= 1) v[j] += __shfl_xor_sync(0xffffffff, v[j], o);
+    if (lane == 0)
+        for (int j = 0; j < N; j++) partial[warp][j] = v[j];
+    __syncthreads();
+    if (warp == 0)
+        for (int j = 0; j < N; j++) {
+            float x = lane < (int)(blockDim.x >> 5) ? partial[lane][j] : 0.0f;
+            for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffff, x, o);
+            if (lane == 0) partial[0][j] = x;
+        }
+    __syncthreads();
+    for (int j = 0; j < N; j++) v[j] = partial[0][j];
+    __syncthreads();
+}
+
 // The largest key from which the measure (Σ probability when by_mass, else
 // the count) of the tokens at or above it reaches `target` (exceeds it when
-// strict). The measure only grows as the key falls, so the key is built two
-// bits per pass over the row, three candidates measured at once.
+// strict). The measure only grows as the key falls, so the key is built
+// three bits per pass over the row (two in the last): candidate j sets the
+// pass's bits to j, and a token at or above candidate 1 adds to the measure
+// of every candidate up to its own digit (of all of them once its higher
+// bits exceed the key's).
 __device__ unsigned bisect(const float *s, int vocab, bool by_mass, float lse, float target, bool strict) {
     unsigned key = 0;
-    for (int bit = 30; bit >= 0; bit -= 2) {
-        unsigned c1 = key | (1u << bit), c2 = key | (2u << bit), c3 = key | (3u << bit);
-        float m1 = 0.0f, m2 = 0.0f, m3 = 0.0f;
+    for (int shift = 29; shift > -3; shift -= 3) {
+        int lo = max(shift, 0), top = (1 << (shift < 0 ? 3 + shift : 3)) - 1;  // this pass's bits from lo: candidates 1..top
+        unsigned first = key | (1u << lo);
+        float m[7] = {};
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
             float x = s[i];
             unsigned k = order_key(x);
-            if (k < c1) continue;
-            float w = by_mass ? expf(x - lse) : 1.0f;
-            m1 += w;
-            if (k >= c2) m2 += w;
-            if (k >= c3) m3 += w;
+            if (k < first) continue;
+            unsigned d = (k >> lo) - (key >> lo);  // past top when the higher bits exceed the key's
+            float w = by_mass ? prob(x, lse) : 1.0f;
+#pragma unroll
+            for (int j = 0; j < 7; j++) m[j] += d > (unsigned)j ? w : 0.0f;  // m[j]: candidate j + 1
         }
-        m1 = block_sum(m1);
-        m2 = block_sum(m2);
-        m3 = block_sum(m3);
-        if (strict ? m3 > target : m3 >= target)
-            key = c3;
-        else if (strict ? m2 > target : m2 >= target)
-            key = c2;
-        else if (strict ? m1 > target : m1 >= target)
-            key = c1;
+        block_sums(m);
+        for (int j = top; j >= 1; j--)
+            if (strict ? m[j - 1] > target : m[j - 1] >= target) {
+                key |= (unsigned)j << lo;
+                break;
+            }
     }
     return key;
 }
@@ -69,23 +97,19 @@ struct Tally {
 };
 
 __device__ Tally tally(const float *s, int vocab, unsigned key, float lse) {
-    float an = 0.0f, am = 0.0f, en = 0.0f;
+    float v[3] = {0.0f, 0.0f, 0.0f};  // above_n, above_mass, equal_n
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = s[i];
         unsigned k = order_key(x);
         if (k > key) {
-            an += 1.0f;
-            am += expf(x - lse);
+            v[0] += 1.0f;
+            v[1] += prob(x, lse);
         } else if (k == key) {
-            en += 1.0f;
+            v[2] += 1.0f;
         }
     }
-    Tally t;
-    t.above_n = block_sum(an);
-    t.above_mass = block_sum(am);
-    t.equal_n = block_sum(en);
-    t.p = expf(key_float(key) - lse);
-    return t;
+    block_sums(v);
+    return {v[0], v[1], v[2], prob(key_float(key), lse)};
 }
 
 struct Prefix {
@@ -156,18 +180,23 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     }
     mx = block_reduce(mx, MaxOp(), -INFINITY);
     mn = block_reduce(mn, MinOp(), INFINITY);
-    float sum = 0.0f;
+    // The row's mass, and how many tokens share its lowest logit: the tally
+    // of the whole vocabulary, the prefix kept without truncation.
+    float sums[2] = {0.0f, 0.0f};
     unsigned first = 0xffffffffu;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = s[i];
-        sum += expf(x - mx);
+        sums[0] += prob(x, mx);
+        sums[1] += x == mn ? 1.0f : 0.0f;
         if (x == mx) first = min(first, (unsigned)i);
     }
-    float lse = mx + logf(block_sum(sum));
+    block_sums(sums);
+    float lse = mx + logf(sums[0]);
     unsigned pick = block_reduce(first, MinU32(), 0xffffffffu);
     if (temperature > 0.0f) {
         unsigned lowest = order_key(mn);
-        Tally kept = tally(s, vocab, lowest, lse);  // the tally at keep.key
+        float p_min = prob(mn, lse);
+        Tally kept = {vocab - sums[1], sums[0] * prob(mx, lse) - sums[1] * p_min, sums[1], p_min};  // the tally at keep.key
         Prefix keep = {lowest, (int)kept.equal_n};
         if (top_k > 0 && top_k < vocab) {
             unsigned key = bisect(s, vocab, false, lse, (float)top_k, false);

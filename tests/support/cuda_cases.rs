@@ -541,18 +541,15 @@ fn device_sampling_matches_the_cpu() {
         SamplingConfig { temperature: 1.0, top_k: 300, top_p: 0.5, ..Default::default() },
     ];
     // A vocab below one block's threads, one that is not a multiple of it,
-    // and logits on a coarse grid, so ties (broken by id) are everywhere.
-    for (vocab, rows, coarse) in [(7usize, 5usize, false), (50_257, 16, false), (4_000, 64, true)] {
-        let logits: Vec<f32> = (0..rows * vocab)
-            .map(|_| {
-                let x = rng.random_range(-6.0f32..6.0);
-                if coarse {
-                    (x * 2.0).round() / 2.0
-                } else {
-                    x
-                }
-            })
-            .collect();
+    // logits on a coarse grid, so ties (broken by id) are everywhere, and
+    // rows of one logit, where every token ties at the lowest (and highest)
+    // value (1,001 of them, so no top-p cut-off falls on a token boundary).
+    let random = |x: f32| x;
+    let coarse = |x: f32| (x * 2.0).round() / 2.0;
+    let flat = |_: f32| 1.5;
+    let cases: [(usize, usize, &dyn Fn(f32) -> f32); 4] = [(7, 5, &random), (50_257, 16, &random), (4_000, 64, &coarse), (1_001, 8, &flat)];
+    for (vocab, rows, shape) in cases {
+        let logits: Vec<f32> = (0..rows * vocab).map(|_| shape(rng.random_range(-6.0f32..6.0))).collect();
         let on_gpu = g.upload(&logits);
         for cfg in &cfgs {
             let draws: Vec<Option<f32>> = (0..rows).map(|r| if r % 5 == 3 { None } else { Some(rng.random()) }).collect();
