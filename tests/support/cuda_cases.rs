@@ -547,7 +547,8 @@ fn device_sampling_matches_the_cpu() {
     let random = |x: f32| x;
     let coarse = |x: f32| (x * 2.0).round() / 2.0;
     let flat = |_: f32| 1.5;
-    let cases: [(usize, usize, &dyn Fn(f32) -> f32); 4] = [(7, 5, &random), (50_257, 16, &random), (4_000, 64, &coarse), (1_001, 8, &flat)];
+    type Shape<'a> = &'a dyn Fn(f32) -> f32;
+    let cases: [(usize, usize, Shape); 4] = [(7, 5, &random), (50_257, 16, &random), (4_000, 64, &coarse), (1_001, 8, &flat)];
     for (vocab, rows, shape) in cases {
         let logits: Vec<f32> = (0..rows * vocab).map(|_| shape(rng.random_range(-6.0f32..6.0))).collect();
         let on_gpu = g.upload(&logits);
