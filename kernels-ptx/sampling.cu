@@ -160,7 +160,7 @@ __device__ unsigned nth_with_key(const float *s, int vocab, unsigned key, int nt
 }
 
 // draws[row] is the row's uniform draw in [0, 1); NaN skips the row.
-// `scaled` is [rows, vocab] scratch for logits / temperature.
+// `scaled` is [rows, vocab] scratch for logits / temperature (unused at 1).
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     sample_rows_f32(const float *logits, float *scaled, const float *draws, unsigned *tokens, float *logprobs, int vocab,
                     float temperature, int top_k, float top_p) {
@@ -168,13 +168,15 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     float u = draws[row];
     if (isnan(u)) return;
     const float *z = logits + row * vocab;
-    float *s = scaled + row * vocab;
-    // Divide, as the CPU does, so both order the same scaled values.
+    // Divide, as the CPU does, so both order the same scaled values; at
+    // temperature 1 (and greedy) those are the logits themselves, read in
+    // place (scaled may then be null).
     float t = temperature > 0.0f ? temperature : 1.0f;
+    const float *s = t == 1.0f ? z : scaled + row * vocab;
     float mx = -INFINITY, mn = INFINITY;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = z[i] / t;
-        s[i] = x;
+        if (t != 1.0f) scaled[row * vocab + i] = x;
         mx = fmaxf(mx, x);
         mn = fminf(mn, x);
     }

@@ -23,9 +23,11 @@ impl Cuda {
         }
         assert!(logits.len() >= rows * vocab, "sample: {rows} rows of {vocab} logits, buffer holds {}", logits.len());
         let d = self.floats(&draws.iter().map(|u| u.unwrap_or(f32::NAN)).collect::<Vec<f32>>());
+        // At temperature 1 (and greedy) the kernel reads the logits in place.
+        let scaled_len = if cfg.temperature > 0.0 && cfg.temperature != 1.0 { rows * vocab } else { 1 };
         // SAFETY: the kernel writes every scaled logit before reading it, and
         // a token for every sampled row; skipped rows' outputs are not read.
-        let (scaled, tokens) = unsafe { (self.stream.alloc::<f32>(rows * vocab), self.stream.alloc::<u32>(rows)) };
+        let (scaled, tokens) = unsafe { (self.stream.alloc::<f32>(scaled_len), self.stream.alloc::<u32>(rows)) };
         let (mut scaled, mut tokens) = (scaled.expect("allocating sampling scratch"), tokens.expect("allocating sampled tokens"));
         let mut logprobs = self.scratch(rows);
         let (v, t, k, p) = (vocab as i32, cfg.temperature, cfg.top_k.min(vocab) as i32, cfg.top_p);
