@@ -1,6 +1,7 @@
 //! Batched autoregressive generation over a KV cache: a packed prefill of
-//! prompts of different lengths (no padding), then one token per row per step. Sampling is
-//! greedy, temperature, top-k and top-p, seeded; stop tokens end a row early.
+//! prompts of different lengths (no padding), then one token per row per
+//! step. Sampling is greedy, temperature, top-k and top-p, seeded; stop
+//! tokens end a row early.
 //! Each sampled token comes with its log-probability, which PPO needs.
 
 use crate::backend::Backend;

@@ -152,11 +152,12 @@ pub trait Backend: Sync {
     // Memory.
     fn zeros(&self, len: usize) -> Self::Buf;
     /// A zeroed buffer whose values, between writes, are read only as matmul
-    /// operands (norm and SwiGLU outputs, token-major attention outputs, logit
-    /// and SwiGLU gradients, q/k/v gradients without a bias). A device backend may then keep what its norm,
-    /// SwiGLU, layout, attention and loss kernels write there in bf16 alone;
-    /// reading those values any other way is a bug it reports. Anything
-    /// written by a matmul or `copy_range` stays readable as usual.
+    /// operands (norm and SwiGLU outputs, token-major attention outputs,
+    /// logit and SwiGLU gradients, q/k/v gradients without a bias). A device
+    /// backend may then keep what its norm, SwiGLU, layout, attention and
+    /// loss kernels write there in bf16 alone; reading those values any
+    /// other way is a bug it reports. Anything written by a matmul or
+    /// `copy_range` stays readable as usual.
     fn zeros_matmul_input(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }

@@ -103,18 +103,18 @@ impl<B: Backend> Transformer<B> {
     /// Returns the final-norm hidden states `[Σ lengths, hidden]`.
     pub fn prefill_packed(&self, be: &B, prompts: &[&[u32]], rows: &[usize], cache: &mut KvCache<B>) -> Result<B::Buf> {
         ensure!(prompts.len() == rows.len(), "{} prompts for {} cache rows", prompts.len(), rows.len());
-        let mut seqs = Vec::with_capacity(prompts.len());
-        let mut plan = Placement { positions: vec![], kv_slots: vec![], attend: Attend::Packed(vec![]) };
+        let (mut positions, mut kv_slots, mut seqs) = (vec![], vec![], vec![]);
+        let mut taken = vec![false; cache.batch];
         for (p, &row) in prompts.iter().zip(rows) {
             ensure!(!p.is_empty(), "every prompt needs at least one token");
             ensure!(row < cache.batch, "cache row {row} is past the cache's {} rows", cache.batch);
-            ensure!(rows.iter().filter(|&&r| r == row).count() == 1, "cache row {row} is prefilled twice");
+            ensure!(!std::mem::replace(&mut taken[row], true), "cache row {row} is prefilled twice");
             self.check_length(p.len(), cache.cap)?;
-            seqs.push(SeqSpan { q_start: plan.positions.len(), q_len: p.len(), kv_row: row, kv_len: p.len() });
-            plan.positions.extend(0..p.len() as u32);
-            plan.kv_slots.extend(row_slots(p.len(), cache.cap, &[0]).iter().map(|s| s + (row * cache.cap) as u32));
+            seqs.push(SeqSpan { q_start: positions.len(), q_len: p.len(), kv_row: row, kv_len: p.len() });
+            positions.extend(0..p.len() as u32);
+            kv_slots.extend((0..p.len()).map(|t| (row * cache.cap + t) as u32));
         }
-        plan.attend = Attend::Packed(seqs);
+        let plan = Placement { positions, kv_slots, attend: Attend::Packed(seqs) };
         let ids: Vec<u32> = prompts.concat();
         let mut bufs = StepBuffers::new(be, &self.cfg, ids.len());
         self.forward_placed(be, &ids, &plan, cache, &mut bufs)?;
