@@ -494,7 +494,9 @@ fn ppo_reductions_through_the_backend_match_the_cpu() {
 fn gpu_generation_matches_the_cpu() {
     use vul2safe::generate::{generate, generate_continuous, SamplingConfig};
     let Some(g) = gpu_tensor_cores() else { return };
-    let prompts: Vec<Vec<u32>> = vec![vec![5, 17, 200, 3], vec![9], vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11]];
+    // The last prompt is long enough for the packed prefill's flash path.
+    let long: Vec<u32> = (0..23).map(|i| (i * 37 + 11) % 300).collect();
+    let prompts: Vec<Vec<u32>> = vec![vec![5, 17, 200, 3], vec![9], vec![300, 1, 2, 3, 4, 5, 6, 7, 8, 250, 11], long];
     let greedy = SamplingConfig { max_new_tokens: 16, ..Default::default() };
     // qwen2_b: head_dim 32 (llama_a's 16 is below the kernels' smallest).
     let dir = fixture_dir("qwen2_b");
