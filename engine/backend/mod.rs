@@ -211,6 +211,23 @@ pub trait Backend: Sync {
 
     // RMSNorm over rows of length `dim`: `out = x · rstd · w`, `rstd` saved per row.
     fn rmsnorm_fwd(&self, out: &mut Self::Buf, rstd: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, dim: usize, eps: f32);
+    /// `rmsnorm_fwd`, also copying `x` into `x_copy` (the next residual
+    /// value starts as this one; the block's output projection then adds
+    /// into the copy) from the same reads of `x`.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_fwd_copying(
+        &self,
+        out: &mut Self::Buf,
+        rstd: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        dim: usize,
+        eps: f32,
+        x_copy: &mut Self::Buf,
+    ) {
+        self.copy_range(x_copy, 0, x, 0, self.len(x));
+        self.rmsnorm_fwd(out, rstd, x, w, dim, eps);
+    }
     /// Accumulates into both `dx` (the residual stream's gradient) and `dw`.
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_bwd(

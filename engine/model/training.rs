@@ -326,7 +326,8 @@ impl<B: Backend> Transformer<B> {
             let p = &self.params.layers[l];
             let (done, rest) = st.layers.split_at_mut(l + 1);
             let a = &mut done[l];
-            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
+            // x_mid starts as x_in; the output projection adds into it.
+            be.rmsnorm_fwd_copying(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps, &mut a.x_mid);
             be.matmul(&mut st.q_tok, &st.ln, &p.wq, MatMul::linear(n, d, h * hd));
             be.matmul(&mut st.k_tok, &st.ln, &p.wk, MatMul::linear(n, d, hkv * hd));
             be.matmul(&mut st.v_tok, &st.ln, &p.wv, MatMul::linear(n, d, hkv * hd));
@@ -336,9 +337,12 @@ impl<B: Backend> Transformer<B> {
             be.heads_from_tokens(&mut a.v, &mut st.v_tok, p.bv.as_ref(), None, hkv, hd, t, &slots);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
             be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
-            be.copy_range(&mut a.x_mid, 0, &a.x_in, 0, n * d);
             be.matmul(&mut a.x_mid, &st.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
-            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
+            let x_out = match rest.first_mut() {
+                Some(next) => &mut next.x_in,
+                None => &mut st.x_final,
+            };
+            be.rmsnorm_fwd_copying(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps, x_out);
             let (gate, up) = match a.gate_up.as_mut() {
                 Some((g, u)) => (g, u),
                 None => (&mut st.gate, &mut st.up),
@@ -346,11 +350,6 @@ impl<B: Backend> Transformer<B> {
             be.matmul(gate, &st.ln, &p.w_gate, MatMul::linear(n, d, f));
             be.matmul(up, &st.ln, &p.w_up, MatMul::linear(n, d, f));
             be.swiglu_fwd(&mut st.act, gate, up);
-            let x_out = match rest.first_mut() {
-                Some(next) => &mut next.x_in,
-                None => &mut st.x_final,
-            };
-            be.copy_range(x_out, 0, &a.x_mid, 0, n * d);
             be.matmul(x_out, &st.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
         }
         be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);

@@ -112,6 +112,11 @@ fn norm_rope_embedding_and_layout_match_the_cpu() {
     let (gx, gw) = (g.upload(&x), g.upload(&w));
     g.rmsnorm_fwd(&mut gout, &mut grstd, &gx, &gw, dim, 1e-5);
     close("rmsnorm", &g, &gout, &out);
+    // With the residual copy made from the same reads.
+    let (mut gout2, mut gcopy) = (g.zeros(rows * dim), g.zeros(rows * dim));
+    g.rmsnorm_fwd_copying(&mut gout2, &mut g.zeros(rows), &gx, &gw, dim, 1e-5, &mut gcopy);
+    close("rmsnorm, copying", &g, &gout2, &out);
+    close("rmsnorm's copy of x", &g, &gcopy, &x);
     let (mut dx, mut dw) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
     let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
     Cpu.rmsnorm_bwd(&mut dx, &mut dw, &dout, &x, &w, &rstd, dim);

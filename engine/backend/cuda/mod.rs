@@ -422,6 +422,17 @@ impl Cuda {
 
     /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
     /// and the positions' upload, which the caller keeps until it launches.
+    /// RMSNorm forward, also copying x to the address `x_copy` unless it is 0.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_forward(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32, x_copy: u64) {
+        let d = dim as i32;
+        let o = self.produce(out, x.len(), false);
+        let rows = (x.len() / dim) as i64;
+        let cfg = per_norm_rows(dim, rows);
+        launch!(self, "rmsnorm_fwd_f32", cfg, &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16, &x_copy);
+        o.done(out);
+    }
+
     fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<DeviceIds>) {
         let Some(r) = rope else { return ([0; 3], None) };
         let positions = self.ids(r.positions);
@@ -557,11 +568,21 @@ impl Backend for Cuda {
         launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &d_order.addr, &d_starts.addr, &d);
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
-        let d = dim as i32;
-        let o = self.produce(out, x.len(), false);
-        let rows = (x.len() / dim) as i64;
-        launch!(self, "rmsnorm_fwd_f32", per_norm_rows(dim, rows), &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16);
-        o.done(out);
+        self.rmsnorm_forward(out, rstd, x, w, dim, eps, 0);
+    }
+    fn rmsnorm_fwd_copying(
+        &self,
+        out: &mut CudaBuf,
+        rstd: &mut CudaBuf,
+        x: &CudaBuf,
+        w: &CudaBuf,
+        dim: usize,
+        eps: f32,
+        x_copy: &mut CudaBuf,
+    ) {
+        assert!(x_copy.len() >= x.len(), "rmsnorm_fwd_copying: the copy's buffer holds {} values, x {}", x_copy.len(), x.len());
+        let copy = self.ptr(x_copy.write());
+        self.rmsnorm_forward(out, rstd, x, w, dim, eps, copy);
     }
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
