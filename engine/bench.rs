@@ -7,7 +7,7 @@ use crate::backend::cuda::profile::FamilyTime;
 use crate::backend::Backend;
 use crate::generate::{generate_continuous, SamplingConfig};
 use crate::model::weights::init_params;
-use crate::model::{Arch, Batch, ModelConfig, Transformer};
+use crate::model::{Arch, Batch, KvCache, ModelConfig, Transformer};
 use crate::tensor::DType;
 use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 use anyhow::Result;
@@ -139,16 +139,19 @@ pub fn train_throughput<B: Backend>(
     Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3 })
 }
 
-/// New tokens per second of sampled generation from random prompts.
+/// New tokens per second of sampled generation from random prompts, and
+/// prompt tokens per second of one packed prefill of a batch of them.
 pub struct GenerateBench {
     pub new_tokens_per_sec: f64,
     pub secs: f64,
+    pub prefill_tokens_per_sec: f64,
 }
 
 /// `prompts` random prompts of `prompt_len` tokens through `batch` rows of
 /// continuous batching, `new` sampled tokens each (temperature 1, no
 /// truncation, no stop tokens), timed from the prefill to the last token as
-/// HF `generate` is, after a short warm-up.
+/// HF `generate` is, after a short warm-up. The prefill of the first `batch`
+/// prompts is also timed alone, before the timed run (outside `before_timed`).
 pub fn generate_throughput<B: Backend>(
     be: &B,
     cfg: ModelConfig,
@@ -163,15 +166,22 @@ pub fn generate_throughput<B: Backend>(
         (0..prompts).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
     let sampling = |max_new_tokens| SamplingConfig { max_new_tokens, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 0, stop_tokens: vec![] };
-    generate_continuous(be, &model, &prompts[..batch.min(prompts.len())], batch, &sampling(2))?;
+    let first = &prompts[..batch.min(prompts.len())];
+    generate_continuous(be, &model, first, batch, &sampling(2))?;
+    let mut cache = KvCache::new(be, &cfg, first.len(), prompt_len);
+    let first: Vec<&[u32]> = first.iter().map(Vec::as_slice).collect();
     be.synchronize();
+    let t0 = std::time::Instant::now();
+    model.prefill_packed(be, &first, &(0..first.len()).collect::<Vec<_>>(), &mut cache)?;
+    be.synchronize();
+    let prefill_tokens_per_sec = (first.len() * prompt_len) as f64 / t0.elapsed().as_secs_f64();
     before_timed();
     let t0 = std::time::Instant::now();
     let out = generate_continuous(be, &model, &prompts, batch, &sampling(new))?;
     be.synchronize();
     let secs = t0.elapsed().as_secs_f64();
     let made: usize = out.iter().map(|g| g.tokens.len()).sum();
-    Ok(GenerateBench { new_tokens_per_sec: made as f64 / secs, secs })
+    Ok(GenerateBench { new_tokens_per_sec: made as f64 / secs, secs, prefill_tokens_per_sec })
 }
 
 /// New tokens/s if every decode step only streamed the bf16 weights and the

@@ -638,6 +638,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             v["device"] = device.clone().into();
             v["new_tok_s"] = r.new_tokens_per_sec.round().into();
+            v["prefill_tok_s"] = r.prefill_tokens_per_sec.round().into();
             v["secs"] = ((r.secs * 100.0).round() / 100.0).into();
             if let Some(bw) = vul2safe::bench::memory_bandwidth(&device) {
                 let roof = vul2safe::bench::decode_roofline_tok_s(&cfg, batch, prompt_len, new, bw);
