@@ -305,7 +305,7 @@ enum BenchCmd {
         #[arg(long, default_value = "bf16")]
         math: String,
     },
-    /// New tokens/s of batched sampled generation (random weights and prompts), and its share of the bandwidth roofline.
+    /// New tokens/s of batched sampled generation (random weights and prompts), its share of the bandwidth roofline, and prefill tokens/s.
     Generate {
         /// `cpu` or `cuda`.
         #[arg(long, default_value = "cuda")]
