@@ -420,8 +420,6 @@ impl Cuda {
         (name, self.addr(g), self.addr(u))
     }
 
-    /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
-    /// and the positions' upload, which the caller keeps until it launches.
     /// RMSNorm forward, also copying x to the address `x_copy` unless it is 0.
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_forward(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32, x_copy: u64) {
@@ -433,6 +431,8 @@ impl Cuda {
         o.done(out);
     }
 
+    /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
+    /// and the positions' upload, which the caller keeps until it launches.
     fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<DeviceIds>) {
         let Some(r) = rope else { return ([0; 3], None) };
         let positions = self.ids(r.positions);
