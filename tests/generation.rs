@@ -73,6 +73,23 @@ fn packed_prefill_matches_each_prompt_prefilled_alone() {
 }
 
 #[test]
+fn packed_prefill_refuses_bad_rows_and_prompts_with_clear_errors() {
+    let m = model("llama_a");
+    let mut cache = KvCache::new(&Cpu, &m.cfg, 2, 8);
+    let cases: [(&[&[u32]], &[usize], &str); 5] = [
+        (&[&[1, 2], &[3]], &[1, 1], "cache row 1 is prefilled twice"),
+        (&[&[1, 2]], &[2], "cache row 2 is past the cache's 2 rows"),
+        (&[&[1, 2]], &[0, 1], "1 prompts for 2 cache rows"),
+        (&[&[]], &[0], "every prompt needs at least one token"),
+        (&[&[1; 9]], &[0], "exceeds the KV cache capacity 8"),
+    ];
+    for (prompts, rows, want) in cases {
+        let err = m.prefill_packed(&Cpu, prompts, rows, &mut cache).err().expect("a bad prefill is refused");
+        assert!(format!("{err:#}").contains(want), "{prompts:?} into rows {rows:?}: {err:#}");
+    }
+}
+
+#[test]
 fn logprobs_match_a_full_forward_of_the_sample() {
     let m = model("qwen2_b");
     let prompt = vec![4u32, 8, 15, 16, 23, 42];
