@@ -76,7 +76,8 @@ fn packed_prefill_matches_each_prompt_prefilled_alone() {
 fn packed_prefill_refuses_bad_rows_and_prompts_with_clear_errors() {
     let m = model("llama_a");
     let mut cache = KvCache::new(&Cpu, &m.cfg, 2, 8);
-    let cases: [(&[&[u32]], &[usize], &str); 5] = [
+    type Case<'a> = (&'a [&'a [u32]], &'a [usize], &'a str);
+    let cases: [Case; 5] = [
         (&[&[1, 2], &[3]], &[1, 1], "cache row 1 is prefilled twice"),
         (&[&[1, 2]], &[2], "cache row 2 is past the cache's 2 rows"),
         (&[&[1, 2]], &[0, 1], "1 prompts for 2 cache rows"),
@@ -84,7 +85,7 @@ fn packed_prefill_refuses_bad_rows_and_prompts_with_clear_errors() {
         (&[&[1; 9]], &[0], "exceeds the KV cache capacity 8"),
     ];
     for (prompts, rows, want) in cases {
-        let err = m.prefill_packed(&Cpu, prompts, rows, &mut cache).err().expect("a bad prefill is refused");
+        let Err(err) = m.prefill_packed(&Cpu, prompts, rows, &mut cache) else { panic!("{prompts:?} into rows {rows:?} was accepted") };
         assert!(format!("{err:#}").contains(want), "{prompts:?} into rows {rows:?}: {err:#}");
     }
 }
