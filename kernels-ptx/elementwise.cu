@@ -40,64 +40,67 @@ template <typename T> __device__ void column_partials_add(T *out, const float *p
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
-// The SwiGLU kernels take four values per thread and step (16-byte f32 and
-// 8-byte bf16 accesses; every buffer starts 16-byte aligned), the last
-// n % 4 one at a time.
+// The SwiGLU kernels read the stacked projection gu [rows, 2 ff] (each
+// row's gate values, then its up values) and index in 32 bits (the host
+// checks the sizes). When ff is a multiple of 4 they take four values per
+// thread and step (16-byte f32 and 8-byte bf16 accesses, aligned because
+// every buffer starts 16-byte aligned), else one.
 __device__ __forceinline__ float swiglu(float g, float u) { return g * sigmoidf(g) * u; }
 // d/dgate and d/dup of swiglu(g, u) times d.
 __device__ __forceinline__ float2 swiglu_grad(float g, float u, float d) {
     float s = sigmoidf(g);
-    return make_float2(d * u * s * (1.0f + g * (1.0f - s)), d * g * s);
+    return make_float2(d * u * s * (1.0f + g * (1.0f - s)), d * (g * s));
 }
 
-// h16, when not null, also gets h rounded to bf16 (the down projection's
-// input); h may then be null (a matmul-only output). Gate and up (TI) may be
-// stored in bf16 while the rest is f32 (training's MLP projections).
-template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gate, const TI *up, long n, bf16 *h16) {
-    FOR_EACH(q, (n + 3) / 4) {
-        long i = 4 * q;
-        if (i + 4 > n) {
-            for (; i < n; i++) {
-                float y = swiglu(ld(gate, i), ld(up, i));
-                if (h) st(h, i, y);
-                if (h16) st(h16, i, y);
-            }
+// h [rows, ff]; h16, when not null, also gets h rounded to bf16 (the down
+// projection's input); h may then be null (a matmul-only output). The
+// projection (TI) may be stored in bf16 while the rest is f32 (training).
+template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gu, int rows, int ff, bf16 *h16) {
+    int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
+        int r = e / per_row, c = step * (e - r * per_row), gi = 2 * r * ff + c, o = r * ff + c;
+        if (step == 1) {
+            float y = swiglu(ld(gu, gi), ld(gu, gi + ff));
+            if (h) st(h, o, y);
+            if (h16) st(h16, o, y);
             continue;
         }
-        float4 g = ld4(gate, i), u = ld4(up, i);
+        float4 g = ld4(gu, gi), u = ld4(gu, gi + ff);
         float4 y = make_float4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
-        if (h) st4(h, i, y);
-        if (h16) st4(h16, i, y);
+        if (h) st4(h, o, y);
+        if (h16) st4(h16, o, y);
     }
 }
 
-// dgate16 and dup16, when not null, also get the gradients rounded to bf16
-// (the gate and up projections' backward matmuls read those); dgate and dup
-// may then be null.
-template <typename T, typename TI>
-__device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const TI *gate, const TI *up, long n, bf16 *dgate16, bf16 *dup16) {
-    FOR_EACH(q, (n + 3) / 4) {
-        long i = 4 * q;
-        if (i + 4 > n) {
-            for (; i < n; i++) {
-                float2 r = swiglu_grad(ld(gate, i), ld(up, i), ld(dh, i));
-                if (dgate) st(dgate, i, r.x);
-                if (dup) st(dup, i, r.y);
-                if (dgate16) {
-                    st(dgate16, i, r.x);
-                    st(dup16, i, r.y);
-                }
+// dgu [rows, 2 ff] in the projection's layout; dgu16, when not null, also
+// gets it rounded to bf16 (the projection's backward matmuls read that);
+// dgu may then be null.
+template <typename T, typename TI> __device__ void swiglu_bwd(T *dgu, const T *dh, const TI *gu, int rows, int ff, bf16 *dgu16) {
+    int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
+        int r = e / per_row, c = step * (e - r * per_row), gi = 2 * r * ff + c, o = r * ff + c;
+        if (step == 1) {
+            float2 d = swiglu_grad(ld(gu, gi), ld(gu, gi + ff), ld(dh, o));
+            if (dgu) {
+                st(dgu, gi, d.x);
+                st(dgu, gi + ff, d.y);
+            }
+            if (dgu16) {
+                st(dgu16, gi, d.x);
+                st(dgu16, gi + ff, d.y);
             }
             continue;
         }
-        float4 g = ld4(gate, i), u = ld4(up, i), d = ld4(dh, i);
+        float4 g = ld4(gu, gi), u = ld4(gu, gi + ff), d = ld4(dh, o);
         float2 r0 = swiglu_grad(g.x, u.x, d.x), r1 = swiglu_grad(g.y, u.y, d.y), r2 = swiglu_grad(g.z, u.z, d.z), r3 = swiglu_grad(g.w, u.w, d.w);
         float4 dg = make_float4(r0.x, r1.x, r2.x, r3.x), du = make_float4(r0.y, r1.y, r2.y, r3.y);
-        if (dgate) st4(dgate, i, dg);
-        if (dup) st4(dup, i, du);
-        if (dgate16) {
-            st4(dgate16, i, dg);
-            st4(dup16, i, du);
+        if (dgu) {
+            st4(dgu, gi, dg);
+            st4(dgu, gi + ff, du);
+        }
+        if (dgu16) {
+            st4(dgu16, gi, dg);
+            st4(dgu16, gi + ff, du);
         }
     }
 }
@@ -111,22 +114,21 @@ __device__ void swiglu_bwd(T *dgate, T *dup, const T *dh, const TI *gate, const 
     }                                                                                                                      \
     extern "C" __global__ void column_partials_add_##S(T *out, const float *p, int blocks, int cols) {                    \
         column_partials_add(out, p, blocks, cols);                                                                         \
-    }                                                                                                                      \
-    extern "C" __global__ void swiglu_fwd_##S(T *h, const T *g, const T *u, long n, bf16 *h16) { swiglu_fwd(h, g, u, n, h16); } \
-    extern "C" __global__ void swiglu_bwd_##S(T *dg, T *du, const T *dh, const T *g, const T *u, long n, bf16 *dg16,     \
-                                              bf16 *du16) {                                                                \
-        swiglu_bwd(dg, du, dh, g, u, n, dg16, du16);                                                                       \
     }
-
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16, bf16)
 
-// f32 activations around gate and up projections stored in bf16.
-extern "C" __global__ void swiglu_fwd_bf16in_f32(float *h, const bf16 *g, const bf16 *u, long n, bf16 *h16) { swiglu_fwd(h, g, u, n, h16); }
-extern "C" __global__ void swiglu_bwd_bf16in_f32(float *dg, float *du, const float *dh, const bf16 *g, const bf16 *u, long n, bf16 *dg16,
-                                                 bf16 *du16) {
-    swiglu_bwd(dg, du, dh, g, u, n, dg16, du16);
-}
+// f32 activations around a gate/up projection in f32, or stored in bf16 (training).
+#define INSTANTIATE_SWIGLU(TI, S)                                                                                            \
+    extern "C" __global__ void swiglu_fwd_##S(float *h, const TI *gu, int rows, int ff, bf16 *h16) {                        \
+        swiglu_fwd(h, gu, rows, ff, h16);                                                                                   \
+    }                                                                                                                       \
+    extern "C" __global__ void swiglu_bwd_##S(float *dgu, const float *dh, const TI *gu, int rows, int ff, bf16 *dgu16) {   \
+        swiglu_bwd(dgu, dh, gu, rows, ff, dgu16);                                                                           \
+    }
+
+INSTANTIATE_SWIGLU(float, f32)
+INSTANTIATE_SWIGLU(bf16, bf16in_f32)
 
 // Four values per thread and step (16-byte loads, 8-byte stores); both buffers start aligned.
 extern "C" __global__ void cast_f32_to_bf16(bf16 *out, const float *in, long n) {

@@ -62,15 +62,19 @@ extern "C" __global__ void to_head_major_f32_to_bf16(uint2 *dst, const float4 *s
     to_head_major(dst, src, rows, heads, hd4, cap, slots);
 }
 
-// Attention's entry and exit fused with what surrounds them: one thread per
-// four rotation pairs (i..i+3, i+hd/2..i+hd/2+3) of a token's head (hd/2 is
-// a multiple of 4, so every access moves four values). heads_from_tokens
-// adds the bias (if any), rotates (if cos is given) and writes head-major at
-// the token's slot (in f32, or rounded into bf16); tokens_from_heads
-// moves back to token-major and applies the inverse rotation (into f32 and,
-// when dst16 is given, the bf16 copy the projections' matmuls read; dst may
-// then be null, when only matmuls read the result). The
-// rotation is rope.cu's; `sign` -1 is its inverse.
+// Attention's entry and exit fused with what surrounds them, over the fused
+// q/k/v projection [tokens, (hq + 2 hkv) · hd] (each token's query heads,
+// then its key heads, then its value heads): one thread per four rotation
+// pairs (i..i+3, i+hd/2..i+hd/2+3) of one head of one token (hd/2 is a
+// multiple of 4, so every access moves four values). qkv_from_tokens adds
+// the bias (if any), rotates queries and keys and writes each head
+// head-major at its token's slot (queries into q at q_slots, keys and values
+// into k and v at kv_slots; in f32, or rounded into bf16); tokens_from_qkv
+// moves the three gradients back into the fused token-major layout with the
+// inverse rotation on queries and keys (into f32 and, when dst16 is given,
+// the bf16 copy the projection's matmuls read; dst may then be null, when
+// only matmuls read the result). The rotation is rope.cu's; `sign` -1 is its
+// inverse.
 __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t, const float *sin_t, long tab, float sign) {
     float4 co = ld4(cos_t, tab), si = ld4(sin_t, tab);
     float4 x0 = make_float4(a.x * co.x - c.x * sign * si.x, a.y * co.y - c.y * sign * si.y, a.z * co.z - c.z * sign * si.z,
@@ -79,38 +83,54 @@ __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t
     a = x0;
 }
 
-template <typename OUT, typename TS>
-__device__ void heads_from_tokens(OUT *dst, const TS *src, const float *bias, const float *cos_t, const float *sin_t, const unsigned *positions,
-                                  int rows, int heads, int hd, int cap, const unsigned *slots) {
-    int half = hd / 2, quads = half / 4, per_row = heads * quads;
-    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
-        int row = k / per_row, j = k - row * per_row, h = j / quads, i = 4 * (j - h * quads);
-        unsigned slot = slots[row], b = slot / cap, pos = slot - b * cap;
-        long s = ((long)row * heads + h) * hd + i;
+// Element `i` of head `h` (of `heads`) at `slot` in a head-major operand of rows of `cap` positions.
+__device__ __forceinline__ long head_major_at(unsigned slot, int cap, int heads, int h, int hd, int i) {
+    unsigned b = slot / cap, pos = slot - b * cap;
+    return (((long)b * heads + h) * cap + pos) * hd + i;
+}
+
+template <typename OQ, typename OKV, typename TS>
+__device__ void qkv_from_tokens(OQ *q, OKV *k, OKV *v, const TS *src, const float *bias, const float *cos_t, const float *sin_t,
+                                const unsigned *positions, int rows, int hq, int hkv, int hd, int q_cap, const unsigned *q_slots, int kv_cap,
+                                const unsigned *kv_slots) {
+    int half = hd / 2, quads = half / 4, heads = hq + 2 * hkv, per_row = heads * quads;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
+        int row = e / per_row, j = e - row * per_row, hh = j / quads, i = 4 * (j - hh * quads);
+        long s = ((long)row * heads + hh) * hd + i;
         float4 a = ld4(src, s), c = ld4(src, s + half);
         if (bias) {
-            float4 ba = ld4(bias, h * hd + i), bc = ld4(bias, h * hd + i + half);
+            float4 ba = ld4(bias, hh * hd + i), bc = ld4(bias, hh * hd + i + half);
             a = make_float4(a.x + ba.x, a.y + ba.y, a.z + ba.z, a.w + ba.w);
             c = make_float4(c.x + bc.x, c.y + bc.y, c.z + bc.z, c.w + bc.w);
         }
-        if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, 1.0f);
-        long o = (((long)b * heads + h) * cap + pos) * hd + i;
-        st4(dst, o, a);
-        st4(dst, o + half, c);
+        if (hh < hq + hkv) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, 1.0f);
+        if (hh < hq) {
+            long o = head_major_at(q_slots[row], q_cap, hq, hh, hd, i);
+            st4(q, o, a);
+            st4(q, o + half, c);
+        } else {
+            bool is_v = hh >= hq + hkv;
+            long o = head_major_at(kv_slots[row], kv_cap, hkv, hh - hq - (is_v ? hkv : 0), hd, i);
+            OKV *dst = is_v ? v : k;
+            st4(dst, o, a);
+            st4(dst, o + half, c);
+        }
     }
 }
 
 template <typename TS>
-__device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t, const float *sin_t, const unsigned *positions, int rows,
-                                  int seq, int heads, int hd, bf16 *dst16) {
-    int half = hd / 2, quads = half / 4, per_row = heads * quads;
-    for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
-        int row = k / per_row, j = k - row * per_row, h = j / quads, i = 4 * (j - h * quads);
+__device__ void tokens_from_qkv(float *dst, const TS *dq, const TS *dk, const TS *dv, const float *cos_t, const float *sin_t,
+                                const unsigned *positions, int rows, int seq, int hq, int hkv, int hd, bf16 *dst16) {
+    int half = hd / 2, quads = half / 4, heads = hq + 2 * hkv, per_row = heads * quads;
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
+        int row = e / per_row, j = e - row * per_row, hh = j / quads, i = 4 * (j - hh * quads);
         int b = row / seq, t = row - b * seq;
-        long s = (((long)b * heads + h) * seq + t) * hd + i;
+        const TS *src = hh < hq ? dq : hh < hq + hkv ? dk : dv;
+        int h = hh < hq ? hh : hh < hq + hkv ? hh - hq : hh - hq - hkv, nh = hh < hq ? hq : hkv;
+        long s = (((long)b * nh + h) * seq + t) * hd + i;
         float4 a = ld4(src, s), c = ld4(src, s + half);
-        if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, -1.0f);
-        long o = ((long)row * heads + h) * hd + i;
+        if (hh < hq + hkv) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, -1.0f);
+        long o = ((long)row * heads + hh) * hd + i;
         if (dst) {
             st4(dst, o, a);
             st4(dst, o + half, c);
@@ -122,24 +142,28 @@ __device__ void tokens_from_heads(float *dst, const TS *src, const float *cos_t,
     }
 }
 
-#define INSTANTIATE_HEADS(OUT, TS, S)                                                                                       \
-    extern "C" __global__ void heads_from_tokens_##S(OUT *dst, const TS *src, const float *bias, const float *c,           \
-                                                     const float *s, const unsigned *pos, int rows, int heads, int hd,      \
-                                                     int cap, const unsigned *slots) {                                      \
-        heads_from_tokens(dst, src, bias, c, s, pos, rows, heads, hd, cap, slots);                                          \
+// Named qkv_from_tokens_<q>_<k and v>_from_<projection>.
+#define INSTANTIATE_QKV(OQ, OKV, TS, S)                                                                                      \
+    extern "C" __global__ void qkv_from_tokens_##S(OQ *q, OKV *k, OKV *v, const TS *src, const float *bias, const float *c, \
+                                                   const float *s, const unsigned *pos, int rows, int hq, int hkv, int hd,  \
+                                                   int q_cap, const unsigned *q_slots, int kv_cap, const unsigned *kv_slots) { \
+        qkv_from_tokens(q, k, v, src, bias, c, s, pos, rows, hq, hkv, hd, q_cap, q_slots, kv_cap, kv_slots);                 \
     }
 
-INSTANTIATE_HEADS(float, float, f32)
-INSTANTIATE_HEADS(bf16, float, bf16)
-// From bf16 projections (training's q/k/v) into bf16 attention operands.
-INSTANTIATE_HEADS(bf16, bf16, bf16_to_bf16)
+INSTANTIATE_QKV(float, float, float, f32_f32_from_f32)
+// Generation: f32 queries, a bf16 KV cache.
+INSTANTIATE_QKV(float, bf16, float, f32_bf16_from_f32)
+INSTANTIATE_QKV(bf16, bf16, float, bf16_bf16_from_f32)
+// Training: bf16 projections into bf16 attention operands.
+INSTANTIATE_QKV(bf16, bf16, bf16, bf16_bf16_from_bf16)
 
-extern "C" __global__ void tokens_from_heads_f32(float *dst, const float *src, const float *c, const float *s, const unsigned *pos, int rows,
-                                                 int seq, int heads, int hd, bf16 *dst16) {
-    tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd, dst16);
-}
+#define INSTANTIATE_TOKENS(TS, S)                                                                                             \
+    extern "C" __global__ void tokens_from_qkv_##S(float *dst, const TS *dq, const TS *dk, const TS *dv, const float *c,      \
+                                                   const float *s, const unsigned *pos, int rows, int seq, int hq, int hkv,  \
+                                                   int hd, bf16 *dst16) {                                                    \
+        tokens_from_qkv(dst, dq, dk, dv, c, s, pos, rows, seq, hq, hkv, hd, dst16);                                          \
+    }
+
+INSTANTIATE_TOKENS(float, f32)
 // From bf16 attention gradients (training with bf16 attention operands).
-extern "C" __global__ void tokens_from_heads_bf16_to_f32(float *dst, const bf16 *src, const float *c, const float *s, const unsigned *pos,
-                                                         int rows, int seq, int heads, int hd, bf16 *dst16) {
-    tokens_from_heads(dst, src, c, s, pos, rows, seq, heads, hd, dst16);
-}
+INSTANTIATE_TOKENS(bf16, bf16_to_f32)

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::model::weights::load_params;
-use vul2safe::model::{tensor_specs, Batch, ModelConfig, Params, TrainState, Transformer};
+use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
 use vul2safe::tokenizer::Tokenizer;
 
 /// A writable copy of a fixture model folder.
@@ -33,9 +33,9 @@ fn write_st(path: &Path, tensors: &[(String, Vec<usize>, safetensors::Dtype, Vec
 fn fixture_tensors(name: &str, dtype: safetensors::Dtype) -> Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> {
     let cfg = ModelConfig::load(&fixture_dir(name)).unwrap();
     let params = load_params(&fixture_dir(name), &cfg).unwrap();
-    tensor_specs(&cfg)
+    params
+        .hf_tensors(&cfg)
         .into_iter()
-        .zip(params.iter())
         .map(|(s, p)| {
             let bytes: Vec<u8> = match dtype {
                 safetensors::Dtype::BF16 => p.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),

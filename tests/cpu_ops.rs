@@ -121,17 +121,18 @@ fn rmsnorm_swiglu_and_rope_backward_match_finite_differences() {
     check_grad("rmsnorm dx", &x, &dx, |x| dot(&norm(x, &w).0, &r));
     check_grad("rmsnorm dw", &w, &dw, |w| dot(&norm(&x, w).0, &r));
 
-    let (g, u) = (randn(&mut rng, 24), randn(&mut rng, 24));
-    let r24 = randn(&mut rng, 24);
-    let swiglu = |g: &[f32], u: &[f32]| {
-        let mut h = vec![0.0; 24];
-        Cpu.swiglu_fwd(&mut h, &g.to_vec(), &u.to_vec());
+    // Stacked gate/up rows [4, 2 × 6]: each row's gate values, then its up values.
+    let (rows, ff) = (4, 6);
+    let gu = randn(&mut rng, rows * 2 * ff);
+    let r24 = randn(&mut rng, rows * ff);
+    let swiglu = |gu: &[f32]| {
+        let mut h = vec![0.0; rows * ff];
+        Cpu.swiglu_fwd(&mut h, &gu.to_vec(), ff);
         dot(&h, &r24)
     };
-    let (mut dg, mut du) = (vec![0.0; 24], vec![0.0; 24]);
-    Cpu.swiglu_bwd(&mut dg, &mut du, &r24, &g, &u);
-    check_grad("swiglu dgate", &g, &dg, |g| swiglu(g, &u));
-    check_grad("swiglu dup", &u, &du, |u| swiglu(&g, u));
+    let mut dgu = vec![0.0; rows * 2 * ff];
+    Cpu.swiglu_bwd(&mut dgu, &r24, &gu, ff);
+    check_grad("swiglu dgate_up", &gu, &dgu, swiglu);
 
     // RoPE is a rotation: backward is its transpose, forward then backward is identity.
     let (cos, sin) = rope_tables(16, 8, 10_000.0);

@@ -7,7 +7,7 @@ mod common;
 use common::{assert_close, fixture_dir, Expected};
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::generate::{generate, SamplingConfig};
-use vul2safe::model::{tensor_specs, Batch, Params, TrainState, Transformer};
+use vul2safe::model::{param_specs, Batch, Params, TrainState, Transformer};
 use vul2safe::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 
 const MODELS: [&str; 2] = ["llama_a", "qwen2_b"];
@@ -47,7 +47,7 @@ fn loss_and_every_gradient_match_transformers() {
         let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads).unwrap();
         let want = e.f32("loss")[0] as f64;
         assert!((loss - want).abs() <= 1e-5 * want.abs(), "{name}: loss {loss} vs {want}");
-        for (spec, g) in tensor_specs(&m.cfg).iter().zip(grads.iter()) {
+        for (spec, g) in grads.hf_tensors(&m.cfg) {
             assert_close(&format!("{name} grad {}", spec.name), g, &e.f32(&format!("grad.{}", spec.name)), 1e-4, 1e-5);
         }
     }
@@ -67,7 +67,7 @@ fn recomputing_the_mlp_gives_the_same_loss_and_gradients() {
         let (loss_redone, redone) = run(TrainState::recomputing_mlp(&Cpu, &m.cfg, b.batch, b.seq));
         // Same ops on the same inputs: the results are identical, not just close.
         assert_eq!(loss_kept, loss_redone, "{name} loss");
-        for (spec, (a, r)) in tensor_specs(&m.cfg).iter().zip(kept.iter().into_iter().zip(redone.iter())) {
+        for (spec, (a, r)) in param_specs(&m.cfg).iter().zip(kept.iter().into_iter().zip(redone.iter())) {
             assert_eq!(a, r, "{name} grad {}", spec.name);
         }
     }
@@ -125,7 +125,8 @@ fn two_adamw_steps_match_torch() {
         for _ in 0..2 {
             tr.step(&Cpu, std::slice::from_ref(&b)).unwrap();
         }
-        for (spec, p) in tensor_specs(&cfg).iter().zip(tr.model.params.iter()) {
+        let params = tr.model.to_host(&Cpu);
+        for (spec, p) in params.hf_tensors(&cfg) {
             // Adam's update direction amplifies tiny gradient differences where
             // v is small, so parameters get a slightly wider band than grads.
             // Adam's normalized direction amplifies f32 rounding of the step-2

@@ -101,6 +101,30 @@ pub struct Rope<'a, Buf> {
     pub positions: &'a [u32],
 }
 
+/// Head counts of a fused q/k/v projection `[tokens, (q + 2·kv) · dim]`:
+/// each token's query heads, then its key heads, then its value heads.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvHeads {
+    pub q: usize,
+    pub kv: usize,
+    pub dim: usize,
+}
+
+impl QkvHeads {
+    /// Values per token of the fused projection.
+    pub fn width(&self) -> usize {
+        (self.q + 2 * self.kv) * self.dim
+    }
+}
+
+/// Where tokens go in a head-major operand `[rows, heads, cap, head_dim]`:
+/// token `i` to row `slots[i] / cap`, position `slots[i] % cap` ([`row_slots`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HeadSlots<'a> {
+    pub cap: usize,
+    pub slots: &'a [u32],
+}
+
 impl<Buf> Clone for Rope<'_, Buf> {
     fn clone(&self) -> Self {
         *self
@@ -165,8 +189,8 @@ pub trait Backend: Sync {
     /// queries, keys, values, output and their gradients of a training
     /// step. A device backend may store it in bf16 (half the memory and
     /// traffic); only the ops around attention take it: `to_head_major` and
-    /// `heads_from_tokens` (as the destination), `attention_fwd` and
-    /// `attention_bwd`, `to_token_major` and `tokens_from_heads` (as the
+    /// `qkv_from_tokens` (as a destination), `attention_fwd` and
+    /// `attention_bwd`, `to_token_major` and `tokens_from_qkv` (as a
     /// source), `copy_range` between such buffers, `fill_zero`, `download`.
     fn zeros_attention(&self, len: usize) -> Self::Buf {
         self.zeros(len)
@@ -176,8 +200,8 @@ pub trait Backend: Sync {
     /// the LM head's logits. A device backend may store it in bf16, as it
     /// stores attention operands (as PyTorch's autocast keeps these outputs).
     /// Only `matmul` (as the output, not accumulating, or as an input),
-    /// `heads_from_tokens` (as the source, into an attention operand),
-    /// `swiglu_fwd` and `swiglu_bwd` (as gate and up), the loss ops
+    /// `qkv_from_tokens` (as the source, into attention operands),
+    /// `swiglu_fwd` and `swiglu_bwd` (as `gate_up`), the loss ops
     /// (`cross_entropy_inplace`, `logprob_entropy`, `logit_grad_inplace`,
     /// which write the gradient in its storage), `copy_range` between such
     /// buffers, `fill_zero` and `download` take it.
@@ -255,49 +279,40 @@ pub trait Backend: Sync {
     /// `[batch, heads, seq, hd]` to `[batch, seq, heads, hd]`.
     fn to_token_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
 
-    // Attention's entry and exit, fused: what the default bodies do in three
-    // passes over the activations, a device backend does in one.
-    /// Projection output to attention operand: adds `bias` (per head row),
-    /// applies `rope`, and writes `to_head_major(dst, src, ..)`. `src` is
-    /// scratch: a backend may leave it biased and rotated.
+    // Attention's entry and exit, each one pass over the fused q/k/v
+    // projection (the CPU composes bias, RoPE and the layout moves).
+    /// Fused projection `[tokens, (q + 2·kv) · dim]` to attention operands:
+    /// adds `bias` (`[(q + 2·kv) · dim]`), rotates queries and keys by
+    /// `rope`, and writes queries head-major into `q` at `q_at`, keys and
+    /// values into `k` and `v` at `kv_at`.
     #[allow(clippy::too_many_arguments)]
-    fn heads_from_tokens(
+    fn qkv_from_tokens(
         &self,
-        dst: &mut Self::Buf,
-        src: &mut Self::Buf,
+        q: &mut Self::Buf,
+        k: &mut Self::Buf,
+        v: &mut Self::Buf,
+        qkv: &Self::Buf,
         bias: Option<&Self::Buf>,
-        rope: Option<Rope<'_, Self::Buf>>,
-        heads: usize,
-        head_dim: usize,
-        cap: usize,
-        slots: &[u32],
-    ) {
-        if let Some(b) = bias {
-            self.add_bias(src, b, slots.len());
-        }
-        if let Some(r) = rope {
-            self.rope_fwd(src, r.cos, r.sin, r.positions, heads, head_dim);
-        }
-        self.to_head_major(dst, src, heads, head_dim, cap, slots);
-    }
-    /// Attention gradient to projection gradient: `to_token_major`, then the
-    /// inverse `rope` rotation.
+        rope: Rope<'_, Self::Buf>,
+        heads: QkvHeads,
+        q_at: HeadSlots<'_>,
+        kv_at: HeadSlots<'_>,
+    );
+    /// Attention gradients `[batch, heads, seq, dim]` to the fused
+    /// projection's gradient `[batch · seq, (q + 2·kv) · dim]`: token-major,
+    /// with the inverse rotation on queries and keys.
     #[allow(clippy::too_many_arguments)]
-    fn tokens_from_heads(
+    fn tokens_from_qkv(
         &self,
-        dst: &mut Self::Buf,
-        src: &Self::Buf,
-        rope: Option<Rope<'_, Self::Buf>>,
+        dqkv: &mut Self::Buf,
+        dq: &Self::Buf,
+        dk: &Self::Buf,
+        dv: &Self::Buf,
+        rope: Rope<'_, Self::Buf>,
         batch: usize,
         seq: usize,
-        heads: usize,
-        head_dim: usize,
-    ) {
-        self.to_token_major(dst, src, batch, seq, heads, head_dim);
-        if let Some(r) = rope {
-            self.rope_bwd(dst, r.cos, r.sin, r.positions, heads, head_dim);
-        }
-    }
+        heads: QkvHeads,
+    );
 
     /// Causal GQA attention; writes `out` (head-major, like `q`) and, when given,
     /// the row log-sum-exp `lse[batch, q_heads, q_len]` that the backward needs.
@@ -334,10 +349,11 @@ pub trait Backend: Sync {
         shape: AttnShape,
     );
 
-    /// `h = silu(gate) · up`.
-    fn swiglu_fwd(&self, h: &mut Self::Buf, gate: &Self::Buf, up: &Self::Buf);
-    /// Overwrites `dgate` and `dup`.
-    fn swiglu_bwd(&self, dgate: &mut Self::Buf, dup: &mut Self::Buf, dh: &Self::Buf, gate: &Self::Buf, up: &Self::Buf);
+    /// `h = silu(gate) · up` `[rows, ff]` over the stacked projection
+    /// `gate_up` `[rows, 2·ff]` (each row's gate values, then its up values).
+    fn swiglu_fwd(&self, h: &mut Self::Buf, gate_up: &Self::Buf, ff: usize);
+    /// Overwrites `dgate_up` `[rows, 2·ff]`.
+    fn swiglu_bwd(&self, dgate_up: &mut Self::Buf, dh: &Self::Buf, gate_up: &Self::Buf, ff: usize);
 
     /// Fused softmax cross-entropy over `[rows, vocab]` logits, in place: the
     /// logits are overwritten by `weights[r] · (softmax - onehot)`. Rows whose

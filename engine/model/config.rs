@@ -2,6 +2,7 @@
 //! transformers 4 layout (`rope_theta`, `torch_dtype`) and the transformers 5
 //! layout (`rope_parameters`, `dtype`, optional `head_dim`).
 
+use crate::backend::QkvHeads;
 use crate::tensor::DType;
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
@@ -178,6 +179,10 @@ impl ModelConfig {
     }
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
+    }
+    /// The head counts of the fused q/k/v projection.
+    pub fn qkv_heads(&self) -> QkvHeads {
+        QkvHeads { q: self.num_heads, kv: self.num_kv_heads, dim: self.head_dim }
     }
 
     /// A config.json that transformers 4 and 5 both load.

@@ -11,13 +11,14 @@ pub struct StepBuffers<B: Backend> {
     pub(crate) x: B::Buf,
     pub(crate) ln: B::Buf,
     pub(crate) rstd: B::Buf,
-    pub(crate) q_tok: B::Buf,
-    pub(crate) k_tok: B::Buf,
-    pub(crate) v_tok: B::Buf,
+    /// The fused q/k/v projection.
+    pub(crate) qkv_tok: B::Buf,
     pub(crate) q: B::Buf,
     pub(crate) att: B::Buf,
-    pub(crate) gate: B::Buf,
-    pub(crate) up: B::Buf,
+    /// Token-major attention output (the output projection's input).
+    pub(crate) att_tok: B::Buf,
+    /// The stacked gate and up projections.
+    pub(crate) gate_up: B::Buf,
     pub(crate) act: B::Buf,
     /// The final-norm hidden states `[n, hidden]`, the forward's output.
     pub hidden: B::Buf,
@@ -33,13 +34,11 @@ impl<B: Backend> StepBuffers<B> {
             x: be.zeros(n * d),
             ln: be.zeros_matmul_input(n * d),
             rstd: be.zeros(n),
-            q_tok: be.zeros_matmul_input(n * q_dim),
-            k_tok: be.zeros(n * kv_dim),
-            v_tok: be.zeros(n * kv_dim),
+            qkv_tok: be.zeros(n * (q_dim + 2 * kv_dim)),
             q: be.zeros(n * q_dim),
             att: be.zeros_matmul_input(n * q_dim),
-            gate: be.zeros(n * ff),
-            up: be.zeros(n * ff),
+            att_tok: be.zeros_matmul_input(n * q_dim),
+            gate_up: be.zeros(n * 2 * ff),
             act: be.zeros_matmul_input(n * ff),
             // The final hidden states are copied and scored, not only multiplied.
             hidden: be.zeros(n * d),

@@ -13,7 +13,7 @@
 use super::config::ModelConfig;
 use super::params::Params;
 use super::transformer::{check_ids, Transformer};
-use crate::backend::{row_slots, AttnShape, Backend, MatMul, Rope, IGNORE};
+use crate::backend::{row_slots, AttnShape, Backend, HeadSlots, MatMul, Rope, IGNORE};
 use crate::trace;
 use anyhow::{ensure, Result};
 
@@ -70,8 +70,8 @@ struct LayerActs<Buf> {
     /// Residual stream between attention and MLP.
     x_mid: Buf,
     rstd2: Buf,
-    /// The MLP's gate and up projections, unless they are recomputed.
-    gate_up: Option<(Buf, Buf)>,
+    /// The MLP's stacked gate and up projections, unless they are recomputed.
+    gate_up: Option<Buf>,
 }
 
 /// Reusable buffers for training on one `(batch, seq)` shape: saved
@@ -84,13 +84,10 @@ pub struct TrainState<B: Backend> {
     ln: B::Buf,
     /// Token-major attention output.
     att_tok: B::Buf,
-    /// The q/k/v projections, token-major, before their head-major homes.
-    q_tok: B::Buf,
-    k_tok: B::Buf,
-    v_tok: B::Buf,
-    /// Gate and up projections of layers that do not keep theirs.
-    gate: B::Buf,
-    up: B::Buf,
+    /// The fused q/k/v projection, token-major, before its head-major homes.
+    qkv_tok: B::Buf,
+    /// Stacked gate and up projections of layers that do not keep theirs.
+    gate_up: B::Buf,
     x_final: B::Buf,
     /// Final-norm hidden states `[tokens, hidden]`: what every head reads.
     pub(crate) ln_f: B::Buf,
@@ -105,16 +102,13 @@ pub struct TrainState<B: Backend> {
     /// SwiGLU output: written in the forward, recomputed in the backward for
     /// the down projection's weight gradient, then overwritten by its gradient.
     act: B::Buf,
-    d_gate: B::Buf,
-    d_up: B::Buf,
+    d_gate_up: B::Buf,
     d_att_tok: B::Buf,
     d_att: B::Buf,
     dq: B::Buf,
     dk: B::Buf,
     dv: B::Buf,
-    dq_tok: B::Buf,
-    dk_tok: B::Buf,
-    dv_tok: B::Buf,
+    dqkv_tok: B::Buf,
 }
 
 /// Rows of logits materialized at once by the fused LM head.
@@ -153,24 +147,22 @@ impl<B: Backend> TrainState<B> {
                 lse: be.zeros(heads),
                 x_mid: be.zeros(n * d),
                 rstd2: be.zeros(n),
-                gate_up: (!recompute_mlp).then(|| (be.zeros_projection(n * f), be.zeros_projection(n * f))),
+                gate_up: (!recompute_mlp).then(|| be.zeros_projection(n * 2 * f)),
             })
             .collect();
-        let scratch_mlp = if recompute_mlp { n * f } else { 0 };
+        let scratch_mlp = if recompute_mlp { n * 2 * f } else { 0 };
         let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
-        // The q/k/v gradients feed matmuls, and the bias gradients when there are biases.
-        let d_proj = |len| if cfg.qkv_bias { be.zeros(len) } else { be.zeros_matmul_input(len) };
+        let qkv = n * (qd + 2 * kvd);
+        // The q/k/v gradient feeds matmuls, and the bias gradient when there are biases.
+        let dqkv_tok = if cfg.qkv_bias { be.zeros(qkv) } else { be.zeros_matmul_input(qkv) };
         TrainState {
             batch,
             seq,
             layers,
             ln: be.zeros_matmul_input(n * d),
             att_tok: be.zeros_matmul_input(n * qd),
-            q_tok: be.zeros_projection(n * qd),
-            k_tok: be.zeros_projection(n * kvd),
-            v_tok: be.zeros_projection(n * kvd),
-            gate: be.zeros_projection(scratch_mlp),
-            up: be.zeros_projection(scratch_mlp),
+            qkv_tok: be.zeros_projection(qkv),
+            gate_up: be.zeros_projection(scratch_mlp),
             x_final: be.zeros(n * d),
             ln_f: be.zeros(n * d),
             rstd_f: be.zeros(n),
@@ -181,16 +173,13 @@ impl<B: Backend> TrainState<B> {
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
             act: be.zeros_matmul_input(n * f),
-            d_gate: be.zeros_matmul_input(n * f),
-            d_up: be.zeros_matmul_input(n * f),
+            d_gate_up: be.zeros_matmul_input(n * 2 * f),
             d_att_tok: be.zeros(n * qd),
             d_att: be.zeros_attention(n * qd),
             dq: be.zeros_attention(n * qd),
             dk: be.zeros_attention(n * kvd),
             dv: be.zeros_attention(n * kvd),
-            dq_tok: d_proj(n * qd),
-            dk_tok: d_proj(n * kvd),
-            dv_tok: d_proj(n * kvd),
+            dqkv_tok,
         }
     }
 }
@@ -317,7 +306,7 @@ impl<B: Backend> Transformer<B> {
         let c = &self.cfg;
         let (bs, t) = (batch.batch, batch.seq);
         let n = bs * t;
-        let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let (d, f, h, hd, heads) = (c.hidden_size, c.intermediate_size, c.num_heads, c.head_dim, c.qkv_heads());
         let slots = row_slots(t, t, &vec![0; bs]);
         let kv_lens = vec![t; bs];
         let shape = self.attn_shape(bs, t);
@@ -328,13 +317,10 @@ impl<B: Backend> Transformer<B> {
             let a = &mut done[l];
             // x_mid starts as x_in; the output projection adds into it.
             be.rmsnorm_fwd_copying(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps, &mut a.x_mid);
-            be.matmul(&mut st.q_tok, &st.ln, &p.wq, MatMul::linear(n, d, h * hd));
-            be.matmul(&mut st.k_tok, &st.ln, &p.wk, MatMul::linear(n, d, hkv * hd));
-            be.matmul(&mut st.v_tok, &st.ln, &p.wv, MatMul::linear(n, d, hkv * hd));
+            be.matmul(&mut st.qkv_tok, &st.ln, &p.wqkv, MatMul::linear(n, d, heads.width()));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
-            be.heads_from_tokens(&mut a.q, &mut st.q_tok, p.bq.as_ref(), Some(rope), h, hd, t, &slots);
-            be.heads_from_tokens(&mut a.k, &mut st.k_tok, p.bk.as_ref(), Some(rope), hkv, hd, t, &slots);
-            be.heads_from_tokens(&mut a.v, &mut st.v_tok, p.bv.as_ref(), None, hkv, hd, t, &slots);
+            let at = HeadSlots { cap: t, slots: &slots };
+            be.qkv_from_tokens(&mut a.q, &mut a.k, &mut a.v, &st.qkv_tok, p.bqkv.as_ref(), rope, heads, at, at);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
             be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
             be.matmul(&mut a.x_mid, &st.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
@@ -343,13 +329,9 @@ impl<B: Backend> Transformer<B> {
                 None => &mut st.x_final,
             };
             be.rmsnorm_fwd_copying(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps, x_out);
-            let (gate, up) = match a.gate_up.as_mut() {
-                Some((g, u)) => (g, u),
-                None => (&mut st.gate, &mut st.up),
-            };
-            be.matmul(gate, &st.ln, &p.w_gate, MatMul::linear(n, d, f));
-            be.matmul(up, &st.ln, &p.w_up, MatMul::linear(n, d, f));
-            be.swiglu_fwd(&mut st.act, gate, up);
+            let gate_up = a.gate_up.as_mut().unwrap_or(&mut st.gate_up);
+            be.matmul(gate_up, &st.ln, &p.w_gate_up, MatMul::linear(n, d, 2 * f));
+            be.swiglu_fwd(&mut st.act, gate_up, f);
             be.matmul(x_out, &st.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
         }
         be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
@@ -398,7 +380,7 @@ impl<B: Backend> Transformer<B> {
         let c = &self.cfg;
         let (bs, t) = (batch.batch, batch.seq);
         let n = bs * t;
-        let (d, f, h, hkv, hd) = (c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim);
+        let (d, f, h, hd, heads) = (c.hidden_size, c.intermediate_size, c.num_heads, c.head_dim, c.qkv_heads());
         let shape = self.attn_shape(bs, t);
         let slots = row_slots(t, t, &vec![0; bs]);
         be.fill_zero(&mut st.d_resid);
@@ -407,22 +389,19 @@ impl<B: Backend> Transformer<B> {
             let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &mut st.layers[l]);
             // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ, its inputs recomputed first.
             be.rmsnorm_fwd(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
-            let (gate, up) = match a.gate_up.as_ref() {
-                Some((g, u)) => (g, u),
+            let gate_up = match a.gate_up.as_ref() {
+                Some(gu) => gu,
                 None => {
-                    be.matmul(&mut st.gate, &st.ln, &p.w_gate, MatMul::linear(n, d, f));
-                    be.matmul(&mut st.up, &st.ln, &p.w_up, MatMul::linear(n, d, f));
-                    (&st.gate, &st.up)
+                    be.matmul(&mut st.gate_up, &st.ln, &p.w_gate_up, MatMul::linear(n, d, 2 * f));
+                    &st.gate_up
                 }
             };
-            be.swiglu_fwd(&mut st.act, gate, up);
+            be.swiglu_fwd(&mut st.act, gate_up, f);
             be.matmul(&mut g.w_down, &st.d_resid, &st.act, MatMul::linear_dw(n, f, d));
             be.matmul(&mut st.act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
-            be.swiglu_bwd(&mut st.d_gate, &mut st.d_up, &st.act, gate, up);
-            be.matmul(&mut st.d_ln, &st.d_gate, &p.w_gate, MatMul::linear_dx(n, d, f));
-            be.matmul(&mut st.d_ln, &st.d_up, &p.w_up, MatMul::linear_dx(n, d, f).accumulating());
-            be.matmul(&mut g.w_gate, &st.d_gate, &st.ln, MatMul::linear_dw(n, d, f));
-            be.matmul(&mut g.w_up, &st.d_up, &st.ln, MatMul::linear_dw(n, d, f));
+            be.swiglu_bwd(&mut st.d_gate_up, &st.act, gate_up, f);
+            be.matmul(&mut st.d_ln, &st.d_gate_up, &p.w_gate_up, MatMul::linear_dx(n, d, 2 * f));
+            be.matmul(&mut g.w_gate_up, &st.d_gate_up, &st.ln, MatMul::linear_dw(n, d, 2 * f));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_ln, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
             be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
@@ -431,21 +410,13 @@ impl<B: Backend> Transformer<B> {
             be.to_head_major(&mut st.d_att, &st.d_att_tok, h, hd, t, &slots);
             be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
-            be.tokens_from_heads(&mut st.dq_tok, &st.dq, Some(rope), bs, t, h, hd);
-            be.tokens_from_heads(&mut st.dk_tok, &st.dk, Some(rope), bs, t, hkv, hd);
-            be.tokens_from_heads(&mut st.dv_tok, &st.dv, None, bs, t, hkv, hd);
-            for (db, dy) in [(&mut g.bq, &st.dq_tok), (&mut g.bk, &st.dk_tok), (&mut g.bv, &st.dv_tok)] {
-                if let Some(db) = db.as_mut() {
-                    be.bias_grad(db, dy, n);
-                }
+            be.tokens_from_qkv(&mut st.dqkv_tok, &st.dq, &st.dk, &st.dv, rope, bs, t, heads);
+            if let Some(db) = g.bqkv.as_mut() {
+                be.bias_grad(db, &st.dqkv_tok, n);
             }
             be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
-            be.matmul(&mut st.d_ln, &st.dq_tok, &p.wq, MatMul::linear_dx(n, d, h * hd));
-            be.matmul(&mut st.d_ln, &st.dk_tok, &p.wk, MatMul::linear_dx(n, d, hkv * hd).accumulating());
-            be.matmul(&mut st.d_ln, &st.dv_tok, &p.wv, MatMul::linear_dx(n, d, hkv * hd).accumulating());
-            be.matmul(&mut g.wq, &st.dq_tok, &st.ln, MatMul::linear_dw(n, d, h * hd));
-            be.matmul(&mut g.wk, &st.dk_tok, &st.ln, MatMul::linear_dw(n, d, hkv * hd));
-            be.matmul(&mut g.wv, &st.dv_tok, &st.ln, MatMul::linear_dw(n, d, hkv * hd));
+            be.matmul(&mut st.d_ln, &st.dqkv_tok, &p.wqkv, MatMul::linear_dx(n, d, heads.width()));
+            be.matmul(&mut g.wqkv, &st.dqkv_tok, &st.ln, MatMul::linear_dw(n, d, heads.width()));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_ln, &a.x_in, &p.attn_norm, &a.rstd1, d);
         }
         be.embedding_bwd(&mut grads.embed, &st.d_resid, &batch.ids, d);

@@ -6,7 +6,7 @@ use super::kv_cache::KvCache;
 use super::params::Params;
 use super::step_buffers::StepBuffers;
 use super::weights::{load_params, save_params};
-use crate::backend::{cpu::rope_tables, row_slots, AttnShape, Backend, MatMul, Rope, SeqSpan};
+use crate::backend::{cpu::rope_tables, row_slots, AttnShape, Backend, HeadSlots, MatMul, Rope, SeqSpan};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 
@@ -42,8 +42,7 @@ pub fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
 
 impl<B: Backend> Transformer<B> {
     pub fn from_host(be: &B, cfg: ModelConfig, host: &Params<Vec<f32>>) -> Transformer<B> {
-        let mut it = host.iter().into_iter();
-        let params = Params::build(&cfg, |_| be.upload(it.next().expect("same parameter set")));
+        let params = host.map(&cfg, |t| be.upload(t));
         let (cos, sin) = rope_tables(cfg.max_position_embeddings, cfg.head_dim, cfg.rope_theta);
         Transformer { rope_cos: be.upload(&cos), rope_sin: be.upload(&sin), cfg, params }
     }
@@ -56,8 +55,7 @@ impl<B: Backend> Transformer<B> {
     }
 
     pub fn to_host(&self, be: &B) -> Params<Vec<f32>> {
-        let mut it = self.params.iter().into_iter();
-        Params::build(&self.cfg, |_| be.download(it.next().expect("same parameter set")))
+        self.params.map(&self.cfg, |b| be.download(b))
     }
 
     /// Writes an HF folder (config.json + model.safetensors) in f32.
@@ -146,18 +144,17 @@ impl<B: Backend> Transformer<B> {
             Attend::Rows { tq, .. } => (*tq, row_slots(*tq, *tq, &vec![0; n / tq])),
             Attend::Packed(_) => (n, row_slots(n, n, &[0])),
         };
-        let StepBuffers { x, ln, rstd, q_tok, k_tok, v_tok, q, att, gate, up, act, hidden, .. } = bufs;
+        let (q_at, kv_at) = (HeadSlots { cap: q_cap, slots: &q_slots }, HeadSlots { cap: cache.cap, slots: &plan.kv_slots });
+        let heads = cfg.qkv_heads();
+        let StepBuffers { x, ln, rstd, qkv_tok, q, att, att_tok, gate_up, act, hidden, .. } = bufs;
 
         be.embedding_fwd(x, &self.params.embed, ids, d);
         for (l, p) in self.params.layers.iter().enumerate() {
             be.rmsnorm_fwd(ln, rstd, x, &p.attn_norm, d, cfg.rms_norm_eps);
-            be.matmul(q_tok, ln, &p.wq, MatMul::linear(n, d, h * hd));
-            be.matmul(k_tok, ln, &p.wk, MatMul::linear(n, d, hkv * hd));
-            be.matmul(v_tok, ln, &p.wv, MatMul::linear(n, d, hkv * hd));
+            be.matmul(qkv_tok, ln, &p.wqkv, MatMul::linear(n, d, heads.width()));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions: &plan.positions };
-            be.heads_from_tokens(q, q_tok, p.bq.as_ref(), Some(rope), h, hd, q_cap, &q_slots);
-            be.heads_from_tokens(&mut cache.k[l], k_tok, p.bk.as_ref(), Some(rope), hkv, hd, cache.cap, &plan.kv_slots);
-            be.heads_from_tokens(&mut cache.v[l], v_tok, p.bv.as_ref(), None, hkv, hd, cache.cap, &plan.kv_slots);
+            let (k, v) = (&mut cache.k[l], &mut cache.v[l]);
+            be.qkv_from_tokens(q, k, v, qkv_tok, p.bqkv.as_ref(), rope, heads, q_at, kv_at);
             let att_tok = match &plan.attend {
                 Attend::Rows { tq, kv_lens } => {
                     be.attention_fwd(att, None, q, &cache.k[l], &cache.v[l], AttnShape { q_len: *tq, ..shape }, kv_lens);
@@ -165,21 +162,20 @@ impl<B: Backend> Transformer<B> {
                     if *tq == 1 {
                         &*att
                     } else {
-                        be.to_token_major(q_tok, att, n / tq, *tq, h, hd);
-                        &*q_tok
+                        be.to_token_major(att_tok, att, n / tq, *tq, h, hd);
+                        &*att_tok
                     }
                 }
                 Attend::Packed(seqs) => {
                     be.attention_packed_fwd(att, q, &cache.k[l], &cache.v[l], shape, seqs);
-                    be.to_token_major(q_tok, att, 1, n, h, hd);
-                    &*q_tok
+                    be.to_token_major(att_tok, att, 1, n, h, hd);
+                    &*att_tok
                 }
             };
             be.matmul(x, att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             be.rmsnorm_fwd(ln, rstd, x, &p.mlp_norm, d, cfg.rms_norm_eps);
-            be.matmul(gate, ln, &p.w_gate, MatMul::linear(n, d, cfg.intermediate_size));
-            be.matmul(up, ln, &p.w_up, MatMul::linear(n, d, cfg.intermediate_size));
-            be.swiglu_fwd(act, gate, up);
+            be.matmul(gate_up, ln, &p.w_gate_up, MatMul::linear(n, d, 2 * cfg.intermediate_size));
+            be.swiglu_fwd(act, gate_up, cfg.intermediate_size);
             be.matmul(x, act, &p.w_down, MatMul::linear(n, cfg.intermediate_size, d).accumulating());
         }
         be.rmsnorm_fwd(hidden, rstd, x, &self.params.final_norm, d, cfg.rms_norm_eps);

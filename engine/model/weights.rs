@@ -3,7 +3,7 @@
 //! seeded random init, and atomic HF-compatible saving.
 
 use super::config::ModelConfig;
-use super::params::{tensor_specs, Params, TensorSpec};
+use super::params::{param_specs, Params, TensorSpec};
 use crate::fsutil::atomic_write;
 use crate::tensor::{bytes_to_f32, DType};
 use anyhow::{bail, ensure, Context, Result};
@@ -73,7 +73,7 @@ pub fn load_params(dir: &Path, cfg: &ModelConfig) -> Result<Params<Vec<f32>>> {
         .zip(&files)
         .map(|(m, f)| SafeTensors::deserialize(m).map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", f.display())))
         .collect::<Result<Vec<_>>>()?;
-    Params::try_build(cfg, |spec| {
+    Params::try_from_hf(cfg, |spec| {
         let i = match where_.get(&spec.name) {
             Some(&i) => i,
             None if files.len() == 1 => 0,
@@ -101,12 +101,10 @@ pub fn init_params(cfg: &ModelConfig, seed: u64) -> Params<Vec<f32>> {
 /// Writes `config.json` and an f32 `model.safetensors` that `transformers` loads.
 pub fn save_params(dir: &Path, cfg: &ModelConfig, params: &Params<Vec<f32>>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let specs = tensor_specs(cfg);
-    let tensors = params.iter();
-    let views = specs
-        .iter()
-        .zip(&tensors)
-        .map(|(s, t)| Ok((s.name.clone(), TensorView::new(safetensors::Dtype::F32, s.shape.clone(), bytemuck::cast_slice(t))?)))
+    let views = params
+        .hf_tensors(cfg)
+        .into_iter()
+        .map(|(s, t)| Ok((s.name, TensorView::new(safetensors::Dtype::F32, s.shape, bytemuck::cast_slice(t))?)))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let bytes = safetensors::serialize(views, Some(meta)).context("serializing safetensors")?;
@@ -118,5 +116,5 @@ pub fn save_params(dir: &Path, cfg: &ModelConfig, params: &Params<Vec<f32>>) -> 
 
 /// Parameter count per tensor name, for reports.
 pub fn param_count(cfg: &ModelConfig) -> usize {
-    tensor_specs(cfg).iter().map(|s| s.numel()).sum()
+    param_specs(cfg).iter().map(|s| s.numel()).sum()
 }

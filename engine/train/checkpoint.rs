@@ -15,7 +15,7 @@
 use super::optimizer::AdamW;
 use crate::backend::Backend;
 use crate::fsutil::{atomic_write, sync_dir};
-use crate::model::{tensor_specs, ModelConfig, Transformer};
+use crate::model::{ModelConfig, Params, Transformer};
 use crate::tensor::{bytes_to_f32, DType};
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::tensor::{SafeTensors, TensorView};
@@ -93,14 +93,13 @@ pub fn save_model<B: Backend>(be: &B, dir: &Path, model: &Transformer<B>, tokeni
 
 /// Writes AdamW's moments and step count to `path` (safetensors).
 pub fn save_optimizer<B: Backend>(be: &B, path: &Path, cfg: &ModelConfig, opt: &AdamW<B>) -> Result<()> {
-    let specs = tensor_specs(cfg);
-    let (m, v): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
-        (opt.m.iter().into_iter().map(|b| be.download(b)).collect(), opt.v.iter().into_iter().map(|b| be.download(b)).collect());
+    let (m, v) = (opt.m.map(cfg, |b| be.download(b)), opt.v.map(cfg, |b| be.download(b)));
     let step = (opt.step as i64).to_le_bytes();
     let mut views = vec![("step".to_string(), TensorView::new(safetensors::Dtype::I64, vec![1], &step)?)];
-    for (s, (m, v)) in specs.iter().zip(m.iter().zip(&v)) {
-        views.push((format!("m.{}", s.name), TensorView::new(safetensors::Dtype::F32, s.shape.clone(), bytemuck::cast_slice(m))?));
-        views.push((format!("v.{}", s.name), TensorView::new(safetensors::Dtype::F32, s.shape.clone(), bytemuck::cast_slice(v))?));
+    for (prefix, moments) in [("m", &m), ("v", &v)] {
+        for (s, t) in moments.hf_tensors(cfg) {
+            views.push((format!("{prefix}.{}", s.name), TensorView::new(safetensors::Dtype::F32, s.shape, bytemuck::cast_slice(t))?));
+        }
     }
     std::fs::write(path, safetensors::serialize(views, None)?).with_context(|| format!("writing {}", path.display()))
 }
@@ -111,15 +110,17 @@ pub fn load_optimizer<B: Backend>(be: &B, path: &Path, cfg: &ModelConfig, opt: &
     let st = SafeTensors::deserialize(&bytes).map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
     let step = st.tensor("step").map_err(|_| anyhow::anyhow!("{}: missing tensor step", path.display()))?;
     opt.step = i64::from_le_bytes(step.data().try_into().context("step must be one i64")?) as u64;
-    let specs = tensor_specs(cfg);
     for (prefix, bufs) in [("m", &mut opt.m), ("v", &mut opt.v)] {
-        for (s, buf) in specs.iter().zip(bufs.iter_mut()) {
+        let host = Params::try_from_hf(cfg, |s| {
             let name = format!("{prefix}.{}", s.name);
             let t = st.tensor(&name).map_err(|_| anyhow::anyhow!("{}: missing tensor {name}", path.display()))?;
             if t.shape() != s.shape.as_slice() || t.dtype() != safetensors::Dtype::F32 {
                 bail!("{}: tensor {name} has shape {:?} / {:?}, expected {:?} F32", path.display(), t.shape(), t.dtype(), s.shape);
             }
-            *buf = be.upload(&bytes_to_f32(t.data(), DType::F32));
+            Ok(bytes_to_f32(t.data(), DType::F32))
+        })?;
+        for (buf, values) in bufs.iter_mut().into_iter().zip(host.iter()) {
+            *buf = be.upload(values);
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! AdamW over a whole [`Params`] set, plus global gradient-norm clipping.
 
 use crate::backend::{AdamWStep, AdamWTensor, Backend};
-use crate::model::{tensor_specs, ModelConfig, Params};
+use crate::model::{param_specs, ModelConfig, Params};
 
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWConfig {
@@ -30,7 +30,7 @@ pub struct AdamW<B: Backend> {
 impl<B: Backend> AdamW<B> {
     pub fn new(be: &B, model: &ModelConfig, cfg: AdamWConfig) -> AdamW<B> {
         let zeros = || Params::build(model, |s| be.zeros(s.numel()));
-        AdamW { cfg, m: zeros(), v: zeros(), step: 0, decays: tensor_specs(model).iter().map(|s| s.decays()).collect() }
+        AdamW { cfg, m: zeros(), v: zeros(), step: 0, decays: param_specs(model).iter().map(|s| s.decays()).collect() }
     }
 
     pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32) {

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vul2safe::backend::cpu::{rope_tables, Cpu};
 use vul2safe::backend::cuda::{Cuda, Math};
-use vul2safe::backend::{row_slots, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, SeqSpan, IGNORE};
+use vul2safe::backend::{row_slots, AdamWStep, AdamWTensor, AttnShape, Backend, HeadSlots, MatMul, QkvHeads, Rope, SeqSpan, IGNORE};
 use vul2safe::model::weights::load_params;
 use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
 
@@ -74,18 +74,20 @@ fn dense_and_elementwise_ops_match_the_cpu() {
     g.scale(&mut got, 0.3);
     close("scale", &g, &got, &want);
     assert!((g.sum_squares(&got) - Cpu.sum_squares(&want)).abs() < 1e-3 * Cpu.sum_squares(&want));
-    let (gate, up, dh) = (randv(&mut rng, 999), randv(&mut rng, 999), randv(&mut rng, 999));
-    let mut h = vec![0.0; 999];
-    Cpu.swiglu_fwd(&mut h, &gate, &up);
-    let mut gh = g.zeros(999);
-    g.swiglu_fwd(&mut gh, &g.upload(&gate), &g.upload(&up));
-    close("swiglu fwd", &g, &gh, &h);
-    let (mut dg, mut du) = (vec![0.0; 999], vec![0.0; 999]);
-    Cpu.swiglu_bwd(&mut dg, &mut du, &dh, &gate, &up);
-    let (mut gdg, mut gdu) = (g.zeros(999), g.zeros(999));
-    g.swiglu_bwd(&mut gdg, &mut gdu, &g.upload(&dh), &g.upload(&gate), &g.upload(&up));
-    close("swiglu dgate", &g, &gdg, &dg);
-    close("swiglu dup", &g, &gdu, &du);
+    // Stacked gate/up rows, one value per thread (ff 27) and four (ff 64).
+    for (rows, ff) in [(37, 27), (9, 64)] {
+        let (gate_up, dh) = (randv(&mut rng, rows * 2 * ff), randv(&mut rng, rows * ff));
+        let mut h = vec![0.0; rows * ff];
+        Cpu.swiglu_fwd(&mut h, &gate_up, ff);
+        let mut gh = g.zeros(rows * ff);
+        g.swiglu_fwd(&mut gh, &g.upload(&gate_up), ff);
+        close(&format!("swiglu fwd ff {ff}"), &g, &gh, &h);
+        let mut dgu = vec![0.0; gate_up.len()];
+        Cpu.swiglu_bwd(&mut dgu, &dh, &gate_up, ff);
+        let mut gdgu = g.zeros(gate_up.len());
+        g.swiglu_bwd(&mut gdgu, &g.upload(&dh), &g.upload(&gate_up), ff);
+        close(&format!("swiglu bwd ff {ff}"), &g, &gdgu, &dgu);
+    }
     let (rows, cols) = (13, 24);
     let (yb, bias) = (randv(&mut rng, rows * cols), randv(&mut rng, cols));
     let mut want = yb.clone();
@@ -366,7 +368,7 @@ fn full_model_step(g: &Cuda, tol: (f32, f32)) {
     // Without the biases (as Llama): the q/k/v gradients then feed matmuls only.
     let cfg = ModelConfig { qkv_bias: false, ..cfg };
     for l in &mut host.layers {
-        (l.bq, l.bk, l.bv) = (None, None, None);
+        l.bqkv = None;
     }
     full_model_step_of(g, &cfg, &host, tol);
 }
@@ -388,7 +390,7 @@ fn full_model_step_of(g: &Cuda, cfg: &ModelConfig, host: &Params<Vec<f32>>, (rto
     let loss_c = cpu_model.forward_backward(&Cpu, &batch, &mut st_c, &mut gr_c).unwrap();
     let loss_g = gpu_model.forward_backward(g, &batch, &mut st_g, &mut gr_g).unwrap();
     assert!((loss_c - loss_g).abs() < 0.1 * rtol as f64 * loss_c, "{loss_c} vs {loss_g}");
-    for (spec, (a, bb)) in vul2safe::model::tensor_specs(cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
+    for (spec, (a, bb)) in vul2safe::model::param_specs(cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
         assert_close(&format!("grad {} (bias {})", spec.name, cfg.qkv_bias), &g.download(a), bb, rtol, atol);
     }
 }
@@ -613,9 +615,11 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
             }),
         ),
         // These two write the bf16 copy themselves, in the same kernel.
-        ("swiglu", Box::new(|g, w, o| g.swiglu_fwd(w, o, o))),
+        // `w` as [d_out, d_in] SwiGLU outputs of a [d_out, 2 d_in] projection.
+        ("swiglu", Box::new(move |g, w, o| g.swiglu_fwd(w, &g.upload(&[g.download(o), g.download(o)].concat()), d_in))),
         ("rmsnorm_fwd", Box::new(move |g, w, o| g.rmsnorm_fwd(w, &mut g.zeros(d_out), o, &g.upload(&vec![0.5; d_in]), d_in, 1e-6))),
-        ("swiglu_bwd", Box::new(move |g, w, o| g.swiglu_bwd(w, &mut g.zeros(n), o, o, o))),
+        // `w` as the gradient of a [d_out / 2, 2 d_in] projection.
+        ("swiglu_bwd", Box::new(move |g, w, o| g.swiglu_bwd(w, &g.upload(&g.download(o)[..n / 2]), o, d_in))),
         (
             "rmsnorm_bwd",
             Box::new(move |g, w, o| {
@@ -625,7 +629,16 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
         ),
         // `w` as [2, 4, 3, 128] activations moved from head-major.
         ("to_token_major", Box::new(|g, w, o| g.to_token_major(w, o, 2, 4, 3, 128))),
-        ("tokens_from_heads", Box::new(|g, w, o| g.tokens_from_heads(w, o, None, 2, 4, 3, 128))),
+        // `w` as [2 × 4 tokens, (2 + 2 · 2) heads × 64] from three [2, heads, 4, 64] gradients.
+        (
+            "tokens_from_qkv",
+            Box::new(|g, w, o| {
+                let (cos, sin) = rope_tables(8, 64, 10_000.0);
+                let rope = Rope { cos: &g.upload(&cos), sin: &g.upload(&sin), positions: &[0, 1, 2, 3, 0, 1, 2, 3] };
+                let parts = [1024, 1024, 1024].map(|len| g.upload(&g.download(o)[..len]));
+                g.tokens_from_qkv(w, &parts[0], &parts[1], &parts[2], rope, 2, 4, QkvHeads { q: 2, kv: 2, dim: 64 })
+            }),
+        ),
         // `w` as [d_out, d_in] logits, overwritten by their gradient (and its bf16 copy).
         (
             "cross_entropy_inplace",
@@ -746,52 +759,65 @@ fn packed_prefill_attention_matches_the_cpu() {
 }
 
 #[test]
-fn fused_attention_entry_and_exit_match_the_cpu_composition() {
-    use vul2safe::backend::Rope;
+fn fused_attention_entry_and_exit_match_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let (b, t, heads, hd, cap) = (2, 5, 3, 32, 9);
+    // GQA (3 query heads, 1 key/value head); queries into rows of t
+    // positions, keys and values into a cache of `cap` at other offsets.
+    let (b, t, hd, cap) = (2, 5, 32, 9);
+    let heads = QkvHeads { q: 3, kv: 1, dim: hd };
+    let (width, qd, kvd) = (heads.width(), heads.q * hd, heads.kv * hd);
     let (cos, sin) = rope_tables(64, hd, 10_000.0);
     let (gc, gs) = (g.upload(&cos), g.upload(&sin));
     let pos: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7) % 64).collect();
-    let slots = row_slots(t, cap, &[1, 4]);
-    let bias = randv(&mut rng, heads * hd);
+    let (q_slots, kv_slots) = (row_slots(t, t, &[0, 0]), row_slots(t, cap, &[1, 4]));
+    let (q_at, kv_at) = (HeadSlots { cap: t, slots: &q_slots }, HeadSlots { cap, slots: &kv_slots });
+    let (bias, src) = (randv(&mut rng, width), randv(&mut rng, b * t * width));
     let gbias = g.upload(&bias);
-    let src = randv(&mut rng, b * t * heads * hd);
-    for (with_bias, with_rope) in [(true, true), (false, true), (true, false), (false, false)] {
-        let what = format!("heads_from_tokens bias {with_bias} rope {with_rope}");
-        let rope = with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos });
-        let mut want = vec![0.0; b * heads * cap * hd];
-        Cpu.heads_from_tokens(&mut want, &mut src.clone(), with_bias.then_some(&bias), rope, heads, hd, cap, &slots);
-        let grope = with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos });
-        let mut got = g.zeros(want.len());
-        g.heads_from_tokens(&mut got, &mut g.upload(&src), with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
-        close(&what, &g, &got, &want);
-        // Into a bf16 KV cache: the same values, rounded.
+    let (q_len, kv_len) = (b * t * qd, b * cap * kvd);
+    let rope = Rope { cos: &cos, sin: &sin, positions: &pos };
+    let grope = Rope { cos: &gc, sin: &gs, positions: &pos };
+    for with_bias in [true, false] {
+        let what = format!("qkv_from_tokens bias {with_bias}");
+        let cpu = |src: &Vec<f32>| {
+            let mut want = [vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]];
+            let [q, k, v] = &mut want;
+            Cpu.qkv_from_tokens(q, k, v, src, with_bias.then_some(&bias), rope, heads, q_at, kv_at);
+            want
+        };
+        let run = |[mut q, mut k, mut v]: [<Cuda as Backend>::Buf; 3], src: &<Cuda as Backend>::Buf| {
+            g.qkv_from_tokens(&mut q, &mut k, &mut v, src, with_bias.then_some(&gbias), grope, heads, q_at, kv_at);
+            [q, k, v].map(|x| g.download(&x))
+        };
+        let want = cpu(&src);
+        let got = run([g.zeros(q_len), g.zeros(kv_len), g.zeros(kv_len)], &g.upload(&src));
+        for (name, (got, want)) in ["q", "k", "v"].iter().zip(got.iter().zip(&want)) {
+            assert_close(&format!("{what}: {name}"), got, want, 1e-5, 1e-6);
+        }
         g.set_math(Math::Bf16).unwrap();
-        let mut cache = g.zeros_attention(want.len());
-        g.heads_from_tokens(&mut cache, &mut g.upload(&src), with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
-        assert_close(&format!("{what} into bf16"), &g.download(&cache), &want, 1e-2, 1e-2);
-        // From a bf16 projection (training's q/k/v), written by a matmul by the identity.
-        let width = heads * hd;
+        // Generation: f32 queries, a bf16 KV cache; and all bf16.
+        let decode = run([g.zeros(q_len), g.zeros_attention(kv_len), g.zeros_attention(kv_len)], &g.upload(&src));
+        let bf16 = run([g.zeros_attention(q_len), g.zeros_attention(kv_len), g.zeros_attention(kv_len)], &g.upload(&src));
+        // Training: from a bf16 projection, written by a matmul by the identity.
         let eye: Vec<f32> = (0..width * width).map(|i| if i % (width + 1) == 0 { 1.0 } else { 0.0 }).collect();
         let mut proj = g.zeros_projection(src.len());
         g.matmul(&mut proj, &g.upload(&src), &g.upload(&eye), MatMul::linear(b * t, width, width));
-        let mut want = vec![0.0; want.len()];
-        Cpu.heads_from_tokens(&mut want, &mut g.download(&proj), with_bias.then_some(&bias), rope, heads, hd, cap, &slots);
-        let mut got = g.zeros_attention(want.len());
-        g.heads_from_tokens(&mut got, &mut proj, with_bias.then_some(&gbias), grope, heads, hd, cap, &slots);
+        let want_rounded = cpu(&g.download(&proj));
+        let training = run([g.zeros_attention(q_len), g.zeros_attention(kv_len), g.zeros_attention(kv_len)], &proj);
         g.set_math(Math::Exact).unwrap();
-        assert_close(&format!("{what} from bf16 into bf16"), &g.download(&got), &want, 1e-2, 1e-2);
+        for (case, got, want) in [("f32 q, bf16 cache", &decode, &want), ("bf16", &bf16, &want), ("from bf16", &training, &want_rounded)] {
+            for (name, (got, want)) in ["q", "k", "v"].iter().zip(got.iter().zip(want)) {
+                assert_close(&format!("{what} {case}: {name}"), got, want, 1e-2, 1e-2);
+            }
+        }
     }
-    let hm = randv(&mut rng, b * heads * t * hd);
-    for with_rope in [true, false] {
-        let mut want = vec![0.0; hm.len()];
-        Cpu.tokens_from_heads(&mut want, &hm, with_rope.then_some(Rope { cos: &cos, sin: &sin, positions: &pos }), b, t, heads, hd);
-        let mut got = g.zeros(hm.len());
-        g.tokens_from_heads(&mut got, &g.upload(&hm), with_rope.then_some(Rope { cos: &gc, sin: &gs, positions: &pos }), b, t, heads, hd);
-        close(&format!("tokens_from_heads rope {with_rope}"), &g, &got, &want);
-    }
+    let grads = [qd, kvd, kvd].map(|w| randv(&mut rng, b * t * w));
+    let mut want = vec![0.0; b * t * width];
+    Cpu.tokens_from_qkv(&mut want, &grads[0], &grads[1], &grads[2], rope, b, t, heads);
+    let [dq, dk, dv] = grads.map(|x| g.upload(&x));
+    let mut got = g.zeros(want.len());
+    g.tokens_from_qkv(&mut got, &dq, &dk, &dv, grope, b, t, heads);
+    close("tokens_from_qkv", &g, &got, &want);
 }
 
 #[test]
@@ -863,32 +889,28 @@ fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
 fn bf16_mlp_projections_feed_swiglu_forward_and_backward() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    // rows · f is not a multiple of 4: SwiGLU's last values go one by one.
-    let (rows, d, f) = (9, 64, 95);
-    let (x, wg, wu, dh) = (randv(&mut rng, rows * d), randv(&mut rng, f * d), randv(&mut rng, f * d), randv(&mut rng, rows * f));
-    let mm = MatMul::linear(rows, d, f);
-    // The projections are written by bf16-output matmuls into bf16 storage.
-    let (mut gate, mut up) = (g.zeros_projection(rows * f), g.zeros_projection(rows * f));
-    let gx = g.upload(&x);
-    g.matmul(&mut gate, &gx, &g.upload(&wg), mm);
-    g.matmul(&mut up, &gx, &g.upload(&wu), mm);
-    let (mut want_gate, mut want_up) = (vec![0.0; rows * f], vec![0.0; rows * f]);
-    Cpu.matmul(&mut want_gate, &x, &wg, mm);
-    Cpu.matmul(&mut want_up, &x, &wu, mm);
-    close_within("bf16 gate projection", &g, &gate, &want_gate, BF16_TOL);
-    close_within("bf16 up projection", &g, &up, &want_up, BF16_TOL);
-    // SwiGLU reads them as stored; compare with the CPU on the stored values.
-    let (stored_gate, stored_up) = (g.download(&gate), g.download(&up));
-    let (mut h, mut want_h) = (g.zeros_matmul_input(rows * f), vec![0.0; rows * f]);
-    g.swiglu_fwd(&mut h, &gate, &up);
-    Cpu.swiglu_fwd(&mut want_h, &stored_gate, &stored_up);
-    close_within("swiglu on bf16 projections", &g, &h, &want_h, BF16_TOL);
-    let (mut dg, mut du) = (g.zeros_matmul_input(rows * f), g.zeros_matmul_input(rows * f));
-    let (mut want_dg, mut want_du) = (vec![0.0; rows * f], vec![0.0; rows * f]);
-    g.swiglu_bwd(&mut dg, &mut du, &g.upload(&dh), &gate, &up);
-    Cpu.swiglu_bwd(&mut want_dg, &mut want_du, &dh, &stored_gate, &stored_up);
-    close_within("swiglu_bwd dgate on bf16 projections", &g, &dg, &want_dg, BF16_TOL);
-    close_within("swiglu_bwd dup on bf16 projections", &g, &du, &want_du, BF16_TOL);
+    // f is not a multiple of 4: SwiGLU takes its values one by one; at 96, four at a time.
+    for f in [95, 96] {
+        let (rows, d) = (9, 64);
+        let (x, w, dh) = (randv(&mut rng, rows * d), randv(&mut rng, 2 * f * d), randv(&mut rng, rows * f));
+        let mm = MatMul::linear(rows, d, 2 * f);
+        // The stacked projection is written by a bf16-output matmul into bf16 storage.
+        let mut gate_up = g.zeros_projection(rows * 2 * f);
+        g.matmul(&mut gate_up, &g.upload(&x), &g.upload(&w), mm);
+        let mut want = vec![0.0; rows * 2 * f];
+        Cpu.matmul(&mut want, &x, &w, mm);
+        close_within("bf16 gate/up projection", &g, &gate_up, &want, BF16_TOL);
+        // SwiGLU reads it as stored; compare with the CPU on the stored values.
+        let stored = g.download(&gate_up);
+        let (mut h, mut want_h) = (g.zeros_matmul_input(rows * f), vec![0.0; rows * f]);
+        g.swiglu_fwd(&mut h, &gate_up, f);
+        Cpu.swiglu_fwd(&mut want_h, &stored, f);
+        close_within(&format!("swiglu on a bf16 projection, f {f}"), &g, &h, &want_h, BF16_TOL);
+        let (mut dgu, mut want_dgu) = (g.zeros_matmul_input(rows * 2 * f), vec![0.0; rows * 2 * f]);
+        g.swiglu_bwd(&mut dgu, &g.upload(&dh), &gate_up, f);
+        Cpu.swiglu_bwd(&mut want_dgu, &dh, &stored, f);
+        close_within(&format!("swiglu_bwd on a bf16 projection, f {f}"), &g, &dgu, &want_dgu, BF16_TOL);
+    }
 }
 
 #[test]

@@ -72,27 +72,29 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-pub fn swiglu_fwd(h: &mut [f32], gate: &[f32], up: &[f32]) {
-    h.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)).for_each(|((h, g), u)| {
+/// `h [rows, ff] = silu(gate) · up` from `gate_up [rows, 2·ff]` (gate first in each row).
+pub fn swiglu_fwd(h: &mut [f32], gate_up: &[f32], ff: usize) {
+    assert_eq!(gate_up.len(), 2 * h.len(), "gate_up holds two values per output");
+    h.par_chunks_mut(ff).zip(gate_up.par_chunks(2 * ff)).for_each(|(h, gu)| {
+        let (g, u) = gu.split_at(ff);
         for ((h, &g), &u) in h.iter_mut().zip(g).zip(u) {
             *h = g * sigmoid(g) * u;
         }
     });
 }
 
-pub fn swiglu_bwd(dgate: &mut [f32], dup: &mut [f32], dh: &[f32], gate: &[f32], up: &[f32]) {
-    dgate
-        .par_chunks_mut(CHUNK)
-        .zip(dup.par_chunks_mut(CHUNK))
-        .zip(dh.par_chunks(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)))
-        .for_each(|((dg, du), ((dh, g), u))| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                let silu = g[i] * s;
-                du[i] = dh[i] * silu;
-                dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-            }
-        });
+pub fn swiglu_bwd(dgate_up: &mut [f32], dh: &[f32], gate_up: &[f32], ff: usize) {
+    assert_eq!(gate_up.len(), 2 * dh.len(), "gate_up holds two values per output");
+    assert_eq!(dgate_up.len(), gate_up.len());
+    dgate_up.par_chunks_mut(2 * ff).zip(dh.par_chunks(ff).zip(gate_up.par_chunks(2 * ff))).for_each(|(dgu, (dh, gu))| {
+        let (dg, du) = dgu.split_at_mut(ff);
+        let (g, u) = gu.split_at(ff);
+        for i in 0..ff {
+            let s = sigmoid(g[i]);
+            du[i] = dh[i] * (g[i] * s);
+            dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+        }
+    });
 }
 
 /// Token-major `[tokens, heads, hd]` into head-major `[rows, heads, cap, hd]`:

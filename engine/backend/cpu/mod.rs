@@ -8,12 +8,13 @@ mod gemm;
 mod loss;
 mod norm;
 mod ppo;
+mod qkv;
 mod rope;
 mod scratch;
 
 pub use rope::rope_tables;
 
-use super::{AdamWStep, AttnShape, Backend, MatMul, PackedRewards, SeqSpan};
+use super::{AdamWStep, AttnShape, Backend, HeadSlots, MatMul, PackedRewards, QkvHeads, Rope, SeqSpan};
 use crate::generate::{sample_row, SamplingConfig};
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
@@ -93,6 +94,34 @@ impl Backend for Cpu {
     fn to_token_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         elementwise::to_token_major(dst, src, batch, seq, heads, head_dim)
     }
+    fn qkv_from_tokens(
+        &self,
+        q: &mut Vec<f32>,
+        k: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        qkv: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        rope: Rope<'_, Vec<f32>>,
+        heads: QkvHeads,
+        q_at: HeadSlots<'_>,
+        kv_at: HeadSlots<'_>,
+    ) {
+        let tables = (&rope.cos[..], &rope.sin[..], rope.positions);
+        qkv::qkv_from_tokens([q, k, v], qkv, bias.map(|b| &b[..]), tables, heads, q_at, kv_at)
+    }
+    fn tokens_from_qkv(
+        &self,
+        dqkv: &mut Vec<f32>,
+        dq: &Vec<f32>,
+        dk: &Vec<f32>,
+        dv: &Vec<f32>,
+        rope: Rope<'_, Vec<f32>>,
+        batch: usize,
+        seq: usize,
+        heads: QkvHeads,
+    ) {
+        qkv::tokens_from_qkv(dqkv, [dq, dk, dv], (&rope.cos[..], &rope.sin[..], rope.positions), (batch, seq), heads)
+    }
     fn attention_fwd(
         &self,
         out: &mut Vec<f32>,
@@ -123,11 +152,11 @@ impl Backend for Cpu {
     ) {
         attention::attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, shape)
     }
-    fn swiglu_fwd(&self, h: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) {
-        elementwise::swiglu_fwd(h, gate, up)
+    fn swiglu_fwd(&self, h: &mut Vec<f32>, gate_up: &Vec<f32>, ff: usize) {
+        elementwise::swiglu_fwd(h, gate_up, ff)
     }
-    fn swiglu_bwd(&self, dgate: &mut Vec<f32>, dup: &mut Vec<f32>, dh: &Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>) {
-        elementwise::swiglu_bwd(dgate, dup, dh, gate, up)
+    fn swiglu_bwd(&self, dgate_up: &mut Vec<f32>, dh: &Vec<f32>, gate_up: &Vec<f32>, ff: usize) {
+        elementwise::swiglu_bwd(dgate_up, dh, gate_up, ff)
     }
     fn cross_entropy_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         loss::cross_entropy_inplace(logits, targets, weights, vocab)

@@ -12,7 +12,7 @@
 //! and the split-K decode kernel for single-token steps.
 
 use super::kernels::{entry_points, KERNEL_PTX};
-use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, MatMul, PackedRewards, Rope, SeqSpan};
+use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, HeadSlots, MatMul, PackedRewards, QkvHeads, Rope, SeqSpan};
 use crate::generate::SamplingConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
@@ -411,13 +411,19 @@ impl Cuda {
         launch!(self, "column_partials_add_f32", per_element(cols), out, partial, &nb, &c);
     }
 
-    /// The SwiGLU kernel `stem` for gate and up stored in f32 or both in
-    /// bf16 (`Backend::zeros_projection`), and their addresses.
-    fn swiglu_inputs(&self, stem: &str, gate: &CudaBuf, up: &CudaBuf) -> (String, u64, u64) {
-        let (g, u) = (gate.storage(), up.storage());
-        assert_eq!(g.is_bf16(), u.is_bf16(), "{stem}: gate and up stored differently");
+    /// The SwiGLU kernel `stem` for a gate/up projection `[rows, 2·ff]`
+    /// stored in f32 or bf16 (`Backend::zeros_projection`), its address, its
+    /// rows and ff in 32 bits, and the launch (a thread per four values of
+    /// a row when ff is a multiple of 4, else per value).
+    fn swiglu_input(&self, stem: &str, gate_up: &CudaBuf, outputs: usize, ff: usize) -> (String, u64, [i32; 2], LaunchConfig) {
+        let n = gate_up.len();
+        assert_eq!(n, 2 * outputs, "{stem}: a gate/up projection of {n} values for {outputs} outputs");
+        assert!(ff > 0 && n.is_multiple_of(2 * ff), "{stem}: {n} values are not whole rows of 2 × {ff}");
+        assert!(n < i32::MAX as usize, "{stem}: {n} values are too many for 32-bit indexing");
+        let g = gate_up.storage();
         let name = if g.is_bf16() { format!("{stem}_bf16in_f32") } else { format!("{stem}_f32") };
-        (name, self.addr(g), self.addr(u))
+        let threads = if ff.is_multiple_of(4) { outputs / 4 } else { outputs };
+        (name, self.addr(g), [(n / (2 * ff)) as i32, ff as i32], per_element(threads))
     }
 
     /// RMSNorm forward, also copying x to the address `x_copy` unless it is 0.
@@ -628,52 +634,83 @@ impl Backend for Cuda {
         }
         o.done(dst);
     }
-    fn heads_from_tokens(
+    fn qkv_from_tokens(
         &self,
-        dst: &mut CudaBuf,
-        src: &mut CudaBuf,
+        q: &mut CudaBuf,
+        k: &mut CudaBuf,
+        v: &mut CudaBuf,
+        qkv: &CudaBuf,
         bias: Option<&CudaBuf>,
-        rope: Option<Rope<'_, CudaBuf>>,
-        heads: usize,
-        head_dim: usize,
-        cap: usize,
-        slots: &[u32],
+        rope: Rope<'_, CudaBuf>,
+        heads: QkvHeads,
+        q_at: HeadSlots<'_>,
+        kv_at: HeadSlots<'_>,
     ) {
-        check_slots(slots, dst.len(), heads * head_dim, cap);
-        let d_s = self.ids(slots);
+        let tokens = q_at.slots.len();
+        assert_eq!(kv_at.slots.len(), tokens, "qkv_from_tokens: one query slot and one key/value slot per token");
+        assert_eq!(qkv.len(), tokens * heads.width(), "qkv_from_tokens: a projection of {} values for {tokens} tokens", qkv.len());
+        check_slots(q_at.slots, q.len(), heads.q * heads.dim, q_at.cap);
+        for dst in [&*k, &*v] {
+            check_slots(kv_at.slots, dst.len(), heads.kv * heads.dim, kv_at.cap);
+        }
+        assert_eq!(k.is_bf16(), v.is_bf16(), "qkv_from_tokens: keys and values stored differently");
+        let (q_slots, kv_slots) = (self.ids(q_at.slots), self.ids(kv_at.slots));
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
-        let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
-        let (quads, [rows, _, h, hd, cap]) = pair_args(1, slots.len(), heads, head_dim, cap);
-        let name = match (dst.is_bf16(), src.storage()) {
-            (false, Storage::F32(_)) => "heads_from_tokens_f32",
-            (true, Storage::F32(_)) => "heads_from_tokens_bf16",
-            (true, Storage::Bf16(_)) => "heads_from_tokens_bf16_to_bf16",
-            (false, Storage::Bf16(_)) => panic!("heads_from_tokens: a bf16 projection into an f32 attention operand"),
-        };
-        let (d, src) = (self.addr(dst.storage_mut()), self.addr(src.storage()));
-        launch!(self, name, per_element(quads), &d, &src, &bias, &cos, &sin, &positions, &rows, &h, &hd, &cap, &d_s.addr);
+        let ([cos, sin, positions], _uploaded) = self.rope_args(Some(rope));
+        let (quads, [rows, _, _, hd, _]) = pair_args(1, tokens, heads.q + 2 * heads.kv, heads.dim, 0);
+        let [hq, hkv, q_cap, kv_cap] = [heads.q, heads.kv, q_at.cap, kv_at.cap].map(|x| x as i32);
+        let ty = |bf16: bool| if bf16 { "bf16" } else { "f32" };
+        let name = format!("qkv_from_tokens_{}_{}_from_{}", ty(q.is_bf16()), ty(k.is_bf16()), ty(qkv.is_bf16()));
+        let [qp, kp, vp] = [q, k, v].map(|b| self.addr(b.storage_mut()));
+        let src = self.addr(qkv.storage());
+        let cfg = per_element(quads);
+        launch!(
+            self,
+            &name,
+            cfg,
+            &qp,
+            &kp,
+            &vp,
+            &src,
+            &bias,
+            &cos,
+            &sin,
+            &positions,
+            &rows,
+            &hq,
+            &hkv,
+            &hd,
+            &q_cap,
+            &q_slots.addr,
+            &kv_cap,
+            &kv_slots.addr
+        );
     }
-    fn tokens_from_heads(
+    fn tokens_from_qkv(
         &self,
-        dst: &mut CudaBuf,
-        src: &CudaBuf,
-        rope: Option<Rope<'_, CudaBuf>>,
+        dqkv: &mut CudaBuf,
+        dq: &CudaBuf,
+        dk: &CudaBuf,
+        dv: &CudaBuf,
+        rope: Rope<'_, CudaBuf>,
         batch: usize,
         seq: usize,
-        heads: usize,
-        head_dim: usize,
+        heads: QkvHeads,
     ) {
-        let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
-        let (quads, [rows, t, h, hd, _]) = pair_args(batch, seq, heads, head_dim, seq);
-        // Into a matmul-input buffer (no bias gradient reads it) only the bf16 copy is written.
-        let o = self.produce(dst, quads * 8, false);
-        let cfg = per_element(quads);
-        let (name, src) = match src.storage() {
-            Storage::F32(s) => ("tokens_from_heads_f32", self.ptr(s)),
-            Storage::Bf16(s) => ("tokens_from_heads_bf16_to_f32", self.ptr(s)),
+        assert_eq!(dqkv.len(), batch * seq * heads.width(), "tokens_from_qkv: the gradient holds {} values", dqkv.len());
+        let ([cos, sin, positions], _uploaded) = self.rope_args(Some(rope));
+        let (quads, [rows, t, _, hd, _]) = pair_args(batch, seq, heads.q + 2 * heads.kv, heads.dim, seq);
+        let (hq, hkv) = (heads.q as i32, heads.kv as i32);
+        let name = match [dq, dk, dv].map(|b| b.is_bf16()) {
+            [false, false, false] => "tokens_from_qkv_f32",
+            [true, true, true] => "tokens_from_qkv_bf16_to_f32",
+            _ => panic!("tokens_from_qkv: the q, k and v gradients are stored differently"),
         };
-        launch!(self, name, cfg, &o.f32, &src, &cos, &sin, &positions, &rows, &t, &h, &hd, &o.bf16);
-        o.done(dst);
+        let [a, b, c] = [dq, dk, dv].map(|x| self.addr(x.storage()));
+        // Into a matmul-input buffer (no bias gradient reads it) only the bf16 copy is written.
+        let o = self.produce(dqkv, quads * 8, false);
+        launch!(self, name, per_element(quads), &o.f32, &a, &b, &c, &cos, &sin, &positions, &rows, &t, &hq, &hkv, &hd, &o.bf16);
+        o.done(dqkv);
     }
     fn attention_fwd(
         &self,
@@ -720,22 +757,17 @@ impl Backend for Cuda {
         let (dq, dk, dv) = (&*dq.storage_mut(), &*dk.storage_mut(), &*dv.storage_mut());
         self.attention_backward(dq, dk, dv, dout.storage(), q.storage(), k.storage(), v.storage(), out.storage(), lse.data(), sh);
     }
-    fn swiglu_fwd(&self, h: &mut CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
-        let n = gate.len() as i64;
-        let (name, gp, upp) = self.swiglu_inputs("swiglu_fwd", gate, up);
-        let o = self.produce(h, gate.len(), false);
-        // Four values per thread (elementwise.cu).
-        launch!(self, &name, per_element(gate.len().div_ceil(4)), &o.f32, &gp, &upp, &n, &o.bf16);
+    fn swiglu_fwd(&self, h: &mut CudaBuf, gate_up: &CudaBuf, ff: usize) {
+        let (name, gu, [rows, f], cfg) = self.swiglu_input("swiglu_fwd", gate_up, h.len(), ff);
+        let o = self.produce(h, h.len(), false);
+        launch!(self, &name, cfg, &o.f32, &gu, &rows, &f, &o.bf16);
         o.done(h);
     }
-    fn swiglu_bwd(&self, dgate: &mut CudaBuf, dup: &mut CudaBuf, dh: &CudaBuf, gate: &CudaBuf, up: &CudaBuf) {
-        let n = dh.len() as i64;
-        let (name, gp, upp) = self.swiglu_inputs("swiglu_bwd", gate, up);
-        let (g, u) = (self.produce(dgate, dh.len(), false), self.produce(dup, dh.len(), false));
-        let cfg = per_element(dh.len().div_ceil(4));
-        launch!(self, &name, cfg, &g.f32, &u.f32, dh.data(), &gp, &upp, &n, &g.bf16, &u.bf16);
-        g.done(dgate);
-        u.done(dup);
+    fn swiglu_bwd(&self, dgate_up: &mut CudaBuf, dh: &CudaBuf, gate_up: &CudaBuf, ff: usize) {
+        let (name, gu, [rows, f], cfg) = self.swiglu_input("swiglu_bwd", gate_up, dh.len(), ff);
+        let o = self.produce(dgate_up, gate_up.len(), false);
+        launch!(self, &name, cfg, &o.f32, dh.data(), &gu, &rows, &f, &o.bf16);
+        o.done(dgate_up);
     }
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
