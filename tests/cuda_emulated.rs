@@ -94,3 +94,33 @@ fn decode_graphs_follow_the_flag_and_the_environment() {
     let refused = bench(&[], Some("yes"));
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("VUL2SAFE_CUDA_GRAPHS"));
 }
+
+/// `bench train --profile` on the emulated driver reports time per kernel
+/// family and, for every kernel launched, what the driver compiled (here the
+/// emulator's stand-in values: one block per SM, no attributes).
+#[test]
+fn profiled_bench_train_reports_families_and_kernel_resources() {
+    use std::process::Command;
+    let Some(emu) = kernel_emu::emulated_cuda() else { return };
+    let o = Command::new(env!("CARGO_BIN_EXE_vul2safe"))
+        .args(["bench", "train", "--backend", "cuda", "--shape", "small", "--batch", "2", "--seq", "64", "--steps", "1", "--profile"])
+        .envs(emu.env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let families: Vec<&str> = v["profile"].as_array().unwrap().iter().map(|f| f["family"].as_str().unwrap()).collect();
+    for f in ["gemm", "flash_fwd", "flash_bwd", "qkv_from_tokens", "tokens_from_qkv", "adamw_multi"] {
+        assert!(families.contains(&f), "family {f} in {families:?}");
+    }
+    let kernels = v["kernels"].as_array().unwrap();
+    let named = |k: &str| kernels.iter().find(|r| r["kernel"] == k).unwrap_or_else(|| panic!("{k} in {kernels:?}"));
+    // Every kernel launched, none of cuBLAS's; the flash forward at its block size.
+    assert!(kernels.iter().all(|r| r["threads"].as_u64().unwrap() > 0 && r["blocks_per_sm"] == 1));
+    assert!(kernels.iter().all(|r| r["kernel"] != "gemm"));
+    named("qkv_from_tokens_bf16_bf16_from_bf16");
+    assert!(named("flash_fwd_d64_bf16")["threads"].as_u64().unwrap() > 0);
+    assert!(stderr.contains("| kernel (of the 8 slowest families) | threads | registers |"), "{stderr}");
+}

@@ -295,7 +295,8 @@ enum BenchCmd {
         seq: usize,
         #[arg(long, default_value_t = 5)]
         steps: usize,
-        /// Per-kernel-family GPU time of the timed steps (CUDA events).
+        /// Per-kernel-family GPU time of the timed steps (CUDA events), and
+        /// the hot kernels' registers, spills, shared memory and blocks per SM.
         #[arg(long)]
         profile: bool,
         /// Recompute the MLP projections in the backward (less memory).
@@ -323,7 +324,7 @@ enum BenchCmd {
         prompt_len: usize,
         #[arg(long, default_value_t = 256)]
         new: usize,
-        /// Per-kernel-family GPU time of the timed run (CUDA events; the
+        /// Per-kernel-family GPU time of the timed run and kernel resources (CUDA events; the
         /// event per launch slows a launch-bound decode, so time it without).
         /// Decode steps then run launch by launch, not as CUDA graphs.
         #[arg(long)]
@@ -583,12 +584,12 @@ fn run(cli: Cli) -> Result<()> {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
                     }
                     if profile {
-                        let rows = g.take_profile();
-                        if let Some([f, b, t]) = vul2safe::bench::flash_tflops(&rows, &cfg, batch, seq, steps) {
+                        let prof = g.take_profile();
+                        if let Some([f, b, t]) = vul2safe::bench::flash_tflops(&prof.families, &cfg, batch, seq, steps) {
                             eprintln!("flash attention: fwd {f:.0}, bwd {b:.0}, fwd+bwd {t:.0} TFLOP/s (causal; bwd counted as 2.5x fwd)");
                             v["flash_tflops"] = serde_json::json!({"fwd": f.round(), "bwd": b.round(), "total": t.round()});
                         }
-                        v["profile"] = print_profile(&rows, "step", steps, r.step_ms)?;
+                        print_profile(&mut v, &prof, "step", steps, r.step_ms)?;
                     }
                     r
                 }
@@ -630,7 +631,7 @@ fn run(cli: Cli) -> Result<()> {
                     v["graph_steps"] = (g.graph_replays() - replays).into();
                     if profile {
                         // One "step" here is one whole generation run.
-                        v["profile"] = print_profile(&g.take_profile(), "run", 1, r.secs * 1e3)?;
+                        print_profile(&mut v, &g.take_profile(), "run", 1, r.secs * 1e3)?;
                     }
                     (r, g.device_name())
                 }
@@ -668,21 +669,33 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Prints the per-kernel-family table of a profiled bench to stderr (per
-/// `unit`, `units` of them in `wall_ms`) and returns its rows as JSON.
+/// `unit`, `units` of them in `wall_ms`), then the resources of the kernels
+/// of the slowest families, and puts both into `v` ("profile", "kernels").
 fn print_profile(
-    rows: &[vul2safe::backend::cuda::profile::FamilyTime],
+    v: &mut serde_json::Value,
+    p: &vul2safe::backend::cuda::profile::Profile,
     unit: &str,
     units: usize,
     wall_ms: f64,
-) -> Result<serde_json::Value> {
-    let total: f64 = rows.iter().map(|f| f.ms).sum();
+) -> Result<()> {
+    use vul2safe::backend::cuda::profile::family_of;
+    let total: f64 = p.families.iter().map(|f| f.ms).sum();
     let per = units as f64;
     eprintln!("| kernel family | calls/{unit} | ms/{unit} | share |\n|---|---|---|---|");
-    for f in rows {
+    for f in &p.families {
         eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
     }
     eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
-    Ok(serde_json::to_value(rows)?)
+    let slowest: Vec<&str> = p.families.iter().take(8).map(|f| f.family.as_str()).collect();
+    eprintln!(
+        "\n| kernel (of the 8 slowest families) | threads | registers | spill bytes | static smem | blocks/SM |\n|---|---|---|---|---|---|"
+    );
+    for k in p.kernels.iter().filter(|k| slowest.contains(&family_of(&k.kernel))) {
+        eprintln!("| {} | {} | {} | {} | {} | {} |", k.kernel, k.threads, k.registers, k.spill_bytes, k.static_smem_bytes, k.blocks_per_sm);
+    }
+    v["profile"] = serde_json::to_value(&p.families)?;
+    v["kernels"] = serde_json::to_value(&p.kernels)?;
+    Ok(())
 }
 
 /// The first GPU, in the math mode `math` names.

@@ -64,7 +64,7 @@ impl Cuda {
             if !self.issue(note) {
                 return;
             }
-            let _timed = self.timed("gemm");
+            let _timed = self.timed("gemm", None);
             // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
             // the scratch copies live until the call returns and the stream orders their reuse.
             unsafe {
@@ -112,7 +112,7 @@ impl Cuda {
         if !self.issue(note) {
             return;
         }
-        let _timed = self.timed("gemm");
+        let _timed = self.timed("gemm", None);
         // SAFETY: as above.
         unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");
     }

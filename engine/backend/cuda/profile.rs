@@ -1,8 +1,12 @@
 //! Per-kernel-family GPU time for `bench train --profile`: a pair of CUDA
 //! events around every launch and cuBLAS call while profiling is on, summed
-//! by family once the work is done. Off, it costs one uncontended lock.
+//! by family once the work is done; and what the driver compiled for each
+//! kernel launched (registers, spills, shared memory, resident blocks per
+//! SM), which the committed PTX alone cannot tell. Off, it costs one
+//! uncontended lock.
 
-use cudarc::driver::{sys::CUevent_flags, CudaEvent};
+use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute};
+use cudarc::driver::CudaEvent;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -14,9 +18,16 @@ struct Span {
     end: CudaEvent,
 }
 
-/// Collected spans; `None` while profiling is off.
 #[derive(Default)]
-pub(crate) struct Recorder(Mutex<Option<Vec<Span>>>);
+struct Collected {
+    spans: Vec<Span>,
+    /// Each kernel launched, with its threads per block.
+    launched: BTreeMap<String, u32>,
+}
+
+/// What profiling collects; `None` while it is off.
+#[derive(Default)]
+pub(crate) struct Recorder(Mutex<Option<Collected>>);
 
 /// Records the end event of one launch when dropped.
 pub(crate) struct Timed<'a> {
@@ -29,8 +40,8 @@ impl Drop for Timed<'_> {
     fn drop(&mut self) {
         let (Some(start), end) = (self.start.take(), self.cuda.event()) else { return };
         let span = Span { family: std::mem::take(&mut self.family), start, end };
-        if let Some(spans) = self.cuda.profile.0.lock().expect("profile lock").as_mut() {
-            spans.push(span);
+        if let Some(c) = self.cuda.profile.0.lock().expect("profile lock").as_mut() {
+            c.spans.push(span);
         }
     }
 }
@@ -43,17 +54,40 @@ pub struct FamilyTime {
     pub ms: f64,
 }
 
-/// `attention_fwd_d64_f32` → `attention_fwd`: the dtype and head-dim
-/// instantiations of a kernel belong to one family.
+/// What the driver made of one launched kernel.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelResources {
+    pub kernel: String,
+    pub threads: u32,
+    pub registers: i32,
+    /// Local memory per thread: register spills (and local arrays).
+    pub spill_bytes: i32,
+    pub static_smem_bytes: i32,
+    /// Blocks of `threads` that fit on one SM at once.
+    pub blocks_per_sm: u32,
+}
+
+/// A profiled run: time per kernel family, slowest first, and the resources
+/// of every kernel launched.
+pub struct Profile {
+    pub families: Vec<FamilyTime>,
+    pub kernels: Vec<KernelResources>,
+}
+
+/// `attention_fwd_d64_f32` → `attention_fwd`, `qkv_from_tokens_bf16_bf16_from_bf16`
+/// → `qkv_from_tokens`: a kernel's storage-type and head-dim instantiations
+/// belong to one family (its name up to the first such part).
 pub fn family_of(kernel: &str) -> &str {
-    let mut name = kernel;
-    for suffix in ["_f32", "_bf16"] {
-        name = name.strip_suffix(suffix).unwrap_or(name);
+    const INSTANCE: [&str; 7] = ["f32", "bf16", "bf16in", "bf16kv", "d32", "d64", "d128"];
+    let mut end = kernel.len();
+    for (i, _) in kernel.match_indices('_') {
+        let part = kernel[i + 1..].split('_').next().unwrap_or("");
+        if INSTANCE.contains(&part) {
+            end = i;
+            break;
+        }
     }
-    for suffix in ["_d32", "_d64", "_d128"] {
-        name = name.strip_suffix(suffix).unwrap_or(name);
-    }
-    name
+    &kernel[..end]
 }
 
 impl Cuda {
@@ -61,11 +95,15 @@ impl Cuda {
         self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).expect("recording a CUDA event")
     }
 
-    /// A guard timing the work queued until it drops, when profiling is on.
-    pub(crate) fn timed(&self, kernel: &str) -> Option<Timed<'_>> {
-        if !self.profiling() {
-            return None;
+    /// A guard timing the work queued until it drops, when profiling is on;
+    /// `threads`: a kernel of ours, launched with that many per block.
+    pub(crate) fn timed(&self, kernel: &str, threads: Option<u32>) -> Option<Timed<'_>> {
+        let mut collected = self.profile.0.lock().expect("profile lock");
+        let c = collected.as_mut()?;
+        if let Some(t) = threads {
+            c.launched.insert(kernel.to_string(), t);
         }
+        drop(collected);
         Some(Timed { cuda: self, family: family_of(kernel).to_string(), start: Some(self.event()) })
     }
 
@@ -77,14 +115,14 @@ impl Cuda {
 
     /// Starts (or restarts) collecting per-family times.
     pub fn start_profile(&self) {
-        *self.profile.0.lock().expect("profile lock") = Some(Vec::new());
+        *self.profile.0.lock().expect("profile lock") = Some(Collected::default());
     }
 
-    /// Stops collecting and returns the families, slowest first.
-    pub fn take_profile(&self) -> Vec<FamilyTime> {
-        let spans = self.profile.0.lock().expect("profile lock").take().unwrap_or_default();
+    /// Stops collecting and returns what was collected.
+    pub fn take_profile(&self) -> Profile {
+        let c = self.profile.0.lock().expect("profile lock").take().unwrap_or_default();
         let mut by_family: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-        for s in spans {
+        for s in c.spans {
             let ms = s.start.elapsed_ms(&s.end).expect("reading CUDA event times") as f64;
             let e = by_family.entry(s.family).or_default();
             e.0 += 1;
@@ -92,7 +130,23 @@ impl Cuda {
         }
         let mut rows: Vec<FamilyTime> = by_family.into_iter().map(|(family, (calls, ms))| FamilyTime { family, calls, ms }).collect();
         rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        rows
+        let kernels = c.launched.into_iter().map(|(kernel, threads)| self.resources(kernel, threads)).collect();
+        Profile { families: rows, kernels }
+    }
+
+    fn resources(&self, kernel: String, threads: u32) -> KernelResources {
+        let f = self.kernel(&kernel);
+        let attr = |a| f.get_attribute(a).unwrap_or_else(|e| panic!("reading {kernel}'s attributes: {e}"));
+        KernelResources {
+            registers: attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS),
+            spill_bytes: attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES),
+            static_smem_bytes: attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES),
+            blocks_per_sm: f
+                .occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)
+                .unwrap_or_else(|e| panic!("reading {kernel}'s occupancy: {e}")),
+            kernel,
+            threads,
+        }
     }
 }
 
@@ -106,5 +160,9 @@ mod tests {
         assert_eq!(family_of("attention_bwd_dkdv_d128_bf16"), "attention_bwd_dkdv");
         assert_eq!(family_of("rmsnorm_bwd_dw_partial_f32"), "rmsnorm_bwd_dw_partial");
         assert_eq!(family_of("gemm"), "gemm");
+        assert_eq!(family_of("qkv_from_tokens_bf16_bf16_from_bf16"), "qkv_from_tokens");
+        assert_eq!(family_of("flash_fwd_bf16kv_d64_f32"), "flash_fwd");
+        assert_eq!(family_of("swiglu_bwd_bf16in_f32"), "swiglu_bwd");
+        assert_eq!(family_of("to_head_major_f32_to_bf16"), "to_head_major");
     }
 }
