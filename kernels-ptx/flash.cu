@@ -508,6 +508,15 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
                              const float *rowdot, int hq, int hkv, int t, float scale) {                                      \
         flash_bwd<D, T>(dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }
+// The head_dim 64 backward again, held to 128 registers so two blocks share
+// an SM (ptxas spills a little for it): the same code, so the same results;
+// Cuda::launch_tuned times both on the card and keeps the faster.
+#define INSTANTIATE_BWD_TWO_BLOCKS(T, S)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2, 2)                                                         \
+        flash_bwd_d64_##S##_two_blocks(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,      \
+                                       const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {        \
+        flash_bwd<64, T>(dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+    }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
@@ -529,6 +538,8 @@ INSTANTIATE(128, float, f32)
 INSTANTIATE(32, bf16, bf16)
 INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
+INSTANTIATE_BWD_TWO_BLOCKS(float, f32)
+INSTANTIATE_BWD_TWO_BLOCKS(bf16, bf16)
 INSTANTIATE_SUM(float, f32)
 INSTANTIATE_SUM(bf16, bf16)
 INSTANTIATE_BF16_KV(32)

@@ -583,6 +583,10 @@ fn run(cli: Cli) -> Result<()> {
                     if let Some(peak) = vul2safe::bench::bf16_peak_flops(&name) {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
                     }
+                    for t in g.tunings() {
+                        eprintln!("tuned: {} {:.3} ms{}", t.kernel, t.ms, if t.chosen { " (kept)" } else { "" });
+                    }
+                    v["tuning"] = serde_json::to_value(g.tunings())?;
                     if profile {
                         let prof = g.take_profile();
                         if let Some([f, b, t]) = vul2safe::bench::flash_tflops(&prof.families, &cfg, batch, seq, steps) {

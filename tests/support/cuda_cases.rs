@@ -268,6 +268,43 @@ fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
 }
 
 #[test]
+fn flash_backward_variants_agree_bit_for_bit_and_tuning_keeps_one() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let sh = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 200, kv_cap: 200, head_dim: 64 };
+    let (q, k, v, dout) = (
+        g.upload(&randv(&mut rng, 2 * 4 * 200 * 64)),
+        g.upload(&randv(&mut rng, 2 * 2 * 200 * 64)),
+        g.upload(&randv(&mut rng, 2 * 2 * 200 * 64)),
+        g.upload(&randv(&mut rng, 2 * 4 * 200 * 64)),
+    );
+    let (mut out, mut lse) = (g.zeros(2 * 4 * 200 * 64), g.zeros(2 * 4 * 200));
+    g.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &[200, 200]);
+    let backward = || {
+        let (mut dq, mut dk, mut dv) = (g.zeros(q.len()), g.zeros(k.len()), g.zeros(v.len()));
+        g.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, sh);
+        [dq, dk, dv].map(|x| g.download(&x))
+    };
+    // Both head_dim-64 variants (one and two blocks per SM): the same code, the same bits.
+    g.pin_variant(Some(0));
+    let one_block = backward();
+    g.pin_variant(Some(1));
+    let two_blocks = backward();
+    g.pin_variant(None);
+    assert!(one_block == two_blocks, "the flash backward's variants disagree");
+    assert!(g.tunings().is_empty(), "pinned launches do not tune");
+    // Unpinned, the first launch times both and keeps one; its result is the same.
+    assert!(backward() == one_block);
+    let runs = g.tunings();
+    let names: Vec<&str> = runs.iter().map(|r| r.kernel.as_str()).collect();
+    assert_eq!(names, ["flash_bwd_d64_f32", "flash_bwd_d64_f32_two_blocks"]);
+    assert!(runs.iter().all(|r| r.ms.is_finite() && r.ms >= 0.0) && runs.iter().filter(|r| r.chosen).count() == 1, "{runs:?}");
+    // The shape is known now: no second tuning.
+    backward();
+    assert_eq!(g.tunings().len(), 2);
+}
+
+#[test]
 fn losses_and_adamw_match_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(4);

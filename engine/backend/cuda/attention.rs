@@ -233,7 +233,12 @@ impl Cuda {
         };
         let scratch = (group > 1).then(|| (heads_scratch(), heads_scratch()));
         let (dkh, dvh) = scratch.as_ref().map_or((dk, dv), |(a, b)| (self.addr(a), self.addr(b)));
-        launch!(self, &name("flash_bwd"), cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+        // At head_dim 64 also held to two blocks per SM (flash.cu); the faster stays.
+        let variants: &[&str] = if sh.head_dim == 64 { &["", "_two_blocks"] } else { &[""] };
+        let shape = [sh.batch, sh.q_heads, sh.kv_heads, sh.q_len];
+        self.launch_tuned(&name("flash_bwd"), variants, &shape, |kernel| {
+            launch!(self, kernel, cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale)
+        });
         let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);
         let suffix = if bf16 { "bf16" } else { "f32" };
         // The sums take four values per thread (flash.cu).

@@ -174,9 +174,14 @@ impl Cuda {
         self.graphs.lock().expect("graph state lock").replays
     }
 
+    /// Whether a repeated step's pass is in progress.
+    pub(crate) fn in_pass(&self) -> bool {
+        self.in_pass.load(Ordering::Relaxed)
+    }
+
     /// A launch or cuBLAS call's note, when a pass is in progress.
     pub(crate) fn note(&self, call: impl FnOnce() -> Call) -> Option<Call> {
-        self.in_pass.load(Ordering::Relaxed).then(call)
+        self.in_pass().then(call)
     }
 
     /// Files `note` with the pass; whether to issue the call (a check pass only notes).
@@ -192,7 +197,7 @@ impl Cuda {
     /// (record) or staged (capture, check); None outside a pass, or when the
     /// arena is too small (such a pass cannot be replayed).
     pub(crate) fn arena_ids(&self, host: &[u32]) -> Option<u64> {
-        if !self.in_pass.load(Ordering::Relaxed) {
+        if !self.in_pass() {
             return None;
         }
         let mut guard = self.pass.lock().expect("pass lock");

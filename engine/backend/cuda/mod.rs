@@ -54,6 +54,9 @@ pub struct Cuda {
     pass: Mutex<Option<graph::Pass>>,
     in_pass: AtomicBool,
     graphs: Mutex<graph::Graphs>,
+    /// Kernel variants chosen per launch shape, and the timings behind them (tune.rs).
+    choices: tune::Choices,
+    tunings: Mutex<Vec<tune::Timing>>,
 }
 
 /// Set to 0, repeated steps run without CUDA graphs (graph.rs).
@@ -198,6 +201,7 @@ mod multi_tensor;
 pub mod profile;
 pub mod rl;
 mod sampling;
+mod tune;
 
 impl Cuda {
     /// Opens GPU `ordinal` and loads every kernel family. Errors (no driver,
@@ -235,6 +239,8 @@ impl Cuda {
             kernels,
             pool,
             profile: Default::default(),
+            choices: Default::default(),
+            tunings: Default::default(),
             math: AtomicU8::new(0),
             sms,
             recent_ids: Mutex::default(),

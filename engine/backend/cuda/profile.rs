@@ -91,7 +91,7 @@ pub fn family_of(kernel: &str) -> &str {
 }
 
 impl Cuda {
-    fn event(&self) -> CudaEvent {
+    pub(super) fn event(&self) -> CudaEvent {
         self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).expect("recording a CUDA event")
     }
 

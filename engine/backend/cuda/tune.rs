@@ -1,0 +1,73 @@
+//! Kernels compiled in several variants of the same code (other register
+//! budgets, so bit-identical results) run the variant that is fastest on
+//! this card: the first launch of each shape times every variant once with
+//! CUDA events and keeps the winner for the backend's life.
+
+use super::Cuda;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The chosen variant per (kernel, launch shape), and a variant every
+/// tuned launch takes instead when one is pinned.
+#[derive(Default)]
+pub(crate) struct Choices {
+    chosen: Mutex<HashMap<(String, Vec<usize>), usize>>,
+    pinned: Mutex<Option<usize>>,
+}
+
+/// A variant's time in one tuning run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Timing {
+    pub kernel: String,
+    pub ms: f64,
+    pub chosen: bool,
+}
+
+impl Cuda {
+    /// Runs `launch(kernel + suffix)` with the fastest of `suffixes` for
+    /// `shape`, timing each first when this shape is new (outside a repeated
+    /// step's pass, whose launches must not change: graph.rs). The chosen
+    /// variant runs last, so its outputs are the ones left.
+    pub(crate) fn launch_tuned(&self, kernel: &str, suffixes: &[&str], shape: &[usize], launch: impl Fn(&str)) {
+        let key = (kernel.to_string(), shape.to_vec());
+        let name = |i: usize| format!("{kernel}{}", suffixes[i]);
+        if let Some(i) = *self.choices.pinned.lock().expect("tuning lock") {
+            return launch(&name(i.min(suffixes.len() - 1)));
+        }
+        let known = self.choices.chosen.lock().expect("tuning lock").get(&key).copied();
+        if let Some(i) = known {
+            return launch(&name(i));
+        }
+        if suffixes.len() == 1 || self.in_pass() {
+            return launch(&name(0));
+        }
+        let ms: Vec<f64> = (0..suffixes.len())
+            .map(|i| {
+                let start = self.event();
+                launch(&name(i));
+                let end = self.event();
+                end.synchronize().expect("waiting for a tuning run");
+                start.elapsed_ms(&end).expect("reading a tuning run's time") as f64
+            })
+            .collect();
+        let best = (0..ms.len()).min_by(|&a, &b| ms[a].total_cmp(&ms[b])).expect("at least one variant");
+        self.choices.chosen.lock().expect("tuning lock").insert(key, best);
+        let mut timings = self.tunings.lock().expect("tuning lock");
+        timings.extend(ms.iter().enumerate().map(|(i, &ms)| Timing { kernel: name(i), ms, chosen: i == best }));
+        if best != ms.len() - 1 {
+            launch(&name(best));
+        }
+    }
+
+    /// Makes every tuned launch take variant `i` (the last, if a kernel has
+    /// fewer), or, with `None`, the timed choice again: for comparing the
+    /// variants, and for profiles that must not depend on timing.
+    pub fn pin_variant(&self, i: Option<usize>) {
+        *self.choices.pinned.lock().expect("tuning lock") = i;
+    }
+
+    /// Every tuning run so far: each variant's time and which was kept.
+    pub fn tunings(&self) -> Vec<Timing> {
+        self.tunings.lock().expect("tuning lock").clone()
+    }
+}
