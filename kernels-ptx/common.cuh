@@ -25,6 +25,14 @@ __device__ __forceinline__ void st4(bf16 *p, long i, float4 v) {
     *reinterpret_cast<uint2 *>(p + i) = make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
 }
 
+// `T *name` on the block's dynamic shared memory (sized at launch, which
+// may pass the 48 KB static limit once the function allows it).
+#ifndef DYNAMIC_SHARED
+#define DYNAMIC_SHARED(T, name)                                 \
+    extern __shared__ __align__(16) unsigned char name##_raw[]; \
+    T *name = reinterpret_cast<T *>(name##_raw)
+#endif
+
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (long)(n); i += (long)gridDim.x * blockDim.x)
 

@@ -349,15 +349,16 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
 }
 
 // dQ (16-row tiles) += dSᵀ·K over the block's keys, with dS [keys, QT] and
-// K [keys, D] staged in shared memory: warp w takes query rows 16(w % 2)..
-// and D / (WARPS / 2) columns from (w / 2) on, so the QT x D tile is split
-// over the warps with no reduction between them.
+// K [keys, D] staged in shared memory: warp w takes query rows
+// 16 (w % ROW_TILES).. and DQ_COLS columns from (w / ROW_TILES) · DQ_COLS on,
+// so the QT x D tile is split over the warps with no reduction between them.
+#define DQ_COLS(D, QT, KEYS) ((D) * (QT) / (KEYS))
 template <int D, int SD, int QT, int KEYS, int SDS>
-__device__ __forceinline__ void ds_t_times_keys(float (&acc)[2 * D * 16 / KEYS / 8][4], const bf16 *ds_t, const bf16 *ks) {
-    constexpr int WARPS = KEYS / 16, COLS = 2 * D / WARPS;
-    static_assert(QT == 32, "two 16-row query tiles, one per warp parity");
+__device__ __forceinline__ void ds_t_times_keys(float (&acc)[DQ_COLS(D, QT, KEYS) / 8][4], const bf16 *ds_t, const bf16 *ks) {
+    constexpr int ROW_TILES = QT / 16, COLS = DQ_COLS(D, QT, KEYS);
+    static_assert(KEYS / 16 % ROW_TILES == 0 && COLS % 8 == 0, "the warps split the dQ tile evenly");
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int m0 = (warp % 2) * 16, c0 = (warp / 2) * COLS;
+    int m0 = (warp % ROW_TILES) * 16, c0 = (warp / ROW_TILES) * COLS;
     for (int n = 0; n < COLS / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     for (int kk = 0; kk < KEYS / 16; kk++) {
         // A[q][key] = ds_t[key][q]: transposed loads of the stored [key][q] blocks.
@@ -374,6 +375,25 @@ __device__ __forceinline__ void ds_t_times_keys(float (&acc)[2 * D * 16 / KEYS /
     }
 }
 
+// The backward's shared memory for QT-query tiles: K and dSᵀ for the
+// block's keys, and ST stages of the query tiles (Q, dO, scaled log-sum-exp,
+// row dot). Every bf16 array is a multiple of 16 bytes (cp.async, ldmatrix).
+template <int D, int QT, int ST> struct __align__(16) BwdSmem {
+    static constexpr int SD = D + 8, KEYS = BWD_KEYS(D), SDS = QT + 8;
+    bf16 qs[ST][QT * SD], dos[ST][QT * SD], ks[KEYS * SD], ds_t[KEYS * SDS];
+    float ls[ST][QT], ds[ST][QT];
+};
+// Stages of query tiles: two (loads overlap the tile before) where they fit
+// in `budget` bytes beside the fixed K and dS tiles.
+template <int D, int QT> __host__ __device__ constexpr int bwd_stages(int budget) {
+    return sizeof(BwdSmem<D, QT, 2>) <= (unsigned)budget ? 2 : 1;
+}
+#define STATIC_SMEM (48 * 1024)
+// The wide head_dim-64 backward's layout, in dynamic shared memory: within
+// 96 KB two stages fit (an sm_80 block may have 163 KB). The host sizes its
+// launches with this struct's size (flash_bwd_wide_smem_bytes).
+typedef BwdSmem<64, 64, bwd_stages<64, 64>(96 * 1024)> WideBwdSmem;
+
 // The whole backward for query head h in one pass over the query tiles, per
 // block of KEYS keys (so GQA groups add parallelism rather than work per
 // block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
@@ -382,15 +402,13 @@ __device__ __forceinline__ void ds_t_times_keys(float (&acc)[2 * D * 16 / KEYS /
 // block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block, B,
 // Hq, T, D] in f32, which flash_dq_sum adds up in block order
 // (deterministic: no atomics).
-template <int D, typename T>
-__device__ void flash_bwd(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, const float *rowdot,
-                          int hq, int hkv, int tlen, float scale) {
-    constexpr int SD = D + 8, QT = 32, KEYS = BWD_KEYS(D), SDS = QT + 8;
-    // Double-buffer the query tiles when both fit beside the K and dS tiles (all but head_dim 128).
-    constexpr int PER_STAGE = 2 * QT * SD * 2 + 2 * QT * 4, FIXED = KEYS * SD * 2 + KEYS * SDS * 2;
-    constexpr int ST = 2 * PER_STAGE + FIXED <= 48 * 1024 ? 2 : 1;
-    __shared__ __align__(16) bf16 qs[ST][QT * SD], dos[ST][QT * SD], ks[KEYS * SD], ds_t[KEYS * SDS];
-    __shared__ float ls[ST][QT], ds[ST][QT];
+template <int D, typename T, int QT, int ST>
+__device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
+                          const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
+    constexpr int SD = D + 8, KEYS = BWD_KEYS(D), SDS = QT + 8;
+    auto &qs = sm.qs, &dos = sm.dos;
+    auto &ls = sm.ls, &ds = sm.ds;
+    bf16 *ks = sm.ks, *ds_t = sm.ds_t;
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
     int kblock0 = blockIdx.x * KEYS, key0 = kblock0 + warp * 16;
@@ -453,10 +471,10 @@ __device__ void flash_bwd(T *dk, T *dv, float *dq_part, const T *dout, const T *
                 for (int hi = 0; hi < 2; hi++) *reinterpret_cast<unsigned *>(my_ds + (g + 8 * hi) * SDS + n * 8 + 2 * t) = 0u;
         }
         __syncthreads();  // every warp's dS rows are in place
-        float acc[2 * D * 16 / KEYS / 8][4];
+        constexpr int COLS = DQ_COLS(D, QT, KEYS);
+        float acc[COLS / 8][4];
         ds_t_times_keys<D, SD, QT, KEYS, SDS>(acc, ds_t, ks);
-        constexpr int COLS = 2 * D * 16 / KEYS;
-        int m0 = (warp % 2) * 16, c0 = (warp / 2) * COLS;
+        int m0 = (warp % (QT / 16)) * 16, c0 = (warp / (QT / 16)) * COLS;
         for (int n = 0; n < COLS / 8; n++)
             for (int hi = 0; hi < 2; hi++) {
                 int qi = i0 + m0 + g + 8 * hi;
@@ -506,16 +524,26 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
         flash_bwd_d##D##_##S(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, \
                              const float *rowdot, int hq, int hkv, int t, float scale) {                                      \
-        flash_bwd<D, T>(dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
+        __shared__ BwdSmem<D, 32, bwd_stages<D, 32>(STATIC_SMEM)> sm;                                                         \
+        flash_bwd(sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                        \
     }
-// The head_dim 64 backward again, held to 128 registers so two blocks share
-// an SM (ptxas spills a little for it): the same code, so the same results;
-// Cuda::launch_tuned times both on the card and keeps the faster.
-#define INSTANTIATE_BWD_TWO_BLOCKS(T, S)                                                                                       \
+// The head_dim 64 backward in two more variants of the same arithmetic (so
+// the same results; Cuda::launch_tuned times them on the card and keeps the
+// fastest): held to 128 registers so two blocks share an SM (ptxas spills
+// a little for it), and "wide": 64-query tiles in dynamic shared memory,
+// half the barriers and staging rounds per product.
+#define INSTANTIATE_BWD_VARIANTS(T, S)                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2, 2)                                                         \
         flash_bwd_d64_##S##_two_blocks(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,      \
                                        const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {        \
-        flash_bwd<64, T>(dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+        __shared__ BwdSmem<64, 32, bwd_stages<64, 32>(STATIC_SMEM)> sm;                                                       \
+        flash_bwd(sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                        \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2)                                                            \
+        flash_bwd_d64_##S##_wide(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,            \
+                                 const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {              \
+        DYNAMIC_SHARED(WideBwdSmem, sm);                                                                                       \
+        flash_bwd(*sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                       \
     }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
@@ -538,8 +566,8 @@ INSTANTIATE(128, float, f32)
 INSTANTIATE(32, bf16, bf16)
 INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
-INSTANTIATE_BWD_TWO_BLOCKS(float, f32)
-INSTANTIATE_BWD_TWO_BLOCKS(bf16, bf16)
+INSTANTIATE_BWD_VARIANTS(float, f32)
+INSTANTIATE_BWD_VARIANTS(bf16, bf16)
 INSTANTIATE_SUM(float, f32)
 INSTANTIATE_SUM(bf16, bf16)
 INSTANTIATE_BF16_KV(32)

@@ -9,12 +9,19 @@
 
 #define KERNEL_EMULATION 1
 #define __device__
+#define __host__
 #define __global__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // One block runs at a time, so a static is exactly the block's shared memory.
 #define __shared__ static
+// Dynamic shared memory: the launch's buffer (registry.hpp), poisoned
+// before each block as a GPU's undefined contents would be.
+namespace emu {
+inline unsigned char *dynamic_shared = nullptr;
+}
+#define DYNAMIC_SHARED(T, name) T *name = reinterpret_cast<T *>(emu::dynamic_shared)
 
 struct uint3 {
     unsigned x, y, z;

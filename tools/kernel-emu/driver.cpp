@@ -50,12 +50,15 @@ struct Family {
     void *lib;
     int (*has)(const char *);
     int (*pack)(const char *, void **, uint64_t *, int);
-    const char *(*launch)(const char *, const uint64_t *, const unsigned *, const unsigned *, uint64_t);
+    const char *(*launch)(const char *, const uint64_t *, const unsigned *, const unsigned *, unsigned, uint64_t);
 };
 
 struct Function {
     std::string name;
     const Family *family;
+    // Dynamic shared memory a launch may ask for: 48 KB unless raised
+    // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES), as on a GPU.
+    int max_dynamic_shared = 48 * 1024;
 };
 
 struct Module {
@@ -159,7 +162,8 @@ extern "C" int emu_driver_init(const char *paths) {
         auto has = lib ? (int (*)(const char *))dlsym(lib, "emu_has") : nullptr;
         auto pack = lib ? (int (*)(const char *, void **, uint64_t *, int))dlsym(lib, "emu_pack_params") : nullptr;
         auto launch =
-            lib ? (const char *(*)(const char *, const uint64_t *, const unsigned *, const unsigned *, uint64_t))dlsym(lib, "emu_launch_args") : nullptr;
+            lib ? (const char *(*)(const char *, const uint64_t *, const unsigned *, const unsigned *, unsigned, uint64_t))dlsym(lib, "emu_launch_args")
+                : nullptr;
         if (!has || !pack || !launch) {
             std::fprintf(stderr, "emulated driver: cannot load %s\n", path.c_str());
             failed++;
@@ -365,7 +369,11 @@ CUresult cuFuncGetAttribute(int *v, int, void *) {
     *v = 0;
     return OK;
 }
-CUresult cuFuncSetAttribute(void *, int, int) { return OK; }
+CUresult cuFuncSetAttribute(void *f, int attr, int value) {
+    constexpr int MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+    if (attr == MAX_DYNAMIC_SHARED_SIZE_BYTES) ((Function *)f)->max_dynamic_shared = value;
+    return OK;
+}
 // One block runs at a time here.
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *blocks, void *, int, size_t, unsigned) {
     *blocks = 1;
@@ -376,7 +384,12 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
                         void **params, void **extra) {
     CALL;
     const Function *fn = (const Function *)f;
-    if (shared != 0 || extra != nullptr) return INVALID_VALUE;  // the kernels use static shared memory and kernelParams
+    if (extra != nullptr) return INVALID_VALUE;  // the kernels take kernelParams
+    if ((int)shared > fn->max_dynamic_shared) {
+        std::fprintf(stderr, "emulated driver: %s asks for %u bytes of dynamic shared memory, %d allowed\n", fn->name.c_str(), shared,
+                     fn->max_dynamic_shared);
+        return INVALID_VALUE;
+    }
     if (dry_run) return OK;
     std::vector<uint64_t> args(64);
     int n = fn->family->pack(fn->name.c_str(), params, args.data(), (int)args.size());
@@ -385,7 +398,7 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     // Arguments are packed now: a graph keeps their values, as the real one does.
     return submit([=] {
         unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
-        const char *err = fn->family->launch(fn->name.c_str(), args.data(), grid, block, ++launches);
+        const char *err = fn->family->launch(fn->name.c_str(), args.data(), grid, block, shared, ++launches);
         if (err) {
             std::fprintf(stderr, "emulated driver: %s: %s\n", fn->name.c_str(), err);
             return LAUNCH_FAILED;

@@ -57,8 +57,9 @@ inline const Entry *find(const char *name) {
     return nullptr;
 }
 
-// Runs kernel `e` over grid x block, one block at a time; returns null or why it failed.
-inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *grid, const unsigned *block, uint64_t seed) {
+// Runs kernel `e` over grid x block, one block at a time, with `shared`
+// bytes of dynamic shared memory; returns null or why it failed.
+inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *grid, const unsigned *block, unsigned shared, uint64_t seed) {
     static std::string error;
     unsigned threads = block[0] * block[1] * block[2];
     if (threads == 0 || threads > 1024 || threads % 32 != 0) return (error = "blocks of 32 to 1024 threads, a multiple of 32").c_str();
@@ -73,17 +74,22 @@ inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *
     gridDim = {grid[0], grid[1], grid[2]};
     seed = seed * 0x9E3779B97F4A7C15ull + 1;
     r.random = seed ^ 0x5DEECE66Dull;
+    std::vector<unsigned char> dynamic(shared);  // 16-byte aligned, as operator new aligns
+    dynamic_shared = shared ? dynamic.data() : nullptr;
     for (unsigned z = 0; z < grid[2]; z++)
         for (unsigned y = 0; y < grid[1]; y++)
             for (unsigned x = 0; x < grid[0]; x++) {
                 blockIdx = {x, y, z};
+                std::memset(dynamic.data(), 0xFF, shared);  // NaN in f32 and bf16: reads before writes show
                 if (!run_block(threads, seed)) {
                     error = std::string(e->name) + " block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " + r.error;
                     run = nullptr;
+                    dynamic_shared = nullptr;
                     return error.c_str();
                 }
             }
     run = nullptr;
+    dynamic_shared = nullptr;
     return nullptr;
 }
 }  // namespace emu
@@ -106,8 +112,9 @@ extern "C" int emu_pack_params(const char *name, void **params, uint64_t *out, i
 }
 
 // Runs kernel `name` on packed arguments; returns null or why it failed.
-extern "C" const char *emu_launch_args(const char *name, const uint64_t *args, const unsigned *grid, const unsigned *block, uint64_t seed) {
+extern "C" const char *emu_launch_args(const char *name, const uint64_t *args, const unsigned *grid, const unsigned *block, unsigned shared,
+                                       uint64_t seed) {
     const emu::Entry *e = emu::find(name);
     if (!e) return "no such kernel";
-    return emu::launch(e, args, grid, block, seed);
+    return emu::launch(e, args, grid, block, shared, seed);
 }

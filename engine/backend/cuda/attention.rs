@@ -35,6 +35,19 @@ fn flash_bwd_keys(head_dim: usize) -> usize {
     }
 }
 
+/// The flash backward's variants at head_dim 64 (kernels-ptx/flash.cu): its
+/// natural register budget, held to two blocks per SM, and 64-query tiles in
+/// dynamic shared memory; `Cuda::launch_tuned` keeps the fastest.
+const FLASH_BWD_D64_VARIANTS: [&str; 3] = ["", "_two_blocks", "_wide"];
+
+/// Dynamic shared memory of the wide variant: flash.cu's `WideBwdSmem` (K
+/// and dSᵀ tiles for 128 keys, two stages of 64-query Q and dO tiles and
+/// their row statistics).
+pub(super) const FLASH_BWD_WIDE_SMEM: u32 = {
+    let (d, qt, keys, stages) = (64, 64, 128, 2);
+    (2 * (stages * 2 * qt * (d + 8) + keys * (d + 8) + keys * (qt + 8)) + 4 * stages * 2 * qt) as u32
+};
+
 /// One block of `block_rows / (16 · tiles)` warps per `block_rows` rows of a
 /// flash kernel whose warps take `tiles` 16-row tiles, on a `(heads, batch)`
 /// grid (batch: rows, or query spans).
@@ -233,10 +246,11 @@ impl Cuda {
         };
         let scratch = (group > 1).then(|| (heads_scratch(), heads_scratch()));
         let (dkh, dvh) = scratch.as_ref().map_or((dk, dv), |(a, b)| (self.addr(a), self.addr(b)));
-        // At head_dim 64 also held to two blocks per SM (flash.cu); the faster stays.
-        let variants: &[&str] = if sh.head_dim == 64 { &["", "_two_blocks"] } else { &[""] };
+        let variants: &[&str] = if sh.head_dim == 64 { &FLASH_BWD_D64_VARIANTS } else { &[""] };
         let shape = [sh.batch, sh.q_heads, sh.kv_heads, sh.q_len];
         self.launch_tuned(&name("flash_bwd"), variants, &shape, |kernel| {
+            let shared_mem_bytes = if kernel.ends_with("_wide") { FLASH_BWD_WIDE_SMEM } else { 0 };
+            let cfg = LaunchConfig { shared_mem_bytes, ..cfg };
             launch!(self, kernel, cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale)
         });
         let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);
