@@ -1,7 +1,8 @@
 //! Kernels compiled in several variants of the same code (other register
 //! budgets, so bit-identical results) run the variant that is fastest on
-//! this card: the first launch of each shape times every variant once with
-//! CUDA events and keeps the winner for the backend's life.
+//! this card: the first launch of each shape times every variant (its
+//! second run, after a warm-up) with CUDA events and keeps the winner for
+//! the backend's life.
 
 use super::Cuda;
 use std::collections::HashMap;
@@ -43,6 +44,8 @@ impl Cuda {
         }
         let ms: Vec<f64> = (0..suffixes.len())
             .map(|i| {
+                // A first launch may load the function and finds cold caches: time the second.
+                launch(&name(i));
                 let start = self.event();
                 launch(&name(i));
                 let end = self.event();
