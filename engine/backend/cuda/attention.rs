@@ -247,7 +247,8 @@ impl Cuda {
         let scratch = (group > 1).then(|| (heads_scratch(), heads_scratch()));
         let (dkh, dvh) = scratch.as_ref().map_or((dk, dv), |(a, b)| (self.addr(a), self.addr(b)));
         let variants: &[&str] = if sh.head_dim == 64 { &FLASH_BWD_D64_VARIANTS } else { &[""] };
-        let shape = [sh.batch, sh.q_heads, sh.kv_heads, sh.q_len];
+        // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
+        let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
         self.launch_tuned(&name("flash_bwd"), variants, &shape, |kernel| {
             let shared_mem_bytes = if kernel.ends_with("_wide") { FLASH_BWD_WIDE_SMEM } else { 0 };
             let cfg = LaunchConfig { shared_mem_bytes, ..cfg };
