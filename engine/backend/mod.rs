@@ -196,11 +196,13 @@ pub trait Backend: Sync {
         self.zeros(len)
     }
     /// A zeroed buffer for a projection a training step keeps or consumes in
-    /// place: the q/k/v projections, the MLP's gate and up projections and
-    /// the LM head's logits. A device backend may store it in bf16, as it
-    /// stores attention operands (as PyTorch's autocast keeps these outputs).
-    /// Only `matmul` (as the output, not accumulating, or as an input),
-    /// `qkv_from_tokens` (as the source, into attention operands),
+    /// place: the q/k/v projections, the MLP's gate and up projections, the
+    /// LM head's logits and the attention output's gradient. A device backend
+    /// may store it in bf16, as it stores attention operands (as PyTorch's
+    /// autocast keeps these outputs). Only `matmul` (as the output, not
+    /// accumulating, or as an input), `qkv_from_tokens` (as the source, into
+    /// attention operands), `to_head_major` (as the source, into an attention
+    /// operand),
     /// `swiglu_fwd` and `swiglu_bwd` (as `gate_up`), the loss ops
     /// (`cross_entropy_inplace`, `logprob_entropy`, `logit_grad_inplace`,
     /// which write the gradient in its storage), `copy_range` between such

@@ -174,7 +174,7 @@ impl<B: Backend> TrainState<B> {
             d_ln: be.zeros(n * d),
             act: be.zeros_matmul_input(n * f),
             d_gate_up: be.zeros_matmul_input(n * 2 * f),
-            d_att_tok: be.zeros(n * qd),
+            d_att_tok: be.zeros_projection(n * qd),
             d_att: be.zeros_attention(n * qd),
             dq: be.zeros_attention(n * qd),
             dk: be.zeros_attention(n * kvd),

@@ -735,6 +735,17 @@ fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
         Cpu.to_head_major(&mut k_hm, &k_tok, hkv, hd, cap, &slots);
         let (k_cache, v_cache) = (g.download(&gk), g.download(&gv));
         assert_close("bf16 cache write", &k_cache, &k_hm, 1e-2, 1e-2);
+        // From a bf16 projection (the attention output's gradient in
+        // training), written by a matmul by the identity: a lossless move.
+        let width = hkv * hd;
+        let eye: Vec<f32> = (0..width * width).map(|i| if i % (width + 1) == 0 { 1.0 } else { 0.0 }).collect();
+        let mut proj = g.zeros_projection(k_tok.len());
+        g.matmul(&mut proj, &g.upload(&k_tok), &g.upload(&eye), MatMul::linear(batch * cap, width, width));
+        let mut moved = g.zeros_attention(k_tok.len());
+        g.to_head_major(&mut moved, &proj, hkv, hd, cap, &slots);
+        let mut want = vec![0.0; k_tok.len()];
+        Cpu.to_head_major(&mut want, &g.download(&proj), hkv, hd, cap, &slots);
+        assert!(g.download(&moved) == want, "to_head_major from a bf16 projection");
         let q = randv(&mut rng, batch * hq * q_len * hd);
         let lens = [cap, 50];
         let mut out = vec![0.0; q.len()];

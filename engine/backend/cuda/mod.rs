@@ -628,10 +628,15 @@ impl Backend for Cuda {
         let d_s = self.ids(slots);
         let (vectors, [rows, _, h, hd4]) = layout_args(1, slots.len(), heads, head_dim);
         let (cap, cfg) = (cap as i32, per_element(vectors));
-        match dst.storage_mut() {
-            Storage::F32(d) => launch!(self, "to_head_major_f32", cfg, d, src.data(), &rows, &h, &hd4, &cap, &d_s.addr),
-            Storage::Bf16(d) => launch!(self, "to_head_major_f32_to_bf16", cfg, d, src.data(), &rows, &h, &hd4, &cap, &d_s.addr),
-        }
+        let name = match (dst.is_bf16(), src.is_bf16()) {
+            (false, false) => "to_head_major_f32",
+            (true, false) => "to_head_major_f32_to_bf16",
+            // A bf16 projection (the attention output's gradient in training).
+            (true, true) => "to_head_major_bf16",
+            (false, true) => panic!("to_head_major: a bf16 source into an f32 operand"),
+        };
+        let (d, s) = (self.addr(dst.storage_mut()), self.addr(src.storage()));
+        launch!(self, name, cfg, &d, &s, &rows, &h, &hd4, &cap, &d_s.addr);
     }
     fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
         let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
