@@ -235,12 +235,11 @@ __device__ __forceinline__ float quad_sum(float v) {
 #define BWD_KEYS(D) ((D) <= 64 ? 128 : 64)  // keys per backward block: its K and dS tiles fit in shared memory
 #define BK 64  // keys per staged tile
 
-template <int D, typename T, typename KT = T>
+template <int D, typename T, typename KT = T, int MT = FWD_TILES(D)>
 __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int head_stride, int hq, int hkv,
                           int cap, float scale) {
     constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
     constexpr int ST = stages_for(2 * BK * SD * 2);
-    constexpr int MT = FWD_TILES(D);
     __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
     const unsigned *span = spans + 4 * blockIdx.z;
     int tq = span[1], kv_len = span[3], tiles_here = (tq + FWD_ROWS - 1) / FWD_ROWS;
@@ -545,6 +544,16 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
         DYNAMIC_SHARED(WideBwdSmem, sm);                                                                                       \
         flash_bwd(*sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                       \
     }
+// The head_dim 64 forward again with one 16-row tile per warp (8 warps,
+// fewer registers, two blocks per SM at about half the registers): each
+// row's arithmetic is the same, so are the results; Cuda::launch_tuned
+// keeps the faster.
+#define INSTANTIATE_FWD_ONE_TILE(T, KT, NAME)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(FWD_ROWS / 16 * 32, 2) NAME(T *out, float *lse, const T *q, const KT *k,       \
+                                                                           const KT *v, const unsigned *spans, int stride,   \
+                                                                           int hq, int hkv, int cap, float scale) {          \
+        flash_fwd<64, T, KT, 1>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                       \
+    }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
@@ -568,6 +577,9 @@ INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
 INSTANTIATE_BWD_VARIANTS(float, f32)
 INSTANTIATE_BWD_VARIANTS(bf16, bf16)
+INSTANTIATE_FWD_ONE_TILE(float, float, flash_fwd_d64_f32_one_tile)
+INSTANTIATE_FWD_ONE_TILE(bf16, bf16, flash_fwd_d64_bf16_one_tile)
+INSTANTIATE_FWD_ONE_TILE(float, bf16, flash_fwd_bf16kv_d64_f32_one_tile)
 INSTANTIATE_SUM(float, f32)
 INSTANTIATE_SUM(bf16, bf16)
 INSTANTIATE_BF16_KV(32)

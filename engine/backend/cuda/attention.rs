@@ -146,15 +146,22 @@ impl Cuda {
         let table: Vec<u32> = spans.iter().flat_map(|s| [s.q_start, s.q_len, s.kv_row, s.kv_len].map(|x| x as u32)).collect();
         let d_spans = self.ids(&table);
         let (stride, hq, hkv, cap, scale) = (head_stride as i32, sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, sh.scale());
-        // A flash block covers 128 queries: short prefills stay on the per-row kernel.
-        let (stem, cfg) = if self.tensor_cores() && longest >= 16 {
-            ("flash_fwd", per_flash_tile(longest, FLASH_FWD_ROWS, flash_fwd_tiles(sh.head_dim), sh.q_heads, spans.len()))
-        } else {
-            ("attention_fwd", per_warp_row(longest, sh.q_heads, spans.len()))
-        };
-        let name = kernel_name(stem, sh.head_dim, q.is_bf16(), k.is_bf16());
+        let (bf16_q, bf16_kv) = (q.is_bf16(), k.is_bf16());
         let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
-        launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale);
+        // A flash block covers 128 queries: short prefills stay on the per-row kernel.
+        if !(self.tensor_cores() && longest >= 16) {
+            let (name, cfg) = (kernel_name("attention_fwd", sh.head_dim, bf16_q, bf16_kv), per_warp_row(longest, sh.q_heads, spans.len()));
+            launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale);
+            return;
+        }
+        let variants: &[&str] = if sh.head_dim == 64 { &["", "_one_tile"] } else { &[""] };
+        // Queries within a power of two share a choice (prefills and training batches vary).
+        let shape = [(sh.q_heads * spans.len()).next_power_of_two(), longest.next_power_of_two()];
+        self.launch_tuned(&kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv), variants, &shape, |kernel| {
+            let tiles = if kernel.ends_with("_one_tile") { 1 } else { flash_fwd_tiles(sh.head_dim) };
+            let cfg = per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len());
+            launch!(self, kernel, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale)
+        });
     }
 
     /// One query per row (kernels-ptx/decode.cu): a block per (key split,
