@@ -25,6 +25,20 @@ __device__ __forceinline__ void st4(bf16 *p, long i, float4 v) {
     *reinterpret_cast<uint2 *>(p + i) = make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
 }
 
+// Stores a at i and c at i + gap (a pair of values, or of four-value
+// vectors), unless p is null: the kernels writing an f32 output and its
+// bf16 copy skip whichever their caller does not keep.
+template <typename T> __device__ __forceinline__ void st_pair(T *p, long i, long gap, float a, float c) {
+    if (!p) return;
+    st(p, i, a);
+    st(p, i + gap, c);
+}
+template <typename T> __device__ __forceinline__ void st_pair(T *p, long i, long gap, float4 a, float4 c) {
+    if (!p) return;
+    st4(p, i, a);
+    st4(p, i + gap, c);
+}
+
 // `T *name` on the block's dynamic shared memory (sized at launch, which
 // may pass the 48 KB static limit once the function allows it).
 #ifndef DYNAMIC_SHARED

@@ -81,27 +81,15 @@ template <typename T, typename TI> __device__ void swiglu_bwd(T *dgu, const T *d
         int r = e / per_row, c = step * (e - r * per_row), gi = 2 * r * ff + c, o = r * ff + c;
         if (step == 1) {
             float2 d = swiglu_grad(ld(gu, gi), ld(gu, gi + ff), ld(dh, o));
-            if (dgu) {
-                st(dgu, gi, d.x);
-                st(dgu, gi + ff, d.y);
-            }
-            if (dgu16) {
-                st(dgu16, gi, d.x);
-                st(dgu16, gi + ff, d.y);
-            }
+            st_pair(dgu, gi, ff, d.x, d.y);
+            st_pair(dgu16, gi, ff, d.x, d.y);
             continue;
         }
         float4 g = ld4(gu, gi), u = ld4(gu, gi + ff), d = ld4(dh, o);
         float2 r0 = swiglu_grad(g.x, u.x, d.x), r1 = swiglu_grad(g.y, u.y, d.y), r2 = swiglu_grad(g.z, u.z, d.z), r3 = swiglu_grad(g.w, u.w, d.w);
         float4 dg = make_float4(r0.x, r1.x, r2.x, r3.x), du = make_float4(r0.y, r1.y, r2.y, r3.y);
-        if (dgu) {
-            st4(dgu, gi, dg);
-            st4(dgu, gi + ff, du);
-        }
-        if (dgu16) {
-            st4(dgu16, gi, dg);
-            st4(dgu16, gi + ff, du);
-        }
+        st_pair(dgu, gi, ff, dg, du);
+        st_pair(dgu16, gi, ff, dg, du);
     }
 }
 

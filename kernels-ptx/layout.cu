@@ -105,15 +105,10 @@ __device__ void qkv_from_tokens(OQ *q, OKV *k, OKV *v, const TS *src, const floa
         }
         if (hh < hq + hkv) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, 1.0f);
         if (hh < hq) {
-            long o = head_major_at(q_slots[row], q_cap, hq, hh, hd, i);
-            st4(q, o, a);
-            st4(q, o + half, c);
+            st_pair(q, head_major_at(q_slots[row], q_cap, hq, hh, hd, i), half, a, c);
         } else {
             bool is_v = hh >= hq + hkv;
-            long o = head_major_at(kv_slots[row], kv_cap, hkv, hh - hq - (is_v ? hkv : 0), hd, i);
-            OKV *dst = is_v ? v : k;
-            st4(dst, o, a);
-            st4(dst, o + half, c);
+            st_pair(is_v ? v : k, head_major_at(kv_slots[row], kv_cap, hkv, hh - hq - (is_v ? hkv : 0), hd, i), half, a, c);
         }
     }
 }
@@ -131,14 +126,8 @@ __device__ void tokens_from_qkv(float *dst, const TS *dq, const TS *dk, const TS
         float4 a = ld4(src, s), c = ld4(src, s + half);
         if (hh < hq + hkv) rotate4(a, c, cos_t, sin_t, (long)positions[row] * half + i, -1.0f);
         long o = ((long)row * heads + hh) * hd + i;
-        if (dst) {
-            st4(dst, o, a);
-            st4(dst, o + half, c);
-        }
-        if (dst16) {
-            st4(dst16, o, a);
-            st4(dst16, o + half, c);
-        }
+        st_pair(dst, o, half, a, c);
+        st_pair(dst16, o, half, a, c);
     }
 }
 
