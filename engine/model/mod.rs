@@ -11,7 +11,7 @@ pub mod weights;
 
 pub use config::{Arch, ModelConfig};
 pub use kv_cache::KvCache;
-pub use params::{param_specs, tensor_specs, Params, TensorSpec};
+pub use params::{param_specs, Params, TensorSpec};
 pub use step_buffers::StepBuffers;
 pub use training::{Batch, TrainState};
 pub use transformer::Transformer;

@@ -12,7 +12,7 @@ use std::ops::Range;
 /// (q/k/v into one projection, gate and up into one: one matmul reads the
 /// normed activations once, and the backward sums their input gradients in
 /// one matmul instead of three read-modify-writes). Files always hold the
-/// HF tensors ([`tensor_specs`]).
+/// HF tensors ([`TensorSpec::hf_parts`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorSpec {
     pub name: String,
@@ -105,14 +105,9 @@ pub fn param_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
     s
 }
 
-/// The HF tensors of a model, in the order its files list them.
-pub fn tensor_specs(cfg: &ModelConfig) -> Vec<TensorSpec> {
-    param_specs(cfg).iter().flat_map(|s| s.hf_parts().into_iter().map(|(t, _)| t)).collect()
-}
-
 impl Params<Vec<f32>> {
-    /// Builds host parameters from HF tensors (`read` in [`tensor_specs`]
-    /// order), stacking the ones the engine fuses.
+    /// Builds host parameters from HF tensors (`read` is asked for each, in
+    /// file order), stacking the ones the engine fuses.
     pub fn try_from_hf(cfg: &ModelConfig, mut read: impl FnMut(&TensorSpec) -> Result<Vec<f32>>) -> Result<Params<Vec<f32>>> {
         Params::try_build(cfg, |spec| {
             let mut values = Vec::with_capacity(spec.numel());
@@ -123,7 +118,7 @@ impl Params<Vec<f32>> {
         })
     }
 
-    /// Every HF tensor with its values, in [`tensor_specs`] order.
+    /// Every HF tensor with its values, in file order.
     pub fn hf_tensors(&self, cfg: &ModelConfig) -> Vec<(TensorSpec, &[f32])> {
         let specs = param_specs(cfg);
         specs.iter().zip(self.iter()).flat_map(|(s, v)| s.hf_parts().into_iter().map(move |(t, r)| (t, &v[r]))).collect()
