@@ -123,6 +123,12 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
     named("qkv_from_tokens_bf16_bf16_from_bf16");
     assert!(named("flash_fwd_d64_bf16")["threads"].as_u64().unwrap() > 0);
     assert!(stderr.contains("| kernel (of the 8 slowest families) | threads | registers |"), "{stderr}");
+    // Each tuned variant with its launch: the wide backward's dynamic shared memory, the one-tile forward's 8 warps.
+    let resources = |k: &str| v["tuning"].as_array().unwrap().iter().find(|t| t["kernel"] == k).unwrap()["resources"].clone();
+    assert_eq!(resources("flash_bwd_d64_bf16_wide")["dynamic_smem_bytes"], 74752);
+    assert_eq!(resources("flash_fwd_d64_bf16_one_tile")["threads"], 256);
+    assert_eq!(resources("flash_fwd_d64_bf16")["threads"], 128);
+    assert!(stderr.contains("tuned: flash_bwd_d64_bf16_wide "), "{stderr}");
     // The head_dim-64 flash forward and backward were tuned once each, among their variants.
     let tuned: Vec<(&str, bool)> =
         v["tuning"].as_array().unwrap().iter().map(|t| (t["kernel"].as_str().unwrap(), t["chosen"].as_bool().unwrap())).collect();

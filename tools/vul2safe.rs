@@ -584,7 +584,19 @@ fn run(cli: Cli) -> Result<()> {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
                     }
                     for t in g.tunings() {
-                        eprintln!("tuned: {} {:.3} ms{}", t.kernel, t.ms, if t.chosen { " (kept)" } else { "" });
+                        let r = &t.resources;
+                        eprintln!(
+                            "tuned: {} {:.3} ms, {} threads, {} registers, {} spill bytes, {} + {} bytes smem, {} blocks/SM{}",
+                            t.kernel,
+                            t.ms,
+                            r.threads,
+                            r.registers,
+                            r.spill_bytes,
+                            r.static_smem_bytes,
+                            r.dynamic_smem_bytes,
+                            r.blocks_per_sm,
+                            if t.chosen { " (kept)" } else { "" }
+                        );
                     }
                     v["tuning"] = serde_json::to_value(g.tunings())?;
                     if profile {
@@ -692,10 +704,11 @@ fn print_profile(
     eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
     let slowest: Vec<&str> = p.families.iter().take(8).map(|f| f.family.as_str()).collect();
     eprintln!(
-        "\n| kernel (of the 8 slowest families) | threads | registers | spill bytes | static smem | blocks/SM |\n|---|---|---|---|---|---|"
+        "\n| kernel (of the 8 slowest families) | threads | registers | spill bytes | smem static + dynamic | blocks/SM |\n|---|---|---|---|---|---|"
     );
     for k in p.kernels.iter().filter(|k| slowest.contains(&family_of(&k.kernel))) {
-        eprintln!("| {} | {} | {} | {} | {} | {} |", k.kernel, k.threads, k.registers, k.spill_bytes, k.static_smem_bytes, k.blocks_per_sm);
+        let smem = format!("{} + {}", k.static_smem_bytes, k.dynamic_smem_bytes);
+        eprintln!("| {} | {} | {} | {} | {smem} | {} |", k.kernel, k.threads, k.registers, k.spill_bytes, k.blocks_per_sm);
     }
     v["profile"] = serde_json::to_value(&p.families)?;
     v["kernels"] = serde_json::to_value(&p.kernels)?;

@@ -157,9 +157,11 @@ impl Cuda {
         let variants: &[&str] = if sh.head_dim == 64 { &["", "_one_tile"] } else { &[""] };
         // Queries within a power of two share a choice (prefills and training batches vary).
         let shape = [(sh.q_heads * spans.len()).next_power_of_two(), longest.next_power_of_two()];
-        self.launch_tuned(&kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv), variants, &shape, |kernel| {
+        let config = |kernel: &str| {
             let tiles = if kernel.ends_with("_one_tile") { 1 } else { flash_fwd_tiles(sh.head_dim) };
-            let cfg = per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len());
+            per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len())
+        };
+        self.launch_tuned(&kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv), variants, &shape, config, |kernel, cfg| {
             launch!(self, kernel, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale)
         });
     }
@@ -256,9 +258,9 @@ impl Cuda {
         let variants: &[&str] = if sh.head_dim == 64 { &FLASH_BWD_D64_VARIANTS } else { &[""] };
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
-        self.launch_tuned(&name("flash_bwd"), variants, &shape, |kernel| {
-            let shared_mem_bytes = if kernel.ends_with("_wide") { FLASH_BWD_WIDE_SMEM } else { 0 };
-            let cfg = LaunchConfig { shared_mem_bytes, ..cfg };
+        let config =
+            |kernel: &str| LaunchConfig { shared_mem_bytes: if kernel.ends_with("_wide") { FLASH_BWD_WIDE_SMEM } else { 0 }, ..cfg };
+        self.launch_tuned(&name("flash_bwd"), variants, &shape, config, |kernel, cfg| {
             launch!(self, kernel, cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale)
         });
         let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);

@@ -184,7 +184,7 @@ macro_rules! launch {
             b.arg(a);
         )+
         if $self.issue(note) {
-            let _timed = $self.timed($name, Some(cfg.block_dim.0));
+            let _timed = $self.timed($name, Some((cfg.block_dim.0, cfg.shared_mem_bytes)));
             // SAFETY: every kernel's argument list matches its extern "C" signature
             // in kernels-ptx/, and buffer sizes are checked by the callers.
             unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));

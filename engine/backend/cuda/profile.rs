@@ -21,8 +21,8 @@ struct Span {
 #[derive(Default)]
 struct Collected {
     spans: Vec<Span>,
-    /// Each kernel launched, with its threads per block.
-    launched: BTreeMap<String, u32>,
+    /// Each kernel launched, with its threads per block and dynamic shared memory.
+    launched: BTreeMap<String, (u32, u32)>,
 }
 
 /// What profiling collects; `None` while it is off.
@@ -59,6 +59,7 @@ pub struct FamilyTime {
 pub struct KernelResources {
     pub kernel: String,
     pub threads: u32,
+    pub dynamic_smem_bytes: u32,
     pub registers: i32,
     /// Local memory per thread: register spills (and local arrays).
     pub spill_bytes: i32,
@@ -96,12 +97,13 @@ impl Cuda {
     }
 
     /// A guard timing the work queued until it drops, when profiling is on;
-    /// `threads`: a kernel of ours, launched with that many per block.
-    pub(crate) fn timed(&self, kernel: &str, threads: Option<u32>) -> Option<Timed<'_>> {
+    /// `launch`: a kernel of ours, launched with these threads per block and
+    /// bytes of dynamic shared memory.
+    pub(crate) fn timed(&self, kernel: &str, launch: Option<(u32, u32)>) -> Option<Timed<'_>> {
         let mut collected = self.profile.0.lock().expect("profile lock");
         let c = collected.as_mut()?;
-        if let Some(t) = threads {
-            c.launched.insert(kernel.to_string(), t);
+        if let Some(l) = launch {
+            c.launched.insert(kernel.to_string(), l);
         }
         drop(collected);
         Some(Timed { cuda: self, family: family_of(kernel).to_string(), start: Some(self.event()) })
@@ -130,22 +132,25 @@ impl Cuda {
         }
         let mut rows: Vec<FamilyTime> = by_family.into_iter().map(|(family, (calls, ms))| FamilyTime { family, calls, ms }).collect();
         rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-        let kernels = c.launched.into_iter().map(|(kernel, threads)| self.resources(kernel, threads)).collect();
+        let kernels = c.launched.into_iter().map(|(kernel, (threads, dynamic))| self.resources(&kernel, threads, dynamic)).collect();
         Profile { families: rows, kernels }
     }
 
-    fn resources(&self, kernel: String, threads: u32) -> KernelResources {
-        let f = self.kernel(&kernel);
+    /// What the driver compiled for `kernel`, and how many blocks of
+    /// `threads` with `dynamic_smem` bytes fit on an SM.
+    pub(crate) fn resources(&self, kernel: &str, threads: u32, dynamic_smem: u32) -> KernelResources {
+        let f = self.kernel(kernel);
         let attr = |a| f.get_attribute(a).unwrap_or_else(|e| panic!("reading {kernel}'s attributes: {e}"));
         KernelResources {
             registers: attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_NUM_REGS),
             spill_bytes: attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES),
             static_smem_bytes: attr(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES),
             blocks_per_sm: f
-                .occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)
+                .occupancy_max_active_blocks_per_multiprocessor(threads, dynamic_smem as usize, None)
                 .unwrap_or_else(|e| panic!("reading {kernel}'s occupancy: {e}")),
-            kernel,
+            kernel: kernel.to_string(),
             threads,
+            dynamic_smem_bytes: dynamic_smem,
         }
     }
 }

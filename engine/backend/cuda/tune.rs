@@ -4,7 +4,9 @@
 //! second run, after a warm-up) with CUDA events and keeps the winner for
 //! the backend's life.
 
+use super::profile::KernelResources;
 use super::Cuda;
+use cudarc::driver::LaunchConfig;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -16,38 +18,51 @@ pub(crate) struct Choices {
     pinned: Mutex<Option<usize>>,
 }
 
-/// A variant's time in one tuning run.
+/// A variant's time in one tuning run, and what the driver compiled for it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Timing {
     pub kernel: String,
     pub ms: f64,
     pub chosen: bool,
+    pub resources: KernelResources,
 }
 
 impl Cuda {
-    /// Runs `launch(kernel + suffix)` with the fastest of `suffixes` for
-    /// `shape`, timing each first when this shape is new (outside a repeated
-    /// step's pass, whose launches must not change: graph.rs). The chosen
-    /// variant runs last, so its outputs are the ones left.
-    pub(crate) fn launch_tuned(&self, kernel: &str, suffixes: &[&str], shape: &[usize], launch: impl Fn(&str)) {
+    /// Runs `launch(kernel + suffix, config(kernel + suffix))` with the
+    /// fastest of `suffixes` for `shape`, timing each first when this shape
+    /// is new (outside a repeated step's pass, whose launches must not
+    /// change: graph.rs). The chosen variant runs last, so its outputs are
+    /// the ones left.
+    pub(crate) fn launch_tuned(
+        &self,
+        kernel: &str,
+        suffixes: &[&str],
+        shape: &[usize],
+        config: impl Fn(&str) -> LaunchConfig,
+        launch: impl Fn(&str, LaunchConfig),
+    ) {
         let key = (kernel.to_string(), shape.to_vec());
         let name = |i: usize| format!("{kernel}{}", suffixes[i]);
+        let run = |i: usize| {
+            let n = name(i);
+            launch(&n, config(&n))
+        };
         if let Some(i) = *self.choices.pinned.lock().expect("tuning lock") {
-            return launch(&name(i.min(suffixes.len() - 1)));
+            return run(i.min(suffixes.len() - 1));
         }
         let known = self.choices.chosen.lock().expect("tuning lock").get(&key).copied();
         if let Some(i) = known {
-            return launch(&name(i));
+            return run(i);
         }
         if suffixes.len() == 1 || self.in_pass() {
-            return launch(&name(0));
+            return run(0);
         }
         let ms: Vec<f64> = (0..suffixes.len())
             .map(|i| {
                 // A first launch may load the function and finds cold caches: time the second.
-                launch(&name(i));
+                run(i);
                 let start = self.event();
-                launch(&name(i));
+                run(i);
                 let end = self.event();
                 end.synchronize().expect("waiting for a tuning run");
                 start.elapsed_ms(&end).expect("reading a tuning run's time") as f64
@@ -56,9 +71,13 @@ impl Cuda {
         let best = (0..ms.len()).min_by(|&a, &b| ms[a].total_cmp(&ms[b])).expect("at least one variant");
         self.choices.chosen.lock().expect("tuning lock").insert(key, best);
         let mut timings = self.tunings.lock().expect("tuning lock");
-        timings.extend(ms.iter().enumerate().map(|(i, &ms)| Timing { kernel: name(i), ms, chosen: i == best }));
+        timings.extend(ms.iter().enumerate().map(|(i, &ms)| {
+            let (kernel, cfg) = (name(i), config(&name(i)));
+            let resources = self.resources(&kernel, cfg.block_dim.0, cfg.shared_mem_bytes);
+            Timing { kernel, ms, chosen: i == best, resources }
+        }));
         if best != ms.len() - 1 {
-            launch(&name(best));
+            run(best);
         }
     }
 
