@@ -583,22 +583,7 @@ fn run(cli: Cli) -> Result<()> {
                     if let Some(peak) = vul2safe::bench::bf16_peak_flops(&name) {
                         v["mfu_vs_bf16_peak"] = ((tflops * 1e12 / peak * 1000.0).round() / 1000.0).into();
                     }
-                    for t in g.tunings() {
-                        let r = &t.resources;
-                        eprintln!(
-                            "tuned: {} {:.3} ms, {} threads, {} registers, {} spill bytes, {} + {} bytes smem, {} blocks/SM{}",
-                            t.kernel,
-                            t.ms,
-                            r.threads,
-                            r.registers,
-                            r.spill_bytes,
-                            r.static_smem_bytes,
-                            r.dynamic_smem_bytes,
-                            r.blocks_per_sm,
-                            if t.chosen { " (kept)" } else { "" }
-                        );
-                    }
-                    v["tuning"] = serde_json::to_value(g.tunings())?;
+                    print_tunings(&mut v, &g)?;
                     if profile {
                         let prof = g.take_profile();
                         if let Some([f, b, t]) = vul2safe::bench::flash_tflops(&prof.families, &cfg, batch, seq, steps) {
@@ -643,6 +628,7 @@ fn run(cli: Cli) -> Result<()> {
                             g.start_profile()
                         }
                     })?;
+                    print_tunings(&mut v, &g)?;
                     v["graphs"] = (g.graphs_enabled() && !profile).into();
                     v["graph_steps"] = (g.graph_replays() - replays).into();
                     if profile {
@@ -681,6 +667,29 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Prints each tuned kernel variant's time and resources to stderr and puts
+/// them into `v` ("tuning").
+fn print_tunings(v: &mut serde_json::Value, g: &vul2safe::backend::cuda::Cuda) -> Result<()> {
+    let tunings = g.tunings();
+    for t in &tunings {
+        let r = &t.resources;
+        eprintln!(
+            "tuned: {} {:.3} ms, {} threads, {} registers, {} spill bytes, {} + {} bytes smem, {} blocks/SM{}",
+            t.kernel,
+            t.ms,
+            r.threads,
+            r.registers,
+            r.spill_bytes,
+            r.static_smem_bytes,
+            r.dynamic_smem_bytes,
+            r.blocks_per_sm,
+            if t.chosen { " (kept)" } else { "" }
+        );
+    }
+    v["tuning"] = serde_json::to_value(tunings)?;
     Ok(())
 }
 
