@@ -1,8 +1,8 @@
-//! Kernels compiled in several variants of the same code (other register
-//! budgets, so bit-identical results) run the variant that is fastest on
-//! this card: the first launch of each shape times every variant (its
-//! second run, after a warm-up) with CUDA events and keeps the winner for
-//! the backend's life.
+//! Kernels compiled in several variants of the same arithmetic in the same
+//! order (other register budgets or tile shapes, so bit-identical results)
+//! run the variant that is fastest on this card: the first launch of each
+//! shape times every variant (its second run, after a warm-up) with CUDA
+//! events and keeps the winner for the backend's life.
 
 use super::profile::KernelResources;
 use super::Cuda;
