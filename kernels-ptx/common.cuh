@@ -19,11 +19,13 @@ __device__ __forceinline__ float4 ld4(const bf16 *p, long i) {
     float2 hi = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&u.y));
     return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
-__device__ __forceinline__ void st4(float *p, long i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
-__device__ __forceinline__ void st4(bf16 *p, long i, float4 v) {
-    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
-    *reinterpret_cast<uint2 *>(p + i) = make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
+// Four f32 rounded to bf16, packed for one 8-byte store.
+__device__ __forceinline__ uint2 to_bf16x4(float4 x) {
+    __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
+    return make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
 }
+__device__ __forceinline__ void st4(float *p, long i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
+__device__ __forceinline__ void st4(bf16 *p, long i, float4 v) { *reinterpret_cast<uint2 *>(p + i) = to_bf16x4(v); }
 
 // Stores a at i and c at i + gap (a pair of values, or of four-value
 // vectors), unless p is null: the kernels writing an f32 output and its

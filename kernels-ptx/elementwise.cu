@@ -122,9 +122,7 @@ INSTANTIATE_SWIGLU(bf16, bf16in_f32)
 extern "C" __global__ void cast_f32_to_bf16(bf16 *out, const float *in, long n) {
     long quads = n / 4;
     FOR_EACH(i, quads) {
-        float4 x = reinterpret_cast<const float4 *>(in)[i];
-        __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
-        reinterpret_cast<uint2 *>(out)[i] = make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
+        reinterpret_cast<uint2 *>(out)[i] = to_bf16x4(reinterpret_cast<const float4 *>(in)[i]);
     }
     FOR_EACH(i, n - quads * 4) out[quads * 4 + i] = __float2bfloat16(in[quads * 4 + i]);
 }

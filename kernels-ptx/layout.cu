@@ -8,24 +8,24 @@
 // the 64-bit divisions of an element-wise loop cost more than the copy.
 #include "common.cuh"
 
-// Four f32 rounded to bf16, as one 8-byte store.
-__device__ __forceinline__ uint2 to_bf16x4(float4 x) {
-    __nv_bfloat162 lo = __floats2bfloat162_rn(x.x, x.y), hi = __floats2bfloat162_rn(x.z, x.w);
-    return make_uint2(*reinterpret_cast<unsigned *>(&lo), *reinterpret_cast<unsigned *>(&hi));
-}
-
 // Stores a vector as it came, or four f32 rounded into a bf16 cache.
 template <typename V> __device__ __forceinline__ void put(V *dst, long i, V x) { dst[i] = x; }
 __device__ __forceinline__ void put(uint2 *dst, long i, float4 x) { dst[i] = to_bf16x4(x); }
 
-// Into storage of src's type, or f32 into a bf16 cache (the KV-cache write).
+// Element `i` of head `h` (of `heads`) at `slot` in a head-major operand of rows of `cap` positions.
+__device__ __forceinline__ long head_major_at(unsigned slot, int cap, int heads, int h, int hd, int i) {
+    unsigned b = slot / cap, pos = slot - b * cap;
+    return (((long)b * heads + h) * cap + pos) * hd + i;
+}
+
+// Into storage of src's type, or f32 into a bf16 cache (the KV-cache write);
+// positions count in vectors of four values.
 template <typename VD, typename VS>
 __device__ void to_head_major(VD *dst, const VS *src, int rows, int heads, int hd4, int cap, const unsigned *slots) {
     int per_row = heads * hd4;
     for (int k = blockIdx.x * blockDim.x + threadIdx.x; k < rows * per_row; k += gridDim.x * blockDim.x) {
         int row = k / per_row, j = k - row * per_row, h = j / hd4, d = j - h * hd4;
-        unsigned slot = slots[row], b = slot / cap, pos = slot - b * cap;
-        put(dst, (((long)b * heads + h) * cap + pos) * hd4 + d, src[k]);
+        put(dst, head_major_at(slots[row], cap, heads, h, hd4, d), src[k]);
     }
 }
 
@@ -81,12 +81,6 @@ __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t
                             a.w * co.w - c.w * sign * si.w);
     c = make_float4(c.x * co.x + a.x * sign * si.x, c.y * co.y + a.y * sign * si.y, c.z * co.z + a.z * sign * si.z, c.w * co.w + a.w * sign * si.w);
     a = x0;
-}
-
-// Element `i` of head `h` (of `heads`) at `slot` in a head-major operand of rows of `cap` positions.
-__device__ __forceinline__ long head_major_at(unsigned slot, int cap, int heads, int h, int hd, int i) {
-    unsigned b = slot / cap, pos = slot - b * cap;
-    return (((long)b * heads + h) * cap + pos) * hd + i;
 }
 
 template <typename OQ, typename OKV, typename TS>
