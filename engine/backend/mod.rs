@@ -202,8 +202,7 @@ pub trait Backend: Sync {
     /// autocast keeps these outputs). Only `matmul` (as the output, not
     /// accumulating, or as an input), `qkv_from_tokens` (as the source, into
     /// attention operands), `to_head_major` (as the source, into an attention
-    /// operand),
-    /// `swiglu_fwd` and `swiglu_bwd` (as `gate_up`), the loss ops
+    /// operand), `swiglu_fwd` and `swiglu_bwd` (as `gate_up`), the loss ops
     /// (`cross_entropy_inplace`, `logprob_entropy`, `logit_grad_inplace`,
     /// which write the gradient in its storage), `copy_range` between such
     /// buffers, `fill_zero` and `download` take it.

@@ -43,10 +43,20 @@ const FLASH_BWD_D64_VARIANTS: [&str; 3] = ["", "_two_blocks", "_wide"];
 /// Dynamic shared memory of the wide variant: flash.cu's `WideBwdSmem` (K
 /// and dSᵀ tiles for 128 keys, two stages of 64-query Q and dO tiles and
 /// their row statistics).
-pub(super) const FLASH_BWD_WIDE_SMEM: u32 = {
+const FLASH_BWD_WIDE_SMEM: u32 = {
     let (d, qt, keys, stages) = (64, 64, 128, 2);
     (2 * (stages * 2 * qt * (d + 8) + keys * (d + 8) + keys * (qt + 8)) + 4 * stages * 2 * qt) as u32
 };
+
+/// Bytes of dynamic shared memory kernel `name` is launched with (0 for
+/// all but the wide flash backward variants).
+pub(super) fn dynamic_smem(name: &str) -> u32 {
+    if name.starts_with("flash_bwd_d64") && name.ends_with("_wide") {
+        FLASH_BWD_WIDE_SMEM
+    } else {
+        0
+    }
+}
 
 /// One block of `block_rows / (16 · tiles)` warps per `block_rows` rows of a
 /// flash kernel whose warps take `tiles` 16-row tiles, on a `(heads, batch)`
@@ -258,8 +268,7 @@ impl Cuda {
         let variants: &[&str] = if sh.head_dim == 64 { &FLASH_BWD_D64_VARIANTS } else { &[""] };
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
-        let config =
-            |kernel: &str| LaunchConfig { shared_mem_bytes: if kernel.ends_with("_wide") { FLASH_BWD_WIDE_SMEM } else { 0 }, ..cfg };
+        let config = |kernel: &str| LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg };
         self.launch_tuned(&name("flash_bwd"), variants, &shape, config, |kernel, cfg| {
             launch!(self, kernel, cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale)
         });

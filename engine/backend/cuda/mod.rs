@@ -229,11 +229,11 @@ impl Cuda {
             let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(*ptx)).with_context(|| format!("loading kernel family {family}"))?;
             for name in entry_points(ptx) {
                 let f = module.load_function(name).with_context(|| format!("{family}: kernel {name}"))?;
-                if name.starts_with("flash_bwd_d64") && name.ends_with("_wide") {
+                let smem = attention::dynamic_smem(name);
+                if smem > 0 {
                     // Past the 48 KB a launch gets unless the function allows more.
                     let most = sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
-                    f.set_attribute(most, attention::FLASH_BWD_WIDE_SMEM as i32)
-                        .with_context(|| format!("{name}: allowing its shared memory"))?;
+                    f.set_attribute(most, smem as i32).with_context(|| format!("{name}: allowing its shared memory"))?;
                 }
                 kernels.insert(name.to_string(), f);
             }

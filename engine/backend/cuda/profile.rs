@@ -102,7 +102,7 @@ impl Cuda {
     pub(crate) fn timed(&self, kernel: &str, launch: Option<(u32, u32)>) -> Option<Timed<'_>> {
         let mut collected = self.profile.0.lock().expect("profile lock");
         let c = collected.as_mut()?;
-        if let Some(l) = launch {
+        if let Some(l) = launch.filter(|_| !c.launched.contains_key(kernel)) {
             c.launched.insert(kernel.to_string(), l);
         }
         drop(collected);
