@@ -482,7 +482,9 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
                 dst[0] = acc[n][2 * hi];
                 dst[1] = acc[n][2 * hi + 1];
             }
-        __syncthreads();  // dS and this tile's buffers are free for the next tile
+        // No barrier here: the next tile's fetch refills buffers last read
+        // before the one above, and dSᵀ is rewritten only after the next
+        // tile's first barrier, which every warp reaches once done with it.
     }
     store_rows<D>(dk, qbase, key0, tlen, dka, scale, scale);
     store_rows<D>(dv, qbase, key0, tlen, dva, 1.0f, 1.0f);

@@ -65,6 +65,36 @@ fn sft_and_ppo_run_through_the_binary_on_the_emulated_driver() {
     }
 }
 
+/// The flash attention cases again with the kernels under ThreadSanitizer
+/// (tools/kernel-emu/race.hpp): every pair of accesses by two threads of a
+/// block to the same shared or global memory must be ordered by a barrier
+/// or a cp.async wait, whatever the schedule. Runs this binary's own cases
+/// in a child process with the sanitizer's runtime preloaded.
+#[test]
+fn flash_kernels_are_race_free_under_thread_sanitizer() {
+    if kernel_emu::emulated_cuda().is_none() {
+        return;
+    }
+    let Some(tsan) = kernel_emu::thread_sanitizer_runtime() else {
+        eprintln!("SKIPPED: g++ has no ThreadSanitizer runtime (libtsan.so)");
+        return;
+    };
+    for case in ["cases::flash_attention_matches_the_cpu_at_bf16_tolerance", "cases::flash_variants_agree_bit_for_bit_and_tuning_keeps_one"]
+    {
+        let o = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([case, "--exact", "--test-threads", "1"])
+            .env("KERNEL_EMU_TSAN", "1")
+            // The engine's own (uninstrumented) copies are not the kernels' races.
+            .env("TSAN_OPTIONS", "ignore_noninstrumented_modules=1")
+            .env("LD_PRELOAD", &tsan)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!stderr.contains("ThreadSanitizer"), "{case}:\n{stderr}");
+        assert!(o.status.success() && stdout.contains("1 passed"), "{case}: {}\n{stdout}\n{stderr}", o.status);
+    }
+}
+
 /// `bench generate` on the emulated driver: decode steps run as CUDA graphs
 /// unless `--no-graphs` or VUL2SAFE_CUDA_GRAPHS=0 says otherwise, and any
 /// other value of the variable is refused with a message naming it.

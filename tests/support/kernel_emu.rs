@@ -33,6 +33,8 @@ pub fn emulated_cuda() -> Option<&'static EmulatedCuda> {
         let out = Command::new("bash")
             .arg(root.join("tools/kernel-emu/build"))
             .env("KERNEL_EMU_OUT", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kernel-emu"))
+            // A sanitizer runtime preloaded into the tests is not for the compiler.
+            .env_remove("LD_PRELOAD")
             .output()
             .map_err(|e| format!("running tools/kernel-emu/build: {e}"))?;
         match out.status.code() {
@@ -92,4 +94,13 @@ pub fn load_emulated_cuda() -> bool {
         panic!("loading the kernel emulator failed: {why}");
     }
     true
+}
+
+/// GCC's ThreadSanitizer runtime, to preload for `KERNEL_EMU_TSAN=1`
+/// (tools/kernel-emu/race.hpp); None when g++ has none.
+pub fn thread_sanitizer_runtime() -> Option<PathBuf> {
+    let out = Command::new("g++").arg("-print-file-name=libtsan.so").output().ok()?;
+    // Without the library g++ prints the bare name back.
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    (out.status.success() && path.is_absolute() && path.exists()).then_some(path)
 }

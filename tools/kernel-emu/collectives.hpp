@@ -69,21 +69,19 @@ inline void resolve_mma(Lane *w) {
 }
 
 // ldmatrix.sync.aligned.m8n8.x2[.trans].shared.b16: lanes 8i..8i+7 give the
-// 16-byte-aligned addresses of rows 0-7 of matrix i. Lane l receives, in
-// register i, row l/4 columns 2(l%4), 2(l%4)+1 of matrix i; with .trans,
-// rows 2(l%4), 2(l%4)+1 of column l/4.
+// 16-byte-aligned addresses of rows 0-7 of matrix i (each such lane has read
+// its row into in[0..1]). Lane l receives, in register i, row l/4 columns
+// 2(l%4), 2(l%4)+1 of matrix i; with .trans, rows 2(l%4), 2(l%4)+1 of column l/4.
 inline void resolve_ldmatrix(Lane *w, bool trans) {
-    for (int lane = 0; lane < 16; lane++)
-        if (reinterpret_cast<uintptr_t>(w[lane].addr) % 16 != 0) fail("ldmatrix row address not 16-byte aligned");
     for (int lane = 0; lane < 32; lane++)
         for (int i = 0; i < 2; i++) {
             uint16_t lo, hi;
             if (trans) {
-                lo = bf16_at(w[8 * i + 2 * (lane % 4)].addr, lane / 4);
-                hi = bf16_at(w[8 * i + 2 * (lane % 4) + 1].addr, lane / 4);
+                lo = bf16_at(w[8 * i + 2 * (lane % 4)].in, lane / 4);
+                hi = bf16_at(w[8 * i + 2 * (lane % 4) + 1].in, lane / 4);
             } else {
-                lo = bf16_at(w[8 * i + lane / 4].addr, 2 * (lane % 4));
-                hi = bf16_at(w[8 * i + lane / 4].addr, 2 * (lane % 4) + 1);
+                lo = bf16_at(w[8 * i + lane / 4].in, 2 * (lane % 4));
+                hi = bf16_at(w[8 * i + lane / 4].in, 2 * (lane % 4) + 1);
             }
             w[lane].out[i] = uint64_t(lo) | (uint64_t(hi) << 16);
         }
@@ -117,8 +115,13 @@ inline void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], unsigned b0, uns
     for (int e = 0; e < 4; e++) d[e] = __uint_as_float(unsigned(me().out[e]));
 }
 
+// Only lanes 0-15 give rows (the others' addresses are not read); each
+// reads its own, so the race check sees the read in the lane that made it.
 inline void ldmatrix_x2(unsigned &r0, unsigned &r1, const void *row, bool trans) {
-    me().addr = row;
+    if (run->current % 32 < 16) {
+        if (reinterpret_cast<uintptr_t>(row) % 16 != 0) fail("ldmatrix row address not 16-byte aligned");
+        std::memcpy(me().in, row, 16);
+    }
     collective(trans ? Op::LdmatrixTrans : Op::Ldmatrix, 0xffffffffu);
     r0 = unsigned(me().out[0]);
     r1 = unsigned(me().out[1]);
@@ -138,7 +141,12 @@ inline void cp_async(void *dst, const void *src, unsigned bytes, bool fill) {
     if (reinterpret_cast<uintptr_t>(dst) % bytes != 0 || (fill && reinterpret_cast<uintptr_t>(src) % bytes != 0))
         return fail("cp.async addresses must be aligned to the copy size");
     Copy c{dst, src, bytes, fill};
-    if (next_random(run->random) & 1)
+    bool at_issue;
+    {
+        race::Internal internal;
+        at_issue = next_random(run->random) & 1;
+    }
+    if (at_issue)
         land(c);
     else
         me().open.push_back(c);
@@ -165,4 +173,9 @@ template <typename T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta
     unsigned lane = threadIdx.x & 31;
     return emu::shuffle_from(v, mask, lane >= delta ? lane - delta : lane);
 }
-inline void __syncthreads() { emu::wait(emu::State::AtBarrier); }
+inline void __syncthreads() {
+    unsigned generation = emu::me().barriers++;
+    emu::race::barrier_arrive(generation);
+    emu::wait(emu::State::AtBarrier);
+    emu::race::barrier_leave(generation);
+}

@@ -79,6 +79,10 @@ struct Graph {
 // a kernel writing past a buffer's end fails the launch that did it.
 constexpr size_t GUARD = 256;  // keeps the 256-byte alignment the driver promises
 constexpr unsigned char GUARD_BYTE = 0xA5;
+// A fresh allocation's contents are undefined on a GPU (and a pooled one
+// holds its last user's data): they start as NaN in f32 and bf16 here, so a
+// kernel or copy reading what nothing wrote shows in the results.
+constexpr unsigned char FRESH_BYTE = 0xFF;
 
 // KERNEL_EMU_DRY_RUN: launches, device-to-device copies and large memsets
 // (the GPU's own work) do nothing, kernels need no family library, and fresh
@@ -275,7 +279,10 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
     if (capturing) return refused_in_capture("allocation");
     char *m = (char *)std::aligned_alloc(GUARD, GUARD + (bytes + GUARD - 1) / GUARD * GUARD + GUARD);
     if (!m) return OUT_OF_MEMORY;
-    if (dry_run && bytes <= DRY_RUN_ZEROED) std::memset(m + GUARD, 0, bytes);
+    if (!dry_run)
+        std::memset(m + GUARD, FRESH_BYTE, bytes);
+    else if (bytes <= DRY_RUN_ZEROED)
+        std::memset(m + GUARD, 0, bytes);
     std::memset(m, GUARD_BYTE, GUARD);
     std::memset(m + GUARD + bytes, GUARD_BYTE, GUARD);
     *p = (CUdeviceptr)(m + GUARD);

@@ -5,7 +5,9 @@
 // CUDA toolkit (include/cuda_bf16.h includes it): every GPU thread runs as a
 // fiber (lanes.hpp), one block at a time, each until it reaches a barrier or
 // a warp collective (collectives.hpp), in orders drawn from a seed
-// (schedule.hpp). What this cannot show: timing, register spills, bank
-// conflicts, and the fast-math intrinsics' last-bit differences.
+// (schedule.hpp); built with ThreadSanitizer, every access is checked for
+// races by the GPU's ordering rules (race.hpp). What this cannot show:
+// timing, register spills, bank conflicts, and the fast-math intrinsics'
+// last-bit differences.
 #pragma once
 #include "registry.hpp"

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cuda_shim.hpp"
+#include "race.hpp"
 
 namespace emu {
 
@@ -31,8 +32,8 @@ struct Lane {
     bool started;
     State state;
     Op op;             // the collective it waits at
-    uint64_t in[10];   // that collective's operands (registers, a shuffle's value and source lane)
-    const void *addr;  // an ldmatrix row address
+    uint64_t in[10];   // that collective's operands (registers, a shuffle's value and source lane, an ldmatrix row)
+    unsigned barriers; // __syncthreads passed in this block
     uint64_t out[4];   // the collective's results for this lane
     std::vector<Copy> open;                 // cp.async since the last commit
     std::vector<std::vector<Copy>> groups;  // committed, oldest first
@@ -48,10 +49,12 @@ struct Run {
     void *fn = nullptr;
     const uint64_t *args = nullptr;
     uint64_t random = 0;  // the schedule's generator, also deciding when async copies land
+    unsigned block = 0;   // blocks of this launch run before the current one
 };
 inline Run *run;
 
 inline void fail(const std::string &why) {
+    race::Internal internal;
     if (run->error.empty()) run->error = why;
 }
 
@@ -59,7 +62,10 @@ inline Lane &me() { return run->lanes[run->current]; }
 
 inline void wait(State s) {
     me().state = s;
-    if (!_setjmp(me().at)) _longjmp(run->scheduler, 1);
+    if (!_setjmp(me().at)) {
+        race::to_scheduler();
+        _longjmp(run->scheduler, 1);
+    }
 }
 
 inline uint64_t next_random(uint64_t &s) {

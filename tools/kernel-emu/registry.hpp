@@ -76,21 +76,25 @@ inline const char *launch(const Entry *e, const uint64_t *args, const unsigned *
     r.random = seed ^ 0x5DEECE66Dull;
     std::vector<unsigned char> dynamic(shared);  // 16-byte aligned, as operator new aligns
     dynamic_shared = shared ? dynamic.data() : nullptr;
-    for (unsigned z = 0; z < grid[2]; z++)
-        for (unsigned y = 0; y < grid[1]; y++)
-            for (unsigned x = 0; x < grid[0]; x++) {
-                blockIdx = {x, y, z};
-                std::memset(dynamic.data(), 0xFF, shared);  // NaN in f32 and bf16: reads before writes show
-                if (!run_block(threads, seed)) {
-                    error = std::string(e->name) + " block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " + r.error;
-                    run = nullptr;
-                    dynamic_shared = nullptr;
-                    return error.c_str();
+    race::launch_begins();
+    auto blocks = [&]() -> bool {
+        for (unsigned z = 0; z < grid[2]; z++)
+            for (unsigned y = 0; y < grid[1]; y++)
+                for (unsigned x = 0; x < grid[0]; x++, r.block++) {
+                    blockIdx = {x, y, z};
+                    std::memset(dynamic.data(), 0xFF, shared);  // NaN in f32 and bf16: reads before writes show
+                    if (!run_block(threads, seed)) {
+                        error = std::string(e->name) + " block (" + std::to_string(x) + "," + std::to_string(y) + "," + std::to_string(z) + "): " + r.error;
+                        return false;
+                    }
                 }
-            }
+        return true;
+    };
+    bool ok = blocks();
+    race::launch_ends(r.block);
     run = nullptr;
     dynamic_shared = nullptr;
-    return nullptr;
+    return ok ? nullptr : error.c_str();
 }
 }  // namespace emu
 

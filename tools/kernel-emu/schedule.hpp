@@ -6,9 +6,11 @@
 namespace emu {
 
 inline void fiber_main() {
-    run->body(run->fn, run->args);
+    Run *r = run;
+    r->body(r->fn, r->args);
     me().state = State::Done;
-    _longjmp(run->scheduler, 1);
+    race::finish_lane(r->block);
+    _longjmp(r->scheduler, 1);
 }
 
 // Resumes lane i until it waits or finishes; false once the kernel misused something.
@@ -17,12 +19,15 @@ inline bool resume(unsigned i) {
     run->current = i;
     threadIdx = {i % blockDim.x, i / blockDim.x % blockDim.y, i / (blockDim.x * blockDim.y)};
     if (!_setjmp(run->scheduler)) {
-        if (l.started) {
+        bool started = l.started;
+        l.started = true;
+        unsigned block = run->block;
+        race::to_lane(i);
+        if (started) {
             _longjmp(l.at, 1);
         } else {
-            l.started = true;
-            ucontext_t unused;  // the fiber comes back through run->scheduler
-            swapcontext(&unused, &l.start);
+            race::start_lane(block);
+            setcontext(&l.start);  // the fiber comes back through run->scheduler
         }
     }
     return run->error.empty();
@@ -59,6 +64,7 @@ inline bool run_block(unsigned threads, uint64_t &seed) {
         l.started = false;
         l.open.clear();
         l.groups.clear();
+        l.barriers = 0;
         l.state = State::Ready;
     }
     unsigned warps = threads / 32;
