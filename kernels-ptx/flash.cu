@@ -277,14 +277,12 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
         if (ST == 1) {
             __syncthreads();  // every warp is done with the previous tile
             fetch(j);
-            wait_copies<0>();
-        } else if (j + 1 < tiles) {
-            fetch(j + 1);  // into the buffer the previous iteration finished with
-            wait_copies<1>();
-        } else {
-            wait_copies<0>();
         }
+        wait_copies<0>();
         __syncthreads();
+        // Past the barrier every warp is done with tile j - 1, whose buffer
+        // the next tile fills while this one is computed on: one barrier per tile.
+        if (ST == 2 && j + 1 < tiles) fetch(j + 1);
         int j0 = j * BK;
         if (j0 <= kv_len - tq + row0 + 16 * MT - 1) {  // else every key of the tile is in this warp's future
             float s[MT][BK / 8][4];
@@ -327,7 +325,6 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
             }
             scores_times_tile<D, SD, BK, MT>(o, s, vs[j % ST]);
         }
-        if (ST == 2) __syncthreads();  // the next fetch overwrites this tile's buffer
     }
     #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
@@ -434,8 +431,7 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
     if (ST == 2 && first < tiles) fetch(first);
     for (int i = first; i < tiles; i++) {
         if (ST == 1) {
-            __syncthreads();
-            fetch(i);
+            fetch(i);  // the tile's buffers were last read before the previous dSᵀ barrier
             wait_copies<0>();
         } else if (i + 1 < tiles) {
             fetch(i + 1);
