@@ -185,8 +185,7 @@ __device__ void logit_grad(T *logits, const unsigned *targets, const float *c_lo
         return;
     }
     float log_z, h;
-    row_stats(z, vocab, &log_z, &h);
-    __syncthreads();
+    row_stats(z, vocab, &log_z, &h);  // its barriers order every read of the row before the rewrite
     rewrite_row(z, z16, vocab, keep_f32, [&](int i, float x) {
         float lp = x - log_z, p = __expf(lp);
         return -cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f);
