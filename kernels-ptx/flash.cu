@@ -235,6 +235,22 @@ __device__ __forceinline__ float quad_sum(float v) {
 #define BWD_KEYS(D) ((D) <= 64 ? 128 : 64)  // keys per backward block: its K and dS tiles fit in shared memory
 #define BK 64  // keys per staged tile
 
+// s <- s · sl2 (log2 units), and -inf where the key is past the row's
+// position or the keys' end when MASK; mx <- each of the lane's two rows'
+// maximum. Tiles every row of the warp sees whole (all but the diagonal's
+// in a causal prefix) skip the compares.
+template <bool MASK>
+__device__ __forceinline__ void scale_scores(float (&s)[BK / 8][4], float (&mx)[2], int j0, int t, const int (&pos)[2], int kv_len, float sl2) {
+    #pragma unroll
+    for (int n = 0; n < BK / 8; n++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int key = j0 + n * 8 + 2 * t + (e & 1);
+            s[n][e] = !MASK || (key <= pos[e >> 1] && key < kv_len) ? s[n][e] * sl2 : -INFINITY;
+            mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
+        }
+}
+
 template <int D, typename T, typename KT = T, int MT = FWD_TILES(D)>
 __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int head_stride, int hq, int hkv,
                           int cap, float scale) {
@@ -287,17 +303,14 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
         if (j0 <= kv_len - tq + row0 + 16 * MT - 1) {  // else every key of the tile is in this warp's future
             float s[MT][BK / 8][4];
             rows_times_tile_t<D, SD, BK, MT>(s, qa, ks[j % ST]);
+            bool whole = j0 + BK - 1 <= kv_len - tq + row0 && j0 + BK <= kv_len;  // warp-uniform
             #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
                 float mx[2] = {-INFINITY, -INFINITY};
-                #pragma unroll
-                for (int n = 0; n < BK / 8; n++)
-                    #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        int key = j0 + n * 8 + 2 * t + (e & 1);
-                        s[mt][n][e] = key <= pos[mt][e >> 1] && key < kv_len ? s[mt][n][e] * sl2 : -INFINITY;
-                        mx[e >> 1] = fmaxf(mx[e >> 1], s[mt][n][e]);
-                    }
+                if (whole)
+                    scale_scores<false>(s[mt], mx, j0, t, pos[mt], kv_len, sl2);
+                else
+                    scale_scores<true>(s[mt], mx, j0, t, pos[mt], kv_len, sl2);
                 float alpha[2];
                 #pragma unroll
                 for (int r = 0; r < 2; r++) {
@@ -398,6 +411,24 @@ typedef BwdSmem<64, 64, bwd_stages<64, 64>(96 * 1024)> WideBwdSmem;
 // block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block, B,
 // Hq, T, D] in f32, which flash_dq_sum adds up in block order
 // (deterministic: no atomics).
+// The probabilities P = exp2(S · sl2 − lse) of a warp's 16 keys against a
+// tile of QT queries (zero where a query precedes the key or is past the
+// end when MASK) into s, and dS = P ∘ (dP − rowdot) into dp. Tiles whose
+// every query sees every key of the warp skip the compares.
+template <bool MASK, int QT>
+__device__ __forceinline__ void probs_and_grads(float (&s)[QT / 8][4], float (&dp)[QT / 8][4], const float *lt, const float *dt, int i0,
+                                                int key0, int g, int t, int tlen, float sl2) {
+    #pragma unroll
+    for (int n = 0; n < QT / 8; n++)
+        #pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int c = n * 8 + 2 * t + (e & 1), qi = i0 + c, j = key0 + g + 8 * (e >> 1);
+            float p = !MASK || (j <= qi && qi < tlen) ? exp2f(s[n][e] * sl2 - lt[c]) : 0.0f;
+            s[n][e] = p;
+            dp[n][e] = p * (dp[n][e] - dt[c]);
+        }
+}
+
 template <int D, typename T, int QT, int ST>
 __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
                           const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
@@ -449,13 +480,10 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
             float s[QT / 8][4], dp[QT / 8][4];
             rows_times_tile_t<D, SD, QT>(s, ka, qs[i % ST]);
             rows_times_tile_t<D, SD, QT>(dp, va, dos[i % ST]);
-            for (int n = 0; n < QT / 8; n++)
-                for (int e = 0; e < 4; e++) {
-                    int c = n * 8 + 2 * t + (e & 1), qi = i0 + c, j = key0 + g + 8 * (e >> 1);
-                    float p = j <= qi && qi < tlen ? exp2f(s[n][e] * sl2 - lt[c]) : 0.0f;
-                    s[n][e] = p;
-                    dp[n][e] = p * (dp[n][e] - dt[c]);
-                }
+            if (i0 >= key0 + 15 && i0 + QT <= tlen)  // warp-uniform: every query of the tile sees every key of the warp
+                probs_and_grads<false, QT>(s, dp, lt, dt, i0, key0, g, t, tlen, sl2);
+            else
+                probs_and_grads<true, QT>(s, dp, lt, dt, i0, key0, g, t, tlen, sl2);
             for (int n = 0; n < QT / 8; n++)
                 for (int hi = 0; hi < 2; hi++)
                     *reinterpret_cast<unsigned *>(my_ds + (g + 8 * hi) * SDS + n * 8 + 2 * t) = pack(dp[n][2 * hi], dp[n][2 * hi + 1]);
