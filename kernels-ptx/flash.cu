@@ -71,6 +71,20 @@ __device__ __forceinline__ void ldmatrix_x2_trans(unsigned &r0, unsigned &r1, co
 #endif
 }
 
+// 2^x in one special-function instruction: results below the smallest
+// normal float flush to zero (exp2f keeps them, for a few more instructions
+// per call), which no softmax sum can tell apart.
+__device__ __forceinline__ float fast_exp2(float x) {
+#ifdef KERNEL_EMULATION
+    float r = exp2f(x);
+    return r < 1.17549435e-38f ? 0.0f : r;
+#else
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+    return r;
+#endif
+}
+
 // 16 bytes from global to shared memory without passing through registers
 // (cp.async, sm_80+), or 16 zero bytes when `fill` is false. Copies are
 // grouped by commit and waited for by group: wait<N> returns once at most N
@@ -316,7 +330,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
                 for (int r = 0; r < 2; r++) {
                     float m_new = fmaxf(m[mt][r], quad_max(mx[r]));
                     float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
-                    alpha[r] = exp2f(m[mt][r] - base);
+                    alpha[r] = fast_exp2(m[mt][r] - base);
                     l[mt][r] *= alpha[r];
                     m[mt][r] = m_new;
                     mx[r] = base;
@@ -325,7 +339,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
                 for (int n = 0; n < BK / 8; n++)
                     #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        s[mt][n][e] = exp2f(s[mt][n][e] - mx[e >> 1]);
+                        s[mt][n][e] = fast_exp2(s[mt][n][e] - mx[e >> 1]);
                         l[mt][e >> 1] += s[mt][n][e];
                     }
                 #pragma unroll
@@ -423,7 +437,7 @@ __device__ __forceinline__ void probs_and_grads(float (&s)[QT / 8][4], float (&d
         #pragma unroll
         for (int e = 0; e < 4; e++) {
             int c = n * 8 + 2 * t + (e & 1), qi = i0 + c, j = key0 + g + 8 * (e >> 1);
-            float p = !MASK || (j <= qi && qi < tlen) ? exp2f(s[n][e] * sl2 - lt[c]) : 0.0f;
+            float p = !MASK || (j <= qi && qi < tlen) ? fast_exp2(s[n][e] * sl2 - lt[c]) : 0.0f;
             s[n][e] = p;
             dp[n][e] = p * (dp[n][e] - dt[c]);
         }
