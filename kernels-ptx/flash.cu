@@ -249,18 +249,18 @@ __device__ __forceinline__ float quad_sum(float v) {
 #define BWD_KEYS(D) ((D) <= 64 ? 128 : 64)  // keys per backward block: its K and dS tiles fit in shared memory
 #define BK 64  // keys per staged tile
 
-// s <- s · sl2 (log2 units), and -inf where the key is past the row's
-// position or the keys' end when MASK; mx <- each of the lane's two rows'
-// maximum. Tiles every row of the warp sees whole (all but the diagonal's
-// in a causal prefix) skip the compares.
+// s <- -inf where the key is past the row's position or the keys' end
+// (MASK); mx <- each of the lane's two rows' maximum, unscaled (the scale
+// joins the exponent's argument in one fma). Tiles every row of the warp
+// sees whole (all but the diagonal's in a causal prefix) skip the compares.
 template <bool MASK>
-__device__ __forceinline__ void scale_scores(float (&s)[BK / 8][4], float (&mx)[2], int j0, int t, const int (&pos)[2], int kv_len, float sl2) {
+__device__ __forceinline__ void mask_scores(float (&s)[BK / 8][4], float (&mx)[2], int j0, int t, const int (&pos)[2], int kv_len) {
     #pragma unroll
     for (int n = 0; n < BK / 8; n++)
         #pragma unroll
         for (int e = 0; e < 4; e++) {
             int key = j0 + n * 8 + 2 * t + (e & 1);
-            s[n][e] = !MASK || (key <= pos[e >> 1] && key < kv_len) ? s[n][e] * sl2 : -INFINITY;
+            if (MASK && !(key <= pos[e >> 1] && key < kv_len)) s[n][e] = -INFINITY;
             mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
         }
 }
@@ -322,13 +322,13 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
             for (int mt = 0; mt < MT; mt++) {
                 float mx[2] = {-INFINITY, -INFINITY};
                 if (whole)
-                    scale_scores<false>(s[mt], mx, j0, t, pos[mt], kv_len, sl2);
+                    mask_scores<false>(s[mt], mx, j0, t, pos[mt], kv_len);
                 else
-                    scale_scores<true>(s[mt], mx, j0, t, pos[mt], kv_len, sl2);
+                    mask_scores<true>(s[mt], mx, j0, t, pos[mt], kv_len);
                 float alpha[2];
                 #pragma unroll
                 for (int r = 0; r < 2; r++) {
-                    float m_new = fmaxf(m[mt][r], quad_max(mx[r]));
+                    float m_new = fmaxf(m[mt][r], quad_max(mx[r]) * sl2);  // log2 units (sl2 > 0 keeps the maximum)
                     float base = m_new == -INFINITY ? 0.0f : m_new;  // a row with nothing visible yet keeps zeros
                     alpha[r] = fast_exp2(m[mt][r] - base);
                     l[mt][r] *= alpha[r];
@@ -339,7 +339,7 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
                 for (int n = 0; n < BK / 8; n++)
                     #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        s[mt][n][e] = fast_exp2(s[mt][n][e] - mx[e >> 1]);
+                        s[mt][n][e] = fast_exp2(fmaf(s[mt][n][e], sl2, -mx[e >> 1]));
                         l[mt][e >> 1] += s[mt][n][e];
                     }
                 #pragma unroll
