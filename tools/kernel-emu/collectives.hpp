@@ -173,9 +173,17 @@ template <typename T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta
     unsigned lane = threadIdx.x & 31;
     return emu::shuffle_from(v, mask, lane >= delta ? lane - delta : lane);
 }
-inline void __syncthreads() {
-    unsigned generation = emu::me().barriers++;
-    emu::race::barrier_arrive(generation);
-    emu::wait(emu::State::AtBarrier);
-    emu::race::barrier_leave(generation);
+namespace emu {
+// __syncthreads at `site` (file:line, which the scheduler compares: every
+// thread waiting must wait at the same barrier, as the GPU requires).
+inline void sync_threads(const char *site) {
+    unsigned generation = me().barriers++;
+    me().barrier_site = site;
+    race::barrier_arrive(generation);
+    wait(State::AtBarrier);
+    race::barrier_leave(generation);
 }
+}  // namespace emu
+#define EMU_STRINGIFY(x) #x
+#define EMU_SITE(file, line) file ":" EMU_STRINGIFY(line)
+#define __syncthreads() emu::sync_threads(EMU_SITE(__FILE__, __LINE__))

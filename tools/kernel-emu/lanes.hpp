@@ -34,6 +34,7 @@ struct Lane {
     Op op;             // the collective it waits at
     uint64_t in[10];   // that collective's operands (registers, a shuffle's value and source lane, an ldmatrix row)
     unsigned barriers; // __syncthreads passed in this block
+    const char *barrier_site;  // file:line of the one it waits at
     uint64_t out[4];   // the collective's results for this lane
     std::vector<Copy> open;                 // cp.async since the last commit
     std::vector<std::vector<Copy>> groups;  // committed, oldest first

@@ -110,6 +110,18 @@ inline bool run_block(unsigned threads, uint64_t &seed) {
             any_left |= lanes[i].state != State::Done;
         }
         if (!any_left) return true;
+        // Threads still running all wait at a barrier: the same one, as many times passed.
+        const Lane *first = nullptr;
+        for (unsigned i = 0; i < threads; i++) {
+            const Lane &l = lanes[i];
+            if (l.state != State::AtBarrier) continue;
+            if (!first) {
+                first = &l;
+            } else if (l.barriers != first->barriers || std::strcmp(l.barrier_site, first->barrier_site) != 0) {
+                fail(std::string("threads of a block wait at different barriers: ") + first->barrier_site + " (passed " + std::to_string(first->barriers) + ") and " + l.barrier_site + " (passed " + std::to_string(l.barriers) + ")");
+                return false;
+            }
+        }
         for (unsigned i = 0; i < threads; i++)
             if (lanes[i].state == State::AtBarrier) lanes[i].state = State::Ready;
     }
