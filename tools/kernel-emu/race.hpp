@@ -9,6 +9,7 @@
 // __syncwarp and barriers do. The scheduler's own bookkeeping is ignored.
 // Without the sanitizer every hook is empty.
 #pragma once
+#include <vector>
 
 #if defined(__SANITIZE_THREAD__)
 extern "C" {
