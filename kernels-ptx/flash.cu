@@ -48,26 +48,25 @@ __device__ __forceinline__ unsigned pack(bf16 lo, bf16 hi) {
     v.y = hi;
     return *reinterpret_cast<unsigned *>(&v);
 }
-// Two 8x8 bf16 matrices from shared memory in one instruction: lanes 0-15
-// give the addresses of rows l % 8 of matrix l / 8 (16-byte aligned), and
-// every lane gets, of each matrix, the pair (row l / 4, columns 2(l % 4), +1),
-// or with .trans the pair (rows 2(l % 4), +1, column l / 4): the two
-// registers of an m16n8k16 B fragment either way. (Two, not four, at a time
-// keeps the forward within its two-blocks-per-SM register budget.)
-__device__ __forceinline__ void ldmatrix_x2(unsigned &r0, unsigned &r1, const bf16 *p) {
+// Four 8x8 bf16 matrices from shared memory in one instruction: lane l
+// gives the address of row l % 8 of matrix l / 8 (16-byte aligned), and
+// every lane gets, of each matrix, the pair (row l / 4, columns 2(l % 4),
+// +1), or with .trans the pair (rows 2(l % 4), +1, column l / 4): two
+// m16n8k16 B fragments, or one A fragment, either way.
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const bf16 *p) {
 #ifdef KERNEL_EMULATION
-    emu::ldmatrix_x2(r0, r1, p, false);
+    emu::ldmatrix_x4(r, p, false);
 #else
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #endif
 }
-__device__ __forceinline__ void ldmatrix_x2_trans(unsigned &r0, unsigned &r1, const bf16 *p) {
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const bf16 *p) {
 #ifdef KERNEL_EMULATION
-    emu::ldmatrix_x2(r0, r1, p, true);
+    emu::ldmatrix_x4(r, p, true);
 #else
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(a));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 #endif
 }
 
@@ -162,19 +161,24 @@ __device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src
 // acc[m][n] (16 x 8 tiles over N columns) = rows(a[m]) . tileᵀ for each of
 // MT 16-row tiles, where tile holds N rows of D in shared memory: each
 // fragment loaded from shared memory feeds MT products.
-// B[k][n] = tile[n][k]: matrix i is rows n*8.., columns kk*16 + 8i.
+// B[k][n] = tile[n][k]: matrix i is rows n*8.., columns kk*16 + 8i, each
+// load bringing two steps of k (kk and kk + 1).
 template <int D, int SD, int N, int MT>
 __device__ __forceinline__ void rows_times_tile_t(float (&acc)[MT][N / 8][4], const unsigned (&a)[MT][D / 16][4], const bf16 *tile) {
+    static_assert(D % 32 == 0, "k steps come in pairs");
     int lane = threadIdx.x & 31;
     for (int n = 0; n < N / 8; n++) {
 #pragma unroll
         for (int m = 0; m < MT; m++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
-        const bf16 *row = tile + (n * 8 + (lane & 7)) * SD + 8 * ((lane >> 3) & 1);
-        for (int kk = 0; kk < D / 16; kk++) {
-            unsigned b0, b1;
-            ldmatrix_x2(b0, b1, row + kk * 16);
+        const bf16 *row = tile + (n * 8 + (lane & 7)) * SD + 8 * (lane >> 3);
+        for (int kk = 0; kk < D / 16; kk += 2) {
+            unsigned b[4];
+            ldmatrix_x4(b, row + kk * 16);
 #pragma unroll
-            for (int m = 0; m < MT; m++) mma(acc[m][n], a[m][kk], b0, b1);
+            for (int m = 0; m < MT; m++) {
+                mma(acc[m][n], a[m][kk], b[0], b[1]);
+                mma(acc[m][n], a[m][kk + 1], b[2], b[3]);
+            }
         }
     }
 }
@@ -186,7 +190,8 @@ __device__ __forceinline__ void rows_times_tile_t(float (&acc)[N / 8][4], const 
 
 // out[m][d] (16 x 8 tiles over D) += p[m] . tile for each of MT 16-row
 // tiles, p[m] a 16 x K score block in accumulator layout, tile K rows of D.
-// B[k][n] = tile[k][n], loaded transposed: matrix i is rows kk*16 + 8i.., columns d*8.
+// B[k][n] = tile[k][n], loaded transposed: matrix i is rows kk*16 + 8(i % 2)..,
+// columns (d + i / 2)*8, each load bringing two column blocks (d and d + 1).
 template <int D, int SD, int K, int MT>
 __device__ __forceinline__ void scores_times_tile(float (&out)[MT][D / 8][4], const float (&p)[MT][K / 8][4], const bf16 *tile) {
     int lane = threadIdx.x & 31;
@@ -199,12 +204,15 @@ __device__ __forceinline__ void scores_times_tile(float (&out)[MT][D / 8][4], co
             a[m][2] = pack(p[m][2 * kk + 1][0], p[m][2 * kk + 1][1]);
             a[m][3] = pack(p[m][2 * kk + 1][2], p[m][2 * kk + 1][3]);
         }
-        const bf16 *rows = tile + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SD;
-        for (int d = 0; d < D / 8; d++) {
-            unsigned b0, b1;
-            ldmatrix_x2_trans(b0, b1, rows + d * 8);
+        const bf16 *rows = tile + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SD + 8 * (lane >> 4);
+        for (int d = 0; d < D / 8; d += 2) {
+            unsigned b[4];
+            ldmatrix_x4_trans(b, rows + d * 8);
 #pragma unroll
-            for (int m = 0; m < MT; m++) mma(out[m][d], a[m], b0, b1);
+            for (int m = 0; m < MT; m++) {
+                mma(out[m][d], a[m], b[0], b[1]);
+                mma(out[m][d + 1], a[m], b[2], b[3]);
+            }
         }
     }
 }
@@ -385,15 +393,18 @@ __device__ __forceinline__ void ds_t_times_keys(float (&acc)[DQ_COLS(D, QT, KEYS
     for (int n = 0; n < COLS / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     for (int kk = 0; kk < KEYS / 16; kk++) {
         // A[q][key] = ds_t[key][q]: transposed loads of the stored [key][q] blocks.
-        const bf16 *arow = ds_t + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SDS + m0;
-        unsigned a[4];
-        ldmatrix_x2_trans(a[0], a[2], arow);
-        ldmatrix_x2_trans(a[1], a[3], arow + 8);
-        const bf16 *brow = ks + (kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7)) * SD + c0;
-        for (int n = 0; n < COLS / 8; n++) {
-            unsigned b0, b1;
-            ldmatrix_x2_trans(b0, b1, brow + n * 8);
-            mma(acc[n], a, b0, b1);
+        // Lanes 16-31 address the next 8 queries (A) or columns (B).
+        int r = kk * 16 + 8 * ((lane >> 3) & 1) + (lane & 7), hi = 8 * (lane >> 4);
+        unsigned t[4];
+        ldmatrix_x4_trans(t, ds_t + r * SDS + m0 + hi);
+        unsigned a[4] = {t[0], t[2], t[1], t[3]};  // matrices: (keys 0-7, queries 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15)
+        const bf16 *brow = ks + r * SD + c0 + hi;
+        for (int n = 0; n < COLS / 8; n += 2) {
+            unsigned b[4];
+            ldmatrix_x4_trans(b, brow + n * 8);
+            mma(acc[n], a, b[0], b[1]);
+            // An odd last block's load brings 8 more columns (the next warp's, or the row's padding): unused.
+            if (n + 1 < COLS / 8) mma(acc[n + 1], a, b[2], b[3]);
         }
     }
 }

@@ -68,13 +68,14 @@ inline void resolve_mma(Lane *w) {
     }
 }
 
-// ldmatrix.sync.aligned.m8n8.x2[.trans].shared.b16: lanes 8i..8i+7 give the
-// 16-byte-aligned addresses of rows 0-7 of matrix i (each such lane has read
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give
+// the 16-byte-aligned addresses of rows 0-7 of matrix i (each lane has read
 // its row into in[0..1]). Lane l receives, in register i, row l/4 columns
-// 2(l%4), 2(l%4)+1 of matrix i; with .trans, rows 2(l%4), 2(l%4)+1 of column l/4.
+// 2(l%4), 2(l%4)+1 of matrix i; with .trans, rows 2(l%4), 2(l%4)+1 of
+// column l/4.
 inline void resolve_ldmatrix(Lane *w, bool trans) {
     for (int lane = 0; lane < 32; lane++)
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 4; i++) {
             uint16_t lo, hi;
             if (trans) {
                 lo = bf16_at(w[8 * i + 2 * (lane % 4)].in, lane / 4);
@@ -115,16 +116,13 @@ inline void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], unsigned b0, uns
     for (int e = 0; e < 4; e++) d[e] = __uint_as_float(unsigned(me().out[e]));
 }
 
-// Only lanes 0-15 give rows (the others' addresses are not read); each
-// reads its own, so the race check sees the read in the lane that made it.
-inline void ldmatrix_x2(unsigned &r0, unsigned &r1, const void *row, bool trans) {
-    if (run->current % 32 < 16) {
-        if (reinterpret_cast<uintptr_t>(row) % 16 != 0) fail("ldmatrix row address not 16-byte aligned");
-        std::memcpy(me().in, row, 16);
-    }
+// Each lane reads its own row, so the race check sees the read in the lane
+// that made it.
+inline void ldmatrix_x4(unsigned (&r)[4], const void *row, bool trans) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) fail("ldmatrix row address not 16-byte aligned");
+    std::memcpy(me().in, row, 16);
     collective(trans ? Op::LdmatrixTrans : Op::Ldmatrix, 0xffffffffu);
-    r0 = unsigned(me().out[0]);
-    r1 = unsigned(me().out[1]);
+    for (int i = 0; i < 4; i++) r[i] = unsigned(me().out[i]);
 }
 
 inline void land(const Copy &c) {

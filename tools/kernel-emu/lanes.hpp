@@ -14,7 +14,7 @@
 namespace emu {
 
 enum class State { Ready, AtBarrier, AtWarp, Done };
-enum class Op { Shuffle, Mma, Ldmatrix, LdmatrixTrans };
+enum class Op { Shuffle, Mma, Ldmatrix, LdmatrixTrans };  // ldmatrix: the .x4 form
 
 constexpr size_t STACK_BYTES = 128 * 1024;
 
