@@ -160,7 +160,7 @@ __device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src
 
 // acc[m][n] (16 x 8 tiles over N columns) = rows(a[m]) . tileᵀ for each of
 // MT 16-row tiles, where tile holds N rows of D in shared memory: each
-// fragment loaded from shared memory feeds MT products.
+// load from shared memory feeds 2·MT products.
 // B[k][n] = tile[n][k]: matrix i is rows n*8.., columns kk*16 + 8i, each
 // load bringing two steps of k (kk and kk + 1).
 template <int D, int SD, int N, int MT>
@@ -428,14 +428,6 @@ template <int D, int QT> __host__ __device__ constexpr int bwd_stages(int budget
 // launches with this struct's size (flash_bwd_wide_smem_bytes).
 typedef BwdSmem<64, 64, bwd_stages<64, 64>(96 * 1024)> WideBwdSmem;
 
-// The whole backward for query head h in one pass over the query tiles, per
-// block of KEYS keys (so GQA groups add parallelism rather than work per
-// block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
-// dS_ij = P_ij (dO_i · v_j - rowdot_i), written to dk/dv [B, Hq, T, D]
-// (flash_group_sum adds a group's heads when it has several); and this key
-// block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block, B,
-// Hq, T, D] in f32, which flash_dq_sum adds up in block order
-// (deterministic: no atomics).
 // The probabilities P = exp2(S · sl2 − lse) of a warp's 16 keys against a
 // tile of QT queries (zero where a query precedes the key or is past the
 // end when MASK) into s, and dS = P ∘ (dP − rowdot) into dp. Tiles whose
@@ -454,6 +446,14 @@ __device__ __forceinline__ void probs_and_grads(float (&s)[QT / 8][4], float (&d
         }
 }
 
+// The whole backward for query head h in one pass over the query tiles, per
+// block of KEYS keys (so GQA groups add parallelism rather than work per
+// block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
+// dS_ij = P_ij (dO_i · v_j - rowdot_i), written to dk/dv [B, Hq, T, D]
+// (flash_group_sum adds a group's heads when it has several); and this key
+// block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block, B,
+// Hq, T, D] in f32, which flash_dq_sum adds up in block order
+// (deterministic: no atomics).
 template <int D, typename T, int QT, int ST>
 __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
                           const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
