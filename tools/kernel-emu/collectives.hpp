@@ -70,10 +70,21 @@ inline void resolve_mma(Lane *w) {
 
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lanes 8i..8i+7 give
 // the 16-byte-aligned addresses of rows 0-7 of matrix i (each lane has read
-// its row into in[0..1]). Lane l receives, in register i, row l/4 columns
-// 2(l%4), 2(l%4)+1 of matrix i; with .trans, rows 2(l%4), 2(l%4)+1 of
-// column l/4.
+// its row into in[0..1], its address into in[2]). Lane l receives, in
+// register i, row l/4 columns 2(l%4), 2(l%4)+1 of matrix i; with .trans,
+// rows 2(l%4), 2(l%4)+1 of column l/4.
 inline void resolve_ldmatrix(Lane *w, bool trans) {
+    // Shared memory serves one 8x8 matrix (eight 16-byte rows) per cycle
+    // when the rows fall in the eight distinct 16-byte bank groups; kernels
+    // pad their tiles for it, so rows that share a group are a failure.
+    for (int i = 0; i < 4; i++) {
+        unsigned seen = 0;
+        for (int r = 0; r < 8; r++) {
+            unsigned group = unsigned(w[8 * i + r].in[2] / 16 % 8);
+            if (seen >> group & 1) return fail("ldmatrix rows in the same shared-memory bank group (a bank conflict): pad the tile's rows");
+            seen |= 1u << group;
+        }
+    }
     for (int lane = 0; lane < 32; lane++)
         for (int i = 0; i < 4; i++) {
             uint16_t lo, hi;
@@ -121,6 +132,7 @@ inline void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], unsigned b0, uns
 inline void ldmatrix_x4(unsigned (&r)[4], const void *row, bool trans) {
     if (reinterpret_cast<uintptr_t>(row) % 16 != 0) fail("ldmatrix row address not 16-byte aligned");
     std::memcpy(me().in, row, 16);
+    me().in[2] = reinterpret_cast<uintptr_t>(row);
     collective(trans ? Op::LdmatrixTrans : Op::Ldmatrix, 0xffffffffu);
     for (int i = 0; i < 4; i++) r[i] = unsigned(me().out[i]);
 }

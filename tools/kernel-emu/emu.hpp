@@ -7,7 +7,7 @@
 // a warp collective (collectives.hpp), in orders drawn from a seed
 // (schedule.hpp); built with ThreadSanitizer, every access is checked for
 // races by the GPU's ordering rules (race.hpp). What this cannot show:
-// timing, register spills, bank conflicts, and the fast-math intrinsics'
-// last-bit differences.
+// timing, register spills, bank conflicts (but ldmatrix's, which fail),
+// and the fast-math intrinsics' last-bit differences.
 #pragma once
 #include "registry.hpp"
