@@ -424,9 +424,11 @@ template <int D, int QT> __host__ __device__ constexpr int bwd_stages(int budget
 }
 #define STATIC_SMEM (48 * 1024)
 // The wide head_dim-64 backward's layout, in dynamic shared memory: within
-// 96 KB two stages fit (an sm_80 block may have 163 KB). The host sizes its
-// launches with this struct's size (flash_bwd_wide_smem_bytes).
+// 96 KB two stages fit (an sm_80 block may have 163 KB). The host launches
+// it with FLASH_BWD_WIDE_SMEM bytes (engine/backend/cuda/attention.rs),
+// which must be this struct's size.
 typedef BwdSmem<64, 64, bwd_stages<64, 64>(96 * 1024)> WideBwdSmem;
+static_assert(sizeof(WideBwdSmem) == 74752, "attention.rs's FLASH_BWD_WIDE_SMEM launches the wide backward with 74752 bytes");
 
 // The probabilities P = exp2(S · sl2 − lse) of a warp's 16 keys against a
 // tile of QT queries (zero where a query precedes the key or is past the

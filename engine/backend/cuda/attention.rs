@@ -42,7 +42,7 @@ const FLASH_BWD_D64_VARIANTS: [&str; 3] = ["", "_two_blocks", "_wide"];
 
 /// Dynamic shared memory of the wide variant: flash.cu's `WideBwdSmem` (K
 /// and dSᵀ tiles for 128 keys, two stages of 64-query Q and dO tiles and
-/// their row statistics).
+/// their row statistics), whose size flash.cu asserts is this.
 const FLASH_BWD_WIDE_SMEM: u32 = {
     let (d, qt, keys, stages) = (64, 64, 128, 2);
     (2 * (stages * 2 * qt * (d + 8) + keys * (d + 8) + keys * (qt + 8)) + 4 * stages * 2 * qt) as u32

@@ -72,7 +72,8 @@ impl Cuda {
         self.choices.chosen.lock().expect("tuning lock").insert(key, best);
         let mut timings = self.tunings.lock().expect("tuning lock");
         timings.extend(ms.iter().enumerate().map(|(i, &ms)| {
-            let (kernel, cfg) = (name(i), config(&name(i)));
+            let kernel = name(i);
+            let cfg = config(&kernel);
             let resources = self.resources(&kernel, cfg.block_dim.0, cfg.shared_mem_bytes);
             Timing { kernel, ms, chosen: i == best, resources }
         }));
