@@ -105,7 +105,7 @@ pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, rec
     let b = Batch::causal_lm(ids, &vec![true; n], batch, seq, (batch * (seq - 1)) as f32);
     let model = Transformer::from_host(be, cfg.clone(), &init_params(&cfg, 0));
     let schedule = LrSchedule { kind: ScheduleKind::Constant, peak: 1e-4, min: 1e-4, warmup_steps: 0, total_steps: 1 };
-    let c = TrainerConfig { batch, seq, opt: AdamWConfig::default(), schedule, max_grad_norm: 1.0, recompute_mlp: recompute };
+    let c = TrainerConfig { batch, seq, opt: AdamWConfig::default(), schedule, max_grad_norm: 1.0, recompute };
     (Trainer::new(be, model, c), b)
 }
 

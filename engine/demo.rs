@@ -153,11 +153,8 @@ fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64
     ));
     let model = Transformer::from_host(&be, cfg.clone(), &init_params(&cfg, seed));
     let schedule = LrSchedule { kind: ScheduleKind::Cosine, peak: 3e-3, min: 3e-4, warmup_steps: 20, total_steps: budget.pretrain_steps };
-    let mut trainer = Trainer::new(
-        &be,
-        model,
-        TrainerConfig { batch, seq, opt: AdamWConfig::default(), schedule, max_grad_norm: 1.0, recompute_mlp: false },
-    );
+    let mut trainer =
+        Trainer::new(&be, model, TrainerConfig { batch, seq, opt: AdamWConfig::default(), schedule, max_grad_norm: 1.0, recompute: false });
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for step in 0..budget.pretrain_steps {
         let mut ids = Vec::with_capacity(batch * seq);

@@ -18,8 +18,8 @@ fn open_device() -> anyhow::Result<Cuda> {
 }
 
 /// The trainers through the binary on the emulated driver, as tools/gpu-check
-/// runs them on a GPU: SFT on the CPU and on CUDA (recomputing the MLP in
-/// the backward) must log the same losses up to bf16 rounding, and PPO with
+/// runs them on a GPU: SFT on the CPU and on CUDA (recomputing the matmul
+/// inputs in the backward) must log the same losses up to bf16 rounding, and PPO with
 /// token-level rewards must run from the CUDA checkpoint (generation with
 /// device sampling, the critic, the policy loss) and log finite metrics.
 #[test]

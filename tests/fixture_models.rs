@@ -54,7 +54,7 @@ fn loss_and_every_gradient_match_transformers() {
 }
 
 #[test]
-fn recomputing_the_mlp_gives_the_same_loss_and_gradients() {
+fn recomputing_matmul_inputs_gives_the_same_loss_and_gradients() {
     for name in MODELS {
         let (m, e) = load(name);
         let b = batch(&e);
@@ -64,7 +64,7 @@ fn recomputing_the_mlp_gives_the_same_loss_and_gradients() {
             (loss, grads)
         };
         let (loss_kept, kept) = run(TrainState::new(&Cpu, &m.cfg, b.batch, b.seq));
-        let (loss_redone, redone) = run(TrainState::recomputing_mlp(&Cpu, &m.cfg, b.batch, b.seq));
+        let (loss_redone, redone) = run(TrainState::recomputing(&Cpu, &m.cfg, b.batch, b.seq));
         // Same ops on the same inputs: the results are identical, not just close.
         assert_eq!(loss_kept, loss_redone, "{name} loss");
         for (spec, (a, r)) in param_specs(&m.cfg).iter().zip(kept.iter().into_iter().zip(redone.iter())) {
@@ -120,7 +120,7 @@ fn two_adamw_steps_match_torch() {
         let mut tr = Trainer::new(
             &Cpu,
             m,
-            TrainerConfig { batch: b.batch, seq: b.seq, opt, schedule: sched, max_grad_norm: f("max_grad_norm"), recompute_mlp: false },
+            TrainerConfig { batch: b.batch, seq: b.seq, opt, schedule: sched, max_grad_norm: f("max_grad_norm"), recompute: false },
         );
         for _ in 0..2 {
             tr.step(&Cpu, std::slice::from_ref(&b)).unwrap();

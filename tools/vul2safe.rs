@@ -172,7 +172,7 @@ struct SftArgs {
     /// Continue from the run folder's newest checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Recompute the MLP projections in the backward instead of keeping them (less memory).
+    /// Recompute each layer's matmul inputs in the backward instead of keeping them (less memory).
     #[arg(long)]
     recompute: bool,
 }
@@ -299,7 +299,7 @@ enum BenchCmd {
         /// the hot kernels' registers, spills, shared memory and blocks per SM.
         #[arg(long)]
         profile: bool,
-        /// Recompute the MLP projections in the backward (less memory).
+        /// Recompute each layer's matmul inputs in the backward (less memory).
         #[arg(long)]
         recompute: bool,
         /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention), `tf32` or `exact` (f32).

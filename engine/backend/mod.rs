@@ -197,15 +197,19 @@ pub trait Backend: Sync {
     }
     /// A zeroed buffer for a projection a training step keeps or consumes in
     /// place: the q/k/v projections, the MLP's gate and up projections, the
-    /// LM head's logits and the attention output's gradient. A device backend
-    /// may store it in bf16, as it stores attention operands (as PyTorch's
-    /// autocast keeps these outputs). Only `matmul` (as the output, not
-    /// accumulating, or as an input), `qkv_from_tokens` (as the source, into
-    /// attention operands), `to_head_major` (as the source, into an attention
-    /// operand), `swiglu_fwd` and `swiglu_bwd` (as `gate_up`), the loss ops
-    /// (`cross_entropy_inplace`, `logprob_entropy`, `logit_grad_inplace`,
-    /// which write the gradient in its storage), `copy_range` between such
-    /// buffers, `fill_zero` and `download` take it.
+    /// LM head's logits, the attention output's gradient, and the matmul
+    /// inputs a layer keeps for its backward (norm outputs, token-major
+    /// attention output, SwiGLU product). A device backend may store it in
+    /// bf16, as it stores attention operands (as PyTorch's autocast keeps
+    /// these outputs). Only `matmul` (as the output, not accumulating, or as
+    /// an input), `qkv_from_tokens` (as the source, into attention operands),
+    /// `to_head_major` (as the source, into an attention operand),
+    /// `swiglu_fwd` and `swiglu_bwd` (as `gate_up`), `rmsnorm_fwd` and
+    /// `rmsnorm_fwd_copying` (as `out`), `to_token_major` and `swiglu_fwd`
+    /// (as the destination), the loss ops (`cross_entropy_inplace`,
+    /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in
+    /// its storage), `copy_range` between such buffers, `fill_zero` and
+    /// `download` take it.
     fn zeros_projection(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }

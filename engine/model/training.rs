@@ -3,12 +3,12 @@
 //! that never holds the full `[tokens, vocab]` logits, and the backward pass
 //! that accumulates parameter gradients.
 //!
-//! Memory plan: what is cheap to redo is not kept per layer. The norm outputs
-//! (from the saved input and rstd), the token-major attention output (one
-//! transpose) and the SwiGLU product (elementwise) are recomputed in the
-//! backward into one shared buffer each. With `recompute_mlp` the MLP's gate
-//! and up projections are recomputed too (two matmuls per layer), which frees
-//! the largest per-layer activations.
+//! Memory plan: by default every layer keeps the inputs of its weight
+//! gradients' matmuls (the two norm outputs, the token-major attention output,
+//! the gate and up projections and the SwiGLU product), so the backward
+//! redoes nothing. With `recompute` one shared set of them is recomputed in
+//! the backward instead (two norms, one transpose, two matmuls and one SwiGLU
+//! more per layer), which frees the largest per-layer activations.
 
 use super::config::ModelConfig;
 use super::params::Params;
@@ -70,8 +70,35 @@ struct LayerActs<Buf> {
     /// Residual stream between attention and MLP.
     x_mid: Buf,
     rstd2: Buf,
-    /// The MLP's stacked gate and up projections, unless they are recomputed.
-    gate_up: Option<Buf>,
+    /// Kept unless they are recomputed (`TrainState::recomputing`).
+    inputs: Option<MatmulInputs<Buf>>,
+}
+
+/// One layer's matmul inputs that the backward reads again, stored as
+/// projections (bf16 on a device, as autocast keeps them).
+struct MatmulInputs<Buf> {
+    ln1: Buf,
+    /// Token-major attention output (the output projection's input).
+    att_tok: Buf,
+    ln2: Buf,
+    /// The MLP's stacked gate and up projections.
+    gate_up: Buf,
+    /// SwiGLU output.
+    act: Buf,
+}
+
+impl<Buf> MatmulInputs<Buf> {
+    /// For `n` tokens, or empty (`n` = 0).
+    fn new<B: Backend<Buf = Buf>>(be: &B, cfg: &ModelConfig, n: usize) -> MatmulInputs<Buf> {
+        let (d, f, qd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim());
+        MatmulInputs {
+            ln1: be.zeros_projection(n * d),
+            att_tok: be.zeros_projection(n * qd),
+            ln2: be.zeros_projection(n * d),
+            gate_up: be.zeros_projection(n * 2 * f),
+            act: be.zeros_projection(n * f),
+        }
+    }
 }
 
 /// Reusable buffers for training on one `(batch, seq)` shape: saved
@@ -80,14 +107,10 @@ pub struct TrainState<B: Backend> {
     batch: usize,
     seq: usize,
     layers: Vec<LayerActs<B::Buf>>,
-    /// The current layer's norm output (ln1 or ln2), in the forward and again in the backward.
-    ln: B::Buf,
-    /// Token-major attention output.
-    att_tok: B::Buf,
+    /// Every layer's matmul inputs when layers do not keep theirs, else empty.
+    recomputed: MatmulInputs<B::Buf>,
     /// The fused q/k/v projection, token-major, before its head-major homes.
     qkv_tok: B::Buf,
-    /// Stacked gate and up projections of layers that do not keep theirs.
-    gate_up: B::Buf,
     x_final: B::Buf,
     /// Final-norm hidden states `[tokens, hidden]`: what every head reads.
     pub(crate) ln_f: B::Buf,
@@ -99,9 +122,8 @@ pub struct TrainState<B: Backend> {
     d_resid: B::Buf,
     /// A head writes `∂L/∂ln_f` here before the trunk's backward pass.
     pub(crate) d_ln: B::Buf,
-    /// SwiGLU output: written in the forward, recomputed in the backward for
-    /// the down projection's weight gradient, then overwritten by its gradient.
-    act: B::Buf,
+    /// The SwiGLU output's gradient (f32).
+    d_act: B::Buf,
     d_gate_up: B::Buf,
     d_att_tok: B::Buf,
     d_att: B::Buf,
@@ -126,13 +148,13 @@ impl<B: Backend> TrainState<B> {
         Self::with_plan(be, cfg, batch, seq, false)
     }
 
-    /// As `new`, recomputing each layer's gate and up projections in the
-    /// backward instead of keeping them (`--recompute`).
-    pub fn recomputing_mlp(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
+    /// As `new`, recomputing each layer's matmul inputs in the backward
+    /// instead of keeping them (`--recompute`).
+    pub fn recomputing(be: &B, cfg: &ModelConfig, batch: usize, seq: usize) -> TrainState<B> {
         Self::with_plan(be, cfg, batch, seq, true)
     }
 
-    fn with_plan(be: &B, cfg: &ModelConfig, batch: usize, seq: usize, recompute_mlp: bool) -> TrainState<B> {
+    fn with_plan(be: &B, cfg: &ModelConfig, batch: usize, seq: usize, recompute: bool) -> TrainState<B> {
         let n = batch * seq;
         let (d, f, qd, kvd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
         let heads = batch * cfg.num_heads * seq;
@@ -147,10 +169,9 @@ impl<B: Backend> TrainState<B> {
                 lse: be.zeros(heads),
                 x_mid: be.zeros(n * d),
                 rstd2: be.zeros(n),
-                gate_up: (!recompute_mlp).then(|| be.zeros_projection(n * 2 * f)),
+                inputs: (!recompute).then(|| MatmulInputs::new(be, cfg, n)),
             })
             .collect();
-        let scratch_mlp = if recompute_mlp { n * 2 * f } else { 0 };
         let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
         let qkv = n * (qd + 2 * kvd);
         // The q/k/v gradient feeds matmuls, and the bias gradient when there are biases.
@@ -159,10 +180,8 @@ impl<B: Backend> TrainState<B> {
             batch,
             seq,
             layers,
-            ln: be.zeros_matmul_input(n * d),
-            att_tok: be.zeros_matmul_input(n * qd),
+            recomputed: MatmulInputs::new(be, cfg, if recompute { n } else { 0 }),
             qkv_tok: be.zeros_projection(qkv),
-            gate_up: be.zeros_projection(scratch_mlp),
             x_final: be.zeros(n * d),
             ln_f: be.zeros(n * d),
             rstd_f: be.zeros(n),
@@ -172,7 +191,7 @@ impl<B: Backend> TrainState<B> {
             head_dx: be.zeros(head_rows * d),
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
-            act: be.zeros_matmul_input(n * f),
+            d_act: be.zeros(n * f),
             d_gate_up: be.zeros_matmul_input(n * 2 * f),
             d_att_tok: be.zeros_projection(n * qd),
             d_att: be.zeros_attention(n * qd),
@@ -315,24 +334,24 @@ impl<B: Backend> Transformer<B> {
             let p = &self.params.layers[l];
             let (done, rest) = st.layers.split_at_mut(l + 1);
             let a = &mut done[l];
+            let w = a.inputs.as_mut().unwrap_or(&mut st.recomputed);
             // x_mid starts as x_in; the output projection adds into it.
-            be.rmsnorm_fwd_copying(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps, &mut a.x_mid);
-            be.matmul(&mut st.qkv_tok, &st.ln, &p.wqkv, MatMul::linear(n, d, heads.width()));
+            be.rmsnorm_fwd_copying(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps, &mut a.x_mid);
+            be.matmul(&mut st.qkv_tok, &w.ln1, &p.wqkv, MatMul::linear(n, d, heads.width()));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
             let at = HeadSlots { cap: t, slots: &slots };
             be.qkv_from_tokens(&mut a.q, &mut a.k, &mut a.v, &st.qkv_tok, p.bqkv.as_ref(), rope, heads, at, at);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
-            be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
-            be.matmul(&mut a.x_mid, &st.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.to_token_major(&mut w.att_tok, &a.att, bs, t, h, hd);
+            be.matmul(&mut a.x_mid, &w.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             let x_out = match rest.first_mut() {
                 Some(next) => &mut next.x_in,
                 None => &mut st.x_final,
             };
-            be.rmsnorm_fwd_copying(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps, x_out);
-            let gate_up = a.gate_up.as_mut().unwrap_or(&mut st.gate_up);
-            be.matmul(gate_up, &st.ln, &p.w_gate_up, MatMul::linear(n, d, 2 * f));
-            be.swiglu_fwd(&mut st.act, gate_up, f);
-            be.matmul(x_out, &st.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
+            be.rmsnorm_fwd_copying(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps, x_out);
+            be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(n, d, 2 * f));
+            be.swiglu_fwd(&mut w.act, &w.gate_up, f);
+            be.matmul(x_out, &w.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
         }
         be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
     }
@@ -387,25 +406,22 @@ impl<B: Backend> Transformer<B> {
         be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
             let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &mut st.layers[l]);
-            // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ, its inputs recomputed first.
-            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
-            let gate_up = match a.gate_up.as_ref() {
-                Some(gu) => gu,
+            let w = match a.inputs.as_mut() {
+                Some(kept) => kept,
                 None => {
-                    be.matmul(&mut st.gate_up, &st.ln, &p.w_gate_up, MatMul::linear(n, d, 2 * f));
-                    &st.gate_up
+                    self.recompute_matmul_inputs(be, l, a, &mut st.recomputed, bs, t);
+                    &mut st.recomputed
                 }
             };
-            be.swiglu_fwd(&mut st.act, gate_up, f);
-            be.matmul(&mut g.w_down, &st.d_resid, &st.act, MatMul::linear_dw(n, f, d));
-            be.matmul(&mut st.act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
-            be.swiglu_bwd(&mut st.d_gate_up, &st.act, gate_up, f);
+            // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ
+            be.matmul(&mut g.w_down, &st.d_resid, &w.act, MatMul::linear_dw(n, f, d));
+            be.matmul(&mut st.d_act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
+            be.swiglu_bwd(&mut st.d_gate_up, &st.d_act, &w.gate_up, f);
             be.matmul(&mut st.d_ln, &st.d_gate_up, &p.w_gate_up, MatMul::linear_dx(n, d, 2 * f));
-            be.matmul(&mut g.w_gate_up, &st.d_gate_up, &st.ln, MatMul::linear_dw(n, d, 2 * f));
+            be.matmul(&mut g.w_gate_up, &st.d_gate_up, &w.ln2, MatMul::linear_dw(n, d, 2 * f));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_ln, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
-            be.to_token_major(&mut st.att_tok, &a.att, bs, t, h, hd);
-            be.matmul(&mut g.wo, &st.d_resid, &st.att_tok, MatMul::linear_dw(n, h * hd, d));
+            be.matmul(&mut g.wo, &st.d_resid, &w.att_tok, MatMul::linear_dw(n, h * hd, d));
             be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
             be.to_head_major(&mut st.d_att, &st.d_att_tok, h, hd, t, &slots);
             be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
@@ -414,11 +430,21 @@ impl<B: Backend> Transformer<B> {
             if let Some(db) = g.bqkv.as_mut() {
                 be.bias_grad(db, &st.dqkv_tok, n);
             }
-            be.rmsnorm_fwd(&mut st.ln, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             be.matmul(&mut st.d_ln, &st.dqkv_tok, &p.wqkv, MatMul::linear_dx(n, d, heads.width()));
-            be.matmul(&mut g.wqkv, &st.dqkv_tok, &st.ln, MatMul::linear_dw(n, d, heads.width()));
+            be.matmul(&mut g.wqkv, &st.dqkv_tok, &w.ln1, MatMul::linear_dw(n, d, heads.width()));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_ln, &a.x_in, &p.attn_norm, &a.rstd1, d);
         }
         be.embedding_bwd(&mut grads.embed, &st.d_resid, &batch.ids, d);
+    }
+
+    /// Layer `l`'s matmul inputs into `w`, as its forward computed them
+    /// (the norms rewrite the saved rstd with the same values).
+    fn recompute_matmul_inputs(&self, be: &B, l: usize, a: &mut LayerActs<B::Buf>, w: &mut MatmulInputs<B::Buf>, bs: usize, t: usize) {
+        let (c, p) = (&self.cfg, &self.params.layers[l]);
+        be.rmsnorm_fwd(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, c.hidden_size, c.rms_norm_eps);
+        be.to_token_major(&mut w.att_tok, &a.att, bs, t, c.num_heads, c.head_dim);
+        be.rmsnorm_fwd(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, c.hidden_size, c.rms_norm_eps);
+        be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(bs * t, c.hidden_size, 2 * c.intermediate_size));
+        be.swiglu_fwd(&mut w.act, &w.gate_up, c.intermediate_size);
     }
 }

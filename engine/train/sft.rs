@@ -170,7 +170,7 @@ pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_js
             opt: AdamWConfig::default(),
             schedule,
             max_grad_norm: o.max_grad_norm,
-            recompute_mlp: o.recompute,
+            recompute: o.recompute,
         },
     );
     if let Some(dir) = &resume_dir {

@@ -37,20 +37,17 @@ pub struct TrainerConfig {
     pub opt: AdamWConfig,
     pub schedule: LrSchedule,
     pub max_grad_norm: f32,
-    /// Recompute each layer's MLP projections in the backward instead of
-    /// keeping them (less memory, two more matmuls per layer).
-    pub recompute_mlp: bool,
+    /// Recompute each layer's matmul inputs in the backward instead of
+    /// keeping them (less memory; two more matmuls per layer, and more traffic).
+    pub recompute: bool,
 }
 
 impl<B: Backend> Trainer<B> {
     pub fn new(be: &B, model: Transformer<B>, c: TrainerConfig) -> Trainer<B> {
-        let TrainerConfig { batch, seq, opt, schedule, max_grad_norm, recompute_mlp } = c;
+        let TrainerConfig { batch, seq, opt, schedule, max_grad_norm, recompute } = c;
         let grads = Params::build(&model.cfg, |s| be.zeros(s.numel()));
-        let state = if recompute_mlp {
-            TrainState::recomputing_mlp(be, &model.cfg, batch, seq)
-        } else {
-            TrainState::new(be, &model.cfg, batch, seq)
-        };
+        let state =
+            if recompute { TrainState::recomputing(be, &model.cfg, batch, seq) } else { TrainState::new(be, &model.cfg, batch, seq) };
         let opt = AdamW::new(be, &model.cfg, opt);
         Trainer { model, grads, opt, schedule, max_grad_norm, state }
     }

@@ -10,9 +10,9 @@
 //! panics (a bug in the caller's plan) rather than returning old values.
 //! Attention operands (KV caches, and q/k/v, outputs and their gradients in
 //! training: `Backend::zeros_attention`) and training's projections (q/k/v,
-//! MLP gate/up, LM-head logits: `Backend::zeros_projection`) store bf16
-//! themselves; only the ops around attention, matmuls, SwiGLU and the loss
-//! ops accept them.
+//! MLP gate/up, LM-head logits, the matmul inputs a layer keeps:
+//! `Backend::zeros_projection`) store bf16 themselves; only the ops around
+//! attention, matmuls, norms, SwiGLU and the loss ops accept them.
 
 use cudarc::driver::CudaSlice;
 use half::bf16;

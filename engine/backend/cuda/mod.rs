@@ -359,10 +359,15 @@ impl Cuda {
 
     /// Output addresses for a kernel about to write `n` values of `buf` that
     /// matmuls read next: its bf16 copy (in bf16 math), and its f32 data
-    /// unless `buf` is a matmul input, whose copy is all it needs. A kernel
-    /// that also reads `buf` (`reads_output`) gets the f32 address either
-    /// way and a flag saying whether to store there.
+    /// unless `buf` is a matmul input, whose copy is all it needs; a buffer
+    /// stored in bf16 (`Backend::zeros_projection`) is written in place. A
+    /// kernel that also reads `buf` (`reads_output`) gets the f32 address
+    /// either way and a flag saying whether to store there.
     fn produce(&self, buf: &mut CudaBuf, n: usize, reads_output: bool) -> Produced {
+        if buf.is_bf16() {
+            assert!(!reads_output, "a kernel that reads its output was given a bf16 buffer");
+            return Produced { f32: 0, bf16: self.addr(buf.storage_mut()), copy: None, keep_f32: false };
+        }
         let copy = self.output_copy(buf, n);
         let keep_f32 = copy.is_none() || !buf.is_matmul_input();
         let f32 = match (keep_f32, reads_output) {
