@@ -174,8 +174,8 @@ impl<B: Backend> TrainState<B> {
             .collect();
         let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
         let qkv = n * (qd + 2 * kvd);
-        // The q/k/v gradient feeds matmuls, and the bias gradient when there are biases.
-        let dqkv_tok = if cfg.qkv_bias { be.zeros(qkv) } else { be.zeros_matmul_input(qkv) };
+        // The q/k/v gradient feeds matmuls (bf16 suffices), and the bias gradient when there are biases.
+        let dqkv_tok = if cfg.qkv_bias { be.zeros(qkv) } else { be.zeros_projection(qkv) };
         TrainState {
             batch,
             seq,
@@ -192,7 +192,7 @@ impl<B: Backend> TrainState<B> {
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
             d_act: be.zeros(n * f),
-            d_gate_up: be.zeros_matmul_input(n * 2 * f),
+            d_gate_up: be.zeros_projection(n * 2 * f),
             d_att_tok: be.zeros_projection(n * qd),
             d_att: be.zeros_attention(n * qd),
             dq: be.zeros_attention(n * qd),

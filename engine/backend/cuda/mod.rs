@@ -730,7 +730,7 @@ impl Backend for Cuda {
             _ => panic!("tokens_from_qkv: the q, k and v gradients are stored differently"),
         };
         let [a, b, c] = [dq, dk, dv].map(|x| self.addr(x.storage()));
-        // Into a matmul-input buffer (no bias gradient reads it) only the bf16 copy is written.
+        // Into a bf16-stored or matmul-input buffer (no bias gradient reads it) only bf16 is written.
         let o = self.produce(dqkv, quads * 8, false);
         launch!(self, name, per_element(quads), &o.f32, &a, &b, &c, &cos, &sin, &positions, &rows, &t, &hq, &hkv, &hd, &o.bf16);
         o.done(dqkv);
