@@ -26,6 +26,11 @@ __device__ __forceinline__ uint2 to_bf16x4(float4 x) {
 }
 __device__ __forceinline__ void st4(float *p, long i, float4 v) { *reinterpret_cast<float4 *>(p + i) = v; }
 __device__ __forceinline__ void st4(bf16 *p, long i, float4 v) { *reinterpret_cast<uint2 *>(p + i) = to_bf16x4(v); }
+// Two consecutive values in one 8-byte f32 or 4-byte bf16 store (i even).
+__device__ __forceinline__ void st2(float *p, long i, float a, float b) { *reinterpret_cast<float2 *>(p + i) = make_float2(a, b); }
+__device__ __forceinline__ void st2(bf16 *p, long i, float a, float b) {
+    *reinterpret_cast<__nv_bfloat162 *>(p + i) = __floats2bfloat162_rn(a, b);
+}
 
 // Stores a at i and c at i + gap (a pair of values, or of four-value
 // vectors), unless p is null: the kernels writing an f32 output and its

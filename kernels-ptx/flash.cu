@@ -231,9 +231,7 @@ __device__ __forceinline__ void store_rows(T *dst, long base, int row0, int rows
             int r = row0 + g + 8 * hi;
             if (r >= rows) continue;
             float mul = hi ? mul1 : mul0;
-            long o = base + (long)r * D + d * 8 + 2 * t;
-            st(dst, o, acc[d][2 * hi] * mul);
-            st(dst, o + 1, acc[d][2 * hi + 1] * mul);
+            st2(dst, base + (long)r * D + d * 8 + 2 * t, acc[d][2 * hi] * mul, acc[d][2 * hi + 1] * mul);
         }
 }
 
@@ -529,9 +527,7 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
             for (int hi = 0; hi < 2; hi++) {
                 int qi = i0 + m0 + g + 8 * hi;
                 if (qi >= tlen) continue;
-                float *dst = dq_part + part + (long)qi * D + c0 + n * 8 + 2 * t;
-                dst[0] = acc[n][2 * hi];
-                dst[1] = acc[n][2 * hi + 1];
+                st2(dq_part, part + (long)qi * D + c0 + n * 8 + 2 * t, acc[n][2 * hi], acc[n][2 * hi + 1]);
             }
         // No barrier here: the next tile's fetch refills buffers last read
         // before the one above, and dSᵀ is rewritten only after the next
