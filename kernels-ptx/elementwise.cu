@@ -75,7 +75,8 @@ template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gu
 // dgu [rows, 2 ff] in the projection's layout; dgu16, when not null, also
 // gets it rounded to bf16 (the projection's backward matmuls read that);
 // dgu may then be null.
-template <typename T, typename TI> __device__ void swiglu_bwd(T *dgu, const T *dh, const TI *gu, int rows, int ff, bf16 *dgu16) {
+template <typename T, typename TD, typename TI>
+__device__ void swiglu_bwd(T *dgu, const TD *dh, const TI *gu, int rows, int ff, bf16 *dgu16) {
     int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
         int r = e / per_row, c = step * (e - r * per_row), gi = 2 * r * ff + c, o = r * ff + c;
@@ -117,6 +118,10 @@ INSTANTIATE(bf16, bf16)
 
 INSTANTIATE_SWIGLU(float, f32)
 INSTANTIATE_SWIGLU(bf16, bf16in_f32)
+// A training step's: the SwiGLU output's gradient is a bf16 matmul output too.
+extern "C" __global__ void swiglu_bwd_bf16(float *dgu, const bf16 *dh, const bf16 *gu, int rows, int ff, bf16 *dgu16) {
+    swiglu_bwd(dgu, dh, gu, rows, ff, dgu16);
+}
 
 // Four values per thread and step (16-byte loads, 8-byte stores); both buffers start aligned.
 extern "C" __global__ void cast_f32_to_bf16(bf16 *out, const float *in, long n) {

@@ -122,7 +122,7 @@ pub struct TrainState<B: Backend> {
     d_resid: B::Buf,
     /// A head writes `∂L/∂ln_f` here before the trunk's backward pass.
     pub(crate) d_ln: B::Buf,
-    /// The SwiGLU output's gradient (f32).
+    /// The SwiGLU output's gradient (bf16 on a device, as autocast keeps it).
     d_act: B::Buf,
     d_gate_up: B::Buf,
     d_att_tok: B::Buf,
@@ -191,7 +191,7 @@ impl<B: Backend> TrainState<B> {
             head_dx: be.zeros(head_rows * d),
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
-            d_act: be.zeros(n * f),
+            d_act: be.zeros_projection(n * f),
             d_gate_up: be.zeros_projection(n * 2 * f),
             d_att_tok: be.zeros_projection(n * qd),
             d_att: be.zeros_attention(n * qd),

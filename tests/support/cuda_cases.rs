@@ -959,15 +959,30 @@ fn bf16_mlp_projections_feed_swiglu_forward_and_backward() {
         Cpu.matmul(&mut want, &x, &w, mm);
         close_within("bf16 gate/up projection", &g, &gate_up, &want, BF16_TOL);
         // SwiGLU reads it as stored; compare with the CPU on the stored values.
+        // Its outputs go to a matmul input's bf16 copy, or in place into a
+        // buffer stored in bf16 (what a training step keeps per layer).
         let stored = g.download(&gate_up);
-        let (mut h, mut want_h) = (g.zeros_matmul_input(rows * f), vec![0.0; rows * f]);
-        g.swiglu_fwd(&mut h, &gate_up, f);
+        let mut want_h = vec![0.0; rows * f];
         Cpu.swiglu_fwd(&mut want_h, &stored, f);
-        close_within(&format!("swiglu on a bf16 projection, f {f}"), &g, &h, &want_h, BF16_TOL);
-        let (mut dgu, mut want_dgu) = (g.zeros_matmul_input(rows * 2 * f), vec![0.0; rows * 2 * f]);
-        g.swiglu_bwd(&mut dgu, &g.upload(&dh), &gate_up, f);
-        Cpu.swiglu_bwd(&mut want_dgu, &dh, &stored, f);
-        close_within(&format!("swiglu_bwd on a bf16 projection, f {f}"), &g, &dgu, &want_dgu, BF16_TOL);
+        for mut h in [g.zeros_matmul_input(rows * f), g.zeros_projection(rows * f)] {
+            g.swiglu_fwd(&mut h, &gate_up, f);
+            close_within(&format!("swiglu on a bf16 projection, f {f}"), &g, &h, &want_h, BF16_TOL);
+        }
+        // The output gradient uploaded in f32, or a bf16 matmul output (a training step's).
+        let mut dh16 = g.zeros_projection(rows * f);
+        let dh_mm = MatMul::linear(rows, d, f);
+        g.matmul(&mut dh16, &g.upload(&x), &g.upload(&randv(&mut rng, f * d)), dh_mm);
+        let dh16_values = g.download(&dh16);
+        let cases = [
+            ("f32", g.upload(&dh), dh.clone(), g.zeros_matmul_input(rows * 2 * f)),
+            ("bf16", dh16, dh16_values, g.zeros_projection(rows * 2 * f)),
+        ];
+        for (what, dh_buf, dh_values, mut dgu) in cases {
+            let mut want_dgu = vec![0.0; rows * 2 * f];
+            g.swiglu_bwd(&mut dgu, &dh_buf, &gate_up, f);
+            Cpu.swiglu_bwd(&mut want_dgu, &dh_values, &stored, f);
+            close_within(&format!("swiglu_bwd on a bf16 projection, {what} dh, f {f}"), &g, &dgu, &want_dgu, BF16_TOL);
+        }
     }
 }
 

@@ -788,8 +788,15 @@ impl Backend for Cuda {
     }
     fn swiglu_bwd(&self, dgate_up: &mut CudaBuf, dh: &CudaBuf, gate_up: &CudaBuf, ff: usize) {
         let (name, gu, [rows, f], cfg) = self.swiglu_input("swiglu_bwd", gate_up, dh.len(), ff);
+        let (name, d) = match dh.storage() {
+            Storage::F32(d) => (name, self.ptr(d)),
+            Storage::Bf16(d) => {
+                assert!(gate_up.is_bf16(), "swiglu_bwd: a bf16 output gradient with an f32 gate/up projection");
+                ("swiglu_bwd_bf16".to_string(), self.ptr(d))
+            }
+        };
         let o = self.produce(dgate_up, gate_up.len(), false);
-        launch!(self, &name, cfg, &o.f32, dh.data(), &gu, &rows, &f, &o.bf16);
+        launch!(self, &name, cfg, &o.f32, &d, &gu, &rows, &f, &o.bf16);
         o.done(dgate_up);
     }
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
