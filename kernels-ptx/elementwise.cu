@@ -30,12 +30,23 @@ template <typename T> __device__ void bias_grad_partial(float *partial, const T 
     }
 }
 
+// out[c] += Σ_b partial[b, c], in a fixed order (deterministic). A block of
+// 8 warps takes 32 columns: warp w sums partial rows w, w + 8, ... (its lanes
+// read 32 adjacent values of a row), then the first warp adds the 8 sums in
+// warp order. Launched with cols / 32 blocks (rounded up) of 256 threads.
+#define COLUMN_WARPS 8
 template <typename T> __device__ void column_partials_add(T *out, const float *partial, int blocks, int cols) {
-    FOR_EACH(c, cols) {
-        float acc = 0.0f;
-        for (int b = 0; b < blocks; b++) acc += partial[(long)b * cols + c];
-        st(out, c, ld(out, c) + acc);
-    }
+    __shared__ float sums[COLUMN_WARPS][32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane;
+    float acc = 0.0f;
+    if (c < cols)
+        for (int b = warp; b < blocks; b += COLUMN_WARPS) acc += partial[(long)b * cols + c];
+    sums[warp][lane] = acc;
+    __syncthreads();
+    if (warp != 0 || c >= cols) return;
+    float total = sums[0][lane];
+    for (int w = 1; w < COLUMN_WARPS; w++) total += sums[w][lane];
+    st(out, c, ld(out, c) + total);
 }
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }

@@ -4,7 +4,8 @@
 // little work for a block and its barriers. The backward adds into dx, so it
 // fuses the residual-stream accumulation; the weight gradient is reduced per
 // block of rows into partials that a second kernel sums in order
-// (deterministic).
+// (deterministic). Up to dim 1024 one kernel does both from the same reads
+// of dy and x (rmsnorm_bwd); wider rows take dx and the partials in two.
 #include "common.cuh"
 
 #define NORM_ROWS 8  // rows per block: a warp each
@@ -73,6 +74,55 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
     }
 }
 
+#define NORM_BWD_VECS 8  // four-value groups per lane in rmsnorm_bwd: dim <= 4 * 32 * 8
+
+// dx as rmsnorm_bwd_dx, and partial[block, :] = Σ dy·x·rstd over the block's
+// rows, from the same reads: each warp takes rows_per_warp consecutive rows
+// and keeps its lanes' column sums in registers, then the block adds its
+// warps' sums in warp order (deterministic). dim <= 4 * 32 * NORM_BWD_VECS.
+template <typename T>
+__device__ void rmsnorm_bwd(T *dx, float *partial, const T *dout, const T *x, const T *w, const float *rstd, long rows, int dim,
+                            int rows_per_warp, bf16 *dx16) {
+    __shared__ float4 sums[NORM_ROWS][32 * NORM_BWD_VECS];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    long r0 = ((long)blockIdx.x * NORM_ROWS + warp) * rows_per_warp, r1 = min(rows, r0 + rows_per_warp);
+    float4 acc[NORM_BWD_VECS];
+    #pragma unroll
+    for (int k = 0; k < NORM_BWD_VECS; k++) acc[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (long row = r0; row < r1; row++) {
+        long base = row * dim;
+        float r = rstd[row], gx = 0.0f;
+        #pragma unroll
+        for (int k = 0; k < NORM_BWD_VECS; k++) {
+            int i = 4 * lane + 128 * k;
+            if (i >= dim) continue;
+            float4 d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
+            gx += d.x * g.x * v.x + d.y * g.y * v.y + d.z * g.z * v.z + d.w * g.w * v.w;
+        }
+        float c = r * r * r * warp_sum(gx) / dim;
+        #pragma unroll
+        for (int k = 0; k < NORM_BWD_VECS; k++) {
+            int i = 4 * lane + 128 * k;
+            if (i >= dim) continue;
+            float4 a = ld4(dx, base + i), d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
+            float4 y = make_float4(a.x + r * g.x * d.x - c * v.x, a.y + r * g.y * d.y - c * v.y, a.z + r * g.z * d.z - c * v.z,
+                                   a.w + r * g.w * d.w - c * v.w);
+            st4(dx, base + i, y);
+            if (dx16) st4(dx16, base + i, y);
+            acc[k] = make_float4(acc[k].x + d.x * v.x * r, acc[k].y + d.y * v.y * r, acc[k].z + d.z * v.z * r, acc[k].w + d.w * v.w * r);
+        }
+    }
+    // Lane l's group k holds columns 4(l + 32k)..: entry l + 32k of its warp's row.
+    #pragma unroll
+    for (int k = 0; k < NORM_BWD_VECS; k++) sums[warp][32 * k + lane] = acc[k];
+    __syncthreads();
+    for (int e = threadIdx.x; e < dim / 4; e += blockDim.x) {
+        float4 t = sums[0][e];
+        for (int wi = 1; wi < NORM_ROWS; wi++) t = make_float4(t.x + sums[wi][e].x, t.y + sums[wi][e].y, t.z + sums[wi][e].z, t.w + sums[wi][e].w);
+        st4(partial, (long)blockIdx.x * dim + 4 * e, t);
+    }
+}
+
 #define INSTANTIATE(T, S)                                                                                                   \
     extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, \
                                                bf16 *out16, T *x_copy) {                                                    \
@@ -85,6 +135,10 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
     extern "C" __global__ void rmsnorm_bwd_dw_partial_##S(float *p, const T *dy, const T *x, const float *rstd, long rows, \
                                                           int dim, int rows_per_block) {                                   \
         rmsnorm_bwd_dw_partial(p, dy, x, rstd, rows, dim, rows_per_block);                                                  \
+    }                                                                                                                       \
+    extern "C" __global__ void rmsnorm_bwd_##S(T *dx, float *p, const T *dy, const T *x, const T *w, const float *rstd,      \
+                                               long rows, int dim, int rows_per_warp, bf16 *dx16) {                         \
+        rmsnorm_bwd(dx, p, dy, x, w, rstd, rows, dim, rows_per_warp, dx16);                                                 \
     }
 
 INSTANTIATE(float, f32)

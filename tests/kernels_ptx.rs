@@ -31,9 +31,10 @@ fn kernels_exist_for_both_storage_types() {
             assert!(elementwise.contains(&format!("{k}_{s}").as_str()), "{k}_{s} in {elementwise:?}");
         }
     }
+    assert!(elementwise.contains(&"swiglu_bwd_bf16"), "a bf16 output gradient in training");
     assert!(elementwise.contains(&"cast_f32_to_bf16") && elementwise.contains(&"cast_bf16_to_f32"));
     let norm = entry_points(ptx("norm").unwrap());
-    for k in ["rmsnorm_fwd_bf16", "rmsnorm_bwd_dx_bf16", "rmsnorm_bwd_dw_partial_bf16"] {
+    for k in ["rmsnorm_fwd_bf16", "rmsnorm_bwd_f32", "rmsnorm_bwd_dx_bf16", "rmsnorm_bwd_dw_partial_bf16"] {
         assert!(norm.contains(&k), "{k}");
     }
     assert_eq!(

@@ -124,6 +124,12 @@ pub(crate) fn per_row(rows: usize) -> LaunchConfig {
 
 /// Rows per block of the RMSNorm kernels (a warp each), as NORM_ROWS in kernels-ptx/norm.cu.
 const NORM_ROWS: u32 = THREADS / 32;
+/// The widest row the one-kernel RMSNorm backward takes (NORM_BWD_VECS in norm.cu).
+const NORM_BWD_FUSED_DIM: usize = 1024;
+/// Rows each warp of the one-kernel RMSNorm backward takes: 16 per block,
+/// so 1024 blocks (and weight-gradient partials) for 16K tokens, several
+/// waves at the three blocks an SM holds (82 registers a thread).
+const NORM_BWD_ROWS_PER_WARP: usize = 2;
 
 /// The RMSNorm kernels' launch: a warp per row, four values per lane and step.
 fn per_norm_rows(dim: usize, rows: i64) -> LaunchConfig {
@@ -426,7 +432,8 @@ impl Cuda {
     /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
-        launch!(self, "column_partials_add_f32", per_element(cols), out, partial, &nb, &c);
+        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        launch!(self, "column_partials_add_f32", cfg, out, partial, &nb, &c);
     }
 
     /// The SwiGLU kernel `stem` for a gate/up projection `[rows, 2·ff]`
@@ -614,12 +621,23 @@ impl Backend for Cuda {
         // dx accumulates, so the kernel reads it: it stays in f32 too.
         assert!(!dx.is_matmul_input(), "rmsnorm_bwd accumulates into dx, which must not be a matmul-input buffer");
         let o = self.produce(dx, rows * dim, true);
-        launch!(self, "rmsnorm_bwd_dx_f32", per_norm_rows(dim, r), &o.f32, dout.data(), x.data(), w.data(), rstd.data(), &r, &d, &o.bf16);
+        let (dy, x, w, rstd) = (dout.data(), x.data(), w.data(), rstd.data());
+        let (blocks, partial) = if dim <= NORM_BWD_FUSED_DIM {
+            // One kernel: dx and the weight gradient's partials from the same reads.
+            let blocks = rows.div_ceil(NORM_ROWS as usize * NORM_BWD_ROWS_PER_WARP);
+            let mut partial = self.scratch(blocks * dim);
+            let rpw = NORM_BWD_ROWS_PER_WARP as i32;
+            launch!(self, "rmsnorm_bwd_f32", per_row(blocks), &o.f32, &mut partial, dy, x, w, rstd, &r, &d, &rpw, &o.bf16);
+            (blocks, partial)
+        } else {
+            launch!(self, "rmsnorm_bwd_dx_f32", per_norm_rows(dim, r), &o.f32, dy, x, w, rstd, &r, &d, &o.bf16);
+            let blocks = rows.div_ceil(ROWS_PER_BLOCK);
+            let mut partial = self.scratch(blocks * dim);
+            let rpb = ROWS_PER_BLOCK as i32;
+            launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dy, x, rstd, &r, &d, &rpb);
+            (blocks, partial)
+        };
         o.done(dx);
-        let blocks = rows.div_ceil(ROWS_PER_BLOCK);
-        let mut partial = self.scratch(blocks * dim);
-        let rpb = ROWS_PER_BLOCK as i32;
-        launch!(self, "rmsnorm_bwd_dw_partial_f32", per_row(blocks), &mut partial, dout.data(), x.data(), rstd.data(), &r, &d, &rpb);
         self.add_column_partials(dw.write(), &partial, blocks, dim);
     }
     fn rope_fwd(&self, x: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
