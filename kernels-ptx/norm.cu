@@ -42,8 +42,8 @@ __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, long ro
 }
 
 // dx += r*w*dy - r^3/dim * x * sum(w*dy*x); dx16, when not null, gets the sum rounded to bf16.
-template <typename T>
-__device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const T *x, const T *w, const float *rstd, long rows, int dim, bf16 *dx16) {
+template <typename T, typename TD>
+__device__ void rmsnorm_bwd_dx(T *dx, const TD *dout, const T *x, const T *w, const float *rstd, long rows, int dim, bf16 *dx16) {
     long row = (long)blockIdx.x * NORM_ROWS + (threadIdx.x >> 5), base = row * dim;
     int lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -64,7 +64,8 @@ __device__ void rmsnorm_bwd_dx(T *dx, const T *dout, const T *x, const T *w, con
 }
 
 // partial[b, i] = sum over rows of block b of dy * x * rstd; rows_per_block rows per block.
-template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, const T *dout, const T *x, const float *rstd, long rows, int dim, int rows_per_block) {
+template <typename T, typename TD>
+__device__ void rmsnorm_bwd_dw_partial(float *partial, const TD *dout, const T *x, const float *rstd, long rows, int dim, int rows_per_block) {
     long r0 = (long)blockIdx.x * rows_per_block;
     long r1 = min(rows, r0 + rows_per_block);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
@@ -80,8 +81,8 @@ template <typename T> __device__ void rmsnorm_bwd_dw_partial(float *partial, con
 // rows, from the same reads: each warp takes rows_per_warp consecutive rows
 // and keeps its lanes' column sums in registers, then the block adds its
 // warps' sums in warp order (deterministic). dim <= 4 * 32 * NORM_BWD_VECS.
-template <typename T>
-__device__ void rmsnorm_bwd(T *dx, float *partial, const T *dout, const T *x, const T *w, const float *rstd, long rows, int dim,
+template <typename T, typename TD>
+__device__ void rmsnorm_bwd(T *dx, float *partial, const TD *dout, const T *x, const T *w, const float *rstd, long rows, int dim,
                             int rows_per_warp, bf16 *dx16) {
     __shared__ float4 sums[NORM_ROWS][32 * NORM_BWD_VECS];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -143,3 +144,18 @@ __device__ void rmsnorm_bwd(T *dx, float *partial, const T *dout, const T *x, co
 
 INSTANTIATE(float, f32)
 INSTANTIATE(bf16, bf16)
+
+// The backward of a training step: the norm's output gradient is a bf16
+// matmul output (as autocast keeps it), dx, x and w are f32.
+extern "C" __global__ void rmsnorm_bwd_dx_bf16in_f32(float *dx, const bf16 *dy, const float *x, const float *w, const float *rstd,
+                                                     long rows, int dim, bf16 *dx16) {
+    rmsnorm_bwd_dx(dx, dy, x, w, rstd, rows, dim, dx16);
+}
+extern "C" __global__ void rmsnorm_bwd_dw_partial_bf16in_f32(float *p, const bf16 *dy, const float *x, const float *rstd, long rows,
+                                                             int dim, int rows_per_block) {
+    rmsnorm_bwd_dw_partial(p, dy, x, rstd, rows, dim, rows_per_block);
+}
+extern "C" __global__ void rmsnorm_bwd_bf16in_f32(float *dx, float *p, const bf16 *dy, const float *x, const float *w, const float *rstd,
+                                                  long rows, int dim, int rows_per_warp, bf16 *dx16) {
+    rmsnorm_bwd(dx, p, dy, x, w, rstd, rows, dim, rows_per_warp, dx16);
+}

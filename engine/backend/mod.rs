@@ -198,7 +198,7 @@ pub trait Backend: Sync {
     /// A zeroed buffer for a projection a training step keeps or consumes in
     /// place: the q/k/v projections, the MLP's gate and up projections, the
     /// LM head's logits, the gradients of the attention output, of the SwiGLU
-    /// output, of the gate/up projections and (without biases) of the q/k/v projections,
+    /// output, of a layer norm's output, of the gate/up projections and (without biases) of the q/k/v projections,
     /// and the matmul inputs a layer keeps for its backward (norm outputs,
     /// token-major attention output, SwiGLU product). A device backend may store it in
     /// bf16, as it stores attention operands (as PyTorch's autocast keeps
@@ -206,7 +206,7 @@ pub trait Backend: Sync {
     /// an input), `qkv_from_tokens` (as the source, into attention operands),
     /// `to_head_major` (as the source, into an attention operand),
     /// `swiglu_fwd` and `swiglu_bwd` (as `gate_up`, and `swiglu_bwd` as `dh`
-    /// when `gate_up` is one too), `rmsnorm_fwd` and
+    /// when `gate_up` is one too), `rmsnorm_bwd` (as `dout`), `rmsnorm_fwd` and
     /// `rmsnorm_fwd_copying` (as `out`), `to_token_major`, `swiglu_fwd`,
     /// `swiglu_bwd` and `tokens_from_qkv` (as the destination), the loss ops (`cross_entropy_inplace`,
     /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in

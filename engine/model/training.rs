@@ -122,6 +122,8 @@ pub struct TrainState<B: Backend> {
     d_resid: B::Buf,
     /// A head writes `∂L/∂ln_f` here before the trunk's backward pass.
     pub(crate) d_ln: B::Buf,
+    /// A layer norm's output gradient (bf16 on a device, as autocast keeps it).
+    d_norm: B::Buf,
     /// The SwiGLU output's gradient (bf16 on a device, as autocast keeps it).
     d_act: B::Buf,
     d_gate_up: B::Buf,
@@ -191,6 +193,7 @@ impl<B: Backend> TrainState<B> {
             head_dx: be.zeros(head_rows * d),
             d_resid: be.zeros(n * d),
             d_ln: be.zeros(n * d),
+            d_norm: be.zeros_projection(n * d),
             d_act: be.zeros_projection(n * f),
             d_gate_up: be.zeros_projection(n * 2 * f),
             d_att_tok: be.zeros_projection(n * qd),
@@ -417,9 +420,9 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut g.w_down, &st.d_resid, &w.act, MatMul::linear_dw(n, f, d));
             be.matmul(&mut st.d_act, &st.d_resid, &p.w_down, MatMul::linear_dx(n, f, d));
             be.swiglu_bwd(&mut st.d_gate_up, &st.d_act, &w.gate_up, f);
-            be.matmul(&mut st.d_ln, &st.d_gate_up, &p.w_gate_up, MatMul::linear_dx(n, d, 2 * f));
+            be.matmul(&mut st.d_norm, &st.d_gate_up, &p.w_gate_up, MatMul::linear_dx(n, d, 2 * f));
             be.matmul(&mut g.w_gate_up, &st.d_gate_up, &w.ln2, MatMul::linear_dw(n, d, 2 * f));
-            be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_ln, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
+            be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_norm, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
             be.matmul(&mut g.wo, &st.d_resid, &w.att_tok, MatMul::linear_dw(n, h * hd, d));
             be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
@@ -430,9 +433,9 @@ impl<B: Backend> Transformer<B> {
             if let Some(db) = g.bqkv.as_mut() {
                 be.bias_grad(db, &st.dqkv_tok, n);
             }
-            be.matmul(&mut st.d_ln, &st.dqkv_tok, &p.wqkv, MatMul::linear_dx(n, d, heads.width()));
+            be.matmul(&mut st.d_norm, &st.dqkv_tok, &p.wqkv, MatMul::linear_dx(n, d, heads.width()));
             be.matmul(&mut g.wqkv, &st.dqkv_tok, &w.ln1, MatMul::linear_dw(n, d, heads.width()));
-            be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_ln, &a.x_in, &p.attn_norm, &a.rstd1, d);
+            be.rmsnorm_bwd(&mut st.d_resid, &mut g.attn_norm, &st.d_norm, &a.x_in, &p.attn_norm, &a.rstd1, d);
         }
         be.embedding_bwd(&mut grads.embed, &st.d_resid, &batch.ids, d);
     }

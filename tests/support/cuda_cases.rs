@@ -995,6 +995,29 @@ fn bf16_mlp_projections_feed_swiglu_forward_and_backward() {
 }
 
 #[test]
+fn rmsnorm_bwd_takes_a_bf16_output_gradient() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    // A training step's norm gradient is a bf16 matmul output; one kernel up
+    // to 1024 values a row, two beyond.
+    for (rows, dim) in [(37, 96), (5, 1100)] {
+        let (x, w) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
+        let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        Cpu.rmsnorm_fwd(&mut out, &mut rstd, &x, &w, dim, 1e-5);
+        let mut dout = g.zeros_projection(rows * dim);
+        let k = 16;
+        g.matmul(&mut dout, &g.upload(&randv(&mut rng, rows * k)), &g.upload(&randv(&mut rng, dim * k)), MatMul::linear(rows, k, dim));
+        let dout_values = g.download(&dout);
+        let (mut dx, mut dw) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
+        let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
+        Cpu.rmsnorm_bwd(&mut dx, &mut dw, &dout_values, &x, &w, &rstd, dim);
+        g.rmsnorm_bwd(&mut gdx, &mut gdw, &dout, &g.upload(&x), &g.upload(&w), &g.upload(&rstd), dim);
+        close(&format!("rmsnorm dx from a bf16 gradient, dim {dim}"), &g, &gdx, &dx);
+        close(&format!("rmsnorm dw from a bf16 gradient, dim {dim}"), &g, &gdw, &dw);
+    }
+}
+
+#[test]
 fn decode_graphs_replay_exactly_what_eager_steps_compute() {
     use vul2safe::generate::{generate_continuous, SamplingConfig};
     let Some(g) = gpu_tensor_cores() else { return };
