@@ -34,8 +34,14 @@ fn kernels_exist_for_both_storage_types() {
     assert!(elementwise.contains(&"swiglu_bwd_bf16"), "a bf16 output gradient in training");
     assert!(elementwise.contains(&"cast_f32_to_bf16") && elementwise.contains(&"cast_bf16_to_f32"));
     let norm = entry_points(ptx("norm").unwrap());
-    for k in ["rmsnorm_fwd_bf16", "rmsnorm_bwd_f32", "rmsnorm_bwd_dx_bf16", "rmsnorm_bwd_dw_partial_bf16"] {
+    for k in ["rmsnorm_fwd_bf16", "rmsnorm_bwd_dx_bf16", "rmsnorm_bwd_dw_partial_bf16"] {
         assert!(norm.contains(&k), "{k}");
+    }
+    // The backward in one kernel or two, from an f32 or bf16 (training's) output gradient.
+    for stem in ["rmsnorm_bwd", "rmsnorm_bwd_dx", "rmsnorm_bwd_dw_partial"] {
+        for s in ["f32", "bf16in_f32"] {
+            assert!(norm.contains(&format!("{stem}_{s}").as_str()), "{stem}_{s}");
+        }
     }
     assert_eq!(
         entry_points(ptx("adamw").unwrap()),

@@ -622,27 +622,22 @@ impl Backend for Cuda {
         assert!(!dx.is_matmul_input(), "rmsnorm_bwd accumulates into dx, which must not be a matmul-input buffer");
         let o = self.produce(dx, rows * dim, true);
         // The output gradient in f32, or bf16 (a training step's, written by a matmul).
-        let (dy, suffix) = match dout.storage() {
-            Storage::F32(d) => (self.ptr(d), "f32"),
-            Storage::Bf16(d) => (self.ptr(d), "bf16in_f32"),
-        };
+        let dy = self.addr(dout.storage());
+        let kernel = |stem: &str| if dout.is_bf16() { format!("{stem}_bf16in_f32") } else { format!("{stem}_f32") };
         let (x, w, rstd) = (x.data(), w.data(), rstd.data());
         let (blocks, partial) = if dim <= NORM_BWD_FUSED_DIM {
             // One kernel: dx and the weight gradient's partials from the same reads.
             let blocks = rows.div_ceil(NORM_ROWS as usize * NORM_BWD_ROWS_PER_WARP);
             let mut partial = self.scratch(blocks * dim);
             let rpw = NORM_BWD_ROWS_PER_WARP as i32;
-            let name = format!("rmsnorm_bwd_{suffix}");
-            launch!(self, &name, per_row(blocks), &o.f32, &mut partial, &dy, x, w, rstd, &r, &d, &rpw, &o.bf16);
+            launch!(self, &kernel("rmsnorm_bwd"), per_row(blocks), &o.f32, &mut partial, &dy, x, w, rstd, &r, &d, &rpw, &o.bf16);
             (blocks, partial)
         } else {
-            let name = format!("rmsnorm_bwd_dx_{suffix}");
-            launch!(self, &name, per_norm_rows(dim, r), &o.f32, &dy, x, w, rstd, &r, &d, &o.bf16);
+            launch!(self, &kernel("rmsnorm_bwd_dx"), per_norm_rows(dim, r), &o.f32, &dy, x, w, rstd, &r, &d, &o.bf16);
             let blocks = rows.div_ceil(ROWS_PER_BLOCK);
             let mut partial = self.scratch(blocks * dim);
             let rpb = ROWS_PER_BLOCK as i32;
-            let name = format!("rmsnorm_bwd_dw_partial_{suffix}");
-            launch!(self, &name, per_row(blocks), &mut partial, &dy, x, rstd, &r, &d, &rpb);
+            launch!(self, &kernel("rmsnorm_bwd_dw_partial"), per_row(blocks), &mut partial, &dy, x, rstd, &r, &d, &rpb);
             (blocks, partial)
         };
         o.done(dx);
