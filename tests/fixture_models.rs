@@ -101,6 +101,40 @@ fn gradient_accumulation_equals_one_big_batch() {
     }
 }
 
+/// The LM head in several chunks, the last one shorter, gives what it gives
+/// in one: on the CPU a chunk holds 8 Mi logits, 25,343 rows at this vocab
+/// of 331, so 797 rows of 64 tokens take three chunks (17,003 rows, twice,
+/// then 17,002), and micro-batches of at most 200 rows one each.
+#[test]
+fn lm_head_in_chunks_matches_single_chunk_micro_batches() {
+    let (m, _) = load("qwen2_b");
+    assert_eq!(m.cfg.vocab_size, 331, "the chunk counts above assume this vocab");
+    let (rows, seq) = (797, 64);
+    let n = rows * seq;
+    let ids: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % 331) as u32).collect();
+    let full = Batch::causal_lm(ids, &vec![true; n], rows, seq, n as f32);
+    let mut g_full = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
+    let loss_full = m.forward_backward(&Cpu, &full, &mut TrainState::new(&Cpu, &m.cfg, rows, seq), &mut g_full).unwrap();
+    let mut g_acc = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
+    let mut loss_acc = 0.0;
+    for r0 in (0..rows).step_by(200) {
+        let b = 200.min(rows - r0);
+        let span = r0 * seq..(r0 + b) * seq;
+        let micro = Batch {
+            batch: b,
+            seq,
+            ids: full.ids[span.clone()].to_vec(),
+            targets: full.targets[span.clone()].to_vec(),
+            weights: full.weights[span].to_vec(),
+        };
+        loss_acc += m.forward_backward(&Cpu, &micro, &mut TrainState::new(&Cpu, &m.cfg, b, seq), &mut g_acc).unwrap();
+    }
+    assert!((loss_full - loss_acc).abs() < 1e-5 * loss_full.abs(), "{loss_full} vs {loss_acc}");
+    for (spec, (a, b)) in param_specs(&m.cfg).iter().zip(g_acc.iter().into_iter().zip(g_full.iter())) {
+        assert_close(&format!("grad {}", spec.name), a, b, 1e-4, 1e-6);
+    }
+}
+
 #[test]
 fn two_adamw_steps_match_torch() {
     for name in MODELS {

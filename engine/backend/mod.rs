@@ -362,13 +362,15 @@ pub trait Backend: Sync {
     /// Overwrites `dgate_up` `[rows, 2·ff]`.
     fn swiglu_bwd(&self, dgate_up: &mut Self::Buf, dh: &Self::Buf, gate_up: &Self::Buf, ff: usize);
 
-    /// Fused softmax cross-entropy over `[rows, vocab]` logits, in place: the
-    /// logits are overwritten by `weights[r] · (softmax - onehot)`. Rows whose
-    /// target is [`IGNORE`] get zero gradient. Returns `Σ_r weights[r] · ce_r`.
+    /// Fused softmax cross-entropy over `[rows, vocab]` logits (one row per
+    /// target; the buffer may hold more, which stay as they are), in place:
+    /// the logits are overwritten by `weights[r] · (softmax - onehot)`. Rows
+    /// whose target is [`IGNORE`] get zero gradient. Returns `Σ_r weights[r] · ce_r`.
     fn cross_entropy_inplace(&self, logits: &mut Self::Buf, targets: &[u32], weights: &[f32], vocab: usize) -> f64;
 
-    /// Per row: `log softmax(logits)[target]` and the entropy of the softmax,
-    /// in one pass over the logits (no second softmax is materialized).
+    /// Per row (one per target, as in `cross_entropy_inplace`):
+    /// `log softmax(logits)[target]` and the entropy of the softmax, in one
+    /// pass over the logits (no second softmax is materialized).
     fn logprob_entropy(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>);
     /// Overwrites logits with `∂L/∂logits` for a loss whose per-row gradient
     /// is `c_logp[r]` with respect to the target's logprob and `c_ent[r]` with

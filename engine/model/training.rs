@@ -135,9 +135,12 @@ pub struct TrainState<B: Backend> {
     dqkv_tok: B::Buf,
 }
 
-/// Rows of logits materialized at once by the fused LM head.
+/// Rows of logits materialized at once by the fused LM head: as few chunks
+/// as `chunk_elems` allows (each chunk's weight-gradient matmul reads and
+/// writes the whole head gradient), of equal size up to the last.
 fn head_chunk_rows(chunk_elems: usize, tokens: usize, vocab: usize) -> usize {
-    (chunk_elems / vocab).clamp(1, tokens)
+    let most = (chunk_elems / vocab).clamp(1, tokens);
+    tokens.div_ceil(tokens.div_ceil(most))
 }
 
 impl<B: Backend> TrainState<B> {
@@ -382,15 +385,8 @@ impl<B: Backend> Transformer<B> {
             let rows = st.head_rows.min(n - r0);
             be.copy_range(&mut st.head_x, 0, &st.ln_f, r0 * d, rows * d);
             be.matmul(&mut st.head_logits, &st.head_x, head, MatMul::linear(rows, d, v));
-            if rows < st.head_rows {
-                // The op sees exactly `rows` rows.
-                let mut part = be.zeros_projection(rows * v);
-                be.copy_range(&mut part, 0, &st.head_logits, 0, rows * v);
-                loss += head_chunk(be, &mut part, r0, rows);
-                be.copy_range(&mut st.head_logits, 0, &part, 0, rows * v);
-            } else {
-                loss += head_chunk(be, &mut st.head_logits, r0, rows);
-            }
+            // A last, shorter chunk uses the buffer's first `rows` rows.
+            loss += head_chunk(be, &mut st.head_logits, r0, rows);
             be.matmul(&mut st.head_dx, &st.head_logits, head, MatMul::linear_dx(rows, d, v));
             be.matmul(head_grad, &st.head_logits, &st.head_x, MatMul::linear_dw(rows, d, v));
             be.copy_range(&mut st.d_ln, r0 * d, &st.head_dx, 0, rows * d);
@@ -449,5 +445,20 @@ impl<B: Backend> Transformer<B> {
         be.rmsnorm_fwd(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, c.hidden_size, c.rms_norm_eps);
         be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(bs * t, c.hidden_size, 2 * c.intermediate_size));
         be.swiglu_fwd(&mut w.act, &w.gate_up, c.intermediate_size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_chunk_rows;
+
+    #[test]
+    fn head_chunks_are_as_few_and_as_even_as_the_budget_allows() {
+        // llama-124m B16×1024 and qwen2-0.5b B8×1024 at 256 Mi logits a chunk.
+        assert_eq!(head_chunk_rows(256 << 20, 16384, 50304), 4096);
+        assert_eq!(head_chunk_rows(256 << 20, 8192, 151936), 1639);
+        // Everything in one chunk, and at least a row when a row exceeds the budget.
+        assert_eq!(head_chunk_rows(1 << 20, 100, 1000), 100);
+        assert_eq!(head_chunk_rows(10, 7, 1000), 1);
     }
 }

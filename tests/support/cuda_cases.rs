@@ -1056,9 +1056,11 @@ fn losses_on_bf16_logits_match_the_cpu_on_their_values() {
     // scalar head and tail run beside their 8-value vectors.
     let (rows, d, vocab) = (7, 16, 1001);
     let (x, w) = (g.upload(&randv(&mut rng, rows * d)), g.upload(&randv(&mut rng, vocab * d)));
-    // Logits as training stores them: bf16, written by the head's matmul.
+    // Logits as training stores them: bf16, written by the head's matmul,
+    // in a chunk buffer with two rows to spare (a last, shorter chunk's),
+    // which every op must leave as they are (zero here and on the CPU).
     let logits = || {
-        let mut z = g.zeros_projection(rows * vocab);
+        let mut z = g.zeros_projection((rows + 2) * vocab);
         g.matmul(&mut z, &x, &w, MatMul::linear(rows, d, vocab));
         z
     };

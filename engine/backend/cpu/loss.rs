@@ -1,6 +1,7 @@
 //! Fused softmax cross-entropy (in place: logits become their gradient),
 //! target log-probabilities with entropies, and the logit gradient of any
-//! loss on those two, all over rows of `vocab` logits.
+//! loss on those two, all over rows of `vocab` logits: one row per target,
+//! the first rows of a buffer that may hold more (a chunk's last rows).
 
 use crate::backend::IGNORE;
 use rayon::prelude::*;
@@ -10,7 +11,7 @@ fn check_target(t: u32, vocab: usize) {
 }
 
 pub fn cross_entropy_inplace(logits: &mut [f32], targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
-    assert_eq!(logits.len(), targets.len() * vocab);
+    let logits = &mut logits[..targets.len() * vocab];
     assert_eq!(weights.len(), targets.len());
     logits
         .par_chunks_mut(vocab)
@@ -54,7 +55,7 @@ fn log_z_and_entropy(row: &[f32]) -> (f32, f32) {
 }
 
 pub fn logprob_entropy(logits: &[f32], targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
-    assert_eq!(logits.len(), targets.len() * vocab);
+    let logits = &logits[..targets.len() * vocab];
     logits
         .par_chunks(vocab)
         .zip(targets.par_iter())
@@ -67,7 +68,8 @@ pub fn logprob_entropy(logits: &[f32], targets: &[u32], vocab: usize) -> (Vec<f3
 }
 
 pub fn logit_grad_inplace(logits: &mut [f32], targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
-    assert!(logits.len() == targets.len() * vocab && c_logp.len() == targets.len() && c_ent.len() == targets.len());
+    assert!(c_logp.len() == targets.len() && c_ent.len() == targets.len());
+    let logits = &mut logits[..targets.len() * vocab];
     logits.par_chunks_mut(vocab).zip(targets.par_iter()).zip(c_logp.par_iter().zip(c_ent.par_iter())).for_each(
         |((row, &t), (&cl, &ce))| {
             check_target(t, vocab);

@@ -503,9 +503,11 @@ impl Backend for Cuda {
         self.run_repeated(step)
     }
     fn logits_chunk_elems(&self) -> usize {
-        // 512 MiB: chunks of ~900 (vocab 152K) to ~2,700 (vocab 50K) rows keep
-        // the head's matmuls large and every SM busy in the row kernels.
-        128 << 20
+        // 512 MiB of bf16 logits: chunks of up to ~1,770 (vocab 152K) or ~5,300
+        // (vocab 50K) rows keep the head's matmuls large, and few chunks mean
+        // few passes of the weight-gradient matmul over the f32 head gradient
+        // (545 MB at qwen2-0.5b, read and written once per chunk).
+        256 << 20
     }
     fn zeros(&self, len: usize) -> CudaBuf {
         CudaBuf::new(self.scratch(len))
