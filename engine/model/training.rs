@@ -405,11 +405,11 @@ impl<B: Backend> Transformer<B> {
         be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
             let (p, g, a) = (&self.params.layers[l], &mut grads.layers[l], &mut st.layers[l]);
-            let w = match a.inputs.as_mut() {
+            let w = match a.inputs.as_ref() {
                 Some(kept) => kept,
                 None => {
                     self.recompute_matmul_inputs(be, l, a, &mut st.recomputed, bs, t);
-                    &mut st.recomputed
+                    &st.recomputed
                 }
             };
             // MLP: x_out = x_mid + swiglu(ln2·Wgᵀ, ln2·Wuᵀ)·Wdᵀ
