@@ -168,6 +168,9 @@ mod tests {
         assert_eq!(family_of("qkv_from_tokens_bf16_bf16_from_bf16"), "qkv_from_tokens");
         assert_eq!(family_of("flash_fwd_bf16kv_d64_f32"), "flash_fwd");
         assert_eq!(family_of("swiglu_bwd_bf16in_f32"), "swiglu_bwd");
+        assert_eq!(family_of("swiglu_bwd_bf16"), "swiglu_bwd");
+        assert_eq!(family_of("rmsnorm_bwd_bf16in_f32"), "rmsnorm_bwd");
+        assert_eq!(family_of("rmsnorm_bwd_dx_bf16in_f32"), "rmsnorm_bwd_dx");
         assert_eq!(family_of("to_head_major_f32_to_bf16"), "to_head_major");
     }
 }
