@@ -56,14 +56,31 @@ struct Family {
 struct Function {
     std::string name;
     const Family *family;
+    // Threads a block may have: the PTX's .maxntid (from __launch_bounds__),
+    // else the hardware's 1024. A GPU refuses larger launches.
+    unsigned max_threads;
     // Dynamic shared memory a launch may ask for: 48 KB unless raised
     // (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES), as on a GPU.
     int max_dynamic_shared = 48 * 1024;
 };
 
-struct Module {
-    std::vector<std::string> entries;
+struct Entry {
+    std::string name;
+    unsigned max_threads;
 };
+struct Module {
+    std::vector<Entry> entries;
+};
+
+// An entry's .maxntid x, y, z (between its parameter list and its body), as
+// the product of the three, or 1024 without one.
+unsigned max_threads_of(const char *entry) {
+    const char *body = std::strchr(entry, '{'), *bound = std::strstr(entry, ".maxntid ");
+    if (!bound || (body && bound > body)) return 1024;
+    unsigned x = 1, y = 1, z = 1;
+    std::sscanf(bound + 9, "%u, %u, %u", &x, &y, &z);
+    return x * y * z;
+}
 
 struct Event {
     std::chrono::steady_clock::time_point at;
@@ -346,7 +363,7 @@ CUresult cuModuleLoadData(void **module, const void *image) {
     for (const char *at = std::strstr(ptx, ".entry "); at; at = std::strstr(at + 1, ".entry ")) {
         const char *name = at + 7, *end = name;
         while (*end && *end != '(' && *end != ' ' && *end != '\n') end++;
-        m->entries.emplace_back(name, end);
+        m->entries.push_back({std::string(name, end), max_threads_of(end)});
     }
     *module = m;
     return OK;
@@ -357,16 +374,17 @@ CUresult cuModuleUnload(void *module) {
 }
 CUresult cuModuleGetFunction(void **f, void *module, const char *name) {
     CALL;
-    bool listed = false;
-    for (const std::string &e : ((Module *)module)->entries) listed |= e == name;
-    if (!listed) return NOT_FOUND;
+    const Entry *entry = nullptr;
+    for (const Entry &e : ((Module *)module)->entries)
+        if (e.name == name) entry = &e;
+    if (!entry) return NOT_FOUND;
     for (const Family &fam : families)
         if (fam.has(name)) {
-            *f = new Function{name, &fam};
+            *f = new Function{name, &fam, entry->max_threads};
             return OK;
         }
     if (dry_run) {  // nothing runs, so any listed kernel will do
-        *f = new Function{name, nullptr};
+        *f = new Function{name, nullptr, entry->max_threads};
         return OK;
     }
     std::fprintf(stderr, "emulated driver: no family provides kernel %s\n", name);
@@ -392,6 +410,11 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     CALL;
     const Function *fn = (const Function *)f;
     if (extra != nullptr) return INVALID_VALUE;  // the kernels take kernelParams
+    if (bx * by * bz > fn->max_threads) {
+        std::fprintf(stderr, "emulated driver: %s launched with %u threads a block, its launch bounds allow %u\n", fn->name.c_str(),
+                     bx * by * bz, fn->max_threads);
+        return INVALID_VALUE;
+    }
     if ((int)shared > fn->max_dynamic_shared) {
         std::fprintf(stderr, "emulated driver: %s asks for %u bytes of dynamic shared memory, %d allowed\n", fn->name.c_str(), shared,
                      fn->max_dynamic_shared);
