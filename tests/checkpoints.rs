@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::model::weights::load_params;
-use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
+use vul2safe::model::{Batch, GradWrite, ModelConfig, Params, TrainState, Transformer};
 use vul2safe::tokenizer::Tokenizer;
 
 /// A writable copy of a fixture model folder.
@@ -105,7 +105,7 @@ fn saved_checkpoint_reloads_identically() {
     let loss = |m: &Transformer<Cpu>| {
         let mut st = TrainState::new(&Cpu, &m.cfg, 1, 20);
         let mut g = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-        m.forward_backward(&Cpu, &b, &mut st, &mut g).unwrap()
+        m.forward_backward(&Cpu, &b, &mut st, &mut g, GradWrite::Add).unwrap()
     };
     assert_eq!(loss(&m), loss(&again));
 }
@@ -210,7 +210,7 @@ fn out_of_vocab_training_ids_are_an_error() {
     let mut st = TrainState::new(&Cpu, &m.cfg, 1, 4);
     let mut g = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
     let b = Batch::causal_lm(vec![1, 2, 400, 3], &[true; 4], 1, 4, 3.0);
-    let e = format!("{:#}", m.forward_backward(&Cpu, &b, &mut st, &mut g).unwrap_err());
+    let e = format!("{:#}", m.forward_backward(&Cpu, &b, &mut st, &mut g, GradWrite::Add).unwrap_err());
     assert!(e.contains("token id 400"), "{e}");
 }
 

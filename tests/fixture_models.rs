@@ -7,7 +7,7 @@ mod common;
 use common::{assert_close, fixture_dir, Expected};
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::generate::{generate, SamplingConfig};
-use vul2safe::model::{param_specs, Batch, Params, TrainState, Transformer};
+use vul2safe::model::{param_specs, Batch, GradWrite, Params, TrainState, Transformer};
 use vul2safe::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
 
 const MODELS: [&str; 2] = ["llama_a", "qwen2_b"];
@@ -44,7 +44,7 @@ fn loss_and_every_gradient_match_transformers() {
         let b = batch(&e);
         let mut st = TrainState::new(&Cpu, &m.cfg, b.batch, b.seq);
         let mut grads = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-        let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads).unwrap();
+        let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads, GradWrite::Add).unwrap();
         let want = e.f32("loss")[0] as f64;
         assert!((loss - want).abs() <= 1e-5 * want.abs(), "{name}: loss {loss} vs {want}");
         for (spec, g) in grads.hf_tensors(&m.cfg) {
@@ -60,7 +60,7 @@ fn recomputing_matmul_inputs_gives_the_same_loss_and_gradients() {
         let b = batch(&e);
         let run = |mut st: TrainState<Cpu>| {
             let mut grads = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-            let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads).unwrap();
+            let loss = m.forward_backward(&Cpu, &b, &mut st, &mut grads, GradWrite::Add).unwrap();
             (loss, grads)
         };
         let (loss_kept, kept) = run(TrainState::new(&Cpu, &m.cfg, b.batch, b.seq));
@@ -73,13 +73,33 @@ fn recomputing_matmul_inputs_gives_the_same_loss_and_gradients() {
     }
 }
 
+/// A pass that overwrites the gradients leaves exactly what zeroing them and
+/// adding would, whatever the buffers held (NaN here): on an untied model
+/// and on a tied one with q/k/v biases.
+#[test]
+fn overwriting_gradients_equals_zeroing_then_adding() {
+    for name in MODELS {
+        let (m, e) = load(name);
+        let b = batch(&e);
+        let mut st = TrainState::new(&Cpu, &m.cfg, b.batch, b.seq);
+        let mut added = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
+        let loss_added = m.forward_backward(&Cpu, &b, &mut st, &mut added, GradWrite::Add).unwrap();
+        let mut written = Params::build(&m.cfg, |s| vec![f32::NAN; s.numel()]);
+        let loss_written = m.forward_backward(&Cpu, &b, &mut st, &mut written, GradWrite::Overwrite).unwrap();
+        assert_eq!(loss_added, loss_written, "{name} loss");
+        for (spec, (a, w)) in param_specs(&m.cfg).iter().zip(added.iter().into_iter().zip(written.iter())) {
+            assert_eq!(a, w, "{name} grad {}", spec.name);
+        }
+    }
+}
+
 #[test]
 fn gradient_accumulation_equals_one_big_batch() {
     let (m, e) = load("qwen2_b");
     let full = batch(&e);
     let mut st = TrainState::new(&Cpu, &m.cfg, full.batch, full.seq);
     let mut g_full = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-    let loss_full = m.forward_backward(&Cpu, &full, &mut st, &mut g_full).unwrap();
+    let loss_full = m.forward_backward(&Cpu, &full, &mut st, &mut g_full, GradWrite::Add).unwrap();
 
     let mut st1 = TrainState::new(&Cpu, &m.cfg, 1, full.seq);
     let mut g_acc = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
@@ -93,7 +113,7 @@ fn gradient_accumulation_equals_one_big_batch() {
             targets: full.targets[span.clone()].to_vec(),
             weights: full.weights[span].to_vec(),
         };
-        loss_acc += m.forward_backward(&Cpu, &micro, &mut st1, &mut g_acc).unwrap();
+        loss_acc += m.forward_backward(&Cpu, &micro, &mut st1, &mut g_acc, GradWrite::Add).unwrap();
     }
     assert!((loss_full - loss_acc).abs() < 1e-6 * loss_full.abs());
     for (a, b) in g_acc.iter().into_iter().zip(g_full.iter()) {
@@ -114,7 +134,7 @@ fn lm_head_in_chunks_matches_single_chunk_micro_batches() {
     let ids: Vec<u32> = (0..n).map(|i| ((i * 7919 + 13) % 331) as u32).collect();
     let full = Batch::causal_lm(ids, &vec![true; n], rows, seq, n as f32);
     let mut g_full = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-    let loss_full = m.forward_backward(&Cpu, &full, &mut TrainState::new(&Cpu, &m.cfg, rows, seq), &mut g_full).unwrap();
+    let loss_full = m.forward_backward(&Cpu, &full, &mut TrainState::new(&Cpu, &m.cfg, rows, seq), &mut g_full, GradWrite::Add).unwrap();
     let mut g_acc = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
     let mut loss_acc = 0.0;
     for r0 in (0..rows).step_by(200) {
@@ -127,7 +147,7 @@ fn lm_head_in_chunks_matches_single_chunk_micro_batches() {
             targets: full.targets[span.clone()].to_vec(),
             weights: full.weights[span].to_vec(),
         };
-        loss_acc += m.forward_backward(&Cpu, &micro, &mut TrainState::new(&Cpu, &m.cfg, b, seq), &mut g_acc).unwrap();
+        loss_acc += m.forward_backward(&Cpu, &micro, &mut TrainState::new(&Cpu, &m.cfg, b, seq), &mut g_acc, GradWrite::Add).unwrap();
     }
     assert!((loss_full - loss_acc).abs() < 1e-5 * loss_full.abs(), "{loss_full} vs {loss_acc}");
     for (spec, (a, b)) in param_specs(&m.cfg).iter().zip(g_acc.iter().into_iter().zip(g_full.iter())) {

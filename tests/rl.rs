@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::backend::{Backend, IGNORE};
 use vul2safe::eval::finding::{Finding, Pos, Severity};
-use vul2safe::model::{Batch, Params, TrainState, Transformer};
+use vul2safe::model::{Batch, GradWrite, Params, TrainState, Transformer};
 use vul2safe::rl::align::lcs_matches;
 use vul2safe::rl::critic::Critic;
 use vul2safe::rl::gae::{gae, whiten};
@@ -183,11 +183,11 @@ fn policy_pass_reduces_to_cross_entropy_and_scores_match() {
     let batch = fixture_batch(&m);
     let mut st = TrainState::new(&Cpu, &m.cfg, batch.batch, batch.seq);
     let mut g_ce = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
-    let loss_ce = m.forward_backward(&Cpu, &batch, &mut st, &mut g_ce).unwrap();
+    let loss_ce = m.forward_backward(&Cpu, &batch, &mut st, &mut g_ce, GradWrite::Add).unwrap();
     let mut g_pg = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
     let w = batch.weights.clone();
     let loss_pg = m
-        .forward_backward_policy(&Cpu, &batch, &mut st, &mut g_pg, |r0, logp, _| {
+        .forward_backward_policy(&Cpu, &batch, &mut st, &mut g_pg, GradWrite::Add, |r0, logp, _| {
             let c: Vec<f32> = (0..logp.len()).map(|k| -w[r0 + k]).collect();
             let loss = (0..logp.len()).map(|k| -(w[r0 + k] * logp[k]) as f64).sum();
             (c, vec![0.0; logp.len()], loss)

@@ -13,5 +13,5 @@ pub use config::{Arch, ModelConfig};
 pub use kv_cache::KvCache;
 pub use params::{param_specs, Params, TensorSpec};
 pub use step_buffers::StepBuffers;
-pub use training::{Batch, TrainState};
+pub use training::{Batch, GradWrite, TrainState};
 pub use transformer::Transformer;

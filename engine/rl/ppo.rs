@@ -16,12 +16,12 @@ use crate::data::record::PrimeVulPlus;
 use crate::eval::analyzer::builtin::analyze_text;
 use crate::generate::{generate, SamplingConfig};
 use crate::lang::Lang;
-use crate::model::{Batch, Params, TrainState, Transformer};
+use crate::model::{Batch, GradWrite, Params, TrainState, Transformer};
 use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
 use crate::trace;
 use crate::train::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
-use crate::train::optimizer::{clip_grad_norm, zero_grads, AdamW, AdamWConfig};
+use crate::train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -301,8 +301,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 }
                 let scale = 1.0 / n_tok.max(1) as f32;
                 let mut pst = TrainState::new(be, &cfg, batch.batch, batch.seq);
-                zero_grads(be, &mut grads);
-                let ploss = policy.forward_backward_policy(be, &batch, &mut pst, &mut grads, |r0, logp, ent| {
+                let ploss = policy.forward_backward_policy(be, &batch, &mut pst, &mut grads, GradWrite::Overwrite, |r0, logp, ent| {
                     let (mut c_logp, mut c_ent, mut loss) = (vec![0f32; logp.len()], vec![0f32; logp.len()], 0f64);
                     let (rows, tokens): (Vec<usize>, Vec<PolicyToken>) = (0..logp.len())
                         .filter_map(|k| {

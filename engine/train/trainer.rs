@@ -1,11 +1,11 @@
 //! One optimizer step: zero grads, accumulate over micro-batches, clip, update.
 
-use super::optimizer::{clip_grad_norm, zero_grads, AdamW, AdamWConfig};
+use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use crate::backend::Backend;
-use crate::model::{Batch, Params, TrainState, Transformer};
+use crate::model::{Batch, GradWrite, Params, TrainState, Transformer};
 use crate::trace;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug)]
@@ -57,11 +57,13 @@ impl<B: Backend> Trainer<B> {
     /// skips the update (the step is reported with `skipped`), so one bad batch
     /// cannot poison the weights.
     pub fn step(&mut self, be: &B, micro: &[Batch]) -> Result<StepStats> {
+        ensure!(!micro.is_empty(), "a training step needs at least one micro-batch");
         let t0 = Instant::now();
-        zero_grads(be, &mut self.grads);
         let mut loss = 0.0;
-        for b in micro {
-            loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads)?;
+        for (i, b) in micro.iter().enumerate() {
+            // The first micro-batch writes the gradients (no zeroing pass), the rest add.
+            let write = if i == 0 { GradWrite::Overwrite } else { GradWrite::Add };
+            loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads, write)?;
         }
         let optimizer = trace::range("optimizer");
         let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);

@@ -10,7 +10,7 @@ use vul2safe::backend::cpu::{rope_tables, Cpu};
 use vul2safe::backend::cuda::{Cuda, Math};
 use vul2safe::backend::{row_slots, AdamWStep, AdamWTensor, AttnShape, Backend, HeadSlots, MatMul, QkvHeads, Rope, SeqSpan, IGNORE};
 use vul2safe::model::weights::load_params;
-use vul2safe::model::{Batch, ModelConfig, Params, TrainState, Transformer};
+use vul2safe::model::{Batch, GradWrite, ModelConfig, Params, TrainState, Transformer};
 
 /// The GPU in exact f32 mode, compared with the CPU at tight tolerances.
 fn gpu() -> Option<Cuda> {
@@ -441,9 +441,10 @@ fn full_model_step_of(g: &Cuda, cfg: &ModelConfig, host: &Params<Vec<f32>>, (rto
     let mut st_c = TrainState::new(&Cpu, cfg, b, t);
     let mut st_g = TrainState::new(g, cfg, b, t);
     let mut gr_c = Params::build(cfg, |s| vec![0.0; s.numel()]);
-    let mut gr_g = Params::build(cfg, |s| g.zeros(s.numel()));
-    let loss_c = cpu_model.forward_backward(&Cpu, &batch, &mut st_c, &mut gr_c).unwrap();
-    let loss_g = gpu_model.forward_backward(g, &batch, &mut st_g, &mut gr_g).unwrap();
+    // The GPU pass overwrites gradient buffers full of NaN (a step's first micro-batch).
+    let mut gr_g = Params::build(cfg, |s| g.upload(&vec![f32::NAN; s.numel()]));
+    let loss_c = cpu_model.forward_backward(&Cpu, &batch, &mut st_c, &mut gr_c, GradWrite::Add).unwrap();
+    let loss_g = gpu_model.forward_backward(g, &batch, &mut st_g, &mut gr_g, GradWrite::Overwrite).unwrap();
     assert!((loss_c - loss_g).abs() < 0.1 * rtol as f64 * loss_c, "{loss_c} vs {loss_g}");
     for (spec, (a, bb)) in vul2safe::model::param_specs(cfg).iter().zip(gr_g.iter().into_iter().zip(gr_c.iter())) {
         assert_close(&format!("grad {} (bias {})", spec.name, cfg.qkv_bias), &g.download(a), bb, rtol, atol);
