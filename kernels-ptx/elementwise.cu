@@ -31,10 +31,12 @@ template <typename T> __device__ void bias_grad_partial(float *partial, const T 
 }
 
 // out[c] += Σ_b partial[b, c], in a fixed order (deterministic). A block of
-// 8 warps takes 32 columns: warp w sums partial rows w, w + 8, ... (its lanes
-// read 32 adjacent values of a row), then the first warp adds the 8 sums in
-// warp order. Launched with cols / 32 blocks (rounded up) of 256 threads.
-#define COLUMN_WARPS 8
+// 32 warps takes 32 columns: warp w sums partial rows w, w + 32, ... (its
+// lanes read 32 adjacent values of a row), then the first warp adds the 32
+// sums in warp order. Few columns make few blocks, so each block brings many
+// warps to hide the loads' latency. Launched with cols / 32 blocks (rounded
+// up) of 1024 threads.
+#define COLUMN_WARPS 32
 template <typename T> __device__ void column_partials_add(T *out, const float *partial, int blocks, int cols) {
     __shared__ float sums[COLUMN_WARPS][32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane;

@@ -432,7 +432,8 @@ impl Cuda {
     /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
-        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        // 32 warps per 32 columns (COLUMN_WARPS in elementwise.cu).
+        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
         launch!(self, "column_partials_add_f32", cfg, out, partial, &nb, &c);
     }
 
