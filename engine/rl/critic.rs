@@ -88,11 +88,10 @@ impl<B: Backend> Critic<B> {
 
     /// The value of every row (position) of the batch.
     pub fn values(&mut self, be: &B, batch: &Batch) -> Result<Vec<f32>> {
-        let mut st = self.state(be, batch);
+        // A forward only: a state that keeps nothing per layer for a backward.
+        let mut st = TrainState::recomputing(be, &self.model.cfg, batch.batch, batch.seq);
         self.model.trunk_forward(be, batch, &mut st)?;
-        let v = self.head(be, &st, batch.batch * batch.seq);
-        self.state = Some(st);
-        Ok(v)
+        Ok(self.head(be, &st, batch.batch * batch.seq))
     }
 
     /// One update: `grad(values)` gives `∂L/∂value` per row and the loss.

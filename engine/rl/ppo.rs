@@ -237,7 +237,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         // Old policy, reference and value estimates on the sampled sequences.
         let all: Vec<&Rollout> = rollouts.iter().collect();
         let full = to_batch(&all, eos);
-        let mut st = TrainState::new(be, &cfg, full.batch, full.seq);
+        // Forward passes only: nothing need be kept per layer for a backward.
+        let mut st = TrainState::recomputing(be, &cfg, full.batch, full.seq);
         let scoring = trace::range("scoring");
         let (old_logp, _) = policy.score_batch(be, &full, &mut st)?;
         let (ref_logp, _) = reference.score_batch(be, &full, &mut st)?;
