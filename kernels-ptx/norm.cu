@@ -41,6 +41,16 @@ __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, long ro
     }
 }
 
+// The backward's two steps on four values of a row: their share of
+// sum(w*dy*x), and dx's new values a + r*w*dy - c*x (c = r^3/dim * the sum).
+__device__ __forceinline__ float dot3(float4 d, float4 g, float4 v) {
+    return d.x * g.x * v.x + d.y * g.y * v.y + d.z * g.z * v.z + d.w * g.w * v.w;
+}
+__device__ __forceinline__ float4 dx_step(float4 a, float4 d, float4 g, float4 v, float r, float c) {
+    return make_float4(a.x + r * g.x * d.x - c * v.x, a.y + r * g.y * d.y - c * v.y, a.z + r * g.z * d.z - c * v.z,
+                       a.w + r * g.w * d.w - c * v.w);
+}
+
 // dx += r*w*dy - r^3/dim * x * sum(w*dy*x); dx16, when not null, gets the sum rounded to bf16.
 template <typename T, typename TD>
 __device__ void rmsnorm_bwd_dx(T *dx, const TD *dout, const T *x, const T *w, const float *rstd, long rows, int dim, bf16 *dx16) {
@@ -49,15 +59,10 @@ __device__ void rmsnorm_bwd_dx(T *dx, const TD *dout, const T *x, const T *w, co
     if (row >= rows) return;
     float r = rstd[row];
     float gx = 0.0f;
-    for (int i = 4 * lane; i < dim; i += 128) {
-        float4 d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
-        gx += d.x * g.x * v.x + d.y * g.y * v.y + d.z * g.z * v.z + d.w * g.w * v.w;
-    }
+    for (int i = 4 * lane; i < dim; i += 128) gx += dot3(ld4(dout, base + i), ld4(w, i), ld4(x, base + i));
     float c = r * r * r * warp_sum(gx) / dim;
     for (int i = 4 * lane; i < dim; i += 128) {
-        float4 a = ld4(dx, base + i), d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
-        float4 y = make_float4(a.x + r * g.x * d.x - c * v.x, a.y + r * g.y * d.y - c * v.y, a.z + r * g.z * d.z - c * v.z,
-                               a.w + r * g.w * d.w - c * v.w);
+        float4 y = dx_step(ld4(dx, base + i), ld4(dout, base + i), ld4(w, i), ld4(x, base + i), r, c);
         st4(dx, base + i, y);
         if (dx16) st4(dx16, base + i, y);
     }
@@ -96,18 +101,15 @@ __device__ void rmsnorm_bwd(T *dx, float *partial, const TD *dout, const T *x, c
         #pragma unroll
         for (int k = 0; k < NORM_BWD_VECS; k++) {
             int i = 4 * lane + 128 * k;
-            if (i >= dim) continue;
-            float4 d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
-            gx += d.x * g.x * v.x + d.y * g.y * v.y + d.z * g.z * v.z + d.w * g.w * v.w;
+            if (i < dim) gx += dot3(ld4(dout, base + i), ld4(w, i), ld4(x, base + i));
         }
         float c = r * r * r * warp_sum(gx) / dim;
         #pragma unroll
         for (int k = 0; k < NORM_BWD_VECS; k++) {
             int i = 4 * lane + 128 * k;
             if (i >= dim) continue;
-            float4 a = ld4(dx, base + i), d = ld4(dout, base + i), g = ld4(w, i), v = ld4(x, base + i);
-            float4 y = make_float4(a.x + r * g.x * d.x - c * v.x, a.y + r * g.y * d.y - c * v.y, a.z + r * g.z * d.z - c * v.z,
-                                   a.w + r * g.w * d.w - c * v.w);
+            float4 d = ld4(dout, base + i), v = ld4(x, base + i);
+            float4 y = dx_step(ld4(dx, base + i), d, ld4(w, i), v, r, c);
             st4(dx, base + i, y);
             if (dx16) st4(dx16, base + i, y);
             acc[k] = make_float4(acc[k].x + d.x * v.x * r, acc[k].y + d.y * v.y * r, acc[k].z + d.z * v.z * r, acc[k].w + d.w * v.w * r);
@@ -124,38 +126,30 @@ __device__ void rmsnorm_bwd(T *dx, float *partial, const TD *dout, const T *x, c
     }
 }
 
-#define INSTANTIATE(T, S)                                                                                                   \
+#define INSTANTIATE_FWD(T, S)                                                                                               \
     extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, \
                                                bf16 *out16, T *x_copy) {                                                    \
         rmsnorm_fwd(out, rstd, x, w, rows, dim, eps, out16, x_copy);                                                        \
-    }                                                                                                                       \
-    extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const T *dy, const T *x, const T *w, const float *rstd, long rows, \
+    }
+// T for dx, x and w; TD for the output gradient dy.
+#define INSTANTIATE_BWD(T, TD, S)                                                                                           \
+    extern "C" __global__ void rmsnorm_bwd_dx_##S(T *dx, const TD *dy, const T *x, const T *w, const float *rstd, long rows, \
                                                   int dim, bf16 *dx16) {                                                    \
         rmsnorm_bwd_dx(dx, dy, x, w, rstd, rows, dim, dx16);                                                                \
     }                                                                                                                       \
-    extern "C" __global__ void rmsnorm_bwd_dw_partial_##S(float *p, const T *dy, const T *x, const float *rstd, long rows, \
+    extern "C" __global__ void rmsnorm_bwd_dw_partial_##S(float *p, const TD *dy, const T *x, const float *rstd, long rows, \
                                                           int dim, int rows_per_block) {                                   \
         rmsnorm_bwd_dw_partial(p, dy, x, rstd, rows, dim, rows_per_block);                                                  \
     }                                                                                                                       \
-    extern "C" __global__ void rmsnorm_bwd_##S(T *dx, float *p, const T *dy, const T *x, const T *w, const float *rstd,      \
+    extern "C" __global__ void rmsnorm_bwd_##S(T *dx, float *p, const TD *dy, const T *x, const T *w, const float *rstd,     \
                                                long rows, int dim, int rows_per_warp, bf16 *dx16) {                         \
         rmsnorm_bwd(dx, p, dy, x, w, rstd, rows, dim, rows_per_warp, dx16);                                                 \
     }
 
-INSTANTIATE(float, f32)
-INSTANTIATE(bf16, bf16)
-
-// The backward of a training step: the norm's output gradient is a bf16
-// matmul output (as autocast keeps it), dx, x and w are f32.
-extern "C" __global__ void rmsnorm_bwd_dx_bf16in_f32(float *dx, const bf16 *dy, const float *x, const float *w, const float *rstd,
-                                                     long rows, int dim, bf16 *dx16) {
-    rmsnorm_bwd_dx(dx, dy, x, w, rstd, rows, dim, dx16);
-}
-extern "C" __global__ void rmsnorm_bwd_dw_partial_bf16in_f32(float *p, const bf16 *dy, const float *x, const float *rstd, long rows,
-                                                             int dim, int rows_per_block) {
-    rmsnorm_bwd_dw_partial(p, dy, x, rstd, rows, dim, rows_per_block);
-}
-extern "C" __global__ void rmsnorm_bwd_bf16in_f32(float *dx, float *p, const bf16 *dy, const float *x, const float *w, const float *rstd,
-                                                  long rows, int dim, int rows_per_warp, bf16 *dx16) {
-    rmsnorm_bwd(dx, p, dy, x, w, rstd, rows, dim, rows_per_warp, dx16);
-}
+INSTANTIATE_FWD(float, f32)
+INSTANTIATE_FWD(bf16, bf16)
+INSTANTIATE_BWD(float, float, f32)
+INSTANTIATE_BWD(bf16, bf16, bf16)
+// A training step's: the output gradient is a bf16 matmul output (as
+// autocast keeps it); dx, x and w are f32.
+INSTANTIATE_BWD(float, bf16, bf16in_f32)
