@@ -37,6 +37,7 @@ template <typename T> __device__ void bias_grad_partial(float *partial, const T 
 // warps to hide the loads' latency. Launched with cols / 32 blocks (rounded
 // up) of 1024 threads.
 #define COLUMN_WARPS 32
+static_assert(COLUMN_WARPS * 32 == 1024, "engine/backend/cuda/mod.rs launches column_partials_add with 1024 threads");
 template <typename T> __device__ void column_partials_add(T *out, const float *partial, int blocks, int cols) {
     __shared__ float sums[COLUMN_WARPS][32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane;

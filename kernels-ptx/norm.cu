@@ -81,6 +81,7 @@ __device__ void rmsnorm_bwd_dw_partial(float *partial, const TD *dout, const T *
 }
 
 #define NORM_BWD_VECS 8  // four-value groups per lane in rmsnorm_bwd: dim <= 4 * 32 * 8
+static_assert(4 * 32 * NORM_BWD_VECS == 1024, "engine/backend/cuda/mod.rs's NORM_BWD_FUSED_DIM sends rows up to 1024 values here");
 
 // dx as rmsnorm_bwd_dx, and partial[block, :] = Σ dy·x·rstd over the block's
 // rows, from the same reads: each warp takes rows_per_warp consecutive rows

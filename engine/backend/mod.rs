@@ -197,21 +197,22 @@ pub trait Backend: Sync {
     }
     /// A zeroed buffer for a projection a training step keeps or consumes in
     /// place: the q/k/v projections, the MLP's gate and up projections, the
-    /// LM head's logits, the gradients of the attention output, of the SwiGLU
-    /// output, of a layer norm's output, of the gate/up projections and (without biases) of the q/k/v projections,
-    /// and the matmul inputs a layer keeps for its backward (norm outputs,
-    /// token-major attention output, SwiGLU product). A device backend may store it in
-    /// bf16, as it stores attention operands (as PyTorch's autocast keeps
-    /// these outputs). Only `matmul` (as the output, not accumulating, or as
-    /// an input), `qkv_from_tokens` (as the source, into attention operands),
-    /// `to_head_major` (as the source, into an attention operand),
-    /// `swiglu_fwd` and `swiglu_bwd` (as `gate_up`, and `swiglu_bwd` as `dh`
-    /// when `gate_up` is one too), `rmsnorm_bwd` (as `dout`), `rmsnorm_fwd` and
-    /// `rmsnorm_fwd_copying` (as `out`), `to_token_major`, `swiglu_fwd`,
-    /// `swiglu_bwd` and `tokens_from_qkv` (as the destination), the loss ops (`cross_entropy_inplace`,
+    /// LM head's logits, the matmul inputs a layer keeps for its backward
+    /// (norm outputs, token-major attention output, SwiGLU product), and the
+    /// gradients only matmuls and the ops below read (of the attention
+    /// output, the SwiGLU output, a layer norm's output, the gate/up
+    /// projections, and without biases the q/k/v projections). A device
+    /// backend may store it in bf16, as it stores attention operands (as
+    /// PyTorch's autocast keeps these outputs). Only these take it: `matmul`
+    /// (as the output, not accumulating, or as an input); as the destination
+    /// `rmsnorm_fwd` and `rmsnorm_fwd_copying` (`out`), `to_token_major`,
+    /// `swiglu_fwd`, `swiglu_bwd` and `tokens_from_qkv`; as the source
+    /// `qkv_from_tokens` and `to_head_major` (into attention operands),
+    /// `swiglu_fwd` and `swiglu_bwd` (`gate_up`, and `dh` when `gate_up` is
+    /// one too), `rmsnorm_bwd` (`dout`); the loss ops (`cross_entropy_inplace`,
     /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in
-    /// its storage), `copy_range` between such buffers, `fill_zero` and
-    /// `download` take it.
+    /// its storage); `copy_range` between such buffers, `fill_zero` and
+    /// `download`.
     fn zeros_projection(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }

@@ -1,7 +1,7 @@
 //! The training pass: an explicit forward that keeps the activations the
 //! backward needs (by name, per layer), a chunked fused LM head + cross-entropy
 //! that never holds the full `[tokens, vocab]` logits, and the backward pass
-//! that accumulates parameter gradients.
+//! that adds to the parameter gradients or writes them (`GradWrite`).
 //!
 //! Memory plan: by default every layer keeps the inputs of its weight
 //! gradients' matmuls (the two norm outputs, the token-major attention output,
@@ -441,8 +441,8 @@ impl<B: Backend> Transformer<B> {
             loss += head_chunk(be, &mut st.head_logits, r0, rows);
             be.matmul(&mut st.head_dx, &st.head_logits, head, MatMul::linear_dx(rows, d, v));
             // The first chunk writes the head's gradient as the pass does; the rest add.
-            let dw = if r0 == 0 { write.dw(MatMul::linear_dw(rows, d, v)) } else { MatMul::linear_dw(rows, d, v) };
-            be.matmul(head_grad, &st.head_logits, &st.head_x, dw);
+            let chunk_write = if r0 == 0 { write } else { GradWrite::Add };
+            be.matmul(head_grad, &st.head_logits, &st.head_x, chunk_write.dw(MatMul::linear_dw(rows, d, v)));
             be.copy_range(&mut st.d_ln, r0 * d, &st.head_dx, 0, rows * d);
         }
         loss

@@ -1,4 +1,4 @@
-//! One optimizer step: zero grads, accumulate over micro-batches, clip, update.
+//! One optimizer step: gradients written by the first micro-batch and added by the rest, clip, update.
 
 use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::LrSchedule;

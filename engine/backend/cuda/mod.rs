@@ -124,7 +124,7 @@ pub(crate) fn per_row(rows: usize) -> LaunchConfig {
 
 /// Rows per block of the RMSNorm kernels (a warp each), as NORM_ROWS in kernels-ptx/norm.cu.
 const NORM_ROWS: u32 = THREADS / 32;
-/// The widest row the one-kernel RMSNorm backward takes (NORM_BWD_VECS in norm.cu).
+/// The widest row the one-kernel RMSNorm backward takes (norm.cu asserts its NORM_BWD_VECS match).
 const NORM_BWD_FUSED_DIM: usize = 1024;
 /// Rows each warp of the one-kernel RMSNorm backward takes: 16 per block,
 /// so 1024 blocks (and weight-gradient partials) for 16K tokens, several
@@ -432,7 +432,7 @@ impl Cuda {
     /// `out[c] += Σ_b partial[b, c]`, the second pass of the column sums.
     fn add_column_partials(&self, out: &mut CudaSlice<f32>, partial: &CudaSlice<f32>, blocks: usize, cols: usize) {
         let (nb, c) = (blocks as i32, cols as i32);
-        // 32 warps per 32 columns (COLUMN_WARPS in elementwise.cu).
+        // 32 warps per 32 columns (COLUMN_WARPS in elementwise.cu, which asserts this block size).
         let cfg = LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
         launch!(self, "column_partials_add_f32", cfg, out, partial, &nb, &c);
     }
