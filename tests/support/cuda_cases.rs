@@ -123,15 +123,8 @@ fn norm_rope_embedding_and_layout_match_the_cpu() {
     // group per lane, then eight with a partial last one) and in two (wider);
     // 600 rows make more weight-gradient partials (38) than the column sum has warps.
     for (rows, dim) in [(37, 96), (37, 900), (600, 96), (5, 1100)] {
-        let (x, w, dout) = (randv(&mut rng, rows * dim), randv(&mut rng, dim), randv(&mut rng, rows * dim));
-        let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
-        Cpu.rmsnorm_fwd(&mut out, &mut rstd, &x, &w, dim, 1e-5);
-        let (mut dx, mut dw) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
-        let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
-        Cpu.rmsnorm_bwd(&mut dx, &mut dw, &dout, &x, &w, &rstd, dim);
-        g.rmsnorm_bwd(&mut gdx, &mut gdw, &g.upload(&dout), &g.upload(&x), &g.upload(&w), &g.upload(&rstd), dim);
-        close(&format!("rmsnorm dx, dim {dim}"), &g, &gdx, &dx);
-        close(&format!("rmsnorm dw, dim {dim}"), &g, &gdw, &dw);
+        let dout = g.upload(&randv(&mut rng, rows * dim));
+        rmsnorm_bwd_matches_the_cpu(&g, &mut rng, rows, dim, &dout, "");
     }
 
     let (heads, hd) = (3, 32);
@@ -1002,20 +995,25 @@ fn rmsnorm_bwd_takes_a_bf16_output_gradient() {
     // A training step's norm gradient is a bf16 matmul output; one kernel up
     // to 1024 values a row, two beyond.
     for (rows, dim) in [(37, 96), (5, 1100)] {
-        let (x, w) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
-        let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
-        Cpu.rmsnorm_fwd(&mut out, &mut rstd, &x, &w, dim, 1e-5);
         let mut dout = g.zeros_projection(rows * dim);
         let k = 16;
         g.matmul(&mut dout, &g.upload(&randv(&mut rng, rows * k)), &g.upload(&randv(&mut rng, dim * k)), MatMul::linear(rows, k, dim));
-        let dout_values = g.download(&dout);
-        let (mut dx, mut dw) = (randv(&mut rng, rows * dim), randv(&mut rng, dim));
-        let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
-        Cpu.rmsnorm_bwd(&mut dx, &mut dw, &dout_values, &x, &w, &rstd, dim);
-        g.rmsnorm_bwd(&mut gdx, &mut gdw, &dout, &g.upload(&x), &g.upload(&w), &g.upload(&rstd), dim);
-        close(&format!("rmsnorm dx from a bf16 gradient, dim {dim}"), &g, &gdx, &dx);
-        close(&format!("rmsnorm dw from a bf16 gradient, dim {dim}"), &g, &gdw, &dw);
+        rmsnorm_bwd_matches_the_cpu(&g, &mut rng, rows, dim, &dout, " from a bf16 gradient");
     }
+}
+
+/// RMSNorm's backward on the device against the CPU's on the values `dout`
+/// holds there, with random inputs, weights, and dx and dw to add into.
+fn rmsnorm_bwd_matches_the_cpu(g: &Cuda, rng: &mut ChaCha8Rng, rows: usize, dim: usize, dout: &<Cuda as Backend>::Buf, what: &str) {
+    let (x, w) = (randv(rng, rows * dim), randv(rng, dim));
+    let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    Cpu.rmsnorm_fwd(&mut out, &mut rstd, &x, &w, dim, 1e-5);
+    let (mut dx, mut dw) = (randv(rng, rows * dim), randv(rng, dim));
+    let (mut gdx, mut gdw) = (g.upload(&dx), g.upload(&dw));
+    Cpu.rmsnorm_bwd(&mut dx, &mut dw, &g.download(dout), &x, &w, &rstd, dim);
+    g.rmsnorm_bwd(&mut gdx, &mut gdw, dout, &g.upload(&x), &g.upload(&w), &g.upload(&rstd), dim);
+    close(&format!("rmsnorm dx{what}, dim {dim}"), g, &gdx, &dx);
+    close(&format!("rmsnorm dw{what}, dim {dim}"), g, &gdw, &dw);
 }
 
 #[test]
