@@ -4,17 +4,18 @@
 // recomputes probabilities from it: one pass for dQ (per query) and one for
 // dK and dV (per key, over every query head of its GQA group).
 //
-// Layouts: k/v [B, Hkv, cap, D]; the forward's queries come as spans, as in
-// flash.cu (query i of head h of a span is row q0 + h * head_stride + i and
-// sits at its key row's kv_len - queries + i); the backward's q/out/dout are
-// [B, Hq, T, D] with T keys per row. One warp owns
-// one row (query or key); each lane holds D/32 of its dimensions. The forward
-// skips the log-sum-exp when lse is null (inference).
+// Layouts as in flash.cu: k/v [B, Hkv, cap, D]; queries, outputs and their
+// gradients [tokens, Hq, D], the log-sum-exp and row dots [tokens, Hq]; the
+// forward's queries come as spans (query i of a span is token q0 + i and
+// sits at its key row's kv_len - queries + i), the backward takes B rows of
+// T tokens with T keys per row. One warp owns one row (query or key); each
+// lane holds D/32 of its dimensions. The forward skips the log-sum-exp when
+// lse is null (inference).
 #include "warp_attention.cuh"
 
 template <int D, typename T, typename KT = T>
-__device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int head_stride, int hq,
-                              int hkv, int cap, float scale) {
+__device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int hq, int hkv, int cap,
+                              float scale) {
     constexpr int P = D / 32;
     __shared__ float ks[TILE][D], vs[TILE][D];
     const unsigned *span = spans + 4 * blockIdx.z;
@@ -23,8 +24,8 @@ __device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const
     int h = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int g = h / (hq / hkv);
     int i = blockIdx.x * WARPS + warp;
-    long rbase = (long)span[0] + (long)h * head_stride;  // this head's first query row
-    long qrow = (rbase + i) * D;
+    long row = ((long)span[0] + i) * hq + h;  // of the log-sum-exp; times D, of q and out
+    long qrow = row * D;
     long kbase = ((long)span[2] * hkv + g) * cap * D;
     float qr[P], acc[P];
     float m = -INFINITY, l = 0.0f;
@@ -44,10 +45,10 @@ __device__ void attention_fwd(T *out, float *lse, const T *q, const KT *k, const
     }
     if (!active) return;
     for (int p = 0; p < P; p++) st(out, qrow + lane + 32 * p, acc[p] / l);
-    if (lse && lane == 0) lse[rbase + i] = m + __logf(l);
+    if (lse && lane == 0) lse[row] = m + __logf(l);
 }
 
-// rowdot[b, h, i] = dout_i . out_i (the softmax backward's per-row constant).
+// rowdot[token, h] = dout . out over that head's row (the softmax backward's per-row constant).
 template <int D, typename T> __device__ void attention_rowdot(float *rowdot, const T *dout, const T *out, long rows) {
     constexpr int P = D / 32;
     long r = (long)blockIdx.x * WARPS + (threadIdx.x >> 5);
@@ -69,13 +70,13 @@ __device__ void attention_bwd_dq(T *dq, const T *dout, const T *q, const T *k, c
     int g = h / (hq / hkv);
     int i = blockIdx.x * WARPS + warp;
     bool active = i < t;
-    long qrow = (((long)b * hq + h) * t + i) * D;
+    long row = ((long)b * t + i) * hq + h, qrow = row * D;
     long kbase = ((long)b * hkv + g) * t * D;
     float qr[P], dor[P], acc[P];
     float li = 0.0f, di = 0.0f;
     if (active) {
-        li = lse[((long)b * hq + h) * t + i];
-        di = rowdot[((long)b * hq + h) * t + i];
+        li = lse[row];
+        di = rowdot[row];
     }
     for (int p = 0; p < P; p++) {
         qr[p] = active ? ld(q, qrow + lane + 32 * p) * scale : 0.0f;
@@ -126,17 +127,17 @@ __device__ void attention_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, cons
     int first = blockIdx.x * WARPS;  // queries before the block's first key see none of its keys
     for (int hh = 0; hh < group; hh++) {
         int h = g * group + hh;
-        long qbase = ((long)b * hq + h) * t;
+        long qbase = (long)b * t * hq + h;  // query i's row: qbase + i · hq
         for (int i0 = first - first % TILE; i0 < t; i0 += TILE) {
             __syncthreads();
             for (int e = threadIdx.x; e < TILE * D; e += blockDim.x) {
                 int i = i0 + e / D, d = e % D;
-                qs[e / D][d] = i < t ? ld(q, (qbase + i) * D + d) * scale : 0.0f;
-                dos[e / D][d] = i < t ? ld(dout, (qbase + i) * D + d) : 0.0f;
+                qs[e / D][d] = i < t ? ld(q, (qbase + (long)i * hq) * D + d) * scale : 0.0f;
+                dos[e / D][d] = i < t ? ld(dout, (qbase + (long)i * hq) * D + d) : 0.0f;
             }
             for (int e = threadIdx.x; e < TILE; e += blockDim.x) {
-                ls[e] = i0 + e < t ? lse[qbase + i0 + e] : 0.0f;
-                ds_[e] = i0 + e < t ? rowdot[qbase + i0 + e] : 0.0f;
+                ls[e] = i0 + e < t ? lse[qbase + (long)(i0 + e) * hq] : 0.0f;
+                ds_[e] = i0 + e < t ? rowdot[qbase + (long)(i0 + e) * hq] : 0.0f;
             }
             __syncthreads();
             if (!active) continue;
@@ -167,9 +168,8 @@ __device__ void attention_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, cons
 
 #define INSTANTIATE(D, T, S)                                                                                                \
     extern "C" __global__ void attention_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k, const T *v,              \
-                                                        const unsigned *spans, int stride, int hq, int hkv, int cap,          \
-                                                        float scale) {                                                        \
-        attention_fwd<D, T>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                           \
+                                                        const unsigned *spans, int hq, int hkv, int cap, float scale) {       \
+        attention_fwd<D, T>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                                   \
     }                                                                                                                         \
     extern "C" __global__ void attention_rowdot_d##D##_##S(float *rowdot, const T *dout, const T *out, long rows) {          \
         attention_rowdot<D, T>(rowdot, dout, out, rows);                                                                      \
@@ -188,9 +188,9 @@ __device__ void attention_bwd_dkdv(T *dk, T *dv, const T *dout, const T *q, cons
 // Prefill of f32 activations against a bf16 KV cache (generation off the tensor cores).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void attention_fwd_bf16kv_d##D##_f32(float *out, float *lse, const float *q, const bf16 *k,      \
-                                                               const bf16 *v, const unsigned *spans, int stride, int hq,    \
-                                                               int hkv, int cap, float scale) {                              \
-        attention_fwd<D, float, bf16>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                \
+                                                               const bf16 *v, const unsigned *spans, int hq, int hkv,       \
+                                                               int cap, float scale) {                                       \
+        attention_fwd<D, float, bf16>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                        \
     }
 
 INSTANTIATE(32, float, f32)

@@ -10,13 +10,14 @@
 // fragments are kept in registers and turned into the A operand of the next
 // product directly (the m16n8 accumulator layout matches the m16n8k16 A
 // layout), as in FlashAttention-2.
-// Layouts: k/v [B, Hkv, cap, D]. The forward takes its queries as spans
-// (four u32 each: first query row, queries, key/value row, valid keys): span
-// s's query i of head h is row q0 + h * head_stride + i of q/out [*, D] and
-// sits at position kv_len - queries + i of its key row, so one kernel runs
-// equal rows (q [B, Hq, Tq, D], q0 = b * Hq * Tq, head_stride = Tq) and
-// packed prompts of different lengths (q [Hq, N, D], head_stride = N). The
-// backward (training) takes q/out/dout [B, Hq, T, D] with T keys per row.
+// Layouts: k/v [B, Hkv, cap, D]; queries, outputs and their gradients
+// token-major [tokens, Hq, D] (as the projections around attention), the
+// log-sum-exp and row dots [tokens, Hq]. The forward takes its queries as
+// spans (four u32 each: first token, queries, key/value row, valid keys):
+// span s's query i is token q0 + i and sits at position kv_len - queries + i
+// of its key row, so one kernel runs equal rows (q0 = b * Tq) and packed
+// prompts of different lengths. The backward (training) takes B rows of T
+// tokens with T keys per row.
 #include "common.cuh"
 
 #define LOG2E 1.4426950408889634f
@@ -112,13 +113,16 @@ template <int N> __device__ __forceinline__ void wait_copies() {
 #endif
 }
 
-// Stages rows [r0, r0 + ROWS) of a [*, D] matrix as bf16 with row stride SD (zeros at and past `valid`),
+// Rows of D values `pitch` apart from `base` on (D for keys and values, Hq · D
+// for token-major queries) are the operands below.
+
+// Stages rows [r0, r0 + ROWS) as bf16 with row stride SD (zeros at and past `valid`),
 // four values per thread and step; f32 sources convert on the way, so these stores are synchronous.
 template <int ROWS, int D, int SD, typename T>
-__device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0, int valid) {
+__device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int pitch, int r0, int valid) {
     for (int e = threadIdx.x; e < ROWS * D / 4; e += blockDim.x) {
         int r = e / (D / 4), c = e % (D / 4) * 4;
-        float4 x = r0 + r < valid ? ld4(src, base + (long)(r0 + r) * D + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float4 x = r0 + r < valid ? ld4(src, base + (r0 + r) * pitch + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         *reinterpret_cast<uint2 *>(dst + r * SD + c) = make_uint2(pack(x.x, x.y), pack(x.z, x.w));
     }
 }
@@ -126,12 +130,12 @@ __device__ __forceinline__ void stage(bf16 *dst, const T *src, long base, int r0
 // bf16 sources need no conversion: copied asynchronously, 16 bytes per
 // thread and step (zero-filled at and past `valid`); wait_copies completes them.
 template <int ROWS, int D, int SD>
-__device__ __forceinline__ void stage(bf16 *dst, const bf16 *src, long base, int r0, int valid) {
+__device__ __forceinline__ void stage(bf16 *dst, const bf16 *src, long base, int pitch, int r0, int valid) {
     for (int e = threadIdx.x; e < ROWS * D / 8; e += blockDim.x) {
         int r = e / (D / 8), c = e % (D / 8) * 8;
         bool in = r0 + r < valid;
         // A zero-filling copy reads nothing, but still gets an address inside the source.
-        copy_async16(dst + r * SD + c, src + base + (long)(in ? r0 + r : 0) * D + c, in);
+        copy_async16(dst + r * SD + c, src + base + (in ? r0 + r : 0) * pitch + c, in);
     }
 }
 
@@ -143,16 +147,16 @@ __device__ constexpr int stages_for(int tile_bytes) { return 2 * tile_bytes <= 4
 __device__ __forceinline__ unsigned pair_at(const float *src, long o) { return pack(src[o], src[o + 1]); }
 __device__ __forceinline__ unsigned pair_at(const bf16 *src, long o) { return *reinterpret_cast<const unsigned *>(src + o); }
 
-// A fragments of a warp's 16 rows [row0, row0 + 16) of a [*, D] matrix in global memory.
+// A fragments of a warp's 16 rows [row0, row0 + 16) in global memory.
 template <int D, typename T>
-__device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src, long base, int row0, int rows) {
+__device__ __forceinline__ void rows_as_a(unsigned (&a)[D / 16][4], const T *src, long base, int pitch, int row0, int rows) {
     int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     for (int kk = 0; kk < D / 16; kk++)
         for (int half = 0; half < 2; half++) {
             int c = kk * 16 + 2 * t + 8 * half;
             for (int hi = 0; hi < 2; hi++) {
                 int r = row0 + g + 8 * hi;
-                long o = base + (long)r * D + c;
+                long o = base + r * pitch + c;
                 a[kk][2 * half + hi] = r < rows ? pair_at(src, o) : 0u;
             }
         }
@@ -224,14 +228,15 @@ __device__ __forceinline__ void scores_times_tile(float (&out)[D / 8][4], const 
 
 // Writes a warp's 16 x D accumulator block (times `mul`) to rows [row0, row0 + 16) below `rows`.
 template <int D, typename T>
-__device__ __forceinline__ void store_rows(T *dst, long base, int row0, int rows, const float (&acc)[D / 8][4], float mul0, float mul1) {
+__device__ __forceinline__ void store_rows(T *dst, long base, int pitch, int row0, int rows, const float (&acc)[D / 8][4], float mul0,
+                                           float mul1) {
     int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     for (int d = 0; d < D / 8; d++)
         for (int hi = 0; hi < 2; hi++) {
             int r = row0 + g + 8 * hi;
             if (r >= rows) continue;
             float mul = hi ? mul1 : mul0;
-            st2(dst, base + (long)r * D + d * 8 + 2 * t, acc[d][2 * hi] * mul, acc[d][2 * hi + 1] * mul);
+            st2(dst, base + r * pitch + d * 8 + 2 * t, acc[d][2 * hi] * mul, acc[d][2 * hi + 1] * mul);
         }
 }
 
@@ -272,8 +277,8 @@ __device__ __forceinline__ void mask_scores(float (&s)[BK / 8][4], float (&mx)[2
 }
 
 template <int D, typename T, typename KT = T, int MT = FWD_TILES(D)>
-__device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int head_stride, int hq, int hkv,
-                          int cap, float scale) {
+__device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int hq, int hkv, int cap,
+                          float scale) {
     constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
     constexpr int ST = stages_for(2 * BK * SD * 2);
     __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
@@ -284,15 +289,15 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
     int kvh = h / (hq / hkv);
     int tile = tiles_here - 1 - blockIdx.x;  // the last query tiles see the most keys: start them first
     int row0 = tile * FWD_ROWS + warp * 16 * MT;  // this warp's rows: MT tiles of 16 from here
-    long rbase = (long)span[0] + (long)h * head_stride;  // this head's first query row
-    long qbase = rbase * D, kbase = ((long)span[2] * hkv + kvh) * cap * D;
+    long qbase = ((long)span[0] * hq + h) * D, kbase = ((long)span[2] * hkv + kvh) * cap * D;
+    int pitch = hq * D;
     unsigned qa[MT][D / 16][4];
     float o[MT][D / 8][4] = {};
     float m[MT][2], l[MT][2];
     int pos[MT][2];
     #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
-        rows_as_a<D>(qa[mt], q, qbase, row0 + 16 * mt, tq);
+        rows_as_a<D>(qa[mt], q, qbase, pitch, row0 + 16 * mt, tq);
         #pragma unroll
         for (int r = 0; r < 2; r++) {
             m[mt][r] = -INFINITY;
@@ -303,8 +308,8 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
     float sl2 = scale * LOG2E;
     int last = min(kv_len, kv_len - tq + (tile + 1) * FWD_ROWS);  // keys any query of this block can see
     auto fetch = [&](int j) {
-        stage<BK, D, SD>(ks[j % ST], k, kbase, j * BK, kv_len);
-        stage<BK, D, SD>(vs[j % ST], v, kbase, j * BK, kv_len);
+        stage<BK, D, SD>(ks[j % ST], k, kbase, D, j * BK, kv_len);
+        stage<BK, D, SD>(vs[j % ST], v, kbase, D, j * BK, kv_len);
         commit_copies();
     };
     int tiles = last > 0 ? (last + BK - 1) / BK : 0;
@@ -367,12 +372,12 @@ __device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT 
             l[mt][r] = quad_sum(l[mt][r]);
             inv[r] = l[mt][r] > 0.0f ? 1.0f / l[mt][r] : 0.0f;
         }
-        store_rows<D>(out, qbase, row0 + 16 * mt, tq, o[mt], inv[0], inv[1]);
+        store_rows<D>(out, qbase, pitch, row0 + 16 * mt, tq, o[mt], inv[0], inv[1]);
         if (lse && t == 0)  // null in inference
             #pragma unroll
             for (int r = 0; r < 2; r++) {
                 int i = row0 + 16 * mt + g + 8 * r;
-                if (i < tq) lse[rbase + i] = (m[mt][r] + log2f(l[mt][r])) * LN2;
+                if (i < tq) lse[((long)span[0] + i) * hq + h] = (m[mt][r] + log2f(l[mt][r])) * LN2;
             }
     }
 }
@@ -451,8 +456,8 @@ __device__ __forceinline__ void probs_and_grads(float (&s)[QT / 8][4], float (&d
 // block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
 // dS_ij = P_ij (dO_i · v_j - rowdot_i), written to dk/dv [B, Hq, T, D]
 // (flash_group_sum adds a group's heads when it has several); and this key
-// block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block, B,
-// Hq, T, D] in f32, which flash_dq_sum adds up in block order
+// block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block,
+// tokens, Hq, D] in f32, which flash_dq_sum adds up in block order
 // (deterministic: no atomics).
 template <int D, typename T, int QT, int ST>
 __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
@@ -464,23 +469,25 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
     int kblock0 = blockIdx.x * KEYS, key0 = kblock0 + warp * 16;
-    long kbase = ((long)b * hkv + kvh) * tlen * D, rbase = ((long)b * hq + h) * tlen, qbase = rbase * D;
-    long part = ((long)blockIdx.x * gridDim.z * hq + (long)b * hq + h) * tlen * D;  // this key block's dQ rows
+    long kbase = ((long)b * hkv + kvh) * tlen * D, dkbase = ((long)b * hq + h) * tlen * D;
+    long rbase = (long)b * tlen * hq + h, qbase = rbase * D;  // query i's row: rbase + i · hq
+    int pitch = hq * D;
+    long part = (long)blockIdx.x * gridDim.z * tlen * hq * D + qbase;  // this key block's dQ rows
     unsigned ka[D / 16][4], va[D / 16][4];
-    rows_as_a<D>(ka, k, kbase, key0, tlen);
-    rows_as_a<D>(va, v, kbase, key0, tlen);
+    rows_as_a<D>(ka, k, kbase, D, key0, tlen);
+    rows_as_a<D>(va, v, kbase, D, key0, tlen);
     float dka[D / 8][4] = {}, dva[D / 8][4] = {};
     float sl2 = scale * LOG2E;
-    stage<KEYS, D, SD>(ks, k, kbase, kblock0, tlen);  // lands with the first query tile
+    stage<KEYS, D, SD>(ks, k, kbase, D, kblock0, tlen);  // lands with the first query tile
     // Queries before the block's first key see none of its keys: start at the tile holding it.
     int first = kblock0 / QT, tiles = (tlen + QT - 1) / QT;
     auto fetch = [&](int i) {
         int i0 = i * QT;
-        stage<QT, D, SD>(qs[i % ST], q, qbase, i0, tlen);
-        stage<QT, D, SD>(dos[i % ST], dout, qbase, i0, tlen);
+        stage<QT, D, SD>(qs[i % ST], q, qbase, pitch, i0, tlen);
+        stage<QT, D, SD>(dos[i % ST], dout, qbase, pitch, i0, tlen);
         for (int e = threadIdx.x; e < QT; e += blockDim.x) {
-            ls[i % ST][e] = i0 + e < tlen ? lse[rbase + i0 + e] * LOG2E : 0.0f;
-            ds[i % ST][e] = i0 + e < tlen ? rowdot[rbase + i0 + e] : 0.0f;
+            ls[i % ST][e] = i0 + e < tlen ? lse[rbase + (long)(i0 + e) * hq] * LOG2E : 0.0f;
+            ds[i % ST][e] = i0 + e < tlen ? rowdot[rbase + (long)(i0 + e) * hq] : 0.0f;
         }
         commit_copies();
     };
@@ -527,14 +534,14 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
             for (int hi = 0; hi < 2; hi++) {
                 int qi = i0 + m0 + g + 8 * hi;
                 if (qi >= tlen) continue;
-                st2(dq_part, part + (long)qi * D + c0 + n * 8 + 2 * t, acc[n][2 * hi], acc[n][2 * hi + 1]);
+                st2(dq_part, part + qi * pitch + c0 + n * 8 + 2 * t, acc[n][2 * hi], acc[n][2 * hi + 1]);
             }
         // No barrier here: the next tile's fetch refills buffers last read
         // before the one above, and dSᵀ is rewritten only after the next
         // tile's first barrier, which every warp reaches once done with it.
     }
-    store_rows<D>(dk, qbase, key0, tlen, dka, scale, scale);
-    store_rows<D>(dv, qbase, key0, tlen, dva, 1.0f, 1.0f);
+    store_rows<D>(dk, dkbase, D, key0, tlen, dka, scale, scale);
+    store_rows<D>(dv, dkbase, D, key0, tlen, dva, 1.0f, 1.0f);
 }
 
 // The two sums below take four values per thread and step (d and inner
@@ -542,11 +549,11 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
 __device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
 
 // dq[row, :] = scale · Σ over the key blocks at or before row's query of dq_part[block, row, :],
-// in block order; rows = B · Hq · T.
-template <typename T> __device__ void flash_dq_sum(T *dq, const float *part, long rows, int tlen, int d, int keys, float scale) {
+// in block order; rows = tokens · Hq, each token at position token % tlen of its row.
+template <typename T> __device__ void flash_dq_sum(T *dq, const float *part, long rows, int tlen, int hq, int d, int keys, float scale) {
     FOR_EACH(q, rows * d / 4) {
         long e = 4 * q, row = e / d;
-        int blocks = (int)(row % tlen) / keys + 1;
+        int blocks = (int)(row / hq % tlen) / keys + 1;
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         for (int kb = 0; kb < blocks; kb++) acc = add4(acc, ld4(part, kb * rows * d + e));
         st4(dq, e, make_float4(acc.x * scale, acc.y * scale, acc.z * scale, acc.w * scale));
@@ -565,9 +572,9 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 
 #define INSTANTIATE(D, T, S)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
-                                                                           const T *v, const unsigned *spans, int stride,    \
-                                                                           int hq, int hkv, int cap, float scale) {          \
-        flash_fwd<D, T>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                               \
+                                                                           const T *v, const unsigned *spans, int hq,       \
+                                                                           int hkv, int cap, float scale) {                  \
+        flash_fwd<D, T>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                               \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
         flash_bwd_d##D##_##S(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, \
@@ -599,23 +606,24 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 // keeps the faster.
 #define INSTANTIATE_FWD_ONE_TILE(T, KT, NAME)                                                                                 \
     extern "C" __global__ void __launch_bounds__(FWD_ROWS / 16 * 32, 2) NAME(T *out, float *lse, const T *q, const KT *k,       \
-                                                                           const KT *v, const unsigned *spans, int stride,   \
-                                                                           int hq, int hkv, int cap, float scale) {          \
-        flash_fwd<64, T, KT, 1>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                       \
+                                                                           const KT *v, const unsigned *spans, int hq,      \
+                                                                           int hkv, int cap, float scale) {                  \
+        flash_fwd<64, T, KT, 1>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                       \
     }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
-        float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *spans, int stride, int hq,     \
-        int hkv, int cap, float scale) {                                                                                      \
-        flash_fwd<D, float, bf16>(out, lse, q, k, v, spans, stride, hq, hkv, cap, scale);                                     \
+        float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *spans, int hq, int hkv,        \
+        int cap, float scale) {                                                                                      \
+        flash_fwd<D, float, bf16>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                     \
     }
 #define INSTANTIATE_SUM(T, S)                                                                                                 \
     extern "C" __global__ void flash_group_sum_##S(T *out, const T *part, long kv_blocks, int group, long inner) {          \
         flash_group_sum<T>(out, part, kv_blocks, group, inner);                                                               \
     }                                                                                                                         \
-    extern "C" __global__ void flash_dq_sum_##S(T *dq, const float *part, long rows, int tlen, int d, int keys, float scale) { \
-        flash_dq_sum<T>(dq, part, rows, tlen, d, keys, scale);                                                                \
+    extern "C" __global__ void flash_dq_sum_##S(T *dq, const float *part, long rows, int tlen, int hq, int d, int keys,     \
+                                                float scale) {                                                                \
+        flash_dq_sum<T>(dq, part, rows, tlen, hq, d, keys, scale);                                                            \
     }
 
 INSTANTIATE(32, float, f32)

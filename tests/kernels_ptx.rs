@@ -47,6 +47,14 @@ fn kernels_exist_for_both_storage_types() {
         entry_points(ptx("adamw").unwrap()),
         vec!["adamw_f32", "adamw_multi_f32", "sum_squares_multi", "scale_multi", "sum_squares_partial"]
     );
+    // Attention's entry (queries, then keys and values, from the projection) and exit.
+    let layout = entry_points(ptx("layout").unwrap());
+    for k in ["qkv_from_tokens_f32_f32_from_f32", "qkv_from_tokens_bf16_bf16_from_f32", "qkv_from_tokens_bf16_bf16_from_bf16"] {
+        assert!(layout.contains(&k), "{k} in {layout:?}");
+    }
+    for k in ["tokens_from_qkv_f32", "tokens_from_qkv_bf16_to_f32"] {
+        assert!(layout.contains(&k), "{k} in {layout:?}");
+    }
     let rl = entry_points(ptx("rl").unwrap());
     for k in ["rl_segment_sum", "rl_assemble", "rl_gae", "rl_policy_loss", "rl_value_loss"] {
         assert!(rl.contains(&k), "{k} in {rl:?}");
@@ -55,7 +63,6 @@ fn kernels_exist_for_both_storage_types() {
         ("rope", &["rope"][..]),
         ("embedding", &["embedding_fwd", "embedding_bwd"][..]),
         ("loss", &["cross_entropy", "logprob_entropy", "logit_grad"][..]),
-        ("layout", &["to_head_major", "to_token_major"][..]),
         (
             "attention",
             &[
@@ -95,15 +102,10 @@ fn kernels_exist_for_both_storage_types() {
 #[test]
 fn generation_kernels_exist_for_f32_and_bf16_caches() {
     let all: Vec<&str> = KERNEL_PTX.iter().flat_map(|(_, p)| entry_points(p)).collect();
-    let mut want: Vec<String> = [
-        "sample_rows_f32",
-        "to_head_major_f32_to_bf16",
-        "qkv_from_tokens_f32_f32_from_f32",
-        "qkv_from_tokens_f32_bf16_from_f32",
-        "tokens_from_qkv_f32",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut want: Vec<String> =
+        ["sample_rows_f32", "qkv_from_tokens_f32_f32_from_f32", "qkv_from_tokens_f32_bf16_from_f32", "tokens_from_qkv_f32"]
+            .map(String::from)
+            .to_vec();
     for d in [32, 64, 128] {
         for stem in ["attention_decode", "attention_decode_bf16kv", "flash_fwd_bf16kv", "attention_fwd_bf16kv"] {
             want.push(format!("{stem}_d{d}_f32"));

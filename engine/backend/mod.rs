@@ -4,7 +4,8 @@
 //! Conventions shared by all ops:
 //! - buffers are flat, row-major f32 (the CUDA backend may store bf16 inside);
 //! - "tokens" are `rows = batch * seq`, laid out batch-major;
-//! - attention works on head-major tensors `[batch, heads, seq, head_dim]`;
+//! - attention's queries and outputs are token-major `[tokens, heads,
+//!   head_dim]`, its keys and values head-major `[rows, heads, cap, head_dim]`;
 //! - backward ops that produce parameter gradients *accumulate* into them, so
 //!   gradient accumulation over micro-batches needs no extra buffers.
 
@@ -71,7 +72,7 @@ impl AttnShape {
 }
 
 /// One sequence of a packed attention call: its queries are tokens
-/// `q_start..q_start + q_len` of the packed queries `[q_heads, tokens,
+/// `q_start..q_start + q_len` of the packed queries `[tokens, q_heads,
 /// head_dim]`, and it attends the first `kv_len` positions of row `kv_row`
 /// of the keys and values, its queries sitting at the last `q_len` of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +83,7 @@ pub struct SeqSpan {
     pub kv_len: usize,
 }
 
-/// The slots (see `Backend::to_head_major`) of `starts.len()` rows of `seq`
+/// The key/value slots (see [`HeadSlots`]) of `starts.len()` rows of `seq`
 /// tokens each, row `b` written from position `starts[b]` of its `cap`.
 pub fn row_slots(seq: usize, cap: usize, starts: &[usize]) -> Vec<u32> {
     assert!(starts.len() * cap <= u32::MAX as usize, "{} rows of {cap} positions overflow 32-bit slots", starts.len());
@@ -185,31 +186,32 @@ pub trait Backend: Sync {
     fn zeros_matmul_input(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
-    /// A zeroed buffer for a head-major attention operand: a KV cache, or the
-    /// queries, keys, values, output and their gradients of a training
-    /// step. A device backend may store it in bf16 (half the memory and
-    /// traffic); only the ops around attention take it: `to_head_major` and
-    /// `qkv_from_tokens` (as a destination), `attention_fwd` and
-    /// `attention_bwd`, `to_token_major` and `tokens_from_qkv` (as a
-    /// source), `copy_range` between such buffers, `fill_zero`, `download`.
+    /// A zeroed buffer for an attention operand: a KV cache, or the
+    /// queries, keys, values and their gradients of a training step. A
+    /// device backend may store it in bf16 (half the memory and traffic);
+    /// only the ops around attention take it: `qkv_from_tokens` (as a
+    /// destination), `attention_fwd` and `attention_bwd`, `tokens_from_qkv`
+    /// (as a source), `copy_range` between such buffers, `fill_zero`,
+    /// `download`.
     fn zeros_attention(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
     /// A zeroed buffer for a projection a training step keeps or consumes in
     /// place: the q/k/v projections, the MLP's gate and up projections, the
     /// LM head's logits, the matmul inputs a layer keeps for its backward
-    /// (norm outputs, token-major attention output, SwiGLU product), and the
+    /// (norm outputs, attention output, SwiGLU product), and the
     /// gradients only matmuls and the ops below read (of the attention
     /// output, the SwiGLU output, a layer norm's output, the gate/up
     /// projections, and without biases the q/k/v projections). A device
     /// backend may store it in bf16, as it stores attention operands (as
     /// PyTorch's autocast keeps these outputs). Only these take it: `matmul`
     /// (as the output, not accumulating, or as an input); as the destination
-    /// `rmsnorm_fwd` and `rmsnorm_fwd_copying` (`out`), `to_token_major`,
-    /// `swiglu_fwd`, `swiglu_bwd` and `tokens_from_qkv`; as the source
-    /// `qkv_from_tokens` and `to_head_major` (into attention operands),
-    /// `swiglu_fwd` and `swiglu_bwd` (`gate_up`, and `dh` when `gate_up` is
-    /// one too), `rmsnorm_bwd` (`dout`); the loss ops (`cross_entropy_inplace`,
+    /// `rmsnorm_fwd` and `rmsnorm_fwd_copying` (`out`), `attention_fwd`
+    /// (`out`, with attention operands), `swiglu_fwd`, `swiglu_bwd` and
+    /// `tokens_from_qkv`; as the source `qkv_from_tokens` (into attention
+    /// operands), `attention_bwd` (`out` and `dout`), `swiglu_fwd` and
+    /// `swiglu_bwd` (`gate_up`, and `dh` when `gate_up` is one too),
+    /// `rmsnorm_bwd` (`dout`); the loss ops (`cross_entropy_inplace`,
     /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in
     /// its storage); `copy_range` between such buffers, `fill_zero` and
     /// `download`.
@@ -279,20 +281,17 @@ pub trait Backend: Sync {
     /// The inverse rotation, applied to a gradient in place.
     fn rope_bwd(&self, dx: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
 
-    /// Token-major `[tokens, heads, hd]` into head-major `dst` `[rows, heads,
-    /// cap, hd]`: token `i` to row `slots[i] / cap`, position `slots[i] % cap`
-    /// (`row_slots`: a KV-cache write at each row's length, or every token of
-    /// a training batch in place, `cap == seq`).
-    fn to_head_major(&self, dst: &mut Self::Buf, src: &Self::Buf, heads: usize, head_dim: usize, cap: usize, slots: &[u32]);
-    /// `[batch, heads, seq, hd]` to `[batch, seq, heads, hd]`.
-    fn to_token_major(&self, dst: &mut Self::Buf, src: &Self::Buf, batch: usize, seq: usize, heads: usize, head_dim: usize);
-
-    // Attention's entry and exit, each one pass over the fused q/k/v
-    // projection (the CPU composes bias, RoPE and the layout moves).
+    // Attention takes queries, outputs and their gradients token-major,
+    // `[tokens, q_heads, head_dim]` (as the projections around it), with the
+    // log-sum-exp `[tokens, q_heads]`, and keys and values head-major, `[rows,
+    // kv_heads, cap, head_dim]` (a KV cache's layout). Its entry and exit are
+    // each one pass over the fused q/k/v projection (the CPU composes bias,
+    // RoPE and the layout moves).
     /// Fused projection `[tokens, (q + 2·kv) · dim]` to attention operands:
     /// adds `bias` (`[(q + 2·kv) · dim]`), rotates queries and keys by
-    /// `rope`, and writes queries head-major into `q` at `q_at`, keys and
-    /// values into `k` and `v` at `kv_at`.
+    /// `rope`, and writes queries into `q` `[tokens, q, dim]`, keys and
+    /// values head-major into `k` and `v` at `kv_at` (a KV-cache write at
+    /// each row's length, or every token of a training batch in place).
     #[allow(clippy::too_many_arguments)]
     fn qkv_from_tokens(
         &self,
@@ -303,12 +302,11 @@ pub trait Backend: Sync {
         bias: Option<&Self::Buf>,
         rope: Rope<'_, Self::Buf>,
         heads: QkvHeads,
-        q_at: HeadSlots<'_>,
         kv_at: HeadSlots<'_>,
     );
-    /// Attention gradients `[batch, heads, seq, dim]` to the fused
-    /// projection's gradient `[batch · seq, (q + 2·kv) · dim]`: token-major,
-    /// with the inverse rotation on queries and keys.
+    /// Attention gradients (`dq` `[batch · seq, q, dim]`, `dk` and `dv`
+    /// `[batch, kv, seq, dim]`) to the fused projection's gradient `[batch ·
+    /// seq, (q + 2·kv) · dim]`, with the inverse rotation on queries and keys.
     #[allow(clippy::too_many_arguments)]
     fn tokens_from_qkv(
         &self,
@@ -322,8 +320,11 @@ pub trait Backend: Sync {
         heads: QkvHeads,
     );
 
-    /// Causal GQA attention; writes `out` (head-major, like `q`) and, when given,
-    /// the row log-sum-exp `lse[batch, q_heads, q_len]` that the backward needs.
+    /// Causal GQA attention of `shape.batch` rows of `q_len` queries (`q` and
+    /// `out` `[batch · q_len, q_heads, head_dim]`), row `b` attending the
+    /// first `kv_lens[b]` keys of its row, its queries the last of them;
+    /// writes `out` and, when given, the log-sum-exp `lse[batch · q_len,
+    /// q_heads]` that the backward needs.
     #[allow(clippy::too_many_arguments)]
     fn attention_fwd(
         &self,
@@ -336,12 +337,13 @@ pub trait Backend: Sync {
         kv_lens: &[usize],
     );
     /// Causal GQA attention over packed sequences of different lengths (a
-    /// prefill without padding): `q` and `out` are `[q_heads, tokens,
+    /// prefill without padding): `q` and `out` are `[tokens, q_heads,
     /// head_dim]` with `tokens == shape.q_len`, split into `seqs`; keys and
     /// values are `[shape.batch, kv_heads, kv_cap, head_dim]`, each span
     /// reading its own row. Inference only (no log-sum-exp).
     fn attention_packed_fwd(&self, out: &mut Self::Buf, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, shape: AttnShape, seqs: &[SeqSpan]);
-    /// Training backward (`q_len == kv_cap == kv_lens[b]`); overwrites dq, dk, dv.
+    /// Training backward (`q_len == kv_cap == kv_lens[b]`), in the forward's
+    /// layouts; overwrites dq, dk, dv.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,

@@ -14,9 +14,8 @@ pub struct StepBuffers<B: Backend> {
     /// The fused q/k/v projection.
     pub(crate) qkv_tok: B::Buf,
     pub(crate) q: B::Buf,
+    /// The attention output (the output projection's input).
     pub(crate) att: B::Buf,
-    /// Token-major attention output (the output projection's input).
-    pub(crate) att_tok: B::Buf,
     /// The stacked gate and up projections.
     pub(crate) gate_up: B::Buf,
     pub(crate) act: B::Buf,
@@ -37,7 +36,6 @@ impl<B: Backend> StepBuffers<B> {
             qkv_tok: be.zeros(n * (q_dim + 2 * kv_dim)),
             q: be.zeros(n * q_dim),
             att: be.zeros_matmul_input(n * q_dim),
-            att_tok: be.zeros_matmul_input(n * q_dim),
             gate_up: be.zeros(n * 2 * ff),
             act: be.zeros_matmul_input(n * ff),
             // The final hidden states are copied and scored, not only multiplied.

@@ -80,10 +80,13 @@ struct LayerActs<Buf> {
     /// Pre-norm input of the attention block (the residual stream).
     x_in: Buf,
     rstd1: Buf,
-    /// Head-major, after RoPE.
+    /// Queries `[tokens, heads, hd]` and keys and values `[batch, kv heads,
+    /// seq, hd]`, after RoPE.
     q: Buf,
     k: Buf,
     v: Buf,
+    /// Attention output `[tokens, heads, hd]`: also the output projection's
+    /// input, so it is stored as a projection.
     att: Buf,
     lse: Buf,
     /// Residual stream between attention and MLP.
@@ -97,8 +100,6 @@ struct LayerActs<Buf> {
 /// projections (bf16 on a device, as autocast keeps them).
 struct MatmulInputs<Buf> {
     ln1: Buf,
-    /// Token-major attention output (the output projection's input).
-    att_tok: Buf,
     ln2: Buf,
     /// The MLP's stacked gate and up projections.
     gate_up: Buf,
@@ -109,10 +110,9 @@ struct MatmulInputs<Buf> {
 impl<Buf> MatmulInputs<Buf> {
     /// For `n` tokens, or empty (`n` = 0).
     fn new<B: Backend<Buf = Buf>>(be: &B, cfg: &ModelConfig, n: usize) -> MatmulInputs<Buf> {
-        let (d, f, qd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim());
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         MatmulInputs {
             ln1: be.zeros_projection(n * d),
-            att_tok: be.zeros_projection(n * qd),
             ln2: be.zeros_projection(n * d),
             gate_up: be.zeros_projection(n * 2 * f),
             act: be.zeros_projection(n * f),
@@ -128,7 +128,7 @@ pub struct TrainState<B: Backend> {
     layers: Vec<LayerActs<B::Buf>>,
     /// Every layer's matmul inputs when layers do not keep theirs, else empty.
     recomputed: MatmulInputs<B::Buf>,
-    /// The fused q/k/v projection, token-major, before its head-major homes.
+    /// The fused q/k/v projection, before RoPE and the keys' and values' move head-major.
     qkv_tok: B::Buf,
     x_final: B::Buf,
     /// Final-norm hidden states `[tokens, hidden]`: what every head reads.
@@ -146,7 +146,7 @@ pub struct TrainState<B: Backend> {
     /// The SwiGLU output's gradient (bf16 on a device, as autocast keeps it).
     d_act: B::Buf,
     d_gate_up: B::Buf,
-    d_att_tok: B::Buf,
+    /// The attention output's gradient (bf16 on a device, as autocast keeps it).
     d_att: B::Buf,
     dq: B::Buf,
     dk: B::Buf,
@@ -189,7 +189,7 @@ impl<B: Backend> TrainState<B> {
                 q: be.zeros_attention(n * qd),
                 k: be.zeros_attention(n * kvd),
                 v: be.zeros_attention(n * kvd),
-                att: be.zeros_attention(n * qd),
+                att: be.zeros_projection(n * qd),
                 lse: be.zeros(heads),
                 x_mid: be.zeros(n * d),
                 rstd2: be.zeros(n),
@@ -218,8 +218,7 @@ impl<B: Backend> TrainState<B> {
             d_norm: be.zeros_projection(n * d),
             d_act: be.zeros_projection(n * f),
             d_gate_up: be.zeros_projection(n * 2 * f),
-            d_att_tok: be.zeros_projection(n * qd),
-            d_att: be.zeros_attention(n * qd),
+            d_att: be.zeros_projection(n * qd),
             dq: be.zeros_attention(n * qd),
             dk: be.zeros_attention(n * kvd),
             dv: be.zeros_attention(n * kvd),
@@ -397,10 +396,9 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut st.qkv_tok, &w.ln1, &p.wqkv, MatMul::linear(n, d, heads.width()));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
             let at = HeadSlots { cap: t, slots: &slots };
-            be.qkv_from_tokens(&mut a.q, &mut a.k, &mut a.v, &st.qkv_tok, p.bqkv.as_ref(), rope, heads, at, at);
+            be.qkv_from_tokens(&mut a.q, &mut a.k, &mut a.v, &st.qkv_tok, p.bqkv.as_ref(), rope, heads, at);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
-            be.to_token_major(&mut w.att_tok, &a.att, bs, t, h, hd);
-            be.matmul(&mut a.x_mid, &w.att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            be.matmul(&mut a.x_mid, &a.att, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             let x_out = match rest.first_mut() {
                 Some(next) => &mut next.x_in,
                 None => &mut st.x_final,
@@ -462,7 +460,6 @@ impl<B: Backend> Transformer<B> {
         let n = bs * t;
         let (d, f, h, hd, heads) = (c.hidden_size, c.intermediate_size, c.num_heads, c.head_dim, c.qkv_heads());
         let shape = self.attn_shape(bs, t);
-        let slots = row_slots(t, t, &vec![0; bs]);
         be.fill_zero(&mut st.d_resid);
         be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
@@ -482,9 +479,8 @@ impl<B: Backend> Transformer<B> {
             be.matmul(&mut g.w_gate_up, &st.d_gate_up, &w.ln2, write.dw(MatMul::linear_dw(n, d, 2 * f)));
             be.rmsnorm_bwd(&mut st.d_resid, &mut g.mlp_norm, &st.d_norm, &a.x_mid, &p.mlp_norm, &a.rstd2, d);
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
-            be.matmul(&mut g.wo, &st.d_resid, &w.att_tok, write.dw(MatMul::linear_dw(n, h * hd, d)));
-            be.matmul(&mut st.d_att_tok, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
-            be.to_head_major(&mut st.d_att, &st.d_att_tok, h, hd, t, &slots);
+            be.matmul(&mut g.wo, &st.d_resid, &a.att, write.dw(MatMul::linear_dw(n, h * hd, d)));
+            be.matmul(&mut st.d_att, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
             be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
             be.tokens_from_qkv(&mut st.dqkv_tok, &st.dq, &st.dk, &st.dv, rope, bs, t, heads);
@@ -503,7 +499,6 @@ impl<B: Backend> Transformer<B> {
     fn recompute_matmul_inputs(&self, be: &B, l: usize, a: &mut LayerActs<B::Buf>, w: &mut MatmulInputs<B::Buf>, bs: usize, t: usize) {
         let (c, p) = (&self.cfg, &self.params.layers[l]);
         be.rmsnorm_fwd(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, c.hidden_size, c.rms_norm_eps);
-        be.to_token_major(&mut w.att_tok, &a.att, bs, t, c.num_heads, c.head_dim);
         be.rmsnorm_fwd(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, c.hidden_size, c.rms_norm_eps);
         be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(bs * t, c.hidden_size, 2 * c.intermediate_size));
         be.swiglu_fwd(&mut w.act, &w.gate_up, c.intermediate_size);

@@ -11,7 +11,7 @@ use anyhow::{ensure, Context, Result};
 use std::path::Path;
 
 /// Where a forward's tokens sit: their RoPE positions, their KV-cache
-/// slots (`Backend::to_head_major`), and how their queries attend.
+/// slots ([`HeadSlots`]), and how their queries attend.
 struct Placement {
     positions: Vec<u32>,
     kv_slots: Vec<u32>,
@@ -139,14 +139,9 @@ impl<B: Backend> Transformer<B> {
         ensure!(bufs.tokens == n, "step buffers for {} tokens, the forward has {n}", bufs.tokens);
         check_ids(ids, cfg.vocab_size)?;
         let shape = AttnShape { batch: cache.batch, q_heads: h, kv_heads: hkv, q_len: n, kv_cap: cache.cap, head_dim: hd };
-        // Queries go head-major in token order: [rows, heads, tq, hd] or, packed, [heads, n, hd].
-        let (q_cap, q_slots) = match &plan.attend {
-            Attend::Rows { tq, .. } => (*tq, row_slots(*tq, *tq, &vec![0; n / tq])),
-            Attend::Packed(_) => (n, row_slots(n, n, &[0])),
-        };
-        let (q_at, kv_at) = (HeadSlots { cap: q_cap, slots: &q_slots }, HeadSlots { cap: cache.cap, slots: &plan.kv_slots });
+        let kv_at = HeadSlots { cap: cache.cap, slots: &plan.kv_slots };
         let heads = cfg.qkv_heads();
-        let StepBuffers { x, ln, rstd, qkv_tok, q, att, att_tok, gate_up, act, hidden, .. } = bufs;
+        let StepBuffers { x, ln, rstd, qkv_tok, q, att, gate_up, act, hidden, .. } = bufs;
 
         be.embedding_fwd(x, &self.params.embed, ids, d);
         for (l, p) in self.params.layers.iter().enumerate() {
@@ -154,25 +149,14 @@ impl<B: Backend> Transformer<B> {
             be.matmul(qkv_tok, ln, &p.wqkv, MatMul::linear(n, d, heads.width()));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions: &plan.positions };
             let (k, v) = (&mut cache.k[l], &mut cache.v[l]);
-            be.qkv_from_tokens(q, k, v, qkv_tok, p.bqkv.as_ref(), rope, heads, q_at, kv_at);
-            let att_tok = match &plan.attend {
+            be.qkv_from_tokens(q, k, v, qkv_tok, p.bqkv.as_ref(), rope, heads, kv_at);
+            match &plan.attend {
                 Attend::Rows { tq, kv_lens } => {
-                    be.attention_fwd(att, None, q, &cache.k[l], &cache.v[l], AttnShape { q_len: *tq, ..shape }, kv_lens);
-                    // One query per row: [batch, heads, 1, hd] is already token-major.
-                    if *tq == 1 {
-                        &*att
-                    } else {
-                        be.to_token_major(att_tok, att, n / tq, *tq, h, hd);
-                        &*att_tok
-                    }
+                    be.attention_fwd(att, None, q, &cache.k[l], &cache.v[l], AttnShape { q_len: *tq, ..shape }, kv_lens)
                 }
-                Attend::Packed(seqs) => {
-                    be.attention_packed_fwd(att, q, &cache.k[l], &cache.v[l], shape, seqs);
-                    be.to_token_major(att_tok, att, 1, n, h, hd);
-                    &*att_tok
-                }
-            };
-            be.matmul(x, att_tok, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+                Attend::Packed(seqs) => be.attention_packed_fwd(att, q, &cache.k[l], &cache.v[l], shape, seqs),
+            }
+            be.matmul(x, att, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
             be.rmsnorm_fwd(ln, rstd, x, &p.mlp_norm, d, cfg.rms_norm_eps);
             be.matmul(gate_up, ln, &p.w_gate_up, MatMul::linear(n, d, 2 * cfg.intermediate_size));
             be.swiglu_fwd(act, gate_up, cfg.intermediate_size);

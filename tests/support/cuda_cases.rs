@@ -45,6 +45,18 @@ fn close_within(what: &str, gpu: &Cuda, got: &<Cuda as Backend>::Buf, want: &[f3
     assert_close(what, &gpu.download(got)[..want.len()], want, rtol, atol);
 }
 
+/// `host` rounded into a bf16 attention operand (a KV cache's or training's
+/// storage): a matmul by the identity writes it into a bf16 projection,
+/// which is copied across (only attention's own ops write these otherwise).
+fn bf16_operand(g: &Cuda, host: &[f32], width: usize) -> <Cuda as Backend>::Buf {
+    let eye: Vec<f32> = (0..width * width).map(|i| if i % (width + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let mut proj = g.zeros_projection(host.len());
+    g.matmul(&mut proj, &g.upload(host), &g.upload(&eye), MatMul::linear(host.len() / width, width, width));
+    let mut operand = g.zeros_attention(host.len());
+    g.copy_range(&mut operand, 0, &proj, 0, host.len());
+    operand
+}
+
 /// Every transpose combination, writing and accumulating, in `g`'s math mode.
 fn check_matmuls(g: &Cuda, rng: &mut ChaCha8Rng, tol: (f32, f32)) {
     for (m, n, k, ta, tb) in [(7, 5, 3, false, false), (33, 17, 65, false, true), (16, 40, 9, true, false), (130, 96, 257, true, true)] {
@@ -154,29 +166,6 @@ fn norm_rope_embedding_and_layout_match_the_cpu() {
     let mut gdt = g.upload(&table);
     g.embedding_bwd(&mut gdt, &g.upload(&de), &ids, edim);
     close("embedding bwd (hot token 7)", &g, &gdt, &dt);
-
-    let (b, t, h, d, cap) = (2, 5, 3, 32, 9);
-    let src = randv(&mut rng, b * t * h * d);
-    // Rows written from offsets (a KV-cache append), and packed prompts of
-    // 4 and 6 tokens into rows 1 and 0.
-    let packed: Vec<u32> = (0..4).map(|p| cap as u32 + p).chain(0..6).collect();
-    for (what, slots) in [("rows", row_slots(t, cap, &[1, 4])), ("packed", packed)] {
-        let mut hm = vec![0.0; b * h * cap * d];
-        Cpu.to_head_major(&mut hm, &src, h, d, cap, &slots);
-        let mut ghm = g.zeros(b * h * cap * d);
-        g.to_head_major(&mut ghm, &g.upload(&src), h, d, cap, &slots);
-        close(&format!("to_head_major ({what})"), &g, &ghm, &hm);
-    }
-    let mut tm = vec![0.0; src.len()];
-    let back = {
-        let mut hm2 = vec![0.0; src.len()];
-        Cpu.to_head_major(&mut hm2, &src, h, d, t, &row_slots(t, t, &[0, 0]));
-        hm2
-    };
-    Cpu.to_token_major(&mut tm, &back, b, t, h, d);
-    let mut gtm = g.zeros(src.len());
-    g.to_token_major(&mut gtm, &g.upload(&back), b, t, h, d);
-    close("to_token_major", &g, &gtm, &tm);
 }
 
 #[test]
@@ -676,9 +665,8 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
                 g.rmsnorm_bwd(w, &mut g.zeros(d_in), o, o, &weight, &rstd, d_in)
             }),
         ),
-        // `w` as [2, 4, 3, 128] activations moved from head-major.
-        ("to_token_major", Box::new(|g, w, o| g.to_token_major(w, o, 2, 4, 3, 128))),
-        // `w` as [2 × 4 tokens, (2 + 2 · 2) heads × 64] from three [2, heads, 4, 64] gradients.
+        // `w` as [2 × 4 tokens, (2 + 2 · 2) heads × 64] from the query
+        // gradient [8, 2, 64] and the key and value gradients [2, 2, 4, 64].
         (
             "tokens_from_qkv",
             Box::new(|g, w, o| {
@@ -727,36 +715,20 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
 }
 
 #[test]
-fn bf16_kv_cache_writes_and_attention_match_the_cpu() {
+fn attention_on_a_bf16_kv_cache_matches_the_cpu() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(6);
     // A decode step, a short prefill (per-row kernel) and a long one (flash).
     for (q_len, hq, hkv, hd) in [(1, 14, 2, 64), (5, 4, 2, 32), (40, 4, 1, 128)] {
         let (batch, cap) = (2, 96);
         let sh = AttnShape { batch, q_heads: hq, kv_heads: hkv, q_len, kv_cap: cap, head_dim: hd };
-        let kv_tok = |rng: &mut ChaCha8Rng| randv(rng, batch * cap * hkv * hd);
+        let kv_tok = |rng: &mut ChaCha8Rng| randv(rng, batch * hkv * cap * hd);
         let (k_tok, v_tok) = (kv_tok(&mut rng), kv_tok(&mut rng));
-        let (mut gk, mut gv) = (g.zeros_attention(batch * hkv * cap * hd), g.zeros_attention(batch * hkv * cap * hd));
-        let slots = row_slots(cap, cap, &[0, 0]);
-        g.to_head_major(&mut gk, &g.upload(&k_tok), hkv, hd, cap, &slots);
-        g.to_head_major(&mut gv, &g.upload(&v_tok), hkv, hd, cap, &slots);
-        // The cache holds the CPU's head-major layout, rounded to bf16.
-        let mut k_hm = vec![0.0; k_tok.len()];
-        Cpu.to_head_major(&mut k_hm, &k_tok, hkv, hd, cap, &slots);
+        // A bf16 cache (written as generation writes it in fused_attention_entry_and_exit_match_the_cpu).
+        let (gk, gv) = (bf16_operand(&g, &k_tok, hkv * hd), bf16_operand(&g, &v_tok, hkv * hd));
         let (k_cache, v_cache) = (g.download(&gk), g.download(&gv));
-        assert_close("bf16 cache write", &k_cache, &k_hm, 1e-2, 1e-2);
-        // From a bf16 projection (the attention output's gradient in
-        // training), written by a matmul by the identity: a lossless move.
-        let width = hkv * hd;
-        let eye: Vec<f32> = (0..width * width).map(|i| if i % (width + 1) == 0 { 1.0 } else { 0.0 }).collect();
-        let mut proj = g.zeros_projection(k_tok.len());
-        g.matmul(&mut proj, &g.upload(&k_tok), &g.upload(&eye), MatMul::linear(batch * cap, width, width));
-        let mut moved = g.zeros_attention(k_tok.len());
-        g.to_head_major(&mut moved, &proj, hkv, hd, cap, &slots);
-        let mut want = vec![0.0; k_tok.len()];
-        Cpu.to_head_major(&mut want, &g.download(&proj), hkv, hd, cap, &slots);
-        assert!(g.download(&moved) == want, "to_head_major from a bf16 projection");
-        let q = randv(&mut rng, batch * hq * q_len * hd);
+        assert_close("bf16 cache", &k_cache, &k_tok, 1e-2, 1e-2);
+        let q = randv(&mut rng, batch * q_len * hq * hd);
         let lens = [cap, 50];
         let mut out = vec![0.0; q.len()];
         Cpu.attention_fwd(&mut out, None, &q, &k_cache, &v_cache, sh, &lens);
@@ -800,15 +772,17 @@ fn packed_prefill_attention_matches_the_cpu() {
         }
         let tokens: usize = seqs.iter().map(|s| s.q_len).sum();
         let sh = AttnShape { batch: rows, q_heads: hq, kv_heads: hkv, q_len: tokens, kv_cap: cap, head_dim: hd };
-        // The cache as the model writes it (bf16 in bf16 math); the CPU reads the same values.
-        let slots = row_slots(cap, cap, &vec![0; rows]);
+        // The cache as the model keeps it (bf16 in bf16 math); the CPU reads the same values.
         let mut cache = || {
-            let mut c = g.zeros_attention(rows * hkv * cap * hd);
-            g.to_head_major(&mut c, &g.upload(&randv(&mut rng, rows * cap * hkv * hd)), hkv, hd, cap, &slots);
-            c
+            let host = randv(&mut rng, rows * hkv * cap * hd);
+            if math == Math::Exact {
+                g.upload(&host)
+            } else {
+                bf16_operand(&g, &host, hd)
+            }
         };
         let (gk, gv) = (cache(), cache());
-        let q = randv(&mut rng, hq * tokens * hd);
+        let q = randv(&mut rng, tokens * hq * hd);
         let mut want = vec![0.0; q.len()];
         Cpu.attention_packed_fwd(&mut want, &q, &g.download(&gk), &g.download(&gv), sh, &seqs);
         let mut got = g.zeros(q.len());
@@ -822,16 +796,16 @@ fn packed_prefill_attention_matches_the_cpu() {
 fn fused_attention_entry_and_exit_match_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    // GQA (3 query heads, 1 key/value head); queries into rows of t
-    // positions, keys and values into a cache of `cap` at other offsets.
+    // GQA (3 query heads, 1 key/value head); keys and values into rows of a
+    // cache of `cap` positions at different offsets.
     let (b, t, hd, cap) = (2, 5, 32, 9);
     let heads = QkvHeads { q: 3, kv: 1, dim: hd };
     let (width, qd, kvd) = (heads.width(), heads.q * hd, heads.kv * hd);
     let (cos, sin) = rope_tables(64, hd, 10_000.0);
     let (gc, gs) = (g.upload(&cos), g.upload(&sin));
     let pos: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7) % 64).collect();
-    let (q_slots, kv_slots) = (row_slots(t, t, &[0, 0]), row_slots(t, cap, &[1, 4]));
-    let (q_at, kv_at) = (HeadSlots { cap: t, slots: &q_slots }, HeadSlots { cap, slots: &kv_slots });
+    let kv_slots = row_slots(t, cap, &[1, 4]);
+    let kv_at = HeadSlots { cap, slots: &kv_slots };
     let (bias, src) = (randv(&mut rng, width), randv(&mut rng, b * t * width));
     let gbias = g.upload(&bias);
     let (q_len, kv_len) = (b * t * qd, b * cap * kvd);
@@ -842,11 +816,11 @@ fn fused_attention_entry_and_exit_match_the_cpu() {
         let cpu = |src: &Vec<f32>| {
             let mut want = [vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]];
             let [q, k, v] = &mut want;
-            Cpu.qkv_from_tokens(q, k, v, src, with_bias.then_some(&bias), rope, heads, q_at, kv_at);
+            Cpu.qkv_from_tokens(q, k, v, src, with_bias.then_some(&bias), rope, heads, kv_at);
             want
         };
         let run = |[mut q, mut k, mut v]: [<Cuda as Backend>::Buf; 3], src: &<Cuda as Backend>::Buf| {
-            g.qkv_from_tokens(&mut q, &mut k, &mut v, src, with_bias.then_some(&gbias), grope, heads, q_at, kv_at);
+            g.qkv_from_tokens(&mut q, &mut k, &mut v, src, with_bias.then_some(&gbias), grope, heads, kv_at);
             [q, k, v].map(|x| g.download(&x))
         };
         let want = cpu(&src);
@@ -916,13 +890,8 @@ fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
     // Flash tiles with a ragged end and GQA, and a short sequence (per-row kernel).
     for (b, hq, hkv, t, hd) in [(2, 4, 2, 37, 64), (1, 2, 1, 130, 128), (2, 2, 2, 5, 32), (1, 2, 2, 200, 64)] {
         let sh = AttnShape { batch: b, q_heads: hq, kv_heads: hkv, q_len: t, kv_cap: t, head_dim: hd };
-        let slots = row_slots(t, t, &vec![0; b]);
-        // Token-major data written into bf16 operands; the CPU gets the same rounded values.
-        let mut operand = |heads: usize| {
-            let mut o = g.zeros_attention(b * heads * t * hd);
-            g.to_head_major(&mut o, &g.upload(&randv(&mut rng, b * t * heads * hd)), heads, hd, t, &slots);
-            o
-        };
+        // bf16 operands; the CPU gets the same rounded values.
+        let mut operand = |heads: usize| bf16_operand(&g, &randv(&mut rng, b * t * heads * hd), hd);
         let (gq, gk, gv, gdout) = (operand(hq), operand(hkv), operand(hkv), operand(hq));
         let (q, k, v, dout) = (g.download(&gq), g.download(&gk), g.download(&gv), g.download(&gdout));
         let lens = vec![t; b];

@@ -2,8 +2,11 @@
 //!
 //! The reference keeps only the row log-sum-exp from the forward pass and
 //! recomputes the probabilities in the backward pass, the same contract as the
-//! flash-attention kernels on the GPU. Each task owns the query heads of one
-//! GQA group, so the per-task outputs are contiguous and race-free.
+//! flash-attention kernels on the GPU. Queries, outputs and their gradients
+//! are token-major (`[tokens, q_heads, hd]`): a task reads its heads' rows
+//! in place, `q_heads · hd` apart, and computes its query-side results
+//! head-major in its own buffer, which are then gathered into the
+//! token-major outputs (so tasks never share an output).
 
 use super::gemm::{gemm_strided, View};
 use super::scratch::with_scratch;
@@ -18,9 +21,10 @@ fn mm(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], av: View, b: &[f32
 }
 
 /// Scaled, causally masked scores `S = q·kᵀ·scale` for one head; masked
-/// entries are -inf. `q` is `[tq, hd]`, `k` is `[kv_len, hd]`.
-fn masked_scores(s: &mut [f32], q: &[f32], k: &[f32], tq: usize, kv_len: usize, hd: usize, scale: f32) {
-    mm(tq, kv_len, hd, s, q, View::row_major(hd), k, View::transposed(hd), false);
+/// entries are -inf. `q` is `[tq, hd]` (rows `qv` apart), `k` is `[kv_len, hd]`.
+#[allow(clippy::too_many_arguments)]
+fn masked_scores(s: &mut [f32], q: &[f32], qv: View, k: &[f32], tq: usize, kv_len: usize, hd: usize, scale: f32) {
+    mm(tq, kv_len, hd, s, q, qv, k, View::transposed(hd), false);
     for (i, row) in s.chunks_exact_mut(kv_len).enumerate() {
         let pos = kv_len - tq + i;
         for (j, v) in row.iter_mut().enumerate() {
@@ -44,47 +48,64 @@ fn softmax_rows(s: &mut [f32], lse: &mut [f32], width: usize) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn attention_fwd(out: &mut [f32], lse: Option<&mut [f32]>, q: &[f32], k: &[f32], v: &[f32], sh: AttnShape, kv_lens: &[usize]) {
-    let (tq, hd, cap, group) = (sh.q_len, sh.head_dim, sh.kv_cap, sh.group());
-    assert_eq!(sh.q_heads % sh.kv_heads, 0, "q_heads must be a multiple of kv_heads");
-    assert_eq!(q.len(), sh.batch * sh.q_heads * tq * hd);
-    assert_eq!(out.len(), q.len());
-    assert_eq!(k.len(), sh.batch * sh.kv_heads * cap * hd);
-    assert_eq!(kv_lens.len(), sh.batch);
-    let mut lse_store = Vec::new();
-    let lse = match lse {
-        Some(l) => l,
-        None => {
-            lse_store.resize(sh.batch * sh.q_heads * tq, 0.0);
-            &mut lse_store[..]
-        }
-    };
-    let scale = sh.scale();
-    out.par_chunks_mut(group * tq * hd).zip(lse.par_chunks_mut(group * tq)).enumerate().for_each(|(bg, (out, lse))| {
-        let kv_len = kv_lens[bg / sh.kv_heads];
-        assert!(kv_len >= tq && kv_len <= cap, "attention: kv_len {kv_len} outside [{tq}, {cap}]");
-        let kp = &k[bg * cap * hd..][..kv_len * hd];
-        let vp = &v[bg * cap * hd..][..kv_len * hd];
-        with_scratch(tq * kv_len, |s| {
-            for j in 0..group {
-                let qh = &q[(bg * group + j) * tq * hd..][..tq * hd];
-                masked_scores(s, qh, kp, tq, kv_len, hd, scale);
-                softmax_rows(s, &mut lse[j * tq..(j + 1) * tq], kv_len);
-                let oh = &mut out[j * tq * hd..(j + 1) * tq * hd];
-                mm(tq, hd, kv_len, oh, s, View::row_major(kv_len), vp, View::row_major(hd), false);
-            }
-        });
+/// Token-major `dst` `[batch · seq, heads, width]` from the tasks' results,
+/// task `b · kv + g` holding its group's heads head-major `[group, seq, width]`.
+fn gather_tasks(dst: &mut [f32], parts: &[Vec<f32>], seq: usize, heads: usize, group: usize, width: usize) {
+    let kv = heads / group;
+    dst.par_chunks_mut(width).enumerate().for_each(|(r, row)| {
+        let (token, h) = (r / heads, r % heads);
+        let (b, i) = (token / seq, token % seq);
+        row.copy_from_slice(&parts[b * kv + h / group][((h % group) * seq + i) * width..][..width]);
     });
 }
 
+/// Where query head `h` of batch row `b`'s first token starts in a
+/// token-major `[batch · seq, heads, hd]` tensor, and its rows' view.
+fn head_rows(b: usize, seq: usize, heads: usize, h: usize, hd: usize) -> (usize, View) {
+    ((b * seq * heads + h) * hd, View::row_major(heads * hd))
+}
+
+pub fn attention_fwd(out: &mut [f32], lse: Option<&mut [f32]>, q: &[f32], k: &[f32], v: &[f32], sh: AttnShape, kv_lens: &[usize]) {
+    let (tq, hd, cap, group, hq) = (sh.q_len, sh.head_dim, sh.kv_cap, sh.group(), sh.q_heads);
+    assert_eq!(sh.q_heads % sh.kv_heads, 0, "q_heads must be a multiple of kv_heads");
+    assert_eq!(q.len(), sh.batch * tq * hq * hd);
+    assert_eq!(out.len(), q.len());
+    assert_eq!(k.len(), sh.batch * sh.kv_heads * cap * hd);
+    assert_eq!(kv_lens.len(), sh.batch);
+    let scale = sh.scale();
+    let (outs, lses): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..sh.batch * sh.kv_heads)
+        .into_par_iter()
+        .map(|bg| {
+            let (b, g) = (bg / sh.kv_heads, bg % sh.kv_heads);
+            let kv_len = kv_lens[b];
+            assert!(kv_len >= tq && kv_len <= cap, "attention: kv_len {kv_len} outside [{tq}, {cap}]");
+            let kp = &k[bg * cap * hd..][..kv_len * hd];
+            let vp = &v[bg * cap * hd..][..kv_len * hd];
+            let (mut o, mut l) = (vec![0.0; group * tq * hd], vec![0.0; group * tq]);
+            with_scratch(tq * kv_len, |s| {
+                for j in 0..group {
+                    let (at, rows) = head_rows(b, tq, hq, g * group + j, hd);
+                    masked_scores(s, &q[at..], rows, kp, tq, kv_len, hd, scale);
+                    softmax_rows(s, &mut l[j * tq..(j + 1) * tq], kv_len);
+                    let oh = &mut o[j * tq * hd..(j + 1) * tq * hd];
+                    mm(tq, hd, kv_len, oh, s, View::row_major(kv_len), vp, View::row_major(hd), false);
+                }
+            });
+            (o, l)
+        })
+        .unzip();
+    gather_tasks(out, &outs, tq, hq, group, hd);
+    if let Some(lse) = lse {
+        gather_tasks(lse, &lses, tq, hq, group, 1);
+    }
+}
 /// Packed sequences (`Backend::attention_packed_fwd`): each span is the
-/// one-row attention above on its queries, gathered from `[q_heads, tokens,
-/// hd]`, and its row of the keys and values.
+/// one-row attention above on its tokens of `[tokens, q_heads, hd]` and its
+/// row of the keys and values.
 pub fn attention_packed_fwd(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], sh: AttnShape, seqs: &[SeqSpan]) {
     let (tokens, hq, hd) = (sh.q_len, sh.q_heads, sh.head_dim);
     let row = sh.kv_heads * sh.kv_cap * hd;
-    assert_eq!(q.len(), hq * tokens * hd);
+    assert_eq!(q.len(), tokens * hq * hd);
     assert_eq!(out.len(), q.len());
     assert_eq!(k.len(), sh.batch * row);
     for s in seqs {
@@ -93,15 +114,10 @@ pub fn attention_packed_fwd(out: &mut [f32], q: &[f32], k: &[f32], v: &[f32], sh
             "packed attention: span {s:?} outside {tokens} tokens and {} rows",
             sh.batch
         );
-        let span = |h: usize| (h * tokens + s.q_start) * hd..(h * tokens + s.q_start + s.q_len) * hd;
-        let qs: Vec<f32> = (0..hq).flat_map(|h| q[span(h)].iter().copied()).collect();
-        let mut os = vec![0.0; qs.len()];
+        let span = s.q_start * hq * hd..(s.q_start + s.q_len) * hq * hd;
         let one = AttnShape { batch: 1, q_len: s.q_len, ..sh };
         let (kr, vr) = (&k[s.kv_row * row..][..row], &v[s.kv_row * row..][..row]);
-        attention_fwd(&mut os, None, &qs, kr, vr, one, &[s.kv_len]);
-        for (h, o) in os.chunks_exact(s.q_len * hd).enumerate() {
-            out[span(h)].copy_from_slice(o);
-        }
+        attention_fwd(&mut out[span.clone()], None, &q[span], kr, vr, one, &[s.kv_len]);
     }
 }
 
@@ -118,38 +134,47 @@ pub fn attention_bwd(
     lse: &[f32],
     sh: AttnShape,
 ) {
-    let (t, hd, group) = (sh.q_len, sh.head_dim, sh.group());
+    let (t, hd, group, hq) = (sh.q_len, sh.head_dim, sh.group(), sh.q_heads);
     assert_eq!(sh.kv_cap, t, "attention_bwd is for training: kv_cap must equal q_len");
     assert_eq!(dq.len(), q.len());
     assert_eq!(dk.len(), k.len());
     let scale = sh.scale();
-    let tasks = dq.par_chunks_mut(group * t * hd).zip(dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd)));
-    tasks.enumerate().for_each(|(bg, (dq, (dk, dv)))| {
-        let kp = &k[bg * t * hd..][..t * hd];
-        let vp = &v[bg * t * hd..][..t * hd];
-        with_scratch(2 * t * t, |buf| {
-            let (p, dp) = buf.split_at_mut(t * t);
-            for j in 0..group {
-                let h = bg * group + j;
-                let span = h * t * hd..(h + 1) * t * hd;
-                let (qh, oh, doh) = (&q[span.clone()], &out[span.clone()], &dout[span]);
-                masked_scores(p, qh, kp, t, t, hd, scale);
-                for (row, &l) in p.chunks_exact_mut(t).zip(&lse[h * t..(h + 1) * t]) {
-                    row.iter_mut().for_each(|s| *s = (*s - l).exp());
-                }
-                // dV += Pᵀ·dO; heads of a group share K and V, so they accumulate.
-                mm(t, hd, t, dv, p, View::transposed(t), doh, View::row_major(hd), j > 0);
-                // dP = dO·Vᵀ, then dS = P ⊙ (dP - rowsum(dO ⊙ O)), pre-scaled.
-                mm(t, t, hd, dp, doh, View::row_major(hd), vp, View::transposed(hd), false);
-                for i in 0..t {
-                    let di: f32 = doh[i * hd..(i + 1) * hd].iter().zip(&oh[i * hd..(i + 1) * hd]).map(|(a, b)| a * b).sum();
-                    for (d, &pv) in dp[i * t..(i + 1) * t].iter_mut().zip(&p[i * t..(i + 1) * t]) {
-                        *d = pv * (*d - di) * scale;
+    let tasks = dk.par_chunks_mut(t * hd).zip(dv.par_chunks_mut(t * hd));
+    let dqs: Vec<Vec<f32>> = tasks
+        .enumerate()
+        .map(|(bg, (dk, dv))| {
+            let b = bg / sh.kv_heads;
+            let kp = &k[bg * t * hd..][..t * hd];
+            let vp = &v[bg * t * hd..][..t * hd];
+            let mut dqg = vec![0.0; group * t * hd];
+            with_scratch(2 * t * t, |buf| {
+                let (p, dp) = buf.split_at_mut(t * t);
+                for j in 0..group {
+                    let h = bg % sh.kv_heads * group + j;
+                    let (at, rows) = head_rows(b, t, hq, h, hd);
+                    let (qh, oh, doh) = (&q[at..], &out[at..], &dout[at..]);
+                    masked_scores(p, qh, rows, kp, t, t, hd, scale);
+                    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                        let l = lse[(b * t + i) * hq + h];
+                        row.iter_mut().for_each(|s| *s = (*s - l).exp());
                     }
+                    // dV += Pᵀ·dO; heads of a group share K and V, so they accumulate.
+                    mm(t, hd, t, dv, p, View::transposed(t), doh, rows, j > 0);
+                    // dP = dO·Vᵀ, then dS = P ⊙ (dP - rowsum(dO ⊙ O)), pre-scaled.
+                    mm(t, t, hd, dp, doh, rows, vp, View::transposed(hd), false);
+                    for i in 0..t {
+                        let r = i * rows.row_stride;
+                        let di: f32 = doh[r..r + hd].iter().zip(&oh[r..r + hd]).map(|(a, b)| a * b).sum();
+                        for (d, &pv) in dp[i * t..(i + 1) * t].iter_mut().zip(&p[i * t..(i + 1) * t]) {
+                            *d = pv * (*d - di) * scale;
+                        }
+                    }
+                    mm(t, hd, t, &mut dqg[j * t * hd..(j + 1) * t * hd], dp, View::row_major(t), kp, View::row_major(hd), false);
+                    mm(t, hd, t, dk, dp, View::transposed(t), qh, rows, j > 0);
                 }
-                mm(t, hd, t, &mut dq[j * t * hd..(j + 1) * t * hd], dp, View::row_major(t), kp, View::row_major(hd), false);
-                mm(t, hd, t, dk, dp, View::transposed(t), qh, View::row_major(hd), j > 0);
-            }
-        });
-    });
+            });
+            dqg
+        })
+        .collect();
+    gather_tasks(dq, &dqs, t, hq, group, hd);
 }

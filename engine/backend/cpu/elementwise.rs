@@ -122,14 +122,17 @@ pub fn to_head_major(dst: &mut [f32], src: &[f32], heads: usize, hd: usize, cap:
     });
 }
 
-pub fn to_token_major(dst: &mut [f32], src: &[f32], batch: usize, seq: usize, heads: usize, hd: usize) {
-    assert_eq!(src.len(), batch * seq * heads * hd);
-    assert_eq!(dst.len(), src.len());
-    dst.par_chunks_mut(heads * hd).enumerate().for_each(|(bt, row)| {
-        let (b, t) = (bt / seq, bt % seq);
-        for h in 0..heads {
-            let s = ((b * heads + h) * seq + t) * hd;
-            row[h * hd..(h + 1) * hd].copy_from_slice(&src[s..s + hd]);
+/// `[batch, a, b, inner]` to `[batch, b, a, inner]`: between token-major
+/// `[batch, seq, heads, hd]` and head-major `[batch, heads, seq, hd]`, either way.
+pub fn swap_middle(src: &[f32], batch: usize, a: usize, b: usize, inner: usize) -> Vec<f32> {
+    assert_eq!(src.len(), batch * a * b * inner);
+    let mut dst = vec![0.0; src.len()];
+    dst.par_chunks_mut(a * inner).enumerate().for_each(|(nj, row)| {
+        let (n, j) = (nj / b, nj % b);
+        for i in 0..a {
+            let s = ((n * a + i) * b + j) * inner;
+            row[i * inner..(i + 1) * inner].copy_from_slice(&src[s..s + inner]);
         }
     });
+    dst
 }

@@ -88,12 +88,6 @@ impl Backend for Cpu {
     fn rope_bwd(&self, dx: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
         rope::rope_bwd(dx, cos, sin, positions, heads, head_dim)
     }
-    fn to_head_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, heads: usize, head_dim: usize, cap: usize, slots: &[u32]) {
-        elementwise::to_head_major(dst, src, heads, head_dim, cap, slots)
-    }
-    fn to_token_major(&self, dst: &mut Vec<f32>, src: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        elementwise::to_token_major(dst, src, batch, seq, heads, head_dim)
-    }
     fn qkv_from_tokens(
         &self,
         q: &mut Vec<f32>,
@@ -103,11 +97,10 @@ impl Backend for Cpu {
         bias: Option<&Vec<f32>>,
         rope: Rope<'_, Vec<f32>>,
         heads: QkvHeads,
-        q_at: HeadSlots<'_>,
         kv_at: HeadSlots<'_>,
     ) {
         let tables = (&rope.cos[..], &rope.sin[..], rope.positions);
-        qkv::qkv_from_tokens([q, k, v], qkv, bias.map(|b| &b[..]), tables, heads, q_at, kv_at)
+        qkv::qkv_from_tokens([q, k, v], qkv, bias.map(|b| &b[..]), tables, heads, kv_at)
     }
     fn tokens_from_qkv(
         &self,

@@ -1,25 +1,28 @@
 //! Attention's entry and exit around the fused q/k/v projection
 //! `[tokens, (q + 2·kv) · dim]`, composed from the plain ops: each part's
-//! columns are copied out, biased, rotated and moved head-major (and back).
+//! columns are copied out, biased and rotated, keys and values moved
+//! head-major (and back).
 
-use super::elementwise::{add_bias, to_head_major, to_token_major};
+use super::elementwise::{add_bias, swap_middle, to_head_major};
 use super::rope::{rope_bwd, rope_fwd};
 use crate::backend::{HeadSlots, QkvHeads};
 
 /// One part of the fused projection: where its columns start, its heads,
-/// and whether RoPE rotates it (queries and keys, not values).
+/// whether RoPE rotates it (queries and keys, not values), and whether
+/// attention takes it head-major (keys and values, not queries).
 struct Part {
     start: usize,
     heads: usize,
     rotated: bool,
+    head_major: bool,
 }
 
 fn parts(heads: QkvHeads) -> [Part; 3] {
     let (q, kv) = (heads.q * heads.dim, heads.kv * heads.dim);
     [
-        Part { start: 0, heads: heads.q, rotated: true },
-        Part { start: q, heads: heads.kv, rotated: true },
-        Part { start: q + kv, heads: heads.kv, rotated: false },
+        Part { start: 0, heads: heads.q, rotated: true, head_major: false },
+        Part { start: q, heads: heads.kv, rotated: true, head_major: true },
+        Part { start: q + kv, heads: heads.kv, rotated: false, head_major: true },
     ]
 }
 
@@ -30,12 +33,11 @@ pub fn qkv_from_tokens(
     bias: Option<&[f32]>,
     (cos, sin, positions): (&[f32], &[f32], &[u32]),
     heads: QkvHeads,
-    q_at: HeadSlots<'_>,
     kv_at: HeadSlots<'_>,
 ) {
     let width = heads.width();
     assert_eq!(qkv.len(), positions.len() * width, "fused projection of {} values for {} tokens", qkv.len(), positions.len());
-    for ((dst, at), part) in [(q, q_at), (k, kv_at), (v, kv_at)].into_iter().zip(parts(heads)) {
+    for (dst, part) in [q, k, v].into_iter().zip(parts(heads)) {
         let cols = part.start..part.start + part.heads * heads.dim;
         let mut x: Vec<f32> = qkv.chunks_exact(width).flat_map(|row| &row[cols.clone()]).copied().collect();
         if let Some(b) = bias {
@@ -44,7 +46,12 @@ pub fn qkv_from_tokens(
         if part.rotated {
             rope_fwd(&mut x, cos, sin, positions, part.heads, heads.dim);
         }
-        to_head_major(dst, &x, part.heads, heads.dim, at.cap, at.slots);
+        if part.head_major {
+            to_head_major(dst, &x, part.heads, heads.dim, kv_at.cap, kv_at.slots);
+        } else {
+            assert_eq!(dst.len(), x.len(), "queries [tokens, heads, dim] hold {} values", dst.len());
+            dst.copy_from_slice(&x);
+        }
     }
 }
 
@@ -59,8 +66,7 @@ pub fn tokens_from_qkv(
     assert_eq!(dqkv.len(), batch * seq * width);
     for (src, part) in [dq, dk, dv].into_iter().zip(parts(heads)) {
         let cols = part.heads * heads.dim;
-        let mut x = vec![0.0; batch * seq * cols];
-        to_token_major(&mut x, src, batch, seq, part.heads, heads.dim);
+        let mut x = if part.head_major { swap_middle(src, batch, part.heads, seq, heads.dim) } else { src.to_vec() };
         if part.rotated {
             rope_bwd(&mut x, cos, sin, positions, part.heads, heads.dim);
         }

@@ -120,26 +120,16 @@ impl Cuda {
             return self.decode(out, out16, lse, qf, k, v, sh, self.offsets(kv_lens).addr);
         }
         let spans: Vec<SeqSpan> =
-            (0..sh.batch).map(|b| SeqSpan { q_start: b * sh.q_heads * sh.q_len, q_len: sh.q_len, kv_row: b, kv_len: kv_lens[b] }).collect();
-        self.attention_spans(out, lse, q, k, v, sh, sh.q_len, &spans);
+            (0..sh.batch).map(|b| SeqSpan { q_start: b * sh.q_len, q_len: sh.q_len, kv_row: b, kv_len: kv_lens[b] }).collect();
+        self.attention_spans(out, lse, q, k, v, sh, &spans);
     }
 
     /// The flash (16 or more queries in the longest span, on the tensor
-    /// cores) or per-row forward over query spans: span `s`'s query `i` of
-    /// head `h` is row `s.q_start + h · head_stride + i` of `q` and `out`
-    /// (flash.cu's layout), against key row `s.kv_row`.
+    /// cores) or per-row forward over query spans: span `s`'s query `i` is
+    /// token `s.q_start + i` of `q` and `out` `[tokens, q_heads, head_dim]`,
+    /// against key row `s.kv_row`.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn attention_spans(
-        &self,
-        out: u64,
-        lse: u64,
-        q: &Storage,
-        k: &Storage,
-        v: &Storage,
-        sh: AttnShape,
-        head_stride: usize,
-        spans: &[SeqSpan],
-    ) {
+    pub(super) fn attention_spans(&self, out: u64, lse: u64, q: &Storage, k: &Storage, v: &Storage, sh: AttnShape, spans: &[SeqSpan]) {
         assert_eq!(k.is_bf16(), v.is_bf16(), "attention: keys and values in different storage");
         for s in spans {
             assert!(
@@ -155,13 +145,13 @@ impl Cuda {
         }
         let table: Vec<u32> = spans.iter().flat_map(|s| [s.q_start, s.q_len, s.kv_row, s.kv_len].map(|x| x as u32)).collect();
         let d_spans = self.ids(&table);
-        let (stride, hq, hkv, cap, scale) = (head_stride as i32, sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, sh.scale());
+        let (hq, hkv, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, sh.scale());
         let (bf16_q, bf16_kv) = (q.is_bf16(), k.is_bf16());
         let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
         if !(self.tensor_cores() && longest >= 16) {
             let (name, cfg) = (kernel_name("attention_fwd", sh.head_dim, bf16_q, bf16_kv), per_warp_row(longest, sh.q_heads, spans.len()));
-            launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale);
+            launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale);
             return;
         }
         let variants: &[&str] = if sh.head_dim == 64 { &["", "_one_tile"] } else { &[""] };
@@ -172,7 +162,7 @@ impl Cuda {
             per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len())
         };
         self.launch_tuned(&kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv), variants, &shape, config, |kernel, cfg| {
-            launch!(self, kernel, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &stride, &hq, &hkv, &cap, &scale)
+            launch!(self, kernel, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale)
         });
     }
 
@@ -275,7 +265,7 @@ impl Cuda {
         let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);
         let suffix = if bf16 { "bf16" } else { "f32" };
         // The sums take four values per thread (flash.cu).
-        launch!(self, &format!("flash_dq_sum_{suffix}"), per_element(rows * sh.head_dim / 4), &dq, &part, &r, &t, &d, &kb, &scale);
+        launch!(self, &format!("flash_dq_sum_{suffix}"), per_element(rows * sh.head_dim / 4), &dq, &part, &r, &t, &hq, &d, &kb, &scale);
         if group == 1 {
             return;
         }

@@ -143,16 +143,6 @@ pub(crate) fn per_element(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// The layout kernels' arguments: how many 4-value vectors move, and
-/// (token rows, seq, heads, head_dim / 4). They index in 32 bits and move
-/// four values at a time.
-fn layout_args(batch: usize, seq: usize, heads: usize, head_dim: usize) -> (usize, [i32; 4]) {
-    assert!(head_dim.is_multiple_of(4), "the CUDA layout moves need head_dim divisible by 4, got {head_dim}");
-    let vectors = batch * seq * heads * head_dim / 4;
-    assert!(vectors < (i32::MAX / 2) as usize, "layout move of {vectors} vectors is too large for 32-bit indexing");
-    (vectors, [(batch * seq) as i32, seq as i32, heads as i32, (head_dim / 4) as i32])
-}
-
 /// The fused attention entry and exit kernels' arguments: how many groups
 /// of four rotation pairs they visit (a thread each), and (token rows, seq,
 /// heads, head_dim, cap), in 32 bits.
@@ -652,35 +642,6 @@ impl Backend for Cuda {
     fn rope_bwd(&self, dx: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
         self.rope(dx.write(), cos.data(), sin.data(), positions, heads, head_dim, -1.0);
     }
-    fn to_head_major(&self, dst: &mut CudaBuf, src: &CudaBuf, heads: usize, head_dim: usize, cap: usize, slots: &[u32]) {
-        check_slots(slots, dst.len(), heads * head_dim, cap);
-        let d_s = self.ids(slots);
-        let (vectors, [rows, _, h, hd4]) = layout_args(1, slots.len(), heads, head_dim);
-        let (cap, cfg) = (cap as i32, per_element(vectors));
-        let name = match (dst.is_bf16(), src.is_bf16()) {
-            (false, false) => "to_head_major_f32",
-            (true, false) => "to_head_major_f32_to_bf16",
-            // A bf16 projection (the attention output's gradient in training).
-            (true, true) => "to_head_major_bf16",
-            (false, true) => panic!("to_head_major: a bf16 source into an f32 operand"),
-        };
-        let (d, s) = (self.addr(dst.storage_mut()), self.addr(src.storage()));
-        launch!(self, name, cfg, &d, &s, &rows, &h, &hd4, &cap, &d_s.addr);
-    }
-    fn to_token_major(&self, dst: &mut CudaBuf, src: &CudaBuf, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        let (vectors, [rows, t, h, hd4]) = layout_args(batch, seq, heads, head_dim);
-        let o = self.produce(dst, vectors * 4, false);
-        match src.storage() {
-            Storage::F32(s) => launch!(self, "to_token_major_f32", per_element(vectors), &o.f32, s, &rows, &t, &h, &hd4, &o.bf16),
-            Storage::Bf16(s) => {
-                // A bf16 attention output moves straight into a matmul input's bf16 copy.
-                assert!(!o.keep_f32, "a bf16 attention output can only move into a matmul-input buffer (in bf16 math)");
-                let none = 0u64;
-                launch!(self, "to_token_major_bf16", per_element(vectors), &o.bf16, s, &rows, &t, &h, &hd4, &none);
-            }
-        }
-        o.done(dst);
-    }
     fn qkv_from_tokens(
         &self,
         q: &mut CudaBuf,
@@ -690,48 +651,26 @@ impl Backend for Cuda {
         bias: Option<&CudaBuf>,
         rope: Rope<'_, CudaBuf>,
         heads: QkvHeads,
-        q_at: HeadSlots<'_>,
         kv_at: HeadSlots<'_>,
     ) {
-        let tokens = q_at.slots.len();
-        assert_eq!(kv_at.slots.len(), tokens, "qkv_from_tokens: one query slot and one key/value slot per token");
+        let tokens = kv_at.slots.len();
         assert_eq!(qkv.len(), tokens * heads.width(), "qkv_from_tokens: a projection of {} values for {tokens} tokens", qkv.len());
-        check_slots(q_at.slots, q.len(), heads.q * heads.dim, q_at.cap);
+        assert_eq!(q.len(), tokens * heads.q * heads.dim, "qkv_from_tokens: queries [tokens, heads, dim] hold {} values", q.len());
         for dst in [&*k, &*v] {
             check_slots(kv_at.slots, dst.len(), heads.kv * heads.dim, kv_at.cap);
         }
         assert_eq!(k.is_bf16(), v.is_bf16(), "qkv_from_tokens: keys and values stored differently");
-        let (q_slots, kv_slots) = (self.ids(q_at.slots), self.ids(kv_at.slots));
+        let kv_slots = self.ids(kv_at.slots);
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
         let ([cos, sin, positions], _uploaded) = self.rope_args(Some(rope));
         let (quads, [rows, _, _, hd, _]) = pair_args(1, tokens, heads.q + 2 * heads.kv, heads.dim, 0);
-        let [hq, hkv, q_cap, kv_cap] = [heads.q, heads.kv, q_at.cap, kv_at.cap].map(|x| x as i32);
+        let [hq, hkv, kv_cap] = [heads.q, heads.kv, kv_at.cap].map(|x| x as i32);
         let ty = |bf16: bool| if bf16 { "bf16" } else { "f32" };
         let name = format!("qkv_from_tokens_{}_{}_from_{}", ty(q.is_bf16()), ty(k.is_bf16()), ty(qkv.is_bf16()));
         let [qp, kp, vp] = [q, k, v].map(|b| self.addr(b.storage_mut()));
         let src = self.addr(qkv.storage());
         let cfg = per_element(quads);
-        launch!(
-            self,
-            &name,
-            cfg,
-            &qp,
-            &kp,
-            &vp,
-            &src,
-            &bias,
-            &cos,
-            &sin,
-            &positions,
-            &rows,
-            &hq,
-            &hkv,
-            &hd,
-            &q_cap,
-            &q_slots.addr,
-            &kv_cap,
-            &kv_slots.addr
-        );
+        launch!(self, &name, cfg, &qp, &kp, &vp, &src, &bias, &cos, &sin, &positions, &rows, &hq, &hkv, &hd, &kv_cap, &kv_slots.addr);
     }
     fn tokens_from_qkv(
         &self,
@@ -769,8 +708,8 @@ impl Backend for Cuda {
         sh: AttnShape,
         kv_lens: &[usize],
     ) {
-        // A single-query step's output feeds the output projection directly
-        // (head-major is token-major there): the decode kernels write its bf16 copy.
+        // A single-query step's output feeds the output projection directly:
+        // the decode kernels write its bf16 copy.
         let lse = lse.map(CudaBuf::write);
         if sh.q_len == 1 && !q.is_bf16() {
             let o = self.produce(out, q.len(), false);
@@ -784,9 +723,9 @@ impl Backend for Cuda {
     }
     fn attention_packed_fwd(&self, out: &mut CudaBuf, q: &CudaBuf, k: &CudaBuf, v: &CudaBuf, sh: AttnShape, seqs: &[SeqSpan]) {
         assert_eq!(out.is_bf16(), q.is_bf16(), "attention_packed_fwd: the output must be stored like the queries");
-        assert_eq!(q.len(), sh.q_heads * sh.q_len * sh.head_dim, "attention_packed_fwd: queries must be [q_heads, tokens, head_dim]");
+        assert_eq!(q.len(), sh.q_len * sh.q_heads * sh.head_dim, "attention_packed_fwd: queries must be [tokens, q_heads, head_dim]");
         let o = self.addr(out.storage_mut());
-        self.attention_spans(o, 0, q.storage(), k.storage(), v.storage(), sh, sh.q_len, seqs);
+        self.attention_spans(o, 0, q.storage(), k.storage(), v.storage(), sh, seqs);
     }
     fn attention_bwd(
         &self,

@@ -171,6 +171,6 @@ mod tests {
         assert_eq!(family_of("swiglu_bwd_bf16"), "swiglu_bwd");
         assert_eq!(family_of("rmsnorm_bwd_bf16in_f32"), "rmsnorm_bwd");
         assert_eq!(family_of("rmsnorm_bwd_dx_bf16in_f32"), "rmsnorm_bwd_dx");
-        assert_eq!(family_of("to_head_major_f32_to_bf16"), "to_head_major");
+        assert_eq!(family_of("tokens_from_qkv_bf16_to_f32"), "tokens_from_qkv");
     }
 }
