@@ -46,6 +46,18 @@ template <typename T> __device__ __forceinline__ void st_pair(T *p, long i, long
     st4(p, i + gap, c);
 }
 
+// RoPE (rope.cu's rotate_half rotation) on four pairs (a[k], c[k]) of one
+// head's values i + k and i + k + head_dim / 2, at `tab` = position ·
+// head_dim / 2 + i of the cos/sin tables; `sign` -1 is the inverse rotation
+// (the backward's).
+__device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t, const float *sin_t, long tab, float sign) {
+    float4 co = ld4(cos_t, tab), si = ld4(sin_t, tab);
+    float4 x0 = make_float4(a.x * co.x - c.x * sign * si.x, a.y * co.y - c.y * sign * si.y, a.z * co.z - c.z * sign * si.z,
+                            a.w * co.w - c.w * sign * si.w);
+    c = make_float4(c.x * co.x + a.x * sign * si.x, c.y * co.y + a.y * sign * si.y, c.z * co.z + a.z * sign * si.z, c.w * co.w + a.w * sign * si.w);
+    a = x0;
+}
+
 // `T *name` on the block's dynamic shared memory (sized at launch, which
 // may pass the 48 KB static limit once the function allows it).
 #ifndef DYNAMIC_SHARED

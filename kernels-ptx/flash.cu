@@ -4,7 +4,10 @@
 // forward saves the natural-log row log-sum-exp, and the backward recomputes
 // probabilities from it once, per key block and query head: dK and dV, and
 // the block's share of dQ as f32 partials summed in block order (then a sum
-// over each GQA group's dK/dV), so it is deterministic, with no atomics.
+// over each GQA group's dK/dV), so it is deterministic, with no atomics. The
+// backward writes the gradient of the fused q/k/v projection attention's
+// entry read (layout.cu's qkv_from_tokens), RoPE rotated back on the way:
+// no separate exit pass.
 //
 // Each warp owns 16 rows (32 in the forward up to head_dim 64). Score
 // fragments are kept in registers and turned into the A operand of the next
@@ -17,7 +20,7 @@
 // span s's query i is token q0 + i and sits at position kv_len - queries + i
 // of its key row, so one kernel runs equal rows (q0 = b * Tq) and packed
 // prompts of different lengths. The backward (training) takes B rows of T
-// tokens with T keys per row.
+// tokens with T keys per row, and writes [tokens, (Hq + 2 Hkv) · D].
 #include "common.cuh"
 
 #define LOG2E 1.4426950408889634f
@@ -451,16 +454,59 @@ __device__ __forceinline__ void probs_and_grads(float (&s)[QT / 8][4], float (&d
         }
 }
 
+// Where the backward writes dK and dV: token b · T + j's row of `pitch`
+// values, head h's D values from k_off + h · D (dV: v_off + h · D), in f32
+// and/or bf16 (a null pointer is skipped). Into the fused q/k/v projection's
+// gradient [tokens, (Hq + 2 Hkv) · D], keys rotated back (RoPE's inverse),
+// when each query head has its own key head; else into [tokens, Hq, D] per
+// query head, unrotated (cos_t null), which flash_group_sum adds up.
+struct GradOut {
+    float *dk, *dv;
+    bf16 *dk16, *dv16;
+    int pitch, k_off, v_off;
+    const float *cos_t, *sin_t;
+    const unsigned *positions;
+};
+
+// A warp's 16 x D block of dK or dV (times `mul`), rows [row0, row0 + 16)
+// below `rows`, at `base` in rows of `pitch`; rotated back first when cos_t
+// is given: the lane holds columns c and c + D/2 of its rows (acc[d] and
+// acc[d + D/16]), the rotation's pairs.
+template <int D>
+__device__ __forceinline__ void store_grad_rows(float *dst, bf16 *dst16, long base, int pitch, int row0, int rows, float (&acc)[D / 8][4],
+                                                float mul, const float *cos_t, const float *sin_t, const unsigned *positions) {
+    int g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
+    for (int hi = 0; hi < 2; hi++) {
+        int r = row0 + g + 8 * hi;
+        if (r >= rows) continue;
+        if (cos_t) {
+            long tab = (long)positions[r] * (D / 2);
+            for (int d = 0; d < D / 16; d++)
+                for (int e = 2 * hi; e < 2 * hi + 2; e++) {
+                    int c = d * 8 + 2 * t + (e & 1);
+                    float co = cos_t[tab + c], si = sin_t[tab + c], a = acc[d][e], b = acc[d + D / 16][e];
+                    acc[d][e] = a * co + b * si;
+                    acc[d + D / 16][e] = b * co - a * si;
+                }
+        }
+        for (int d = 0; d < D / 8; d++) {
+            long o = base + (long)r * pitch + d * 8 + 2 * t;
+            float x0 = acc[d][2 * hi] * mul, x1 = acc[d][2 * hi + 1] * mul;
+            if (dst) st2(dst, o, x0, x1);
+            if (dst16) st2(dst16, o, x0, x1);
+        }
+    }
+}
+
 // The whole backward for query head h in one pass over the query tiles, per
 // block of KEYS keys (so GQA groups add parallelism rather than work per
 // block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
-// dS_ij = P_ij (dO_i · v_j - rowdot_i), written to dk/dv [B, Hq, T, D]
-// (flash_group_sum adds a group's heads when it has several); and this key
+// dS_ij = P_ij (dO_i · v_j - rowdot_i), written as `out` says; and this key
 // block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block,
 // tokens, Hq, D] in f32, which flash_dq_sum adds up in block order
 // (deterministic: no atomics).
 template <int D, typename T, int QT, int ST>
-__device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
+__device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
                           const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
     constexpr int SD = D + 8, KEYS = BWD_KEYS(D), SDS = QT + 8;
     auto &qs = sm.qs, &dos = sm.dos;
@@ -469,7 +515,7 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
     int kblock0 = blockIdx.x * KEYS, key0 = kblock0 + warp * 16;
-    long kbase = ((long)b * hkv + kvh) * tlen * D, dkbase = ((long)b * hq + h) * tlen * D;
+    long kbase = ((long)b * hkv + kvh) * tlen * D;
     long rbase = (long)b * tlen * hq + h, qbase = rbase * D;  // query i's row: rbase + i · hq
     int pitch = hq * D;
     long part = (long)blockIdx.x * gridDim.z * tlen * hq * D + qbase;  // this key block's dQ rows
@@ -540,35 +586,74 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, T *dk, T *dv, float *dq_part, 
         // before the one above, and dSᵀ is rewritten only after the next
         // tile's first barrier, which every warp reaches once done with it.
     }
-    store_rows<D>(dk, dkbase, D, key0, tlen, dka, scale, scale);
-    store_rows<D>(dv, dkbase, D, key0, tlen, dva, 1.0f, 1.0f);
+    long row0 = (long)b * tlen * out.pitch + h * D;  // this head's key rows
+    store_grad_rows<D>(out.dk, out.dk16, row0 + out.k_off, out.pitch, key0, tlen, dka, scale, out.cos_t, out.sin_t, out.positions + (long)b * tlen);
+    store_grad_rows<D>(out.dv, out.dv16, row0 + out.v_off, out.pitch, key0, tlen, dva, 1.0f, nullptr, nullptr, nullptr);
 }
 
-// The two sums below take four values per thread and step (d and inner
-// are multiples of 4), each value summed in the same order as one at a time.
-__device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+// The sums below write into the fused q/k/v projection's gradient (rows
+// of `pitch` values per token) in f32 and/or bf16 (a null pointer is
+// skipped), one thread per four rotation pairs of one head of one token
+// (values i..i+3 and i+D/2..i+D/2+3; D/2 a multiple of 4), each value
+// summed in a fixed order.
+__device__ __forceinline__ void add4(float4 &a, float4 b) { a = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
+__device__ __forceinline__ float4 mul4(float4 a, float s) { return make_float4(a.x * s, a.y * s, a.z * s, a.w * s); }
 
-// dq[row, :] = scale · Σ over the key blocks at or before row's query of dq_part[block, row, :],
-// in block order; rows = tokens · Hq, each token at position token % tlen of its row.
-template <typename T> __device__ void flash_dq_sum(T *dq, const float *part, long rows, int tlen, int hq, int d, int keys, float scale) {
-    FOR_EACH(q, rows * d / 4) {
-        long e = 4 * q, row = e / d;
-        int blocks = (int)(row / hq % tlen) / keys + 1;
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int kb = 0; kb < blocks; kb++) acc = add4(acc, ld4(part, kb * rows * d + e));
-        st4(dq, e, make_float4(acc.x * scale, acc.y * scale, acc.z * scale, acc.w * scale));
+// The query gradient: dQ = scale · Σ over the key blocks at or before the
+// query of dq_part[block, token, h, :], in block order, rotated back (RoPE's
+// inverse), into the first Hq · D values of each row; each token sits at
+// position token % tlen of its row.
+__device__ void sum_dq_partials(float *dst, bf16 *dst16, int pitch, const float *part, long tokens, int tlen, int hq, int d, int keys,
+                                float scale, const float *cos_t, const float *sin_t, const unsigned *positions) {
+    int half = d / 2, quads = half / 4;
+    long per_block = tokens * hq * d;
+    FOR_EACH(e, tokens * hq * quads) {
+        long token = e / (hq * quads);
+        int j = (int)(e - token * hq * quads), h = j / quads, i = 4 * (j - h * quads);
+        int blocks = (int)(token % tlen) / keys + 1;
+        long src = (token * hq + h) * d + i;
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), c = a;
+        for (int kb = 0; kb < blocks; kb++) {
+            add4(a, ld4(part, kb * per_block + src));
+            add4(c, ld4(part, kb * per_block + src + half));
+        }
+        a = mul4(a, scale);
+        c = mul4(c, scale);
+        rotate4(a, c, cos_t, sin_t, (long)positions[token] * half + i, -1.0f);
+        long o = token * pitch + h * d + i;
+        st_pair(dst, o, half, a, c);
+        st_pair(dst16, o, half, a, c);
     }
 }
 
-// out[b, g] = sum of part[b, g * group + i] over i < group, each block of `inner` values (T * D).
-template <typename T> __device__ void flash_group_sum(T *out, const T *part, long kv_blocks, int group, long inner) {
-    FOR_EACH(q, kv_blocks * inner / 4) {
-        long e = 4 * q, blk = e / inner, o = e % inner;
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        for (int i = 0; i < group; i++) acc = add4(acc, ld4(part, (blk * group + i) * inner + o));
-        st4(out, e, acc);
+// A GQA group's key or value gradient: the sum over its query heads of
+// part [tokens, Hq, D] (the backward's per-head dK or dV), in head order,
+// rotated back when cos_t is given, into values off + kvh · D of each row.
+template <typename T>
+__device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, const T *part, long tokens, int hq, int hkv, int d,
+                                const float *cos_t, const float *sin_t, const unsigned *positions) {
+    int half = d / 2, quads = half / 4, group = hq / hkv;
+    FOR_EACH(e, tokens * hkv * quads) {
+        long token = e / (hkv * quads);
+        int j = (int)(e - token * hkv * quads), kvh = j / quads, i = 4 * (j - kvh * quads);
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), c = a;
+        for (int g = 0; g < group; g++) {
+            long src = (token * hq + kvh * group + g) * d + i;
+            add4(a, ld4(part, src));
+            add4(c, ld4(part, src + half));
+        }
+        if (cos_t) rotate4(a, c, cos_t, sin_t, (long)positions[token] * half + i, -1.0f);
+        long o = token * pitch + off + kvh * d + i;
+        st_pair(dst, o, half, a, c);
+        st_pair(dst16, o, half, a, c);
     }
 }
+
+// The backward's kernel parameters for its GradOut.
+#define GRAD_OUT_PARAMS                                                                                                       \
+    float *dk, bf16 *dk16, float *dv, bf16 *dv16, int out_pitch, int k_off, int v_off, const float *cos_t, const float *sin_t, \
+        const unsigned *positions
+#define GRAD_OUT GradOut{dk, dv, dk16, dv16, out_pitch, k_off, v_off, cos_t, sin_t, positions}
 
 #define INSTANTIATE(D, T, S)                                                                                                  \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
@@ -577,10 +662,10 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
         flash_fwd<D, T>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                               \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
-        flash_bwd_d##D##_##S(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v, const float *lse, \
-                             const float *rowdot, int hq, int hkv, int t, float scale) {                                      \
+        flash_bwd_d##D##_##S(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,               \
+                             const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {                    \
         __shared__ BwdSmem<D, 32, bwd_stages<D, 32>(STATIC_SMEM)> sm;                                                         \
-        flash_bwd(sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                        \
+        flash_bwd(sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }
 // The head_dim 64 backward in two more variants of the same arithmetic (so
 // the same results; Cuda::launch_tuned times them on the card and keeps the
@@ -589,16 +674,16 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
 // half the barriers and staging rounds per product.
 #define INSTANTIATE_BWD_VARIANTS(T, S)                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2, 2)                                                         \
-        flash_bwd_d64_##S##_two_blocks(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,      \
+        flash_bwd_d64_##S##_two_blocks(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,   \
                                        const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {        \
         __shared__ BwdSmem<64, 32, bwd_stages<64, 32>(STATIC_SMEM)> sm;                                                       \
-        flash_bwd(sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                        \
+        flash_bwd(sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2)                                                            \
-        flash_bwd_d64_##S##_wide(T *dk, T *dv, float *dq_part, const T *dout, const T *q, const T *k, const T *v,            \
+        flash_bwd_d64_##S##_wide(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,         \
                                  const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {              \
         DYNAMIC_SHARED(WideBwdSmem, sm);                                                                                       \
-        flash_bwd(*sm, dk, dv, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                       \
+        flash_bwd(*sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
     }
 // The head_dim 64 forward again with one 16-row tile per warp (8 warps,
 // fewer registers, two blocks per SM at about half the registers): each
@@ -617,14 +702,18 @@ template <typename T> __device__ void flash_group_sum(T *out, const T *part, lon
         int cap, float scale) {                                                                                      \
         flash_fwd<D, float, bf16>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                     \
     }
-#define INSTANTIATE_SUM(T, S)                                                                                                 \
-    extern "C" __global__ void flash_group_sum_##S(T *out, const T *part, long kv_blocks, int group, long inner) {          \
-        flash_group_sum<T>(out, part, kv_blocks, group, inner);                                                               \
-    }                                                                                                                         \
-    extern "C" __global__ void flash_dq_sum_##S(T *dq, const float *part, long rows, int tlen, int hq, int d, int keys,     \
-                                                float scale) {                                                                \
-        flash_dq_sum<T>(dq, part, rows, tlen, hq, d, keys, scale);                                                            \
+// The group sums read the per-head scratch in its storage type.
+#define INSTANTIATE_GROUP_SUM(T, S)                                                                                           \
+    extern "C" __global__ void flash_group_sum_##S(float *dst, bf16 *dst16, int pitch, int off, const T *part, long tokens,  \
+                                                   int hq, int hkv, int d, const float *c, const float *s,                  \
+                                                   const unsigned *pos) {                                                     \
+        flash_group_sum<T>(dst, dst16, pitch, off, part, tokens, hq, hkv, d, c, s, pos);                                      \
     }
+
+extern "C" __global__ void flash_dq_sum(float *dst, bf16 *dst16, int pitch, const float *part, long tokens, int tlen, int hq, int d,
+                                        int keys, float scale, const float *c, const float *s, const unsigned *pos) {
+    sum_dq_partials(dst, dst16, pitch, part, tokens, tlen, hq, d, keys, scale, c, s, pos);
+}
 
 INSTANTIATE(32, float, f32)
 INSTANTIATE(64, float, f32)
@@ -637,8 +726,8 @@ INSTANTIATE_BWD_VARIANTS(bf16, bf16)
 INSTANTIATE_FWD_ONE_TILE(float, float, flash_fwd_d64_f32_one_tile)
 INSTANTIATE_FWD_ONE_TILE(bf16, bf16, flash_fwd_d64_bf16_one_tile)
 INSTANTIATE_FWD_ONE_TILE(float, bf16, flash_fwd_bf16kv_d64_f32_one_tile)
-INSTANTIATE_SUM(float, f32)
-INSTANTIATE_SUM(bf16, bf16)
+INSTANTIATE_GROUP_SUM(float, f32)
+INSTANTIATE_GROUP_SUM(bf16, bf16)
 INSTANTIATE_BF16_KV(32)
 INSTANTIATE_BF16_KV(64)
 INSTANTIATE_BF16_KV(128)

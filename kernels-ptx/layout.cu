@@ -24,16 +24,7 @@ __device__ __forceinline__ long head_major_at(unsigned slot, int cap, int heads,
 // moves the three gradients back into the fused token-major layout with the
 // inverse rotation on queries and keys (into f32 and, when dst16 is given,
 // the bf16 copy the projection's matmuls read; dst may then be null, when
-// only matmuls read the result). The rotation is rope.cu's; `sign` -1 is its
-// inverse.
-__device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t, const float *sin_t, long tab, float sign) {
-    float4 co = ld4(cos_t, tab), si = ld4(sin_t, tab);
-    float4 x0 = make_float4(a.x * co.x - c.x * sign * si.x, a.y * co.y - c.y * sign * si.y, a.z * co.z - c.z * sign * si.z,
-                            a.w * co.w - c.w * sign * si.w);
-    c = make_float4(c.x * co.x + a.x * sign * si.x, c.y * co.y + a.y * sign * si.y, c.z * co.z + a.z * sign * si.z, c.w * co.w + a.w * sign * si.w);
-    a = x0;
-}
-
+// only matmuls read the result). The rotation is rope.cu's (common.cuh's rotate4).
 template <typename OQ, typename OKV, typename TS>
 __device__ void qkv_from_tokens(OQ *q, OKV *k, OKV *v, const TS *src, const float *bias, const float *cos_t, const float *sin_t,
                                 const unsigned *positions, int rows, int hq, int hkv, int hd, int kv_cap, const unsigned *kv_slots) {

@@ -5,7 +5,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vul2safe::backend::cpu::{rope_tables, Cpu};
-use vul2safe::backend::{AttnShape, Backend, IGNORE};
+use vul2safe::backend::{row_slots, AttnShape, Backend, HeadSlots, QkvHeads, Rope, IGNORE};
 use vul2safe::train::{LrSchedule, ScheduleKind};
 
 fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
@@ -30,26 +30,31 @@ fn check_grad(what: &str, x: &[f32], analytic: &[f32], f: impl Fn(&[f32]) -> f64
 }
 
 #[test]
-fn attention_backward_with_gqa_matches_finite_differences() {
+fn attention_backward_with_gqa_and_rope_matches_finite_differences() {
+    // Through attention's entry as training runs it: the gradient of the
+    // fused q/k/v projection, before RoPE and the keys' and values' move.
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let sh = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 7, kv_cap: 7, head_dim: 8 };
-    let nq = sh.batch * sh.q_heads * sh.q_len * sh.head_dim;
-    let nk = sh.batch * sh.kv_heads * sh.kv_cap * sh.head_dim;
-    let (q, k, v, r) = (randn(&mut rng, nq), randn(&mut rng, nk), randn(&mut rng, nk), randn(&mut rng, nq));
-    let lens = [7, 7];
-    let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
-        let mut out = vec![0.0; nq];
-        Cpu.attention_fwd(&mut out, None, &q.to_vec(), &k.to_vec(), &v.to_vec(), sh, &lens);
-        dot(&out, &r)
+    let (batch, t, hd) = (2, 7, 8);
+    let sh = AttnShape { batch, q_heads: 4, kv_heads: 2, q_len: t, kv_cap: t, head_dim: hd };
+    let heads = QkvHeads { q: 4, kv: 2, dim: hd };
+    let (cos, sin) = rope_tables(t, hd, 10_000.0);
+    let positions: Vec<u32> = (0..batch * t).map(|i| (i % t) as u32).collect();
+    let rope = Rope { cos: &cos, sin: &sin, positions: &positions };
+    let slots = row_slots(t, t, &vec![0; batch]);
+    let kv_at = HeadSlots { cap: t, slots: &slots };
+    let (nq, nk) = (batch * t * heads.q * hd, batch * t * heads.kv * hd);
+    let (x, r) = (randn(&mut rng, batch * t * heads.width()), randn(&mut rng, nq));
+    let forward = |x: &[f32]| {
+        let (mut q, mut k, mut v) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
+        Cpu.qkv_from_tokens(&mut q, &mut k, &mut v, &x.to_vec(), None, rope, heads, kv_at);
+        let (mut out, mut lse) = (vec![0.0; nq], vec![0.0; batch * t * heads.q]);
+        Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &vec![t; batch]);
+        (q, k, v, out, lse)
     };
-    let mut out = vec![0.0; nq];
-    let mut lse = vec![0.0; sh.batch * sh.q_heads * sh.q_len];
-    Cpu.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &lens);
-    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
-    Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &out, &lse, sh);
-    check_grad("dq", &q, &dq, |x| fwd(x, &k, &v));
-    check_grad("dk", &k, &dk, |x| fwd(&q, x, &v));
-    check_grad("dv", &v, &dv, |x| fwd(&q, &k, x));
+    let (q, k, v, out, lse) = forward(&x);
+    let mut dx = vec![0.0; x.len()];
+    Cpu.attention_bwd(&mut dx, &r, &q, &k, &v, &out, &lse, sh, rope);
+    check_grad("dqkv", &x, &dx, |x| dot(&forward(x).3, &r));
 }
 
 #[test]

@@ -190,9 +190,8 @@ pub trait Backend: Sync {
     /// queries, keys, values and their gradients of a training step. A
     /// device backend may store it in bf16 (half the memory and traffic);
     /// only the ops around attention take it: `qkv_from_tokens` (as a
-    /// destination), `attention_fwd` and `attention_bwd`, `tokens_from_qkv`
-    /// (as a source), `copy_range` between such buffers, `fill_zero`,
-    /// `download`.
+    /// destination), `attention_fwd` and `attention_bwd`, `copy_range`
+    /// between such buffers, `fill_zero`, `download`.
     fn zeros_attention(&self, len: usize) -> Self::Buf {
         self.zeros(len)
     }
@@ -208,7 +207,7 @@ pub trait Backend: Sync {
     /// (as the output, not accumulating, or as an input); as the destination
     /// `rmsnorm_fwd` and `rmsnorm_fwd_copying` (`out`), `attention_fwd`
     /// (`out`, with attention operands), `swiglu_fwd`, `swiglu_bwd` and
-    /// `tokens_from_qkv`; as the source `qkv_from_tokens` (into attention
+    /// `attention_bwd` (`dqkv`); as the source `qkv_from_tokens` (into attention
     /// operands), `attention_bwd` (`out` and `dout`), `swiglu_fwd` and
     /// `swiglu_bwd` (`gate_up`, and `dh` when `gate_up` is one too),
     /// `rmsnorm_bwd` (`dout`); the loss ops (`cross_entropy_inplace`,
@@ -284,9 +283,9 @@ pub trait Backend: Sync {
     // Attention takes queries, outputs and their gradients token-major,
     // `[tokens, q_heads, head_dim]` (as the projections around it), with the
     // log-sum-exp `[tokens, q_heads]`, and keys and values head-major, `[rows,
-    // kv_heads, cap, head_dim]` (a KV cache's layout). Its entry and exit are
-    // each one pass over the fused q/k/v projection (the CPU composes bias,
-    // RoPE and the layout moves).
+    // kv_heads, cap, head_dim]` (a KV cache's layout). Its entry and the
+    // backward's exit each write the fused q/k/v projection's layout (the
+    // CPU composes bias, RoPE and the layout moves).
     /// Fused projection `[tokens, (q + 2·kv) · dim]` to attention operands:
     /// adds `bias` (`[(q + 2·kv) · dim]`), rotates queries and keys by
     /// `rope`, and writes queries into `q` `[tokens, q, dim]`, keys and
@@ -304,22 +303,6 @@ pub trait Backend: Sync {
         heads: QkvHeads,
         kv_at: HeadSlots<'_>,
     );
-    /// Attention gradients (`dq` `[batch · seq, q, dim]`, `dk` and `dv`
-    /// `[batch, kv, seq, dim]`) to the fused projection's gradient `[batch ·
-    /// seq, (q + 2·kv) · dim]`, with the inverse rotation on queries and keys.
-    #[allow(clippy::too_many_arguments)]
-    fn tokens_from_qkv(
-        &self,
-        dqkv: &mut Self::Buf,
-        dq: &Self::Buf,
-        dk: &Self::Buf,
-        dv: &Self::Buf,
-        rope: Rope<'_, Self::Buf>,
-        batch: usize,
-        seq: usize,
-        heads: QkvHeads,
-    );
-
     /// Causal GQA attention of `shape.batch` rows of `q_len` queries (`q` and
     /// `out` `[batch · q_len, q_heads, head_dim]`), row `b` attending the
     /// first `kv_lens[b]` keys of its row, its queries the last of them;
@@ -342,14 +325,15 @@ pub trait Backend: Sync {
     /// values are `[shape.batch, kv_heads, kv_cap, head_dim]`, each span
     /// reading its own row. Inference only (no log-sum-exp).
     fn attention_packed_fwd(&self, out: &mut Self::Buf, q: &Self::Buf, k: &Self::Buf, v: &Self::Buf, shape: AttnShape, seqs: &[SeqSpan]);
-    /// Training backward (`q_len == kv_cap == kv_lens[b]`), in the forward's
-    /// layouts; overwrites dq, dk, dv.
+    /// Training backward (`q_len == kv_cap == kv_lens[b]`, operands in the
+    /// forward's layouts), through `qkv_from_tokens` too: overwrites `dqkv`
+    /// with the gradient of the fused projection it read, `[batch · q_len,
+    /// (q_heads + 2·kv_heads) · head_dim]`, its query and key parts rotated
+    /// back by `rope`'s inverse.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
-        dq: &mut Self::Buf,
-        dk: &mut Self::Buf,
-        dv: &mut Self::Buf,
+        dqkv: &mut Self::Buf,
         dout: &Self::Buf,
         q: &Self::Buf,
         k: &Self::Buf,
@@ -357,6 +341,7 @@ pub trait Backend: Sync {
         out: &Self::Buf,
         lse: &Self::Buf,
         shape: AttnShape,
+        rope: Rope<'_, Self::Buf>,
     );
 
     /// `h = silu(gate) · up` `[rows, ff]` over the stacked projection

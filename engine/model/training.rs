@@ -148,9 +148,7 @@ pub struct TrainState<B: Backend> {
     d_gate_up: B::Buf,
     /// The attention output's gradient (bf16 on a device, as autocast keeps it).
     d_att: B::Buf,
-    dq: B::Buf,
-    dk: B::Buf,
-    dv: B::Buf,
+    /// The fused q/k/v projection's gradient.
     dqkv_tok: B::Buf,
 }
 
@@ -219,9 +217,6 @@ impl<B: Backend> TrainState<B> {
             d_act: be.zeros_projection(n * f),
             d_gate_up: be.zeros_projection(n * 2 * f),
             d_att: be.zeros_projection(n * qd),
-            dq: be.zeros_attention(n * qd),
-            dk: be.zeros_attention(n * kvd),
-            dv: be.zeros_attention(n * kvd),
             dqkv_tok,
         }
     }
@@ -481,9 +476,8 @@ impl<B: Backend> Transformer<B> {
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
             be.matmul(&mut g.wo, &st.d_resid, &a.att, write.dw(MatMul::linear_dw(n, h * hd, d)));
             be.matmul(&mut st.d_att, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
-            be.attention_bwd(&mut st.dq, &mut st.dk, &mut st.dv, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape);
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
-            be.tokens_from_qkv(&mut st.dqkv_tok, &st.dq, &st.dk, &st.dv, rope, bs, t, heads);
+            be.attention_bwd(&mut st.dqkv_tok, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape, rope);
             if let Some(db) = g.bqkv.as_mut() {
                 be.bias_grad(db, &st.dqkv_tok, n);
             }

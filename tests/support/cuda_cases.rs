@@ -45,6 +45,28 @@ fn close_within(what: &str, gpu: &Cuda, got: &<Cuda as Backend>::Buf, want: &[f3
     assert_close(what, &gpu.download(got)[..want.len()], want, rtol, atol);
 }
 
+/// A training batch's RoPE: tables for `seq` positions, token `i` at position `i % seq`.
+struct TrainingRope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    positions: Vec<u32>,
+    device: [<Cuda as Backend>::Buf; 2],
+}
+
+impl TrainingRope {
+    fn new(g: &Cuda, batch: usize, seq: usize, hd: usize) -> TrainingRope {
+        let (cos, sin) = rope_tables(seq, hd, 10_000.0);
+        let device = [g.upload(&cos), g.upload(&sin)];
+        TrainingRope { cos, sin, positions: (0..batch * seq).map(|i| (i % seq) as u32).collect(), device }
+    }
+    fn host(&self) -> Rope<'_, Vec<f32>> {
+        Rope { cos: &self.cos, sin: &self.sin, positions: &self.positions }
+    }
+    fn device(&self) -> Rope<'_, <Cuda as Backend>::Buf> {
+        Rope { cos: &self.device[0], sin: &self.device[1], positions: &self.positions }
+    }
+}
+
 /// `host` rounded into a bf16 attention operand (a KV cache's or training's
 /// storage): a matmul by the identity writes it into a bf16 projection,
 /// which is copied across (only attention's own ops write these otherwise).
@@ -198,13 +220,12 @@ fn check_training_attention(g: &Cuda, rng: &mut ChaCha8Rng, shapes: &[(usize, us
             let at = format!("hd {hd} b {batch} hq {hq} hkv {hkv} t {t}");
             close_within(&format!("attention out {at}"), g, &gout, &out, tol);
             close_within(&format!("attention lse {at}"), g, &glse, &lse, tol);
-            let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
-            Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, sh);
-            let (mut gdq, mut gdk, mut gdv) = (g.zeros(q.len()), g.zeros(k.len()), g.zeros(v.len()));
-            g.attention_bwd(&mut gdq, &mut gdk, &mut gdv, &g.upload(&dout), &gq, &gk, &gv, &gout, &glse, sh);
-            close_within(&format!("attention dq {at}"), g, &gdq, &dq, tol);
-            close_within(&format!("attention dk {at}"), g, &gdk, &dk, tol);
-            close_within(&format!("attention dv {at}"), g, &gdv, &dv, tol);
+            let rope = TrainingRope::new(g, batch, t, hd);
+            let mut dqkv = vec![0.0; batch * t * (hq + 2 * hkv) * hd];
+            Cpu.attention_bwd(&mut dqkv, &dout, &q, &k, &v, &out, &lse, sh, rope.host());
+            let mut gdqkv = g.zeros(dqkv.len());
+            g.attention_bwd(&mut gdqkv, &g.upload(&dout), &gq, &gk, &gv, &gout, &glse, sh, rope.device());
+            close_within(&format!("attention dqkv {at}"), g, &gdqkv, &dqkv, tol);
         }
     }
 }
@@ -269,10 +290,11 @@ fn flash_variants_agree_bit_for_bit_and_tuning_keeps_one() {
         g.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &[200, 200]);
         (out, lse)
     };
+    let rope = TrainingRope::new(&g, 2, 200, 64);
     let backward = |(out, lse): &(<Cuda as Backend>::Buf, <Cuda as Backend>::Buf)| {
-        let (mut dq, mut dk, mut dv) = (g.zeros(q.len()), g.zeros(k.len()), g.zeros(v.len()));
-        g.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, out, lse, sh);
-        [dq, dk, dv].map(|x| g.download(&x))
+        let mut dqkv = g.zeros(2 * 200 * (4 + 2 * 2) * 64);
+        g.attention_bwd(&mut dqkv, &dout, &q, &k, &v, out, lse, sh, rope.device());
+        g.download(&dqkv)
     };
     let both = |fwd: &(<Cuda as Backend>::Buf, <Cuda as Backend>::Buf)| [g.download(&fwd.0), g.download(&fwd.1)];
     // The head_dim-64 variants: forward with two 16-row tiles per warp or
@@ -665,15 +687,14 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
                 g.rmsnorm_bwd(w, &mut g.zeros(d_in), o, o, &weight, &rstd, d_in)
             }),
         ),
-        // `w` as [2 × 4 tokens, (2 + 2 · 2) heads × 64] from the query
-        // gradient [8, 2, 64] and the key and value gradients [2, 2, 4, 64].
+        // `w` as the q/k/v projection's gradient [2 × 4 tokens, (2 + 2 · 2) heads × 64].
         (
-            "tokens_from_qkv",
+            "attention_bwd",
             Box::new(|g, w, o| {
-                let (cos, sin) = rope_tables(8, 64, 10_000.0);
-                let rope = Rope { cos: &g.upload(&cos), sin: &g.upload(&sin), positions: &[0, 1, 2, 3, 0, 1, 2, 3] };
-                let parts = [1024, 1024, 1024].map(|len| g.upload(&g.download(o)[..len]));
-                g.tokens_from_qkv(w, &parts[0], &parts[1], &parts[2], rope, 2, 4, QkvHeads { q: 2, kv: 2, dim: 64 })
+                let sh = AttnShape { batch: 2, q_heads: 2, kv_heads: 2, q_len: 4, kv_cap: 4, head_dim: 64 };
+                let x = g.upload(&g.download(o)[..1024]);
+                let rope = TrainingRope::new(g, 2, 4, 64);
+                g.attention_bwd(w, &x, &x, &x, &x, &x, &g.upload(&[0.0; 16]), sh, rope.device())
             }),
         ),
         // `w` as [d_out, d_in] logits, overwritten by their gradient (and its bf16 copy).
@@ -793,7 +814,7 @@ fn packed_prefill_attention_matches_the_cpu() {
 }
 
 #[test]
-fn fused_attention_entry_and_exit_match_the_cpu() {
+fn fused_attention_entry_matches_the_cpu() {
     let Some(g) = gpu() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     // GQA (3 query heads, 1 key/value head); keys and values into rows of a
@@ -845,13 +866,6 @@ fn fused_attention_entry_and_exit_match_the_cpu() {
             }
         }
     }
-    let grads = [qd, kvd, kvd].map(|w| randv(&mut rng, b * t * w));
-    let mut want = vec![0.0; b * t * width];
-    Cpu.tokens_from_qkv(&mut want, &grads[0], &grads[1], &grads[2], rope, b, t, heads);
-    let [dq, dk, dv] = grads.map(|x| g.upload(&x));
-    let mut got = g.zeros(want.len());
-    g.tokens_from_qkv(&mut got, &dq, &dk, &dv, grope, b, t, heads);
-    close("tokens_from_qkv", &g, &got, &want);
 }
 
 #[test]
@@ -904,12 +918,13 @@ fn bf16_attention_operands_match_the_cpu_forward_and_backward() {
         close_within(&format!("{at} lse"), &g, &glse, &lse, BF16_TOL);
         // The CPU backward runs on the GPU's (rounded) output, as the GPU's does.
         let gout_host = g.download(&gout);
-        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
-        Cpu.attention_bwd(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &gout_host, &g.download(&glse), sh);
-        let (mut gdq, mut gdk, mut gdv) = (g.zeros_attention(q.len()), g.zeros_attention(k.len()), g.zeros_attention(v.len()));
-        g.attention_bwd(&mut gdq, &mut gdk, &mut gdv, &gdout, &gq, &gk, &gv, &gout, &glse, sh);
-        for (what, got, want) in [("dq", &gdq, &dq), ("dk", &gdk, &dk), ("dv", &gdv, &dv)] {
-            assert_close(&format!("{at} {what}"), &g.download(got), want, BF16_TOL.0, BF16_TOL.1);
+        // Into a bf16 projection gradient (a model without q/k/v biases) and an f32 one (with).
+        let rope = TrainingRope::new(&g, b, t, hd);
+        let mut dqkv = vec![0.0; b * t * (hq + 2 * hkv) * hd];
+        Cpu.attention_bwd(&mut dqkv, &dout, &q, &k, &v, &gout_host, &g.download(&glse), sh, rope.host());
+        for (what, mut gdqkv) in [("bf16", g.zeros_projection(dqkv.len())), ("f32", g.zeros(dqkv.len()))] {
+            g.attention_bwd(&mut gdqkv, &gdout, &gq, &gk, &gv, &gout, &glse, sh, rope.device());
+            assert_close(&format!("{at} dqkv into {what}"), &g.download(&gdqkv), &dqkv, BF16_TOL.0, BF16_TOL.1);
         }
     }
 }

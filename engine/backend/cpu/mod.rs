@@ -102,19 +102,6 @@ impl Backend for Cpu {
         let tables = (&rope.cos[..], &rope.sin[..], rope.positions);
         qkv::qkv_from_tokens([q, k, v], qkv, bias.map(|b| &b[..]), tables, heads, kv_at)
     }
-    fn tokens_from_qkv(
-        &self,
-        dqkv: &mut Vec<f32>,
-        dq: &Vec<f32>,
-        dk: &Vec<f32>,
-        dv: &Vec<f32>,
-        rope: Rope<'_, Vec<f32>>,
-        batch: usize,
-        seq: usize,
-        heads: QkvHeads,
-    ) {
-        qkv::tokens_from_qkv(dqkv, [dq, dk, dv], (&rope.cos[..], &rope.sin[..], rope.positions), (batch, seq), heads)
-    }
     fn attention_fwd(
         &self,
         out: &mut Vec<f32>,
@@ -132,9 +119,7 @@ impl Backend for Cpu {
     }
     fn attention_bwd(
         &self,
-        dq: &mut Vec<f32>,
-        dk: &mut Vec<f32>,
-        dv: &mut Vec<f32>,
+        dqkv: &mut Vec<f32>,
         dout: &Vec<f32>,
         q: &Vec<f32>,
         k: &Vec<f32>,
@@ -142,8 +127,13 @@ impl Backend for Cpu {
         out: &Vec<f32>,
         lse: &Vec<f32>,
         shape: AttnShape,
+        rope: Rope<'_, Vec<f32>>,
     ) {
-        attention::attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, shape)
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        attention::attention_bwd(&mut dq, &mut dk, &mut dv, dout, q, k, v, out, lse, shape);
+        let heads = QkvHeads { q: shape.q_heads, kv: shape.kv_heads, dim: shape.head_dim };
+        let tables = (&rope.cos[..], &rope.sin[..], rope.positions);
+        qkv::tokens_from_qkv(dqkv, [&dq, &dk, &dv], tables, (shape.batch, shape.q_len), heads)
     }
     fn swiglu_fwd(&self, h: &mut Vec<f32>, gate_up: &Vec<f32>, ff: usize) {
         elementwise::swiglu_fwd(h, gate_up, ff)

@@ -5,7 +5,7 @@
 //! Operands are passed as raw addresses; their storage (f32, a bf16 KV
 //! cache, or all-bf16 training operands) picks the instantiation.
 
-use super::{per_element, Cuda, Storage, THREADS};
+use super::{pair_args, per_element, Cuda, Storage, THREADS};
 use crate::backend::{AttnShape, SeqSpan};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -81,6 +81,16 @@ fn kernel_name(stem: &str, head_dim: usize, q_bf16: bool, kv_bf16: bool) -> Stri
         (true, true) => format!("{stem}_d{head_dim}_bf16"),
         (true, false) => panic!("attention: bf16 queries against f32 keys and values"),
     }
+}
+
+/// Where the backward writes: the fused q/k/v projection's gradient (its
+/// f32 data and its bf16 copy, each 0 when not kept), and the RoPE tables
+/// and token positions (`Cuda::rope_args`) that rotate its query and key
+/// parts back.
+pub(super) struct ProjectionGrad {
+    pub(super) f32: u64,
+    pub(super) bf16: u64,
+    pub(super) rope: [u64; 3],
 }
 
 /// Keys per staged tile of the decode kernel (TILE in warp_attention.cuh).
@@ -204,14 +214,13 @@ impl Cuda {
         }
     }
 
-    /// `Backend::attention_bwd`: the row dot, then dQ and dK/dV passes. Every
-    /// operand is f32, or every one bf16 (training with bf16 attention operands).
+    /// `Backend::attention_bwd`: the row dot, then the backward into `dst`.
+    /// Every operand is f32, or every one bf16 (training with bf16 attention
+    /// operands).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_backward(
         &self,
-        dq: &Storage,
-        dk: &Storage,
-        dv: &Storage,
+        dst: &ProjectionGrad,
         dout: &Storage,
         q: &Storage,
         k: &Storage,
@@ -222,23 +231,44 @@ impl Cuda {
     ) {
         assert_eq!(sh.kv_cap, sh.q_len, "attention_bwd is for training: kv_cap must equal q_len");
         let bf16 = q.is_bf16();
-        assert!([dq, dk, dv, dout, k, v, out].iter().all(|s| s.is_bf16() == bf16), "attention_bwd: operands must all be f32 or all bf16");
+        assert!([dout, k, v, out].iter().all(|s| s.is_bf16() == bf16), "attention_bwd: operands must all be f32 or all bf16");
         let name = |stem: &str| kernel_name(stem, sh.head_dim, bf16, bf16);
-        let [dq, dk, dv, dout, q, k, v, out] = [dq, dk, dv, dout, q, k, v, out].map(|s| self.addr(s));
-        let rows = sh.batch * sh.q_heads * sh.q_len;
+        let [dout, q, k, v, out] = [dout, q, k, v, out].map(|s| self.addr(s));
+        let tokens = sh.batch * sh.q_len;
+        let rows = tokens * sh.q_heads;
         let mut rowdot = self.scratch(rows);
         let r = rows as i64;
         launch!(self, &name("attention_rowdot"), per_warp_row(rows, 1, 1), &mut rowdot, &dout, &out, &r);
         let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
+        let (quads, [_, _, _, d, _]) = pair_args(sh.batch, sh.q_len, sh.q_heads + 2 * sh.kv_heads, sh.head_dim, 0);
+        let pitch = (sh.q_heads + 2 * sh.kv_heads) as i32 * d;
+        let [cos, sin, positions] = dst.rope;
+        // Gradients of `heads` heads per token, stored as the operands are.
+        let heads_scratch = |heads: usize| {
+            let len = tokens * heads * sh.head_dim;
+            if bf16 {
+                Storage::Bf16(self.stream.alloc_zeros(len).expect("allocating attention gradients"))
+            } else {
+                Storage::F32(self.scratch(len))
+            }
+        };
         if !self.tensor_cores() {
+            // dQ, dK and dV one warp per row, then the exit kernel into the projection's gradient.
+            let held = [sh.q_heads, sh.kv_heads, sh.kv_heads].map(heads_scratch);
+            let [dq, dk, dv] = [&held[0], &held[1], &held[2]].map(|s| self.addr(s));
             let cfg = per_warp_row(sh.q_len, sh.q_heads, sh.batch);
             launch!(self, &name("attention_bwd_dq"), cfg, &dq, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
             let cfg = per_warp_row(sh.q_len, sh.kv_heads, sh.batch);
             launch!(self, &name("attention_bwd_dkdv"), cfg, &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let exit = if bf16 { "tokens_from_qkv_bf16_to_f32" } else { "tokens_from_qkv_f32" };
+            let n = tokens as i32;
+            launch!(self, exit, per_element(quads), &dst.f32, &dq, &dk, &dv, &cos, &sin, &positions, &n, &t, &hq, &hkv, &d, &dst.bf16);
             return;
         }
-        // One pass: dK/dV per query head (a GQA group's heads summed after),
-        // and each key block's share of dQ in f32, added up in block order.
+        // One pass: dK/dV per query head (straight into the projection's
+        // gradient when each has its own key head, else into scratch that
+        // the group sums add up), and each key block's share of dQ in f32,
+        // added up in block order.
         let keys = flash_bwd_keys(sh.head_dim);
         let cfg = per_flash_tile(sh.q_len, keys, 1, sh.q_heads, sh.batch);
         let key_blocks = sh.q_len.div_ceil(keys);
@@ -246,34 +276,35 @@ impl Cuda {
         let dq_part = unsafe { self.stream.alloc::<f32>(key_blocks * rows * sh.head_dim) }.expect("allocating dQ partials");
         let part = self.ptr(&dq_part);
         let group = sh.group();
-        let heads_scratch = || {
-            if bf16 {
-                Storage::Bf16(self.stream.alloc_zeros(rows * sh.head_dim).expect("allocating dK/dV scratch"))
-            } else {
-                Storage::F32(self.scratch(rows * sh.head_dim))
-            }
+        let scratch = (group > 1).then(|| [heads_scratch(sh.q_heads), heads_scratch(sh.q_heads)]);
+        // An output as its (f32, bf16) addresses, one of them 0 for scratch.
+        let as_output = |s: &Storage| if s.is_bf16() { (0, self.addr(s)) } else { (self.addr(s), 0) };
+        let ((dk32, dk16), (dv32, dv16), out_pitch, k_off, v_off, [c, s, p]) = match &scratch {
+            None => ((dst.f32, dst.bf16), (dst.f32, dst.bf16), pitch, hq * d, (hq + hkv) * d, [cos, sin, positions]),
+            Some([dkh, dvh]) => (as_output(dkh), as_output(dvh), hq * d, 0, 0, [0; 3]),
         };
-        let scratch = (group > 1).then(|| (heads_scratch(), heads_scratch()));
-        let (dkh, dvh) = scratch.as_ref().map_or((dk, dv), |(a, b)| (self.addr(a), self.addr(b)));
         let variants: &[&str] = if sh.head_dim == 64 { &FLASH_BWD_D64_VARIANTS } else { &[""] };
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
         let config = |kernel: &str| LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg };
         self.launch_tuned(&name("flash_bwd"), variants, &shape, config, |kernel, cfg| {
-            launch!(self, kernel, cfg, &dkh, &dvh, &part, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale)
+            launch!(
+                self, kernel, cfg, &dk32, &dk16, &dv32, &dv16, &out_pitch, &k_off, &v_off, &c, &s, &p, &part, &dout, &q, &k, &v, lse,
+                &rowdot, &hq, &hkv, &t, &scale
+            )
         });
-        let (r, d, kb) = (rows as i64, sh.head_dim as i32, keys as i32);
-        let suffix = if bf16 { "bf16" } else { "f32" };
-        // The sums take four values per thread (flash.cu).
-        launch!(self, &format!("flash_dq_sum_{suffix}"), per_element(rows * sh.head_dim / 4), &dq, &part, &r, &t, &hq, &d, &kb, &scale);
-        if group == 1 {
-            return;
+        let (n, kb) = (tokens as i64, keys as i32);
+        let cfg = per_element(rows * sh.head_dim / 8);
+        launch!(self, "flash_dq_sum", cfg, &dst.f32, &dst.bf16, &pitch, &part, &n, &t, &hq, &d, &kb, &scale, &cos, &sin, &positions);
+        if let Some([dkh, dvh]) = &scratch {
+            let sum = if bf16 { "flash_group_sum_bf16" } else { "flash_group_sum_f32" };
+            let cfg = per_element(tokens * sh.kv_heads * sh.head_dim / 8);
+            // Keys rotate back; values were never rotated.
+            for (part, off, [c, s, p]) in [(dkh, hq * d, [cos, sin, positions]), (dvh, (hq + hkv) * d, [0; 3])] {
+                let part = self.addr(part);
+                launch!(self, sum, cfg, &dst.f32, &dst.bf16, &pitch, &off, &part, &n, &hq, &hkv, &d, &c, &s, &p);
+            }
         }
-        let (blocks, g, inner) = ((sh.batch * sh.kv_heads) as i64, group as i32, (sh.q_len * sh.head_dim) as i64);
-        let cfg = per_element(sh.batch * sh.kv_heads * sh.q_len * sh.head_dim / 4);
-        let sum = format!("flash_group_sum_{suffix}");
-        launch!(self, &sum, cfg, &dk, &dkh, &blocks, &g, &inner);
-        launch!(self, &sum, cfg, &dv, &dvh, &blocks, &g, &inner);
     }
 }
 

@@ -672,32 +672,6 @@ impl Backend for Cuda {
         let cfg = per_element(quads);
         launch!(self, &name, cfg, &qp, &kp, &vp, &src, &bias, &cos, &sin, &positions, &rows, &hq, &hkv, &hd, &kv_cap, &kv_slots.addr);
     }
-    fn tokens_from_qkv(
-        &self,
-        dqkv: &mut CudaBuf,
-        dq: &CudaBuf,
-        dk: &CudaBuf,
-        dv: &CudaBuf,
-        rope: Rope<'_, CudaBuf>,
-        batch: usize,
-        seq: usize,
-        heads: QkvHeads,
-    ) {
-        assert_eq!(dqkv.len(), batch * seq * heads.width(), "tokens_from_qkv: the gradient holds {} values", dqkv.len());
-        let ([cos, sin, positions], _uploaded) = self.rope_args(Some(rope));
-        let (quads, [rows, t, _, hd, _]) = pair_args(batch, seq, heads.q + 2 * heads.kv, heads.dim, seq);
-        let (hq, hkv) = (heads.q as i32, heads.kv as i32);
-        let name = match [dq, dk, dv].map(|b| b.is_bf16()) {
-            [false, false, false] => "tokens_from_qkv_f32",
-            [true, true, true] => "tokens_from_qkv_bf16_to_f32",
-            _ => panic!("tokens_from_qkv: the q, k and v gradients are stored differently"),
-        };
-        let [a, b, c] = [dq, dk, dv].map(|x| self.addr(x.storage()));
-        // Into a bf16-stored or matmul-input buffer (no bias gradient reads it) only bf16 is written.
-        let o = self.produce(dqkv, quads * 8, false);
-        launch!(self, name, per_element(quads), &o.f32, &a, &b, &c, &cos, &sin, &positions, &rows, &t, &hq, &hkv, &hd, &o.bf16);
-        o.done(dqkv);
-    }
     fn attention_fwd(
         &self,
         out: &mut CudaBuf,
@@ -729,9 +703,7 @@ impl Backend for Cuda {
     }
     fn attention_bwd(
         &self,
-        dq: &mut CudaBuf,
-        dk: &mut CudaBuf,
-        dv: &mut CudaBuf,
+        dqkv: &mut CudaBuf,
         dout: &CudaBuf,
         q: &CudaBuf,
         k: &CudaBuf,
@@ -739,9 +711,16 @@ impl Backend for Cuda {
         out: &CudaBuf,
         lse: &CudaBuf,
         sh: AttnShape,
+        rope: Rope<'_, CudaBuf>,
     ) {
-        let (dq, dk, dv) = (&*dq.storage_mut(), &*dk.storage_mut(), &*dv.storage_mut());
-        self.attention_backward(dq, dk, dv, dout.storage(), q.storage(), k.storage(), v.storage(), out.storage(), lse.data(), sh);
+        let n = sh.batch * sh.q_len * (sh.q_heads + 2 * sh.kv_heads) * sh.head_dim;
+        assert_eq!(dqkv.len(), n, "attention_bwd: the projection's gradient holds {} values, not {n}", dqkv.len());
+        let (rope, _uploaded) = self.rope_args(Some(rope));
+        // Into a bf16-stored or matmul-input buffer (no bias gradient reads it) only bf16 is written.
+        let o = self.produce(dqkv, n, false);
+        let dst = attention::ProjectionGrad { f32: o.f32, bf16: o.bf16, rope };
+        self.attention_backward(&dst, dout.storage(), q.storage(), k.storage(), v.storage(), out.storage(), lse.data(), sh);
+        o.done(dqkv);
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate_up: &CudaBuf, ff: usize) {
         let (name, gu, [rows, f], cfg) = self.swiglu_input("swiglu_fwd", gate_up, h.len(), ff);
