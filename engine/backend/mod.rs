@@ -200,8 +200,8 @@ pub trait Backend: Sync {
     /// LM head's logits, the matmul inputs a layer keeps for its backward
     /// (norm outputs, attention output, SwiGLU product), and the
     /// gradients only matmuls and the ops below read (of the attention
-    /// output, the SwiGLU output, a layer norm's output, the gate/up
-    /// projections, and without biases the q/k/v projections). A device
+    /// output, the SwiGLU output, a layer norm's output, the gate/up and
+    /// q/k/v projections). A device
     /// backend may store it in bf16, as it stores attention operands (as
     /// PyTorch's autocast keeps these outputs). Only these take it: `matmul`
     /// (as the output, not accumulating, or as an input); as the destination
@@ -210,7 +210,7 @@ pub trait Backend: Sync {
     /// `attention_bwd` (`dqkv`); as the source `qkv_from_tokens` (into attention
     /// operands), `attention_bwd` (`out` and `dout`), `swiglu_fwd` and
     /// `swiglu_bwd` (`gate_up`, and `dh` when `gate_up` is one too),
-    /// `rmsnorm_bwd` (`dout`); the loss ops (`cross_entropy_inplace`,
+    /// `rmsnorm_bwd` (`dout`), `bias_grad` (`dy`); the loss ops (`cross_entropy_inplace`,
     /// `logprob_entropy`, `logit_grad_inplace`, which write the gradient in
     /// its storage); `copy_range` between such buffers, `fill_zero` and
     /// `download`.

@@ -196,8 +196,6 @@ impl<B: Backend> TrainState<B> {
             .collect();
         let head_rows = head_chunk_rows(be.logits_chunk_elems(), n, cfg.vocab_size);
         let qkv = n * (qd + 2 * kvd);
-        // The q/k/v gradient feeds matmuls (bf16 suffices), and the bias gradient when there are biases.
-        let dqkv_tok = if cfg.qkv_bias { be.zeros(qkv) } else { be.zeros_projection(qkv) };
         TrainState {
             batch,
             seq,
@@ -217,7 +215,7 @@ impl<B: Backend> TrainState<B> {
             d_act: be.zeros_projection(n * f),
             d_gate_up: be.zeros_projection(n * 2 * f),
             d_att: be.zeros_projection(n * qd),
-            dqkv_tok,
+            dqkv_tok: be.zeros_projection(qkv),
         }
     }
 }

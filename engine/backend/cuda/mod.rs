@@ -576,7 +576,12 @@ impl Backend for Cuda {
         let blocks = rows.div_ceil(ROWS_PER_BLOCK);
         let mut partial = self.scratch(blocks * cols);
         let (r, c, rpb) = (rows as i64, cols as i32, ROWS_PER_BLOCK as i32);
-        launch!(self, "bias_grad_partial_f32", per_row(blocks), &mut partial, dy.data(), &r, &c, &rpb);
+        // A bf16 gradient (training's q/k/v projection) is summed in f32, as autocast does.
+        let (name, dy) = match dy.storage() {
+            Storage::F32(d) => ("bias_grad_partial_f32", self.ptr(d)),
+            Storage::Bf16(d) => ("bias_grad_partial_bf16", self.ptr(d)),
+        };
+        launch!(self, name, per_row(blocks), &mut partial, &dy, &r, &c, &rpb);
         self.add_column_partials(dbias.write(), &partial, blocks, cols);
     }
     fn embedding_fwd(&self, out: &mut CudaBuf, table: &CudaBuf, ids: &[u32], dim: usize) {
@@ -716,7 +721,7 @@ impl Backend for Cuda {
         let n = sh.batch * sh.q_len * (sh.q_heads + 2 * sh.kv_heads) * sh.head_dim;
         assert_eq!(dqkv.len(), n, "attention_bwd: the projection's gradient holds {} values, not {n}", dqkv.len());
         let (rope, _uploaded) = self.rope_args(Some(rope));
-        // Into a bf16-stored or matmul-input buffer (no bias gradient reads it) only bf16 is written.
+        // Into a bf16-stored or matmul-input buffer only bf16 is written.
         let o = self.produce(dqkv, n, false);
         let dst = attention::ProjectionGrad { f32: o.f32, bf16: o.bf16, rope };
         self.attention_backward(&dst, dout.storage(), q.storage(), k.storage(), v.storage(), out.storage(), lse.data(), sh);
