@@ -17,11 +17,9 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // out16, when not null, also gets the output rounded to bf16: the copy a
 // tensor-core matmul reading `out` would otherwise cast in a pass of its own;
-// out may then be null (a matmul-only output needs nothing else). x_copy,
-// when not null, gets x itself (the residual stream's next value starts as
-// this one), from the same reads.
+// out may then be null (a matmul-only output needs nothing else).
 template <typename T>
-__device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, bf16 *out16, T *x_copy) {
+__device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, bf16 *out16) {
     long row = (long)blockIdx.x * NORM_ROWS + (threadIdx.x >> 5), base = row * dim;
     int lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -37,7 +35,6 @@ __device__ void rmsnorm_fwd(T *out, float *rstd, const T *x, const T *w, long ro
         float4 y = make_float4(g.x * (v.x * r), g.y * (v.y * r), g.z * (v.z * r), g.w * (v.w * r));
         if (out) st4(out, base + i, y);
         if (out16) st4(out16, base + i, y);
-        if (x_copy) st4(x_copy, base + i, v);
     }
 }
 
@@ -129,8 +126,8 @@ __device__ void rmsnorm_bwd(T *dx, float *partial, const TD *dout, const T *x, c
 
 #define INSTANTIATE_FWD(T, S)                                                                                               \
     extern "C" __global__ void rmsnorm_fwd_##S(T *out, float *rstd, const T *x, const T *w, long rows, int dim, float eps, \
-                                               bf16 *out16, T *x_copy) {                                                    \
-        rmsnorm_fwd(out, rstd, x, w, rows, dim, eps, out16, x_copy);                                                        \
+                                               bf16 *out16) {                                                               \
+        rmsnorm_fwd(out, rstd, x, w, rows, dim, eps, out16);                                                                \
     }
 // T for dx, x and w; TD for the output gradient dy.
 #define INSTANTIATE_BWD(T, TD, S)                                                                                           \

@@ -205,7 +205,7 @@ pub trait Backend: Sync {
     /// backend may store it in bf16, as it stores attention operands (as
     /// PyTorch's autocast keeps these outputs). Only these take it: `matmul`
     /// (as the output, not accumulating, or as an input); as the destination
-    /// `rmsnorm_fwd` and `rmsnorm_fwd_copying` (`out`), `attention_fwd`
+    /// `rmsnorm_fwd` (`out`), `attention_fwd`
     /// (`out`, with attention operands), `swiglu_fwd`, `swiglu_bwd` and
     /// `attention_bwd` (`dqkv`); as the source `qkv_from_tokens` (into attention
     /// operands), `attention_bwd` (`out` and `dout`), `swiglu_fwd` and
@@ -232,6 +232,14 @@ pub trait Backend: Sync {
 
     // Dense algebra.
     fn matmul(&self, c: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf, mm: MatMul);
+    /// `d = residual + op(a)·op(b)` (`mm` not accumulating): a block's
+    /// output projection onto the residual stream it read, writing the next
+    /// value of the stream beside it. A device backend does it in one pass.
+    fn matmul_residual(&self, d: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf, residual: &Self::Buf, mm: MatMul) {
+        assert!(!mm.accumulate, "matmul_residual adds the residual; the product itself must not accumulate");
+        self.copy_range(d, 0, residual, 0, self.len(residual));
+        self.matmul(d, a, b, mm.accumulating());
+    }
     /// `y[r, :] += bias` for each of the `rows` rows.
     fn add_bias(&self, y: &mut Self::Buf, bias: &Self::Buf, rows: usize);
     /// `dbias += Σ_r dy[r, :]`.
@@ -244,23 +252,6 @@ pub trait Backend: Sync {
 
     // RMSNorm over rows of length `dim`: `out = x · rstd · w`, `rstd` saved per row.
     fn rmsnorm_fwd(&self, out: &mut Self::Buf, rstd: &mut Self::Buf, x: &Self::Buf, w: &Self::Buf, dim: usize, eps: f32);
-    /// `rmsnorm_fwd`, also copying `x` into `x_copy` (the next residual
-    /// value starts as this one; the block's output projection then adds
-    /// into the copy) from the same reads of `x`.
-    #[allow(clippy::too_many_arguments)]
-    fn rmsnorm_fwd_copying(
-        &self,
-        out: &mut Self::Buf,
-        rstd: &mut Self::Buf,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        dim: usize,
-        eps: f32,
-        x_copy: &mut Self::Buf,
-    ) {
-        self.copy_range(x_copy, 0, x, 0, self.len(x));
-        self.rmsnorm_fwd(out, rstd, x, w, dim, eps);
-    }
     /// Accumulates into both `dx` (the residual stream's gradient) and `dw`.
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_bwd(

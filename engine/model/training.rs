@@ -384,22 +384,22 @@ impl<B: Backend> Transformer<B> {
             let (done, rest) = st.layers.split_at_mut(l + 1);
             let a = &mut done[l];
             let w = a.inputs.as_mut().unwrap_or(&mut st.recomputed);
-            // x_mid starts as x_in; the output projection adds into it.
-            be.rmsnorm_fwd_copying(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps, &mut a.x_mid);
+            be.rmsnorm_fwd(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             be.matmul(&mut st.qkv_tok, &w.ln1, &p.wqkv, MatMul::linear(n, d, heads.width()));
             let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
             let at = HeadSlots { cap: t, slots: &slots };
             be.qkv_from_tokens(&mut a.q, &mut a.k, &mut a.v, &st.qkv_tok, p.bqkv.as_ref(), rope, heads, at);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
-            be.matmul(&mut a.x_mid, &a.att, &p.wo, MatMul::linear(n, h * hd, d).accumulating());
+            // The output projections write the next residual value beside the one they add onto (the backward reads both).
+            be.matmul_residual(&mut a.x_mid, &a.att, &p.wo, &a.x_in, MatMul::linear(n, h * hd, d));
             let x_out = match rest.first_mut() {
                 Some(next) => &mut next.x_in,
                 None => &mut st.x_final,
             };
-            be.rmsnorm_fwd_copying(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps, x_out);
+            be.rmsnorm_fwd(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, d, c.rms_norm_eps);
             be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(n, d, 2 * f));
             be.swiglu_fwd(&mut w.act, &w.gate_up, f);
-            be.matmul(x_out, &w.act, &p.w_down, MatMul::linear(n, f, d).accumulating());
+            be.matmul_residual(x_out, &w.act, &p.w_down, &a.x_mid, MatMul::linear(n, f, d));
         }
         be.rmsnorm_fwd(&mut st.ln_f, &mut st.rstd_f, &st.x_final, &self.params.final_norm, d, c.rms_norm_eps);
     }

@@ -1,5 +1,5 @@
-//! The CPU kernel emulator (tools/kernel-emu) in place of the CUDA driver and
-//! cuBLAS: `tools/kernel-emu/build` builds its libraries (again only when a
+//! The CPU kernel emulator (tools/kernel-emu) in place of the CUDA driver,
+//! cuBLAS and cuBLASLt: `tools/kernel-emu/build` builds its libraries (again only when a
 //! source changed); this loads them into the test process, or gives the
 //! environment that preloads them into a vul2safe process. Without g++ the
 //! tests skip and say so; a build that fails is a test failure.
@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The emulator's libraries: the driver and cuBLAS stand-ins and the kernel families.
+/// The emulator's libraries: the driver, cuBLAS and cuBLASLt stand-ins and the kernel families.
 pub struct EmulatedCuda {
     pub driver: PathBuf,
-    pub cublas: PathBuf,
+    pub blas: [PathBuf; 2],
     pub families: Vec<PathBuf>,
 }
 
@@ -21,7 +21,8 @@ impl EmulatedCuda {
     /// LD_PRELOAD puts the stand-ins where cudarc looks for the real ones.
     pub fn env(&self) -> [(&'static str, String); 2] {
         let list: Vec<String> = self.families.iter().map(|p| p.display().to_string()).collect();
-        [("LD_PRELOAD", format!("{}:{}", self.driver.display(), self.cublas.display())), ("KERNEL_EMU_FAMILIES", list.join("\n"))]
+        let preload = format!("{}:{}:{}", self.driver.display(), self.blas[0].display(), self.blas[1].display());
+        [("LD_PRELOAD", preload), ("KERNEL_EMU_FAMILIES", list.join("\n"))]
     }
 }
 
@@ -43,8 +44,10 @@ pub fn emulated_cuda() -> Option<&'static EmulatedCuda> {
             _ => return Err(String::from_utf8_lossy(&out.stderr).into_owned()),
         }
         let mut libs = String::from_utf8_lossy(&out.stdout).lines().map(PathBuf::from).collect::<Vec<_>>().into_iter();
-        let (Some(driver), Some(cublas)) = (libs.next(), libs.next()) else { return Err("the build listed no libraries".into()) };
-        Ok(Some(EmulatedCuda { driver, cublas, families: libs.collect() }))
+        let (Some(driver), Some(cublas), Some(cublas_lt)) = (libs.next(), libs.next(), libs.next()) else {
+            return Err("the build listed no libraries".into());
+        };
+        Ok(Some(EmulatedCuda { driver, blas: [cublas, cublas_lt], families: libs.collect() }))
     });
     match r {
         Ok(Some(e)) => Some(e),
@@ -66,7 +69,7 @@ fn dlopen(path: &std::path::Path, flags: i32) -> Result<*mut c_void, String> {
     Ok(h)
 }
 
-/// Loads the emulated driver and cuBLAS into this process in place of the
+/// Loads the emulated driver, cuBLAS and cuBLASLt into this process in place of the
 /// real ones, with every kernel family behind them: afterwards
 /// `Cuda::new(0)` opens the emulator. False when g++ is not installed.
 pub fn load_emulated_cuda() -> bool {
@@ -75,7 +78,9 @@ pub fn load_emulated_cuda() -> bool {
     let r = LOADED.get_or_init(|| {
         // Loaded globally under the sonames cudarc asks for, they answer its dlopen calls.
         let driver = dlopen(&libs.driver, libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
-        dlopen(&libs.cublas, libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
+        for blas in &libs.blas {
+            dlopen(blas, libc::RTLD_NOW | libc::RTLD_GLOBAL)?;
+        }
         let list: String = libs.families.iter().map(|p| format!("{}\n", p.display())).collect();
         let list = CString::new(list).expect("no NUL");
         let sym = CString::new("emu_driver_init").expect("no NUL");

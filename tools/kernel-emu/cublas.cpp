@@ -1,83 +1,10 @@
 // The cuBLAS calls the CUDA backend makes (engine/backend/cuda/gemm.rs), on
-// the CPU, for the emulated driver (driver.cpp): column-major GEMM with f32
-// or bf16 operands and output, f32 accumulation. Built as libcublas.so.
-// While the emulated driver captures a stream, a GEMM is recorded into the
-// graph (emu_enqueue) instead of run.
-#include <dlfcn.h>
-
-#include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <vector>
-
-typedef int cublasStatus_t;
-enum { N = 0, T = 1 };
-enum { R_32F = 0, R_16BF = 14 };
+// the CPU (gemm.hpp), for the emulated driver (driver.cpp). Built as
+// libcublas.so.
+#include "gemm.hpp"
 
 namespace {
 int handle_tag;
-
-float element(const void *p, int type, long i) {
-    if (type == R_32F) return static_cast<const float *>(p)[i];
-    uint32_t bits = uint32_t(static_cast<const uint16_t *>(p)[i]) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
-
-// Round to nearest even, as the tensor cores' bf16 output does.
-void store(void *p, int type, long i, float v) {
-    if (type == R_32F) {
-        static_cast<float *>(p)[i] = v;
-        return;
-    }
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    static_cast<uint16_t *>(p)[i] = uint16_t(u >> 16);
-}
-
-bool known(int type) { return type == R_32F || type == R_16BF; }
-
-struct Gemm {
-    int ta, tb, m, n, k;
-    float alpha;
-    const void *a;
-    int atype, lda;
-    const void *b;
-    int btype, ldb;
-    float beta;
-    void *c;
-    int ctype, ldc;
-};
-
-// C[i + j ldc] = alpha Σ_l op(A)[i, l] op(B)[l, j] + beta C, op(A) m x k, op(B) k x n.
-int run(void *p) {
-    const auto [ta, tb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c, ctype, ldc] = *static_cast<const Gemm *>(p);
-    std::vector<float> ak(k);
-    for (int i = 0; i < m; i++) {
-        for (int l = 0; l < k; l++) ak[l] = element(a, atype, ta == N ? i + (long)l * lda : l + (long)i * lda);
-        for (int j = 0; j < n; j++) {
-            float acc = 0.0f;
-            for (int l = 0; l < k; l++) acc += ak[l] * element(b, btype, tb == N ? l + (long)j * ldb : j + (long)l * ldb);
-            long at = i + (long)j * ldc;
-            store(c, ctype, at, alpha * acc + (beta == 0.0f ? 0.0f : beta * element(c, ctype, at)));
-        }
-    }
-    return 0;
-}
-
-cublasStatus_t gemm(const Gemm &g) {
-    if (!known(g.atype) || !known(g.btype) || !known(g.ctype)) return 7;  // CUBLAS_STATUS_INVALID_VALUE
-    if (std::getenv("KERNEL_EMU_DRY_RUN")) return 0;  // driver.cpp's dry run: host work only
-    using Enqueue = int (*)(int (*)(void *), void *, void (*)(void *));
-    static const Enqueue enqueue = (Enqueue)dlsym(RTLD_DEFAULT, "emu_enqueue");
-    Gemm *owned = new Gemm(g);
-    if (enqueue && enqueue(run, owned, [](void *p) { delete static_cast<Gemm *>(p); })) return 0;
-    int r = run(owned);
-    delete owned;
-    return r;
-}
 }  // namespace
 
 extern "C" {
@@ -94,12 +21,12 @@ cublasStatus_t cublasSetPointerMode_v2(void *, int) { return 0; }
 
 cublasStatus_t cublasSgemm_v2(void *, int ta, int tb, int m, int n, int k, const float *alpha, const float *a, int lda, const float *b, int ldb,
                               const float *beta, float *c, int ldc) {
-    return gemm({ta, tb, m, n, k, *alpha, a, R_32F, lda, b, R_32F, ldb, *beta, c, R_32F, ldc});
+    return gemm({ta, tb, m, n, k, *alpha, a, R_32F, lda, b, R_32F, ldb, *beta, c, R_32F, ldc, c, R_32F, ldc});
 }
 
 cublasStatus_t cublasGemmEx(void *, int ta, int tb, int m, int n, int k, const void *alpha, const void *a, int atype, int lda, const void *b,
                             int btype, int ldb, const void *beta, void *c, int ctype, int ldc, int, int) {
-    return gemm({ta, tb, m, n, k, *(const float *)alpha, a, atype, lda, b, btype, ldb, *(const float *)beta, c, ctype, ldc});
+    return gemm({ta, tb, m, n, k, *(const float *)alpha, a, atype, lda, b, btype, ldb, *(const float *)beta, c, ctype, ldc, c, ctype, ldc});
 }
 
 }  // extern "C"

@@ -36,7 +36,7 @@ impl Math {
     }
 }
 
-fn op(transposed: bool) -> cublasOperation_t {
+pub(super) fn op(transposed: bool) -> cublasOperation_t {
     if transposed {
         cublasOperation_t::CUBLAS_OP_T
     } else {
@@ -121,7 +121,7 @@ impl Cuda {
     /// storage when it stores bf16 (an LM-head logits chunk), else its kept
     /// bf16 copy (made now if it has none), which the caller holds until
     /// the call is queued.
-    fn bf16_operand(&self, x: &CudaBuf, n: usize) -> (u64, Option<Arc<CudaSlice<half::bf16>>>) {
+    pub(super) fn bf16_operand(&self, x: &CudaBuf, n: usize) -> (u64, Option<Arc<CudaSlice<half::bf16>>>) {
         if x.is_bf16() {
             return (self.addr(x.storage()), None);
         }

@@ -47,9 +47,10 @@ pub struct Cuda {
     tables: Mutex<Vec<multi_tensor::KeptTable>>,
     /// The decode kernel's split partials, kept so a step's launches repeat (graph.rs).
     decode_partials: Mutex<Option<CudaSlice<f32>>>,
-    /// cuBLAS's workspace, set once: left to itself cuBLAS would allocate
-    /// one inside a captured graph.
-    _blas_workspace: CudaSlice<u8>,
+    /// cuBLAS's workspace, set once (left to itself cuBLAS would allocate
+    /// one inside a captured graph), which the cuBLASLt calls share.
+    blas_workspace: CudaSlice<u8>,
+    lt: gemm_lt::Lt,
     /// A repeated step's pass in progress (graph.rs), and whether there is one.
     pass: Mutex<Option<graph::Pass>>,
     in_pass: AtomicBool,
@@ -191,6 +192,7 @@ macro_rules! launch {
 mod attention;
 mod buf;
 mod gemm;
+mod gemm_lt;
 mod graph;
 mod memory;
 mod multi_tensor;
@@ -249,7 +251,8 @@ impl Cuda {
             recent_ids: Mutex::default(),
             tables: Mutex::default(),
             decode_partials: Mutex::default(),
-            _blas_workspace: blas_workspace,
+            blas_workspace,
+            lt: gemm_lt::Lt::new()?,
             pass: Mutex::default(),
             in_pass: AtomicBool::new(false),
             graphs: Mutex::default(),
@@ -444,15 +447,6 @@ impl Cuda {
 
     /// RMSNorm forward, also copying x to the address `x_copy` unless it is 0.
     #[allow(clippy::too_many_arguments)]
-    fn rmsnorm_forward(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32, x_copy: u64) {
-        let d = dim as i32;
-        let o = self.produce(out, x.len(), false);
-        let rows = (x.len() / dim) as i64;
-        let cfg = per_norm_rows(dim, rows);
-        launch!(self, "rmsnorm_fwd_f32", cfg, &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16, &x_copy);
-        o.done(out);
-    }
-
     /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
     /// and the positions' upload, which the caller keeps until it launches.
     fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<DeviceIds>) {
@@ -567,6 +561,9 @@ impl Backend for Cuda {
     fn matmul(&self, c: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
         self.gemm(c.storage_mut(), a, b, mm);
     }
+    fn matmul_residual(&self, d: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, residual: &CudaBuf, mm: MatMul) {
+        self.gemm_residual(d, a, b, residual, mm);
+    }
     fn add_bias(&self, y: &mut CudaBuf, bias: &CudaBuf, rows: usize) {
         let (r, cols) = (rows as i64, bias.len() as i64);
         launch!(self, "add_bias_f32", per_element(rows * bias.len()), y.write(), bias.data(), &r, &cols);
@@ -597,21 +594,12 @@ impl Backend for Cuda {
         launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &d_order.addr, &d_starts.addr, &d);
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
-        self.rmsnorm_forward(out, rstd, x, w, dim, eps, 0);
-    }
-    fn rmsnorm_fwd_copying(
-        &self,
-        out: &mut CudaBuf,
-        rstd: &mut CudaBuf,
-        x: &CudaBuf,
-        w: &CudaBuf,
-        dim: usize,
-        eps: f32,
-        x_copy: &mut CudaBuf,
-    ) {
-        assert!(x_copy.len() >= x.len(), "rmsnorm_fwd_copying: the copy's buffer holds {} values, x {}", x_copy.len(), x.len());
-        let copy = self.ptr(x_copy.write());
-        self.rmsnorm_forward(out, rstd, x, w, dim, eps, copy);
+        let d = dim as i32;
+        let o = self.produce(out, x.len(), false);
+        let rows = (x.len() / dim) as i64;
+        let cfg = per_norm_rows(dim, rows);
+        launch!(self, "rmsnorm_fwd_f32", cfg, &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16);
+        o.done(out);
     }
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
         let rows = x.len() / dim;
