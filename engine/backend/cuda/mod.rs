@@ -208,6 +208,13 @@ impl Cuda {
         if !driver_present() {
             anyhow::bail!("no NVIDIA driver on this machine (libcuda.so could not be opened)");
         }
+        // SAFETY: each only tries to open the library (cudarc panics on first use when it is missing).
+        let (blas, blas_lt) = unsafe { (cudarc::cublas::sys::is_culib_present(), cudarc::cublaslt::sys::is_culib_present()) };
+        anyhow::ensure!(
+            blas && blas_lt,
+            "cuBLAS (libcublas{}) not found: add the CUDA toolkit's lib64 or the nvidia-cublas wheel's lib to LD_LIBRARY_PATH",
+            if blas { "Lt" } else { "" }
+        );
         let ctx = CudaContext::new(ordinal).with_context(|| format!("no usable CUDA device {ordinal}"))?;
         // SAFETY: all work goes to one stream, so cudarc's cross-stream event
         // tracking (an event record per buffer use) buys nothing.
