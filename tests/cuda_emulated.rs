@@ -29,36 +29,50 @@ fn sft_and_ppo_run_through_the_binary_on_the_emulated_driver() {
     let dir = tempfile::tempdir().unwrap();
     let data = common::embedded_data(dir.path());
     let model = common::fixture_dir("qwen2_b");
-    let run = |args: &[&str], on_emulator: bool| {
+    // On the emulator, optionally with its cuBLASLt declining every product; the run's stderr.
+    let run = |args: &[&str], on_emulator: bool, lt_declines: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_vul2safe"));
         c.args(args);
         if on_emulator {
             c.envs(emu.env());
         }
+        if lt_declines {
+            c.env("KERNEL_EMU_LT_DECLINE", "1");
+        }
         let o = c.output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{args:?}: {stderr}");
+        stderr
     };
-    let sft_out = |be: &str| dir.path().join(format!("sft-{be}"));
-    for be in ["cpu", "cuda"] {
-        let out = sft_out(be);
+    let sft_out = |run: &str| dir.path().join(format!("sft-{run}"));
+    // The CUDA runs: output projections on cuBLASLt, or on the fallback when it declines them.
+    for name in ["cpu", "cuda", "cuda-lt-declined"] {
+        let out = sft_out(name);
+        let be = if name == "cpu" { "cpu" } else { "cuda" };
         let mut args = vec!["sft", "--backend", be, "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
         args.extend(["--out", out.to_str().unwrap(), "--steps", "4", "--batch", "4", "--seq", "64", "--eval-every", "2"]);
         args.extend(["--save-every", "4", "--warmup", "1", "--seed", "5"]);
         if be == "cuda" {
             args.push("--recompute");
         }
-        run(&args, be == "cuda");
+        let declined = name == "cuda-lt-declined";
+        let stderr = run(&args, be == "cuda", declined);
+        assert_eq!(stderr.contains("cuBLASLt declined"), declined, "{name}: {stderr}");
     }
-    let (cpu, cuda) = (common::metric_column(&sft_out("cpu"), "loss"), common::metric_column(&sft_out("cuda"), "loss"));
+    let cpu = common::metric_column(&sft_out("cpu"), "loss");
     assert_eq!(cpu.len(), 4);
-    for (step, (c, g)) in cpu.iter().zip(&cuda).enumerate() {
-        assert!((c - g).abs() <= 1e-3 * c.abs(), "SFT step {step}: loss {g} on CUDA, {c} on the CPU");
+    for name in ["cuda", "cuda-lt-declined"] {
+        let losses = common::metric_column(&sft_out(name), "loss");
+        assert_eq!(losses.len(), cpu.len(), "{name}");
+        for (step, (c, g)) in cpu.iter().zip(&losses).enumerate() {
+            assert!((c - g).abs() <= 1e-3 * c.abs(), "SFT step {step}: loss {g} on {name}, {c} on the CPU");
+        }
     }
     let ppo = dir.path().join("ppo-cuda");
     let policy = sft_out("cuda").join("step-000004");
     let mut args = vec!["ppo", "--backend", "cuda", "--policy", policy.to_str().unwrap(), "--data", data.to_str().unwrap()];
     args.extend(["--out", ppo.to_str().unwrap(), "--iters", "1", "--rollout-batch", "4", "--max-new-tokens", "16", "--reward", "tlr"]);
-    run(&args, true);
+    run(&args, true, false);
     for key in ["policy_loss", "value_loss", "kl", "reward_instance"] {
         let v = common::metric_column(&ppo, key);
         assert!(v.len() == 1 && v[0].is_finite(), "PPO {key}: {v:?}");

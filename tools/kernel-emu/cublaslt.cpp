@@ -3,7 +3,9 @@
 // hold what the GEMM needs, the heuristic offers one algorithm, and a
 // matmul runs D = alpha op(A) op(B) + beta C with C apart from D. Anything
 // else the backend might set is refused, so a new use shows up here first.
-// Built as libcublasLt.so.
+// With KERNEL_EMU_LT_DECLINE set, the heuristic offers no algorithm (as
+// cuBLASLt does for a product it cannot run), so the backend's fallback
+// runs. Built as libcublasLt.so.
 #include "gemm.hpp"
 
 namespace {
@@ -73,6 +75,10 @@ cublasStatus_t cublasLtMatmulPreferenceDestroy(void *) { return 0; }
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void *, Desc *, Layout *, Layout *, Layout *, Layout *, void *, int requested,
                                               Heuristic *out, int *count) {
     if (requested < 1) return INVALID_VALUE;
+    if (std::getenv("KERNEL_EMU_LT_DECLINE")) {
+        *count = 0;
+        return 0;
+    }
     std::memset(out, 0, sizeof(Heuristic));
     out->waves = 1.0f;
     *count = 1;

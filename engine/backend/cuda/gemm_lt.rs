@@ -7,7 +7,7 @@
 use super::gemm::{op, Math};
 use super::graph::Call;
 use super::{Cuda, CudaBuf};
-use crate::backend::MatMul;
+use crate::backend::{Backend, MatMul};
 use anyhow::{Context, Result};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublaslt::result as lt;
@@ -18,12 +18,13 @@ use cudarc::cublaslt::sys::{
 use cudarc::driver::DevicePtr;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
 
-/// The cuBLASLt handle, and the algorithm its heuristic picked per problem.
+/// The cuBLASLt handle, and the algorithm its heuristic picked per problem
+/// (none: cuBLASLt offered none, or its call failed).
 pub(super) struct Lt {
     handle: cublasLtHandle_t,
-    algos: Mutex<HashMap<Problem, cublasLtMatmulAlgo_t>>,
+    algos: Mutex<HashMap<Problem, Option<cublasLtMatmulAlgo_t>>>,
 }
 
 /// A product's shape, transposes and math.
@@ -98,11 +99,23 @@ fn stored(ty: cudaDataType, transposed: bool, rows: usize, cols: usize, ld: usiz
 }
 
 impl Cuda {
-    /// Row-major `d = residual + op(a)·op(b)`, which cuBLASLt (column-major)
-    /// sees as `dᵀ = residualᵀ + op(b)ᵀ·op(a)ᵀ`, as `Cuda::gemm` does.
+    /// Row-major `d = residual + op(a)·op(b)`. A product cuBLASLt declines
+    /// (no algorithm, or a failed call: said once on stderr) is a copy and an
+    /// in-place cuBLAS product instead, as the CPU's does it.
     pub(crate) fn gemm_residual(&self, d: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, residual: &CudaBuf, mm: MatMul) {
         assert!(!mm.accumulate, "matmul_residual adds the residual; the product itself must not accumulate");
         assert_eq!(residual.len(), d.len(), "matmul_residual: the residual and the output differ in size");
+        if let Err(e) = self.lt_residual(d, a, b, residual, mm) {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| eprintln!("warning: cuBLASLt declined {mm:?} ({e}); residual matmuls copy the residual first"));
+            self.copy_range(d, 0, residual, 0, residual.len());
+            self.gemm(d.storage_mut(), a, b, mm.accumulating());
+        }
+    }
+
+    /// `gemm_residual` on cuBLASLt, which (column-major) sees it as `dᵀ =
+    /// residualᵀ + op(b)ᵀ·op(a)ᵀ`, as `Cuda::gemm` does.
+    fn lt_residual(&self, d: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, residual: &CudaBuf, mm: MatMul) -> Result<(), String> {
         let math = self.math();
         let bf16 = math == Math::Bf16;
         let (ab_type, compute) = match math {
@@ -120,7 +133,7 @@ impl Cuda {
             [pa, pb, pc, pd].iter().for_each(|p| n.arg(p));
         }
         if !self.issue(note) {
-            return;
+            return Ok(());
         }
         let _timed = self.timed("gemm", None);
         // Cuda::gemm's operands: cuBLAS's A is our b, its B our a.
@@ -131,7 +144,8 @@ impl Cuda {
         let cd_layout = Layout::new(cudaDataType::CUDA_R_32F, mm.n, mm.m, mm.n);
         let desc = Desc::new(compute, op(mm.trans_b), op(mm.trans_a));
         let problem = (mm.m, mm.n, mm.k, mm.trans_a, mm.trans_b, math as u8);
-        let algo = *self.lt.algos.lock().expect("cuBLASLt algorithms lock").entry(problem).or_insert_with(|| {
+        let mut algos = self.lt.algos.lock().expect("cuBLASLt algorithms lock");
+        let algo = *algos.entry(problem).or_insert_with(|| {
             let pref = lt::create_matmul_pref().expect("cublasLtMatmulPreferenceCreate");
             let most = self.blas_workspace.len();
             // SAFETY: every handle below is live; the attribute is a size_t passed by address.
@@ -143,13 +157,14 @@ impl Cuda {
                 let _ = lt::destroy_matmul_pref(pref);
                 found
             };
-            found.unwrap_or_else(|e| panic!("cuBLASLt has no algorithm for {mm:?} ({math:?}): {e:?}")).algo
+            found.ok().map(|h| h.algo)
         });
+        let Some(algo) = algo else { return Err(format!("no algorithm in {math:?} math")) };
         let (alpha, beta) = (1.0f32, 1.0f32);
         let (ws, _) = self.blas_workspace.device_ptr(&self.stream);
         // SAFETY: the shapes index within a (m·k), b (k·n), residual and d (m·n), which the
         // callers size; bf16 copies live until the call returns and the stream orders their reuse.
-        unsafe {
+        let done = unsafe {
             lt::matmul(
                 self.lt.handle,
                 desc.0,
@@ -168,7 +183,10 @@ impl Cuda {
                 self.blas_workspace.len(),
                 self.stream.cu_stream() as cudaStream_t,
             )
-        }
-        .expect("cublasLtMatmul");
+        };
+        done.map_err(|e| {
+            algos.insert(problem, None);
+            format!("cublasLtMatmul: {e:?}")
+        })
     }
 }
