@@ -129,11 +129,15 @@ impl Backend for Cpu {
         shape: AttnShape,
         rope: Rope<'_, Vec<f32>>,
     ) {
-        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
-        attention::attention_bwd(&mut dq, &mut dk, &mut dv, dout, q, k, v, out, lse, shape);
-        let heads = QkvHeads { q: shape.q_heads, kv: shape.kv_heads, dim: shape.head_dim };
-        let tables = (&rope.cos[..], &rope.sin[..], rope.positions);
-        qkv::tokens_from_qkv(dqkv, [&dq, &dk, &dv], tables, (shape.batch, shape.q_len), heads)
+        // dq, dk and dv in this thread's reused scratch (a step's worth of fresh pages costs more than the moves).
+        scratch::with_scratch(q.len() + 2 * k.len(), |buf| {
+            let (dq, dkv) = buf.split_at_mut(q.len());
+            let (dk, dv) = dkv.split_at_mut(k.len());
+            attention::attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, shape);
+            let heads = QkvHeads { q: shape.q_heads, kv: shape.kv_heads, dim: shape.head_dim };
+            let tables = (&rope.cos[..], &rope.sin[..], rope.positions);
+            qkv::tokens_from_qkv(dqkv, [&*dq, &*dk, &*dv], tables, (shape.batch, shape.q_len), heads)
+        })
     }
     fn swiglu_fwd(&self, h: &mut Vec<f32>, gate_up: &Vec<f32>, ff: usize) {
         elementwise::swiglu_fwd(h, gate_up, ff)
