@@ -46,7 +46,7 @@ template <typename T> __device__ __forceinline__ void st_pair(T *p, long i, long
     st4(p, i + gap, c);
 }
 
-// RoPE (rope.cu's rotate_half rotation) on four pairs (a[k], c[k]) of one
+// RoPE (HF's rotate_half rotation) on four pairs (a[k], c[k]) of one
 // head's values i + k and i + k + head_dim / 2, at `tab` = position ·
 // head_dim / 2 + i of the cos/sin tables; `sign` -1 is the inverse rotation
 // (the backward's).

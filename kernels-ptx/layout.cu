@@ -24,7 +24,7 @@ __device__ __forceinline__ long head_major_at(unsigned slot, int cap, int heads,
 // moves the three gradients back into the fused token-major layout with the
 // inverse rotation on queries and keys (into f32 and, when dst16 is given,
 // the bf16 copy the projection's matmuls read; dst may then be null, when
-// only matmuls read the result). The rotation is rope.cu's (common.cuh's rotate4).
+// only matmuls read the result). The rotation is common.cuh's rotate4.
 template <typename OQ, typename OKV, typename TS>
 __device__ void qkv_from_tokens(OQ *q, OKV *k, OKV *v, const TS *src, const float *bias, const float *cos_t, const float *sin_t,
                                 const unsigned *positions, int rows, int hq, int hkv, int hd, int kv_cap, const unsigned *kv_slots) {

@@ -106,7 +106,7 @@ fn weighted_cross_entropy_gradient_and_ignore_mask() {
 }
 
 #[test]
-fn rmsnorm_swiglu_and_rope_backward_match_finite_differences() {
+fn rmsnorm_and_swiglu_backward_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (rows, dim) = (3, 8);
     let (x, w, r) = (randn(&mut rng, rows * dim), randn(&mut rng, dim), randn(&mut rng, rows * dim));
@@ -133,16 +133,6 @@ fn rmsnorm_swiglu_and_rope_backward_match_finite_differences() {
     let mut dgu = vec![0.0; rows * 2 * ff];
     Cpu.swiglu_bwd(&mut dgu, &r24, &gu, ff);
     check_grad("swiglu dgate_up", &gu, &dgu, swiglu);
-
-    // RoPE is a rotation: backward is its transpose, forward then backward is identity.
-    let (cos, sin) = rope_tables(16, 8, 10_000.0);
-    let pos = [0u32, 5, 15];
-    let x = randn(&mut rng, 3 * 2 * 8);
-    let mut y = x.clone();
-    Cpu.rope_fwd(&mut y, &cos, &sin, &pos, 2, 8);
-    assert!((dot(&y, &y) - dot(&x, &x)).abs() < 1e-4, "rotation keeps the norm");
-    Cpu.rope_bwd(&mut y, &cos, &sin, &pos, 2, 8);
-    assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5));
 }
 
 #[test]

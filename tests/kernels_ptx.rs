@@ -7,7 +7,7 @@ use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
     let families: Vec<&str> = KERNEL_PTX.iter().map(|(f, _)| *f).collect();
-    for f in ["adamw", "attention", "decode", "elementwise", "embedding", "flash", "layout", "loss", "norm", "rl", "rope", "sampling"] {
+    for f in ["adamw", "attention", "decode", "elementwise", "embedding", "flash", "layout", "loss", "norm", "rl", "sampling"] {
         assert!(families.contains(&f), "{f} missing from {families:?}");
     }
     for (f, text) in KERNEL_PTX {
@@ -62,7 +62,6 @@ fn kernels_exist_for_both_storage_types() {
         assert!(rl.contains(&k), "{k} in {rl:?}");
     }
     for (family, kernels) in [
-        ("rope", &["rope"][..]),
         ("embedding", &["embedding_fwd", "embedding_bwd"][..]),
         ("loss", &["cross_entropy", "logprob_entropy", "logit_grad"][..]),
         (

@@ -265,12 +265,6 @@ pub trait Backend: Sync {
         dim: usize,
     );
 
-    // RoPE (HF rotate_half convention) on token-major `[rows, heads, head_dim]`,
-    // in place. `cos`/`sin` are tables `[max_pos, head_dim / 2]`.
-    fn rope_fwd(&self, x: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
-    /// The inverse rotation, applied to a gradient in place.
-    fn rope_bwd(&self, dx: &mut Self::Buf, cos: &Self::Buf, sin: &Self::Buf, positions: &[u32], heads: usize, head_dim: usize);
-
     // Attention takes queries, outputs and their gradients token-major,
     // `[tokens, q_heads, head_dim]` (as the projections around it), with the
     // log-sum-exp `[tokens, q_heads]`, and keys and values head-major, `[rows,

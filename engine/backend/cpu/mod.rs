@@ -82,12 +82,6 @@ impl Backend for Cpu {
     fn rmsnorm_bwd(&self, dx: &mut Vec<f32>, dw: &mut Vec<f32>, dout: &Vec<f32>, x: &Vec<f32>, w: &Vec<f32>, rstd: &Vec<f32>, dim: usize) {
         norm::rmsnorm_bwd(dx, dw, dout, x, w, rstd, dim)
     }
-    fn rope_fwd(&self, x: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
-        rope::rope_fwd(x, cos, sin, positions, heads, head_dim)
-    }
-    fn rope_bwd(&self, dx: &mut Vec<f32>, cos: &Vec<f32>, sin: &Vec<f32>, positions: &[u32], heads: usize, head_dim: usize) {
-        rope::rope_bwd(dx, cos, sin, positions, heads, head_dim)
-    }
     fn qkv_from_tokens(
         &self,
         q: &mut Vec<f32>,

@@ -48,3 +48,23 @@ pub fn rope_fwd(x: &mut [f32], cos: &[f32], sin: &[f32], positions: &[u32], head
 pub fn rope_bwd(dx: &mut [f32], cos: &[f32], sin: &[f32], positions: &[u32], heads: usize, head_dim: usize) {
     rotate(dx, cos, sin, positions, heads, head_dim, -1.0);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backward_undoes_the_rotation_which_keeps_the_norm() {
+        // A rotation: its backward is its transpose, so forward then backward is the identity.
+        let (cos, sin) = rope_tables(16, 8, 10_000.0);
+        let pos = [0u32, 5, 15];
+        let x: Vec<f32> = (0..3 * 2 * 8).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
+        let mut y = x.clone();
+        rope_fwd(&mut y, &cos, &sin, &pos, 2, 8);
+        assert!((norm(&y) - norm(&x)).abs() < 1e-4, "rotation keeps the norm");
+        assert!(x.iter().zip(&y).any(|(a, b)| (a - b).abs() > 1e-3), "positions 5 and 15 rotate");
+        rope_bwd(&mut y, &cos, &sin, &pos, 2, 8);
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+}

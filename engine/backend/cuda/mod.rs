@@ -461,25 +461,6 @@ impl Cuda {
         let positions = self.ids(r.positions);
         ([self.ptr(r.cos.data()), self.ptr(r.sin.data()), positions.addr], Some(positions))
     }
-
-    /// Rotates in place; `sign = -1` is the inverse rotation (the backward).
-    #[allow(clippy::too_many_arguments)]
-    fn rope(
-        &self,
-        x: &mut CudaSlice<f32>,
-        cos: &CudaSlice<f32>,
-        sin: &CudaSlice<f32>,
-        positions: &[u32],
-        heads: usize,
-        head_dim: usize,
-        sign: f32,
-    ) {
-        let p = self.ids(positions);
-        let pairs = positions.len() * heads * head_dim / 2;
-        assert!(pairs < (i32::MAX / 2) as usize, "RoPE over {pairs} pairs is too large for 32-bit indexing");
-        let (rows, h, hd) = (positions.len() as i32, heads as i32, head_dim as i32);
-        launch!(self, "rope_f32", per_element(pairs), x, cos, sin, &p.addr, &rows, &h, &hd, &sign);
-    }
 }
 
 impl Backend for Cuda {
@@ -635,12 +616,6 @@ impl Backend for Cuda {
         };
         o.done(dx);
         self.add_column_partials(dw.write(), &partial, blocks, dim);
-    }
-    fn rope_fwd(&self, x: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
-        self.rope(x.write(), cos.data(), sin.data(), positions, heads, head_dim, 1.0);
-    }
-    fn rope_bwd(&self, dx: &mut CudaBuf, cos: &CudaBuf, sin: &CudaBuf, positions: &[u32], heads: usize, head_dim: usize) {
-        self.rope(dx.write(), cos.data(), sin.data(), positions, heads, head_dim, -1.0);
     }
     fn qkv_from_tokens(
         &self,
