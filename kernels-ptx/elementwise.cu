@@ -1,19 +1,10 @@
-// Element-wise kernels: residual add, scale, bias add and its gradient,
-// SwiGLU forward and backward, and f32 <-> bf16 casts. Each exists for f32
+// Element-wise kernels: scale, the bias gradient's column sums, SwiGLU
+// forward and backward, and f32 <-> bf16 casts. Each exists for f32
 // and bf16 storage (suffix _f32 / _bf16); math is in f32.
 #include "common.cuh"
 
-template <typename T> __device__ void add_inplace(T *y, const T *x, long n) {
-    FOR_EACH(i, n) st(y, i, ld(y, i) + ld(x, i));
-}
-
 template <typename T> __device__ void scale(T *y, float s, long n) {
     FOR_EACH(i, n) st(y, i, ld(y, i) * s);
-}
-
-// y[r, c] += bias[c] over rows x cols.
-template <typename T> __device__ void add_bias(T *y, const T *bias, long rows, long cols) {
-    FOR_EACH(i, rows * cols) st(y, i, ld(y, i) + ld(bias, i % cols));
 }
 
 // dbias[c] += sum_r dy[r, c]: one thread per column, rows in order (deterministic).
@@ -109,9 +100,7 @@ __device__ void swiglu_bwd(T *dgu, const TD *dh, const TI *gu, int rows, int ff,
 }
 
 #define INSTANTIATE(T, S)                                                                                                  \
-    extern "C" __global__ void add_inplace_##S(T *y, const T *x, long n) { add_inplace(y, x, n); }                         \
     extern "C" __global__ void scale_##S(T *y, float s, long n) { scale(y, s, n); }                                        \
-    extern "C" __global__ void add_bias_##S(T *y, const T *b, long rows, long cols) { add_bias(y, b, rows, cols); }       \
     extern "C" __global__ void bias_grad_partial_##S(float *p, const T *dy, long rows, int cols, int rows_per_block) {    \
         bias_grad_partial(p, dy, rows, cols, rows_per_block);                                                              \
     }                                                                                                                      \

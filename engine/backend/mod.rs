@@ -223,8 +223,6 @@ pub trait Backend: Sync {
     fn fill_zero(&self, buf: &mut Self::Buf);
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
     fn copy_range(&self, dst: &mut Self::Buf, dst_off: usize, src: &Self::Buf, src_off: usize, len: usize);
-    /// `y += x`.
-    fn add_inplace(&self, y: &mut Self::Buf, x: &Self::Buf);
     /// `buf *= s`.
     fn scale(&self, buf: &mut Self::Buf, s: f32);
     /// Σ buf², accumulated in f64.
@@ -240,8 +238,6 @@ pub trait Backend: Sync {
         self.copy_range(d, 0, residual, 0, self.len(residual));
         self.matmul(d, a, b, mm.accumulating());
     }
-    /// `y[r, :] += bias` for each of the `rows` rows.
-    fn add_bias(&self, y: &mut Self::Buf, bias: &Self::Buf, rows: usize);
     /// `dbias += Σ_r dy[r, :]`.
     fn bias_grad(&self, dbias: &mut Self::Buf, dy: &Self::Buf, rows: usize);
 

@@ -1,19 +1,10 @@
-//! Element-wise and row-wise ops: residual adds, bias, embedding, SwiGLU, layout moves.
+//! Element-wise and row-wise ops: scale, bias, embedding, SwiGLU, layout moves.
 
 use crate::backend::rows_by_token;
 use rayon::prelude::*;
 
 /// Chunk length that keeps rayon's per-task overhead small for cheap element ops.
 const CHUNK: usize = 1 << 14;
-
-pub fn add_inplace(y: &mut [f32], x: &[f32]) {
-    assert_eq!(y.len(), x.len());
-    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y += x;
-        }
-    });
-}
 
 pub fn scale(buf: &mut [f32], s: f32) {
     buf.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= s));

@@ -52,9 +52,6 @@ impl Backend for Cpu {
     fn copy_range(&self, dst: &mut Vec<f32>, dst_off: usize, src: &Vec<f32>, src_off: usize, len: usize) {
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
     }
-    fn add_inplace(&self, y: &mut Vec<f32>, x: &Vec<f32>) {
-        elementwise::add_inplace(y, x)
-    }
     fn scale(&self, buf: &mut Vec<f32>, s: f32) {
         elementwise::scale(buf, s)
     }
@@ -63,9 +60,6 @@ impl Backend for Cpu {
     }
     fn matmul(&self, c: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, mm: MatMul) {
         gemm::matmul(c, a, b, mm)
-    }
-    fn add_bias(&self, y: &mut Vec<f32>, bias: &Vec<f32>, rows: usize) {
-        elementwise::add_bias(y, bias, rows)
     }
     fn bias_grad(&self, dbias: &mut Vec<f32>, dy: &Vec<f32>, rows: usize) {
         elementwise::bias_grad(dbias, dy, rows)

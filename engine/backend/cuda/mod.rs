@@ -531,10 +531,6 @@ impl Backend for Cuda {
         }
         .expect("device copy");
     }
-    fn add_inplace(&self, y: &mut CudaBuf, x: &CudaBuf) {
-        let n = y.len() as i64;
-        launch!(self, "add_inplace_f32", per_element(n as usize), y.write(), x.data(), &n);
-    }
     fn scale(&self, buf: &mut CudaBuf, s: f32) {
         let n = buf.len() as i64;
         launch!(self, "scale_f32", per_element(n as usize), buf.write(), &s, &n);
@@ -551,10 +547,6 @@ impl Backend for Cuda {
     }
     fn matmul_residual(&self, d: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, residual: &CudaBuf, mm: MatMul) {
         self.gemm_residual(d, a, b, residual, mm);
-    }
-    fn add_bias(&self, y: &mut CudaBuf, bias: &CudaBuf, rows: usize) {
-        let (r, cols) = (rows as i64, bias.len() as i64);
-        launch!(self, "add_bias_f32", per_element(rows * bias.len()), y.write(), bias.data(), &r, &cols);
     }
     fn bias_grad(&self, dbias: &mut CudaBuf, dy: &CudaBuf, rows: usize) {
         let cols = dbias.len();
