@@ -4,11 +4,12 @@
 //! that adds to the parameter gradients or writes them (`GradWrite`).
 //!
 //! Memory plan: by default every layer keeps the inputs of its weight
-//! gradients' matmuls (the two norm outputs, the token-major attention output,
-//! the gate and up projections and the SwiGLU product), so the backward
-//! redoes nothing. With `recompute` one shared set of them is recomputed in
-//! the backward instead (two norms, one transpose, two matmuls and one SwiGLU
-//! more per layer), which frees the largest per-layer activations.
+//! gradients' matmuls (the two norm outputs, the gate and up projections and
+//! the SwiGLU product; the attention output is kept anyway, for attention's
+//! backward), so the backward redoes nothing. With `recompute` one shared
+//! set of them is recomputed in the backward instead (two norms, the gate/up
+//! matmul and one SwiGLU more per layer), which frees the largest per-layer
+//! activations.
 
 use super::config::ModelConfig;
 use super::params::Params;
@@ -378,6 +379,8 @@ impl<B: Backend> Transformer<B> {
         let slots = row_slots(t, t, &vec![0; bs]);
         let kv_lens = vec![t; bs];
         let shape = self.attn_shape(bs, t);
+        let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
+        let at = HeadSlots { cap: t, slots: &slots };
         be.embedding_fwd(&mut st.layers[0].x_in, &self.params.embed, &batch.ids, d);
         for l in 0..c.num_layers {
             let p = &self.params.layers[l];
@@ -386,8 +389,6 @@ impl<B: Backend> Transformer<B> {
             let w = a.inputs.as_mut().unwrap_or(&mut st.recomputed);
             be.rmsnorm_fwd(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, d, c.rms_norm_eps);
             be.matmul(&mut st.qkv_tok, &w.ln1, &p.wqkv, MatMul::linear(n, d, heads.width()));
-            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
-            let at = HeadSlots { cap: t, slots: &slots };
             be.qkv_from_tokens(&mut a.q, &mut a.k, &mut a.v, &st.qkv_tok, p.bqkv.as_ref(), rope, heads, at);
             be.attention_fwd(&mut a.att, Some(&mut a.lse), &a.q, &a.k, &a.v, shape, &kv_lens);
             // The output projections write the next residual value beside the one they add onto (the backward reads both).
@@ -453,6 +454,7 @@ impl<B: Backend> Transformer<B> {
         let n = bs * t;
         let (d, f, h, hd, heads) = (c.hidden_size, c.intermediate_size, c.num_heads, c.head_dim, c.qkv_heads());
         let shape = self.attn_shape(bs, t);
+        let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
         be.fill_zero(&mut st.d_resid);
         be.rmsnorm_bwd(&mut st.d_resid, &mut grads.final_norm, &st.d_ln, &st.x_final, &self.params.final_norm, &st.rstd_f, d);
         for l in (0..c.num_layers).rev() {
@@ -460,7 +462,7 @@ impl<B: Backend> Transformer<B> {
             let w = match a.inputs.as_ref() {
                 Some(kept) => kept,
                 None => {
-                    self.recompute_matmul_inputs(be, l, a, &mut st.recomputed, bs, t);
+                    self.recompute_matmul_inputs(be, l, a, &mut st.recomputed, n);
                     &st.recomputed
                 }
             };
@@ -474,7 +476,6 @@ impl<B: Backend> Transformer<B> {
             // Attention: x_mid = x_in + attn(ln1)·Woᵀ
             be.matmul(&mut g.wo, &st.d_resid, &a.att, write.dw(MatMul::linear_dw(n, h * hd, d)));
             be.matmul(&mut st.d_att, &st.d_resid, &p.wo, MatMul::linear_dx(n, h * hd, d));
-            let rope = Rope { cos: &self.rope_cos, sin: &self.rope_sin, positions };
             be.attention_bwd(&mut st.dqkv_tok, &st.d_att, &a.q, &a.k, &a.v, &a.att, &a.lse, shape, rope);
             if let Some(db) = g.bqkv.as_mut() {
                 be.bias_grad(db, &st.dqkv_tok, n);
@@ -488,11 +489,11 @@ impl<B: Backend> Transformer<B> {
 
     /// Layer `l`'s matmul inputs into `w`, as its forward computed them
     /// (the norms rewrite the saved rstd with the same values).
-    fn recompute_matmul_inputs(&self, be: &B, l: usize, a: &mut LayerActs<B::Buf>, w: &mut MatmulInputs<B::Buf>, bs: usize, t: usize) {
+    fn recompute_matmul_inputs(&self, be: &B, l: usize, a: &mut LayerActs<B::Buf>, w: &mut MatmulInputs<B::Buf>, tokens: usize) {
         let (c, p) = (&self.cfg, &self.params.layers[l]);
         be.rmsnorm_fwd(&mut w.ln1, &mut a.rstd1, &a.x_in, &p.attn_norm, c.hidden_size, c.rms_norm_eps);
         be.rmsnorm_fwd(&mut w.ln2, &mut a.rstd2, &a.x_mid, &p.mlp_norm, c.hidden_size, c.rms_norm_eps);
-        be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(bs * t, c.hidden_size, 2 * c.intermediate_size));
+        be.matmul(&mut w.gate_up, &w.ln2, &p.w_gate_up, MatMul::linear(tokens, c.hidden_size, 2 * c.intermediate_size));
         be.swiglu_fwd(&mut w.act, &w.gate_up, c.intermediate_size);
     }
 }

@@ -99,6 +99,7 @@ pub fn attention_fwd(out: &mut [f32], lse: Option<&mut [f32]>, q: &[f32], k: &[f
         gather_tasks(lse, &lses, tq, hq, group, 1);
     }
 }
+
 /// Packed sequences (`Backend::attention_packed_fwd`): each span is the
 /// one-row attention above on its tokens of `[tokens, q_heads, hd]` and its
 /// row of the keys and values.
@@ -143,14 +144,14 @@ pub fn attention_bwd(
     let dqs: Vec<Vec<f32>> = tasks
         .enumerate()
         .map(|(bg, (dk, dv))| {
-            let b = bg / sh.kv_heads;
+            let (b, g) = (bg / sh.kv_heads, bg % sh.kv_heads);
             let kp = &k[bg * t * hd..][..t * hd];
             let vp = &v[bg * t * hd..][..t * hd];
             let mut dqg = vec![0.0; group * t * hd];
             with_scratch(2 * t * t, |buf| {
                 let (p, dp) = buf.split_at_mut(t * t);
                 for j in 0..group {
-                    let h = bg % sh.kv_heads * group + j;
+                    let h = g * group + j;
                     let (at, rows) = head_rows(b, t, hq, h, hd);
                     let (qh, oh, doh) = (&q[at..], &out[at..], &dout[at..]);
                     masked_scores(p, qh, rows, kp, t, t, hd, scale);

@@ -452,14 +452,11 @@ impl Cuda {
         (name, self.addr(g), [(n / (2 * ff)) as i32, ff as i32], per_element(threads))
     }
 
-    /// RMSNorm forward, also copying x to the address `x_copy` unless it is 0.
-    #[allow(clippy::too_many_arguments)]
-    /// RoPE tables and uploaded positions as raw addresses (0: no rotation),
-    /// and the positions' upload, which the caller keeps until it launches.
-    fn rope_args(&self, rope: Option<Rope<'_, CudaBuf>>) -> ([u64; 3], Option<DeviceIds>) {
-        let Some(r) = rope else { return ([0; 3], None) };
-        let positions = self.ids(r.positions);
-        ([self.ptr(r.cos.data()), self.ptr(r.sin.data()), positions.addr], Some(positions))
+    /// RoPE tables and uploaded positions as raw addresses, and the
+    /// positions' upload, which the caller keeps until it launches.
+    fn rope_args(&self, rope: Rope<'_, CudaBuf>) -> ([u64; 3], DeviceIds) {
+        let positions = self.ids(rope.positions);
+        ([self.ptr(rope.cos.data()), self.ptr(rope.sin.data()), positions.addr], positions)
     }
 }
 
@@ -629,7 +626,7 @@ impl Backend for Cuda {
         assert_eq!(k.is_bf16(), v.is_bf16(), "qkv_from_tokens: keys and values stored differently");
         let kv_slots = self.ids(kv_at.slots);
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
-        let ([cos, sin, positions], _uploaded) = self.rope_args(Some(rope));
+        let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (quads, [rows, _, _, hd, _]) = pair_args(1, tokens, heads.q + 2 * heads.kv, heads.dim, 0);
         let [hq, hkv, kv_cap] = [heads.q, heads.kv, kv_at.cap].map(|x| x as i32);
         let ty = |bf16: bool| if bf16 { "bf16" } else { "f32" };
@@ -682,7 +679,7 @@ impl Backend for Cuda {
     ) {
         let n = sh.batch * sh.q_len * (sh.q_heads + 2 * sh.kv_heads) * sh.head_dim;
         assert_eq!(dqkv.len(), n, "attention_bwd: the projection's gradient holds {} values, not {n}", dqkv.len());
-        let (rope, _uploaded) = self.rope_args(Some(rope));
+        let (rope, _uploaded) = self.rope_args(rope);
         // Into a bf16-stored or matmul-input buffer only bf16 is written.
         let o = self.produce(dqkv, n, false);
         let dst = attention::ProjectionGrad { f32: o.f32, bf16: o.bf16, rope };
