@@ -84,6 +84,8 @@ fn bad_inputs_fail_cleanly() {
     fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--top-p", "0"]), "--top-p");
     fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--temperature=-1"]), "--temperature");
     fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--max-new-tokens", "lots"]), "invalid value");
+    fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--backend", "gpu"]), "possible values: cpu, cuda");
+    fails_with(&vul2safe(&["score", "--model", m, "--tokens", "/nonexistent.json", "--backend", "tpu"]), "possible values: cpu, cuda");
     fails_with(&vul2safe(&["bench", "cpu", "--seq", "1"]), "--seq");
     fails_with(&vul2safe(&["bench", "train", "--backend", "cpu", "--shape", "small", "--profile"]), "--backend cuda");
     fails_with(&vul2safe(&["bench", "generate", "--backend", "cpu", "--shape", "small", "--profile"]), "--backend cuda");

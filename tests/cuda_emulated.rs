@@ -201,3 +201,47 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
     assert_eq!(tuned.iter().map(|t| t.0).collect::<Vec<_>>(), want);
     assert_eq!(tuned.iter().filter(|t| t.1).count(), 2, "one kept per kernel: {tuned:?}");
 }
+
+/// `generate` and `score` with `--backend cuda` on the emulated driver, in
+/// exact (f32) math: the same greedy tokens as the CPU's (the fixture model
+/// has no near ties in its first steps) and the same log-probabilities up
+/// to f32 rounding; a model whose head size the kernels do not take is
+/// refused at load with the reason.
+#[test]
+fn generate_and_score_run_on_cuda_through_the_binary() {
+    use std::process::Command;
+    let Some(emu) = kernel_emu::emulated_cuda() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("t.json");
+    std::fs::write(&tokens, r#"{"tokens": [[1, 2, 3, 4, 5], [7, 8]]}"#).unwrap();
+    let json_out = |args: &[&str], backend: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vul2safe"));
+        c.args(args).args(["--backend", backend, "--math", "exact"]);
+        if backend == "cuda" {
+            c.envs(emu.env());
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{args:?} on {backend}: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let floats = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let (qwen, llama) = (common::fixture_dir("qwen2_b"), common::fixture_dir("llama_a"));
+    let m = qwen.to_str().unwrap();
+    let gen = ["generate", "--model", m, "--prompt", "int main(", "--max-new-tokens", "6", "--json"];
+    let (cpu, gpu) = (json_out(&gen, "cpu"), json_out(&gen, "cuda"));
+    assert_eq!(gpu["tokens"], cpu["tokens"], "greedy tokens");
+    common::assert_close("generate logprobs", &floats(&gpu["logprobs"]), &floats(&cpu["logprobs"]), 1e-3, 1e-3);
+    let score = ["score", "--model", m, "--tokens", tokens.to_str().unwrap()];
+    let (cpu, gpu) = (json_out(&score, "cpu"), json_out(&score, "cuda"));
+    for row in 0..2 {
+        common::assert_close(&format!("score row {row}"), &floats(&gpu["logprobs"][row]), &floats(&cpu["logprobs"][row]), 1e-3, 1e-3);
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_vul2safe"))
+        .args(["generate", "--model", llama.to_str().unwrap(), "--prompt", "x", "--backend", "cuda"])
+        .envs(emu.env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("cannot run") && stderr.contains("head_dim 32, 64 or 128; the model's is 16"), "{stderr}");
+}

@@ -159,6 +159,11 @@ pub trait Backend: Sync {
     type Buf: Send + Sync;
 
     fn name(&self) -> &'static str;
+    /// Refuses a model whose shape this backend's kernels do not cover
+    /// (checked at load, before any weight is read).
+    fn supports(&self, _cfg: &crate::model::ModelConfig) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Waits for queued device work (a no-op on the CPU); timings call it.
     fn synchronize(&self);
     /// Runs one step of a loop whose every step issues the same work on the

@@ -50,6 +50,7 @@ impl<B: Backend> Transformer<B> {
     /// Loads `config.json` and the safetensors weights of an HF folder.
     pub fn load(be: &B, dir: &Path) -> Result<Transformer<B>> {
         let cfg = ModelConfig::load(dir)?;
+        be.supports(&cfg).with_context(|| format!("the {} backend cannot run {}", be.name(), dir.display()))?;
         let host = load_params(dir, &cfg).with_context(|| format!("loading weights from {}", dir.display()))?;
         Ok(Transformer::from_host(be, cfg, &host))
     }

@@ -69,12 +69,18 @@ fn per_flash_tile(rows: usize, block_rows: usize, tiles: usize, heads: usize, ba
     }
 }
 
+/// The attention kernels are instantiated for these head sizes.
+pub(super) fn supports_head_dim(head_dim: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(matches!(head_dim, 32 | 64 | 128), "its attention kernels take head_dim 32, 64 or 128; the model's is {head_dim}");
+    Ok(())
+}
+
 /// The instantiation of attention kernel `stem` for `head_dim`, queries and
 /// keys/values each in f32 or bf16: all f32 (`_d64_f32`), f32 against a
 /// bf16 KV cache (`_bf16kv_d64_f32`), or all bf16 (`_d64_bf16`, training
 /// with bf16 attention operands).
 fn kernel_name(stem: &str, head_dim: usize, q_bf16: bool, kv_bf16: bool) -> String {
-    assert!(matches!(head_dim, 32 | 64 | 128), "CUDA attention supports head_dim 32, 64 and 128, not {head_dim}");
+    supports_head_dim(head_dim).unwrap_or_else(|e| panic!("CUDA attention: {e}"));
     match (q_bf16, kv_bf16) {
         (false, false) => format!("{stem}_d{head_dim}_f32"),
         (false, true) => format!("{stem}_bf16kv_d{head_dim}_f32"),

@@ -14,6 +14,7 @@
 use super::kernels::{entry_points, KERNEL_PTX};
 use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, HeadSlots, MatMul, PackedRewards, QkvHeads, Rope, SeqSpan};
 use crate::generate::SamplingConfig;
+use crate::model::ModelConfig;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
 use crate::rl::reward::RewardMode;
 use anyhow::{Context, Result};
@@ -465,6 +466,9 @@ impl Backend for Cuda {
 
     fn name(&self) -> &'static str {
         "cuda"
+    }
+    fn supports(&self, cfg: &ModelConfig) -> Result<()> {
+        attention::supports_head_dim(cfg.head_dim)
     }
     fn synchronize(&self) {
         self.stream.synchronize().expect("synchronizing the CUDA stream");

@@ -1,0 +1,278 @@
+//! `bench`: the analyzers' speed and agreement, and training and generation
+//! throughput on a backend (tok/s, TFLOP/s, MFU, peak memory; on CUDA the
+//! tuned kernel variants and, with `--profile`, GPU time per kernel family).
+
+use crate::backend_choice::{cuda, Kind};
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use vul2safe::backend::cpu::Cpu;
+use vul2safe::backend::cuda::profile::{family_of, Profile};
+use vul2safe::backend::cuda::Cuda;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Each analyzer's flag rate on the corpus's vulnerable and fixed functions, and agreement with builtin.
+    Agreement {
+        #[arg(long, value_delimiter = ',', default_value = "cppcheck,flawfinder,bandit,icd")]
+        tools: Vec<String>,
+    },
+    /// Functions/s of the built-in analyzer on one thread (embedded corpus).
+    Analyzer {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+    /// Training-step tokens/s on a backend and model shape (random weights).
+    Train(TrainArgs),
+    /// New tokens/s of batched sampled generation (random weights and prompts), its share of the bandwidth roofline, and prefill tokens/s.
+    Generate(GenerateArgs),
+    /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
+    Cpu {
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        seq: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value = "cuda")]
+    backend: Kind,
+    /// `small` (4L h256), `llama-124m` or `qwen2-0.5b`.
+    #[arg(long, default_value = "llama-124m")]
+    shape: String,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 1024)]
+    seq: usize,
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Per-kernel-family GPU time of the timed steps (CUDA events), and
+    /// the hot kernels' registers, spills, shared memory and blocks per SM.
+    #[arg(long)]
+    profile: bool,
+    /// Recompute each layer's matmul inputs in the backward (less memory).
+    #[arg(long)]
+    recompute: bool,
+    /// CUDA math: `bf16` (bf16 matmul inputs, bf16 flash attention), `tf32` or `exact` (f32).
+    #[arg(long, default_value = "bf16")]
+    math: String,
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    #[arg(long, value_enum, default_value = "cuda")]
+    backend: Kind,
+    /// `small`, `llama-124m` or `qwen2-0.5b`.
+    #[arg(long, default_value = "qwen2-0.5b")]
+    shape: String,
+    /// Rows decoding together (continuous batching refills them from the queue).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Prompts in the queue (default: one per row).
+    #[arg(long)]
+    prompts: Option<usize>,
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 256)]
+    new: usize,
+    /// Per-kernel-family GPU time of the timed run and kernel resources (CUDA events; the
+    /// event per launch slows a launch-bound decode, so time it without).
+    /// Decode steps then run launch by launch, not as CUDA graphs.
+    #[arg(long)]
+    profile: bool,
+    /// Launch each decode step's kernels one by one instead of replaying
+    /// the step as a CUDA graph (to measure what the graphs save).
+    #[arg(long)]
+    no_graphs: bool,
+}
+
+pub fn run(what: BenchCmd) -> Result<()> {
+    match what {
+        BenchCmd::Agreement { tools } => {
+            for row in vul2safe::eval::agreement::corpus_agreement(&tools)? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+        }
+        BenchCmd::Analyzer { rounds } => {
+            let (per_sec, findings) = vul2safe::bench::analyzer_throughput(rounds.max(1));
+            let funcs = vul2safe::data::corpus::functions().len();
+            let v = serde_json::json!({"bench": "analyzer", "tool": "builtin", "threads": 1, "functions": funcs, "findings_per_pass": findings, "functions_per_sec": per_sec.round()});
+            println!("{v}");
+        }
+        BenchCmd::Train(a) => train(a)?,
+        BenchCmd::Generate(a) => generate(a)?,
+        BenchCmd::Cpu { batch, seq, steps } => {
+            if batch == 0 || seq < 2 || steps == 0 {
+                bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
+            }
+            let cfg = vul2safe::bench::small_llama();
+            let params = vul2safe::model::weights::param_count(&cfg);
+            let r = vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, false, 2, steps, || {})?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "bench": "train-step", "backend": "cpu", "threads": rayon::current_num_threads(),
+                    "model": "llama 4L h256 ffn768 vocab8192", "params": params, "batch": batch, "seq": seq,
+                    "step_ms": rounded(r.step_ms, 2), "tok_s": r.tokens_per_sec.round(),
+                })
+            );
+        }
+    }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let TrainArgs { backend, shape, batch, seq, steps, profile, recompute, math } = a;
+    if batch == 0 || seq < 2 || steps == 0 {
+        bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
+    }
+    if profile && backend != Kind::Cuda {
+        bail!("--profile times GPU kernels: it needs --backend cuda");
+    }
+    let cfg = vul2safe::bench::named_shape(&shape)?;
+    let flops = vul2safe::bench::flops_per_token(&cfg, seq);
+    // In bf16 math the GPU keeps f32 masters and activations but stores matmul-only
+    // activations and attention operands in bf16 (docs/cuda.md).
+    let storage =
+        if backend == Kind::Cuda && math == "bf16" { "f32 + bf16 matmul inputs, attention operands and projections" } else { "f32" };
+    let mut v = serde_json::json!({"bench": "train-step", "backend": backend.name(), "shape": shape, "batch": batch, "seq": seq, "storage": storage, "recompute": recompute});
+    let r = match backend {
+        Kind::Cpu => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,
+        Kind::Cuda => {
+            let g = cuda(&math)?;
+            let r = vul2safe::bench::train_throughput(&g, cfg.clone(), batch, seq, recompute, 2, steps, || {
+                if profile {
+                    g.start_profile()
+                }
+            })?;
+            let name = g.device_name();
+            let tflops = r.tokens_per_sec * flops / 1e12;
+            v["device"] = name.clone().into();
+            v["math"] = math.clone().into();
+            v["peak_gib"] = rounded(g.peak_memory_bytes() as f64 / (1u64 << 30) as f64, 2).into();
+            if let Some(peak) = vul2safe::bench::bf16_peak_flops(&name) {
+                v["mfu_vs_bf16_peak"] = rounded(tflops * 1e12 / peak, 3).into();
+            }
+            print_tunings(&mut v, &g)?;
+            if profile {
+                let prof = g.take_profile();
+                if let Some([f, b, t]) = vul2safe::bench::flash_tflops(&prof.families, &cfg, batch, seq, steps) {
+                    eprintln!("flash attention: fwd {f:.0}, bwd {b:.0}, fwd+bwd {t:.0} TFLOP/s (causal; bwd counted as 2.5x fwd)");
+                    v["flash_tflops"] = serde_json::json!({"fwd": f.round(), "bwd": b.round(), "total": t.round()});
+                }
+                print_profile(&mut v, &prof, "step", steps, r.step_ms)?;
+            }
+            r
+        }
+    };
+    v["step_ms"] = rounded(r.step_ms, 2).into();
+    v["tok_s"] = r.tokens_per_sec.round().into();
+    v["tflops"] = rounded(r.tokens_per_sec * flops / 1e12, 1).into();
+    println!("{v}");
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let GenerateArgs { backend, shape, batch, prompts, prompt_len, new, profile, no_graphs } = a;
+    let prompts = prompts.unwrap_or(batch);
+    if batch == 0 || prompts == 0 || prompt_len == 0 || new == 0 {
+        bail!("--batch, --prompts, --prompt-len and --new must be at least 1");
+    }
+    if (profile || no_graphs) && backend != Kind::Cuda {
+        bail!("--profile and --no-graphs are about GPU launches: they need --backend cuda");
+    }
+    let cfg = vul2safe::bench::named_shape(&shape)?;
+    let mut v = serde_json::json!({"bench": "generate", "backend": backend.name(), "shape": shape, "batch": batch, "prompts": prompts,
+        "prompt_len": prompt_len, "new": new, "storage": if backend == Kind::Cuda { "f32 + bf16 matmul inputs" } else { "f32" }, "kv_cache": if backend == Kind::Cuda { "bf16" } else { "f32" }});
+    let (r, device) = match backend {
+        Kind::Cpu => (vul2safe::bench::generate_throughput(&Cpu, cfg.clone(), batch, prompts, prompt_len, new, || {})?, "cpu".to_string()),
+        Kind::Cuda => {
+            let g = cuda("bf16")?;
+            if no_graphs {
+                g.set_graphs(false);
+            }
+            let mut replays = 0;
+            let r = vul2safe::bench::generate_throughput(&g, cfg.clone(), batch, prompts, prompt_len, new, || {
+                replays = g.graph_replays();
+                if profile {
+                    g.start_profile()
+                }
+            })?;
+            print_tunings(&mut v, &g)?;
+            v["graphs"] = (g.graphs_enabled() && !profile).into();
+            v["graph_steps"] = (g.graph_replays() - replays).into();
+            if profile {
+                // One "step" here is one whole generation run.
+                print_profile(&mut v, &g.take_profile(), "run", 1, r.secs * 1e3)?;
+            }
+            (r, g.device_name())
+        }
+    };
+    v["device"] = device.clone().into();
+    v["new_tok_s"] = r.new_tokens_per_sec.round().into();
+    v["prefill_tok_s"] = r.prefill_tokens_per_sec.round().into();
+    v["secs"] = rounded(r.secs, 2).into();
+    if let Some(bw) = vul2safe::bench::memory_bandwidth(&device) {
+        let roof = vul2safe::bench::decode_roofline_tok_s(&cfg, batch, prompt_len, new, bw);
+        v["roofline_tok_s"] = roof.round().into();
+        v["share_of_roofline"] = rounded(r.new_tokens_per_sec / roof, 3).into();
+    }
+    println!("{v}");
+    Ok(())
+}
+
+/// `x` to `places` decimals, for the JSON lines.
+fn rounded(x: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (x * scale).round() / scale
+}
+
+/// Prints each tuned kernel variant's time and resources to stderr and puts
+/// them into `v` ("tuning").
+fn print_tunings(v: &mut serde_json::Value, g: &Cuda) -> Result<()> {
+    let tunings = g.tunings();
+    for t in &tunings {
+        let r = &t.resources;
+        eprintln!(
+            "tuned: {} {:.3} ms, {} threads, {} registers, {} spill bytes, {} + {} bytes smem, {} blocks/SM{}",
+            t.kernel,
+            t.ms,
+            r.threads,
+            r.registers,
+            r.spill_bytes,
+            r.static_smem_bytes,
+            r.dynamic_smem_bytes,
+            r.blocks_per_sm,
+            if t.chosen { " (kept)" } else { "" }
+        );
+    }
+    v["tuning"] = serde_json::to_value(tunings)?;
+    Ok(())
+}
+
+/// Prints the per-kernel-family table of a profiled bench to stderr (per
+/// `unit`, `units` of them in `wall_ms`), then the resources of the kernels
+/// of the slowest families, and puts both into `v` ("profile", "kernels").
+fn print_profile(v: &mut serde_json::Value, p: &Profile, unit: &str, units: usize, wall_ms: f64) -> Result<()> {
+    let total: f64 = p.families.iter().map(|f| f.ms).sum();
+    let per = units as f64;
+    eprintln!("| kernel family | calls/{unit} | ms/{unit} | share |\n|---|---|---|---|");
+    for f in &p.families {
+        eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
+    }
+    eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
+    let slowest: Vec<&str> = p.families.iter().take(8).map(|f| f.family.as_str()).collect();
+    eprintln!(
+        "\n| kernel (of the 8 slowest families) | threads | registers | spill bytes | smem static + dynamic | blocks/SM |\n|---|---|---|---|---|---|"
+    );
+    for k in p.kernels.iter().filter(|k| slowest.contains(&family_of(&k.kernel))) {
+        let smem = format!("{} + {}", k.static_smem_bytes, k.dynamic_smem_bytes);
+        eprintln!("| {} | {} | {} | {} | {smem} | {} |", k.kernel, k.threads, k.registers, k.spill_bytes, k.blocks_per_sm);
+    }
+    v["profile"] = serde_json::to_value(&p.families)?;
+    v["kernels"] = serde_json::to_value(&p.kernels)?;
+    Ok(())
+}
