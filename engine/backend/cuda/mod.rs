@@ -468,6 +468,11 @@ impl Backend for Cuda {
         "cuda"
     }
     fn supports(&self, cfg: &ModelConfig) -> Result<()> {
+        anyhow::ensure!(
+            cfg.hidden_size.is_multiple_of(4),
+            "its RMSNorm kernels move four values at a time; the model's hidden size {} is not a multiple of 4",
+            cfg.hidden_size
+        );
         attention::supports_head_dim(cfg.head_dim)
     }
     fn synchronize(&self) {
