@@ -279,12 +279,22 @@ __device__ __forceinline__ void mask_scores(float (&s)[BK / 8][4], float (&mx)[2
         }
 }
 
-template <int D, typename T, typename KT = T, int MT = FWD_TILES(D)>
-__device__ void flash_fwd(T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int hq, int hkv, int cap,
-                          float scale) {
-    constexpr int SD = D + 8;  // padded rows: the fragment loads hit distinct banks
-    constexpr int ST = stages_for(2 * BK * SD * 2);
-    __shared__ __align__(16) bf16 ks[ST][BK * SD], vs[ST][BK * SD];
+// The forward's shared memory: ST stages of K and V tiles, rows padded to
+// SD = D + 8 so the fragment loads hit distinct banks.
+template <int D, int ST> struct __align__(16) FwdSmem {
+    static constexpr int SD = D + 8;
+    bf16 ks[ST][BK * SD], vs[ST][BK * SD];
+};
+// Stages that fit in static shared memory.
+#define FWD_STAGES(D) stages_for(2 * BK * ((D) + 8) * 2)
+typedef FwdSmem<128, 2> StagedFwdSmem;  // the staged head_dim-128 forward's, in dynamic shared memory (below)
+static_assert(sizeof(StagedFwdSmem) == 69632, "attention.rs's FLASH_FWD_STAGED_SMEM launches the staged forward with 69632 bytes");
+
+template <int D, typename T, typename KT = T, int MT = FWD_TILES(D), int ST>
+__device__ void flash_fwd(FwdSmem<D, ST> &sm, T *out, float *lse, const T *q, const KT *k, const KT *v, const unsigned *spans, int hq,
+                          int hkv, int cap, float scale) {
+    constexpr int SD = D + 8;
+    auto &ks = sm.ks, &vs = sm.vs;
     const unsigned *span = spans + 4 * blockIdx.z;
     int tq = span[1], kv_len = span[3], tiles_here = (tq + FWD_ROWS - 1) / FWD_ROWS;
     if ((int)blockIdx.x >= tiles_here) return;  // the grid covers the longest span
@@ -435,6 +445,13 @@ template <int D, int QT> __host__ __device__ constexpr int bwd_stages(int budget
 // which must be this struct's size.
 typedef BwdSmem<64, 64, bwd_stages<64, 64>(96 * 1024)> WideBwdSmem;
 static_assert(sizeof(WideBwdSmem) == 74752, "attention.rs's FLASH_BWD_WIDE_SMEM launches the wide backward with 74752 bytes");
+// At head_dim 128 one stage of tiles fits in 48 KB, so the static-memory
+// kernels wait for each tile's copy before computing on it; the "staged"
+// variants take two stages in dynamic shared memory (attention.rs's
+// FLASH_FWD_STAGED_SMEM and FLASH_BWD_STAGED_SMEM, which must be these
+// sizes) so the next tile's copy overlaps the current tile's products.
+typedef BwdSmem<128, 32, 2> StagedBwdSmem;
+static_assert(sizeof(StagedBwdSmem) == 57856, "attention.rs's FLASH_BWD_STAGED_SMEM launches the staged backward with 57856 bytes");
 
 // The probabilities P = exp2(S · sl2 − lse) of a warp's 16 keys against a
 // tile of QT queries (zero where a query precedes the key or is past the
@@ -659,7 +676,8 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_d##D##_##S(T *out, float *lse, const T *q, const T *k,      \
                                                                            const T *v, const unsigned *spans, int hq,       \
                                                                            int hkv, int cap, float scale) {                  \
-        flash_fwd<D, T>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                               \
+        __shared__ FwdSmem<D, FWD_STAGES(D)> sm;                                                                              \
+        flash_fwd<D, T>(sm, out, lse, q, k, v, spans, hq, hkv, cap, scale);                                           \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
         flash_bwd_d##D##_##S(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,               \
@@ -685,6 +703,24 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
         DYNAMIC_SHARED(WideBwdSmem, sm);                                                                                       \
         flash_bwd(*sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
     }
+// The head_dim 128 kernels with two stages of tiles (StagedBwdSmem and
+// FwdSmem<128, 2>, above and in flash_fwd's): the same arithmetic as the
+// one-stage kernels, so the same results; Cuda::launch_tuned keeps the faster.
+#define INSTANTIATE_D128_STAGED(T, S)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(BWD_KEYS(128) * 2)                                                           \
+        flash_bwd_d128_##S##_staged(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,      \
+                                    const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {           \
+        DYNAMIC_SHARED(StagedBwdSmem, sm);                                                                                     \
+        flash_bwd(*sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+    }                                                                                                                         \
+    INSTANTIATE_FWD_STAGED(T, T, flash_fwd_d128_##S##_staged)
+#define INSTANTIATE_FWD_STAGED(T, KT, NAME)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(FWD_THREADS(128)) NAME(T *out, float *lse, const T *q, const KT *k,           \
+                                                                      const KT *v, const unsigned *spans, int hq, int hkv,   \
+                                                                      int cap, float scale) {                                \
+        DYNAMIC_SHARED(StagedFwdSmem, sm);                                                                                     \
+        flash_fwd<128, T, KT>(*sm, out, lse, q, k, v, spans, hq, hkv, cap, scale);                                            \
+    }
 // The head_dim 64 forward again with one 16-row tile per warp (8 warps,
 // fewer registers, two blocks per SM at about half the registers): each
 // row's arithmetic is the same, so are the results; Cuda::launch_tuned
@@ -693,14 +729,16 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
     extern "C" __global__ void __launch_bounds__(FWD_ROWS / 16 * 32, 2) NAME(T *out, float *lse, const T *q, const KT *k,       \
                                                                            const KT *v, const unsigned *spans, int hq,      \
                                                                            int hkv, int cap, float scale) {                  \
-        flash_fwd<64, T, KT, 1>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                       \
+        __shared__ FwdSmem<64, FWD_STAGES(64)> sm;                                                                            \
+        flash_fwd<64, T, KT, 1>(sm, out, lse, q, k, v, spans, hq, hkv, cap, scale);                                   \
     }
 // Prefill of f32 activations against a bf16 KV cache (generation).
 #define INSTANTIATE_BF16_KV(D)                                                                                              \
     extern "C" __global__ void __launch_bounds__(FWD_THREADS(D), D <= 64 ? 2 : 1) flash_fwd_bf16kv_d##D##_f32(                \
         float *out, float *lse, const float *q, const bf16 *k, const bf16 *v, const unsigned *spans, int hq, int hkv,        \
         int cap, float scale) {                                                                                      \
-        flash_fwd<D, float, bf16>(out, lse, q, k, v, spans, hq, hkv, cap, scale);                                     \
+        __shared__ FwdSmem<D, FWD_STAGES(D)> sm;                                                                              \
+        flash_fwd<D, float, bf16>(sm, out, lse, q, k, v, spans, hq, hkv, cap, scale);                                 \
     }
 // The group sums read the per-head scratch in its storage type.
 #define INSTANTIATE_GROUP_SUM(T, S)                                                                                           \
@@ -723,6 +761,9 @@ INSTANTIATE(64, bf16, bf16)
 INSTANTIATE(128, bf16, bf16)
 INSTANTIATE_BWD_VARIANTS(float, f32)
 INSTANTIATE_BWD_VARIANTS(bf16, bf16)
+INSTANTIATE_D128_STAGED(float, f32)
+INSTANTIATE_D128_STAGED(bf16, bf16)
+INSTANTIATE_FWD_STAGED(float, bf16, flash_fwd_bf16kv_d128_f32_staged)
 INSTANTIATE_FWD_ONE_TILE(float, float, flash_fwd_d64_f32_one_tile)
 INSTANTIATE_FWD_ONE_TILE(bf16, bf16, flash_fwd_d64_bf16_one_tile)
 INSTANTIATE_FWD_ONE_TILE(float, bf16, flash_fwd_bf16kv_d64_f32_one_tile)

@@ -264,48 +264,64 @@ fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
 fn flash_variants_agree_bit_for_bit_and_tuning_keeps_one() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let sh = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 200, kv_cap: 200, head_dim: 64 };
-    let (q_len, kv_len) = (2 * 4 * 200 * 64, 2 * 2 * 200 * 64);
-    let [q, k, v, dout] = [q_len, kv_len, kv_len, q_len].map(|n| g.upload(&randv(&mut rng, n)));
-    let forward = || {
-        let (mut out, mut lse) = (g.zeros(q_len), g.zeros(2 * 4 * 200));
-        g.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &[200, 200]);
-        (out, lse)
-    };
-    let rope = TrainingRope::new(&g, 2, 200, 64);
-    let backward = |(out, lse): &(<Cuda as Backend>::Buf, <Cuda as Backend>::Buf)| {
-        let mut dqkv = g.zeros(2 * 200 * (4 + 2 * 2) * 64);
-        g.attention_bwd(&mut dqkv, &dout, &q, &k, &v, out, lse, sh, rope.device());
-        g.download(&dqkv)
-    };
-    let both = |fwd: &(<Cuda as Backend>::Buf, <Cuda as Backend>::Buf)| [g.download(&fwd.0), g.download(&fwd.1)];
     // The head_dim-64 variants: forward with two 16-row tiles per warp or
     // one; backward at one block per SM, two, or 64-query tiles in dynamic
-    // shared memory. The same arithmetic in the same order: the same bits.
-    g.pin_variant(Some(0));
-    let fwd = forward();
-    let (want_fwd, want_bwd) = (both(&fwd), backward(&fwd));
-    for i in 1..3 {
-        g.pin_variant(Some(i));
-        let fwd_i = forward();
-        assert!(both(&fwd_i) == want_fwd, "the flash forward's variant {i} disagrees with variant 0");
-        assert!(backward(&fwd) == want_bwd, "the flash backward's variant {i} disagrees with variant 0");
+    // shared memory. At 128: one stage of tiles or two ("staged"). The same
+    // arithmetic in the same order: the same bits.
+    let cases: [(usize, usize, &[&str]); 2] = [
+        (
+            64,
+            3,
+            &[
+                "flash_fwd_d64_f32",
+                "flash_fwd_d64_f32_one_tile",
+                "flash_bwd_d64_f32",
+                "flash_bwd_d64_f32_two_blocks",
+                "flash_bwd_d64_f32_wide",
+            ],
+        ),
+        (128, 2, &["flash_fwd_d128_f32", "flash_fwd_d128_f32_staged", "flash_bwd_d128_f32", "flash_bwd_d128_f32_staged"]),
+    ];
+    for (hd, variants, want) in cases {
+        let sh = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 200, kv_cap: 200, head_dim: hd };
+        let (q_len, kv_len) = (2 * 4 * 200 * hd, 2 * 2 * 200 * hd);
+        let [q, k, v, dout] = [q_len, kv_len, kv_len, q_len].map(|n| g.upload(&randv(&mut rng, n)));
+        let forward = || {
+            let (mut out, mut lse) = (g.zeros(q_len), g.zeros(2 * 4 * 200));
+            g.attention_fwd(&mut out, Some(&mut lse), &q, &k, &v, sh, &[200, 200]);
+            (out, lse)
+        };
+        let rope = TrainingRope::new(&g, 2, 200, hd);
+        let backward = |(out, lse): &(<Cuda as Backend>::Buf, <Cuda as Backend>::Buf)| {
+            let mut dqkv = g.zeros(2 * 200 * (4 + 2 * 2) * hd);
+            g.attention_bwd(&mut dqkv, &dout, &q, &k, &v, out, lse, sh, rope.device());
+            g.download(&dqkv)
+        };
+        let both = |fwd: &(<Cuda as Backend>::Buf, <Cuda as Backend>::Buf)| [g.download(&fwd.0), g.download(&fwd.1)];
+        g.pin_variant(Some(0));
+        let fwd = forward();
+        let (want_fwd, want_bwd) = (both(&fwd), backward(&fwd));
+        for i in 1..variants {
+            g.pin_variant(Some(i));
+            let fwd_i = forward();
+            assert!(both(&fwd_i) == want_fwd, "head_dim {hd}: the flash forward's variant {i} disagrees with variant 0");
+            assert!(backward(&fwd) == want_bwd, "head_dim {hd}: the flash backward's variant {i} disagrees with variant 0");
+        }
+        g.pin_variant(None);
+        let before = g.tunings().len();
+        assert!(hd != 64 || before == 0, "pinned launches do not tune");
+        // Unpinned, the first launch of each times its variants and keeps one; the results are the same.
+        let fwd = forward();
+        assert!(both(&fwd) == want_fwd && backward(&fwd) == want_bwd, "head_dim {hd}: the tuned kernels disagree");
+        let runs = &g.tunings()[before..];
+        let names: Vec<&str> = runs.iter().map(|r| r.kernel.as_str()).collect();
+        assert_eq!(names, want);
+        assert!(runs.iter().all(|r| r.ms.is_finite() && r.ms >= 0.0), "{runs:?}");
+        assert_eq!(runs.iter().filter(|r| r.chosen).count(), 2, "one kept per kernel: {runs:?}");
+        // The shapes are known now: no second tuning.
+        backward(&forward());
+        assert_eq!(g.tunings().len(), before + want.len());
     }
-    g.pin_variant(None);
-    assert!(g.tunings().is_empty(), "pinned launches do not tune");
-    // Unpinned, the first launch of each times its variants and keeps one; the results are the same.
-    let fwd = forward();
-    assert!(both(&fwd) == want_fwd && backward(&fwd) == want_bwd);
-    let runs = g.tunings();
-    let names: Vec<&str> = runs.iter().map(|r| r.kernel.as_str()).collect();
-    let want =
-        ["flash_fwd_d64_f32", "flash_fwd_d64_f32_one_tile", "flash_bwd_d64_f32", "flash_bwd_d64_f32_two_blocks", "flash_bwd_d64_f32_wide"];
-    assert_eq!(names, want);
-    assert!(runs.iter().all(|r| r.ms.is_finite() && r.ms >= 0.0), "{runs:?}");
-    assert_eq!(runs.iter().filter(|r| r.chosen).count(), 2, "one kept per kernel: {runs:?}");
-    // The shapes are known now: no second tuning.
-    backward(&forward());
-    assert_eq!(g.tunings().len(), want.len());
 }
 
 #[test]

@@ -40,19 +40,50 @@ fn flash_bwd_keys(head_dim: usize) -> usize {
 /// dynamic shared memory; `Cuda::launch_tuned` keeps the fastest.
 const FLASH_BWD_D64_VARIANTS: [&str; 3] = ["", "_two_blocks", "_wide"];
 
-/// Dynamic shared memory of the wide variant: flash.cu's `WideBwdSmem` (K
-/// and dSᵀ tiles for 128 keys, two stages of 64-query Q and dO tiles and
-/// their row statistics), whose size flash.cu asserts is this.
-const FLASH_BWD_WIDE_SMEM: u32 = {
-    let (d, qt, keys, stages) = (64, 64, 128, 2);
+/// The flash forward's variants: at head_dim 64 two 16-row tiles per warp or
+/// one; at 128 one stage of K/V tiles in static shared memory or two in
+/// dynamic ("staged", the next tile's copy overlapping the current one's
+/// products). The backward at 128 likewise.
+fn flash_fwd_variants(head_dim: usize) -> &'static [&'static str] {
+    match head_dim {
+        64 => &["", "_one_tile"],
+        128 => &STAGED_VARIANTS,
+        _ => &[""],
+    }
+}
+fn flash_bwd_variants(head_dim: usize) -> &'static [&'static str] {
+    match head_dim {
+        64 => &FLASH_BWD_D64_VARIANTS,
+        128 => &STAGED_VARIANTS,
+        _ => &[""],
+    }
+}
+const STAGED_VARIANTS: [&str; 2] = ["", "_staged"];
+
+/// Bytes of flash.cu's `BwdSmem<d, qt, stages>`: K and dSᵀ tiles for `keys`
+/// keys, and `stages` stages of `qt`-query Q and dO tiles (bf16 rows padded
+/// by 8) and their row statistics (f32).
+const fn bwd_smem(d: usize, qt: usize, keys: usize, stages: usize) -> u32 {
     (2 * (stages * 2 * qt * (d + 8) + keys * (d + 8) + keys * (qt + 8)) + 4 * stages * 2 * qt) as u32
-};
+}
+
+/// Dynamic shared memory of the wide head_dim-64 backward (`WideBwdSmem`)
+/// and the staged head_dim-128 kernels (`StagedBwdSmem`, `StagedFwdSmem`:
+/// two stages of 64-key K and V tiles), whose sizes flash.cu asserts.
+const FLASH_BWD_WIDE_SMEM: u32 = bwd_smem(64, 64, 128, 2);
+const FLASH_BWD_STAGED_SMEM: u32 = bwd_smem(128, 32, 64, 2);
+const FLASH_FWD_STAGED_SMEM: u32 = (2 * 2 * 64 * (128 + 8) * 2) as u32;
 
 /// Bytes of dynamic shared memory kernel `name` is launched with (0 for
-/// all but the wide flash backward variants).
+/// all but the wide and staged flash variants).
 pub(super) fn dynamic_smem(name: &str) -> u32 {
-    if name.starts_with("flash_bwd_d64") && name.ends_with("_wide") {
+    let flash = |stem: &str, d: &str, suffix: &str| name.starts_with(stem) && name.contains(d) && name.ends_with(suffix);
+    if flash("flash_bwd", "_d64_", "_wide") {
         FLASH_BWD_WIDE_SMEM
+    } else if flash("flash_bwd", "_d128_", "_staged") {
+        FLASH_BWD_STAGED_SMEM
+    } else if flash("flash_fwd", "_d128_", "_staged") {
+        FLASH_FWD_STAGED_SMEM
     } else {
         0
     }
@@ -170,12 +201,13 @@ impl Cuda {
             launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale);
             return;
         }
-        let variants: &[&str] = if sh.head_dim == 64 { &["", "_one_tile"] } else { &[""] };
+        let variants = flash_fwd_variants(sh.head_dim);
         // Queries within a power of two share a choice (prefills and training batches vary).
         let shape = [(sh.q_heads * spans.len()).next_power_of_two(), longest.next_power_of_two()];
         let config = |kernel: &str| {
             let tiles = if kernel.ends_with("_one_tile") { 1 } else { flash_fwd_tiles(sh.head_dim) };
-            per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len())
+            let cfg = per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len());
+            LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg }
         };
         self.launch_tuned(&kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv), variants, &shape, config, |kernel, cfg| {
             launch!(self, kernel, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale)
@@ -289,7 +321,7 @@ impl Cuda {
             None => ((dst.f32, dst.bf16), (dst.f32, dst.bf16), pitch, hq * d, (hq + hkv) * d, [cos, sin, positions]),
             Some([dkh, dvh]) => (as_output(dkh), as_output(dvh), hq * d, 0, 0, [0; 3]),
         };
-        let variants: &[&str] = if sh.head_dim == 64 { &FLASH_BWD_D64_VARIANTS } else { &[""] };
+        let variants = flash_bwd_variants(sh.head_dim);
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
         let config = |kernel: &str| LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg };
@@ -329,6 +361,23 @@ mod tests {
         assert!(src.contains(&format!("#define BWD_KEYS(D) ((D) <= 64 ? {small} : {large})")), "flash.cu's BWD_KEYS must match");
         let warp = include_str!("../../../kernels-ptx/warp_attention.cuh");
         assert!(warp.contains(&format!("#define TILE {}\n", super::DECODE_TILE)));
+    }
+
+    /// The dynamic shared memory launches give is what flash.cu's layouts take.
+    #[test]
+    fn dynamic_shared_memory_matches_the_kernels_layouts() {
+        let src = include_str!("../../../kernels-ptx/flash.cu");
+        for (layout, bytes, kernel) in [
+            ("WideBwdSmem", super::FLASH_BWD_WIDE_SMEM, "flash_bwd_d64_bf16_wide"),
+            ("StagedBwdSmem", super::FLASH_BWD_STAGED_SMEM, "flash_bwd_d128_f32_staged"),
+            ("StagedFwdSmem", super::FLASH_FWD_STAGED_SMEM, "flash_fwd_bf16kv_d128_f32_staged"),
+        ] {
+            assert!(src.contains(&format!("static_assert(sizeof({layout}) == {bytes},")), "flash.cu's {layout} is not {bytes} bytes");
+            assert_eq!(super::dynamic_smem(kernel), bytes, "{kernel}");
+        }
+        for kernel in ["flash_bwd_d64_bf16", "flash_fwd_d128_bf16", "flash_bwd_d128_bf16", "flash_fwd_d64_bf16_one_tile"] {
+            assert_eq!(super::dynamic_smem(kernel), 0, "{kernel}");
+        }
     }
 
     #[test]
