@@ -43,6 +43,14 @@ pub struct Generation {
 
 /// Picks the next token from one row of logits with the uniform draw `u` in
 /// [0, 1) (unused when greedy); returns it and its logprob.
+///
+/// Sampling keeps every token, or with top-k / top-p a prefix of the tokens
+/// in descending logit order (ties by id): the first k, then the shortest
+/// prefix whose mass reaches p. The draw then walks the kept tokens in id
+/// order: the pick is the first whose cumulative probability exceeds `u`
+/// times the kept mass. (Id order needs no sort, so an untruncated row is
+/// sampled in one pass over its probabilities; the device kernel does the
+/// same.)
 pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, u: f32) -> (u32, f32) {
     let t = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
     let scaled: Vec<f32> = logits.iter().map(|&x| x / t).collect();
@@ -53,32 +61,13 @@ pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, u: f32) -> (u32, f32) {
         let best = scaled.iter().enumerate().fold(0, |b, (i, &x)| if x > scaled[b] { i } else { b });
         return (best as u32, scaled[best] - log_z);
     }
-    // Descending by logit, ties by index: a total order, so selecting the top k
-    // first and sorting only those gives the same list as a full sort.
-    let by_logit = |a: &usize, b: &usize| scaled[*b].total_cmp(&scaled[*a]).then(a.cmp(b));
-    let mut order: Vec<usize> = (0..scaled.len()).collect();
-    if cfg.top_k > 0 && cfg.top_k < order.len() {
-        order.select_nth_unstable_by(cfg.top_k - 1, by_logit);
-        order.truncate(cfg.top_k);
-    }
-    order.sort_unstable_by(by_logit);
-    let probs: Vec<f32> = order.iter().map(|&i| (scaled[i] - log_z).exp()).collect();
-    let mut keep = probs.len();
-    if cfg.top_p < 1.0 {
-        // Smallest prefix whose mass reaches top_p (always at least one token).
-        let mut mass = 0.0;
-        for (i, p) in probs.iter().enumerate() {
-            mass += p;
-            if mass >= cfg.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
-    let total: f32 = probs[..keep].iter().sum();
+    let prob = |i: usize| (scaled[i] - log_z).exp();
+    let kept = kept_tokens(&scaled, cfg, prob);
+    let total: f32 = kept.iter().map(|&i| prob(i)).sum();
     let mut u = u * total;
-    let mut pick = order[keep - 1];
-    for (&i, &p) in order[..keep].iter().zip(&probs) {
+    let mut pick = *kept.last().expect("at least one token is kept");
+    for &i in &kept {
+        let p = prob(i);
         if u < p {
             pick = i;
             break;
@@ -86,6 +75,36 @@ pub fn sample_row(logits: &[f32], cfg: &SamplingConfig, u: f32) -> (u32, f32) {
         u -= p;
     }
     (pick as u32, scaled[pick] - log_z)
+}
+
+/// The ids `sample_row` draws from, ascending: all of them, or the top-k /
+/// top-p prefix of the descending logit order (ties by id).
+fn kept_tokens(scaled: &[f32], cfg: &SamplingConfig, prob: impl Fn(usize) -> f32) -> Vec<usize> {
+    let top_k = cfg.top_k > 0 && cfg.top_k < scaled.len();
+    if !top_k && cfg.top_p >= 1.0 {
+        return (0..scaled.len()).collect();
+    }
+    // A total order, so selecting the top k first and sorting only those
+    // gives the same list as a full sort.
+    let by_logit = |a: &usize, b: &usize| scaled[*b].total_cmp(&scaled[*a]).then(a.cmp(b));
+    let mut order: Vec<usize> = (0..scaled.len()).collect();
+    if top_k {
+        order.select_nth_unstable_by(cfg.top_k - 1, by_logit);
+        order.truncate(cfg.top_k);
+    }
+    order.sort_unstable_by(by_logit);
+    if cfg.top_p < 1.0 {
+        // Smallest prefix whose mass reaches top_p (always at least one token).
+        let mut mass = 0.0;
+        if let Some(last) = order.iter().position(|&i| {
+            mass += prob(i);
+            mass >= cfg.top_p
+        }) {
+            order.truncate(last + 1);
+        }
+    }
+    order.sort_unstable();
+    order
 }
 
 /// Generates a continuation for every prompt, all in one batch.

@@ -1,14 +1,17 @@
 // Token sampling on the device, one block per row of logits, as the CPU's
 // `generate::sample_row` defines it: greedy (first maximum), or temperature
-// with optional top-k and top-p over the tokens in descending logit order
-// (ties by id), one uniform draw per row from the host's seeded streams.
-// Only the picked ids and their logprobs leave the device.
+// with optional top-k and top-p, one uniform draw per row from the host's
+// seeded streams. Top-k and top-p keep a prefix of the tokens in descending
+// logit order (ties by id); the draw then lands, in id order, on the first
+// kept token whose cumulative probability passes it. Only the picked ids and
+// their logprobs leave the device.
 //
-// Every truncation is a prefix of that order, written (key, ties): all
-// tokens whose order key is above `key`, then the first `ties` tokens (by
-// id) whose key equals it. Each threshold is found by searching the 32-bit
-// key three bits per pass over the row (seven candidates measured at once),
-// so the row is never sorted.
+// A truncation prefix is written (key, ties): all tokens whose order key is
+// above `key`, then the first `ties` tokens (by id) whose key equals it.
+// Each threshold is found by searching the 32-bit key three bits per pass
+// over the row (seven candidates measured at once), so the row is never
+// sorted; an untruncated row needs none of that, only the passes for its
+// maximum, its mass and the draw.
 #include "common.cuh"
 
 #define SAMPLE_THREADS 1024
@@ -24,9 +27,6 @@ __device__ __forceinline__ float key_float(unsigned k) {
 
 struct MaxOp {
     __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-struct MinOp {
-    __device__ float operator()(float a, float b) const { return fminf(a, b); }
 };
 struct MinU32 {
     __device__ unsigned operator()(unsigned a, unsigned b) const { return min(a, b); }
@@ -59,13 +59,13 @@ template <int N> __device__ __forceinline__ void block_sums(float (&v)[N]) {
 }
 
 // The largest key from which the measure (Σ probability when by_mass, else
-// the count) of the tokens at or above it reaches `target` (exceeds it when
-// strict). The measure only grows as the key falls, so the key is built
+// the count) of the tokens at or above it reaches `target`. The measure
+// only grows as the key falls, so the key is built
 // three bits per pass over the row (two in the last): candidate j sets the
 // pass's bits to j, and a token at or above candidate 1 adds to the measure
 // of every candidate up to its own digit (of all of them once its higher
 // bits exceed the key's).
-__device__ unsigned bisect(const float *s, int vocab, bool by_mass, float lse, float target, bool strict) {
+__device__ unsigned bisect(const float *s, int vocab, bool by_mass, float lse, float target) {
     unsigned key = 0;
     for (int shift = 29; shift > -3; shift -= 3) {
         int lo = max(shift, 0), top = (1 << (shift < 0 ? 3 + shift : 3)) - 1;  // this pass's bits from lo: candidates 1..top
@@ -82,7 +82,7 @@ __device__ unsigned bisect(const float *s, int vocab, bool by_mass, float lse, f
         }
         block_sums(m);
         for (int j = top; j >= 1; j--)
-            if (strict ? m[j - 1] > target : m[j - 1] >= target) {
+            if (m[j - 1] >= target) {
                 key |= (unsigned)j << lo;
                 break;
             }
@@ -122,11 +122,10 @@ __device__ __forceinline__ bool shorter(Prefix a, Prefix b) {
 }
 
 // How many of a tie group a prefix must take to reach `target`: the
-// smallest j with above + j·p ≥ target (> when strict), within 1..n.
-__device__ __forceinline__ int ties_to_reach(Tally t, float target, bool strict) {
+// smallest j with above + j·p ≥ target, within 1..n.
+__device__ __forceinline__ int ties_to_reach(Tally t, float target) {
     if (t.p <= 0.0f) return (int)t.equal_n;
-    float need = (target - t.above_mass) / t.p;
-    int j = strict ? (int)floorf(need) + 1 : (int)ceilf(need);
+    int j = (int)ceilf((target - t.above_mass) / t.p);
     return max(1, min(j, (int)t.equal_n));
 }
 
@@ -159,6 +158,69 @@ __device__ unsigned nth_with_key(const float *s, int vocab, unsigned key, int nt
     return found;
 }
 
+#define NO_TOKEN 0xffffffffu
+
+// The draw in id order over the kept tokens (those whose order key is above
+// `key`, and those at it with ids up to `cut`): the first whose cumulative
+// probability exceeds u times the kept mass. Each warp sums a contiguous
+// range of ids (its lanes striding it, a fixed order), every thread finds
+// the range the draw lands in from those sums, and that range's warp walks
+// it 32 ids at a time with a scan. Where rounding carries the draw past the
+// walk's sums, the range's last kept token with mass is the pick.
+__device__ unsigned pick_by_id(const float *s, int vocab, float lse, unsigned key, unsigned cut, float u) {
+    __shared__ float range_mass[32];
+    __shared__ unsigned picked;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    int span = (vocab + warps - 1) / warps;
+    int lo = min(vocab, warp * span), hi = min(vocab, lo + span);
+    auto kept_prob = [&](int i) {
+        float x = s[i];
+        unsigned k = order_key(x);
+        return k > key || (k == key && (unsigned)i <= cut) ? prob(x, lse) : 0.0f;
+    };
+    float m = 0.0f;
+    for (int i = lo + lane; i < hi; i += 32) m += kept_prob(i);
+    for (int o = 16; o > 0; o >>= 1) m += __shfl_xor_sync(0xffffffff, m, o);
+    if (lane == 0) range_mass[warp] = m;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < warps; w++) total += range_mass[w];
+    float target = u * total, before = 0.0f;
+    int landed = -1;
+    for (int w = 0; w < warps; w++) {
+        if (range_mass[w] <= 0.0f) continue;
+        landed = w;
+        if (before + range_mass[w] > target) break;
+        before += range_mass[w];
+    }
+    if (before + range_mass[landed] <= target) before -= range_mass[landed];  // past every range: the last one's walk
+    if (warp == landed) {
+        float run = before;
+        unsigned found = NO_TOKEN;
+        int last = -1;
+        for (int i0 = lo; i0 < hi && found == NO_TOKEN; i0 += 32) {
+            int i = i0 + lane;
+            float p = i < hi ? kept_prob(i) : 0.0f, incl = p;
+            for (int o = 1; o < 32; o <<= 1) {
+                float y = __shfl_up_sync(0xffffffff, incl, o);
+                if (lane >= o) incl += y;
+            }
+            unsigned hit = p > 0.0f && run + incl > target ? (unsigned)i : NO_TOKEN;
+            int with_mass = p > 0.0f ? i : -1;
+            for (int o = 16; o > 0; o >>= 1) {
+                hit = min(hit, __shfl_xor_sync(0xffffffff, hit, o));
+                with_mass = max(with_mass, __shfl_xor_sync(0xffffffff, with_mass, o));
+            }
+            last = max(last, with_mass);
+            found = hit;
+            run += __shfl_sync(0xffffffff, incl, 31);
+        }
+        if (lane == 0) picked = found != NO_TOKEN ? found : (unsigned)last;
+    }
+    __syncthreads();
+    return picked;
+}
+
 // draws[row] is the row's uniform draw in [0, 1); NaN skips the row.
 // `scaled` is [rows, vocab] scratch for logits / temperature (unused at 1).
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
@@ -173,59 +235,50 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     // place (scaled may then be null).
     float t = temperature > 0.0f ? temperature : 1.0f;
     const float *s = t == 1.0f ? z : scaled + row * vocab;
-    float mx = -INFINITY, mn = INFINITY;
+    float mx = -INFINITY;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = z[i] / t;
         if (t != 1.0f) scaled[row * vocab + i] = x;
         mx = fmaxf(mx, x);
-        mn = fminf(mn, x);
     }
     mx = block_reduce(mx, MaxOp(), -INFINITY);
-    mn = block_reduce(mn, MinOp(), INFINITY);
-    // The row's mass, and how many tokens share its lowest logit: the tally
-    // of the whole vocabulary, the prefix kept without truncation.
-    float sums[2] = {0.0f, 0.0f};
-    unsigned first = 0xffffffffu;
+    float mass = 0.0f;
+    unsigned first = NO_TOKEN;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = s[i];
-        sums[0] += prob(x, mx);
-        sums[1] += x == mn ? 1.0f : 0.0f;
+        mass += prob(x, mx);
         if (x == mx) first = min(first, (unsigned)i);
     }
-    block_sums(sums);
-    float lse = mx + logf(sums[0]);
-    unsigned pick = block_reduce(first, MinU32(), 0xffffffffu);
+    float lse = mx + logf(block_sum(mass));
+    unsigned pick = block_reduce(first, MinU32(), NO_TOKEN);
     if (temperature > 0.0f) {
-        unsigned lowest = order_key(mn);
-        float p_min = prob(mn, lse);
-        Tally kept = {vocab - sums[1], sums[0] * prob(mx, lse) - sums[1] * p_min, sums[1], p_min};  // the tally at keep.key
-        Prefix keep = {lowest, (int)kept.equal_n};
+        // Every token is kept (key 0 is below every order key, and no id is
+        // past the cut) unless top-k or top-p keeps a prefix.
+        Prefix keep = {0u, 0};
+        float group = 0.0f;  // how many tokens share keep.key
+        bool truncated = false;
         if (top_k > 0 && top_k < vocab) {
-            unsigned key = bisect(s, vocab, false, lse, (float)top_k, false);
-            kept = tally(s, vocab, key, lse);
-            keep = {key, top_k - (int)kept.above_n};
+            unsigned key = bisect(s, vocab, false, lse, (float)top_k);
+            Tally at = tally(s, vocab, key, lse);
+            keep = {key, top_k - (int)at.above_n};
+            group = at.equal_n;
+            truncated = true;
         }
         if (top_p < 1.0f) {
-            unsigned key = bisect(s, vocab, true, lse, top_p, false);
+            unsigned key = bisect(s, vocab, true, lse, top_p);
             Tally at = tally(s, vocab, key, lse);
-            Prefix nucleus = {key, ties_to_reach(at, top_p, false)};
-            if (shorter(nucleus, keep)) {
+            Prefix nucleus = {key, ties_to_reach(at, top_p)};
+            if (!truncated || shorter(nucleus, keep)) {
                 keep = nucleus;
-                kept = at;
+                group = at.equal_n;
+                truncated = true;
             }
         }
-        float target = u * (kept.above_mass + keep.ties * kept.p);
-        // The draw lands on the first token whose cumulative mass exceeds it.
-        unsigned key = bisect(s, vocab, true, lse, target, true);
-        Tally at = tally(s, vocab, key, lse);
-        Prefix landed = keep;
-        if (at.equal_n > 0.0f) {
-            Prefix p = {key, ties_to_reach(at, target, true)};
-            if (shorter(p, keep)) landed = p;
-        }
-        unsigned nth = nth_with_key(s, vocab, landed.key, landed.ties);
-        // A prefix is always found; the greedy pick only guards the index.
-        if (nth < (unsigned)vocab) pick = nth;
+        // A tie group cut short keeps its first `ties` tokens by id.
+        unsigned cut = truncated && keep.ties < (int)group ? nth_with_key(s, vocab, keep.key, keep.ties) : NO_TOKEN;
+        unsigned drawn = pick_by_id(s, vocab, lse, keep.key, cut, u);
+        // A kept token always has mass (the maximum's is at least 1/vocab); the greedy pick only guards the index.
+        if (drawn < (unsigned)vocab) pick = drawn;
     }
     if (threadIdx.x == 0) {
         tokens[row] = pick;

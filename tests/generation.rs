@@ -206,6 +206,41 @@ fn top_k_and_top_p_restrict_the_choice() {
     assert!((lp - (2.0 - z)).abs() < 1e-6);
 }
 
+/// The draw walks the kept tokens in id order: sweeping `u` over [0, 1)
+/// visits them by ascending id, each for a share of draws equal to its
+/// probability renormalized over the kept tokens (scaled by the temperature).
+#[test]
+fn draws_sweep_the_kept_tokens_in_id_order_by_probability() {
+    let logits = [0.5f32, 2.0, -1.0, 1.0, 0.0, 1.0];
+    let cases = [
+        (SamplingConfig { temperature: 1.0, ..Default::default() }, vec![0, 1, 2, 3, 4, 5]),
+        (SamplingConfig { temperature: 0.7, ..Default::default() }, vec![0, 1, 2, 3, 4, 5]),
+        // The top 3 by logit, the tie at 1.0 broken by id.
+        (SamplingConfig { temperature: 1.0, top_k: 3, ..Default::default() }, vec![1, 3, 5]),
+        // The shortest descending prefix reaching 0.6: ids 1 and 3.
+        (SamplingConfig { temperature: 1.0, top_p: 0.6, ..Default::default() }, vec![1, 3]),
+    ];
+    let steps = 100_000;
+    for (cfg, kept) in cases {
+        let p: Vec<f64> = kept.iter().map(|&i| (logits[i] as f64 / cfg.temperature as f64).exp()).collect();
+        let total: f64 = p.iter().sum();
+        let mut visits: Vec<(u32, usize)> = Vec::new();
+        for s in 0..steps {
+            let tok = sample_row(&logits, &cfg, s as f32 / steps as f32).0;
+            match visits.last_mut() {
+                Some((t, n)) if *t == tok => *n += 1,
+                _ => visits.push((tok, 1)),
+            }
+        }
+        let order: Vec<usize> = visits.iter().map(|&(t, _)| t as usize).collect();
+        assert_eq!(order, kept, "{cfg:?}: tokens in sweep order");
+        for ((_, n), p) in visits.iter().zip(&p) {
+            let share = *n as f64 / steps as f64;
+            assert!((share - p / total).abs() < 1e-3, "{cfg:?}: share {share}, want {}", p / total);
+        }
+    }
+}
+
 #[test]
 fn out_of_vocab_prompt_is_an_error_not_a_panic() {
     let m = model("llama_a");

@@ -133,10 +133,11 @@ pub fn metric_column(run: &std::path::Path, key: &str) -> Vec<f64> {
 
 /// How far, in probability mass, token `pick` is from where draw `u` lands
 /// under `cfg` in exact (f64) arithmetic: 0 when the draw falls inside the
-/// pick's slot of the kept prefix, else the distance to that slot (to the
-/// top-p boundary for a pick just past it; infinite for a pick that top-k
-/// or greedy decoding excludes). Samplers summing in different orders agree
-/// only up to such rounding, so they are held to a small distance.
+/// pick's slot (the kept tokens laid out in id order, `sample_row`'s
+/// definition), else the distance to that slot (to the top-p boundary for a
+/// pick just past it; infinite for a pick that top-k or greedy decoding
+/// excludes). Samplers summing in different orders agree only up to such
+/// rounding, so they are held to a small distance.
 pub fn draw_distance(logits: &[f32], cfg: &vul2safe::generate::SamplingConfig, u: f32, pick: u32) -> f64 {
     let t = if cfg.temperature > 0.0 { cfg.temperature } else { 1.0 };
     let scaled: Vec<f32> = logits.iter().map(|&x| x / t).collect();
@@ -152,22 +153,24 @@ pub fn draw_distance(logits: &[f32], cfg: &vul2safe::generate::SamplingConfig, u
     let kept = if cfg.top_k > 0 { cfg.top_k.min(order.len()) } else { order.len() };
     let m = scaled[order[0]] as f64;
     let log_z = m + scaled.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-    let probs: Vec<f64> = order[..kept].iter().map(|&i| (scaled[i] as f64 - log_z).exp()).collect();
-    let before: f64 = probs[..pos].iter().sum();
+    let prob = |i: usize| (scaled[i] as f64 - log_z).exp();
     // The kept prefix: up to the first token whose cumulative mass reaches top_p.
     let mut keep = kept;
     if cfg.top_p < 1.0 {
         let mut mass = 0.0;
-        if let Some(i) = probs.iter().position(|p| {
-            mass += p;
+        if let Some(i) = order[..kept].iter().position(|&i| {
+            mass += prob(i);
             mass >= cfg.top_p as f64
         }) {
             keep = i + 1;
         }
     }
     if pos >= keep {
-        return before - cfg.top_p as f64;
+        return order[..pos].iter().map(|&i| prob(i)).sum::<f64>() - cfg.top_p as f64;
     }
-    let target = u as f64 * probs[..keep].iter().sum::<f64>();
-    (before - target).max(target - (before + probs[pos])).max(0.0)
+    let mut ids = order[..keep].to_vec();
+    ids.sort_unstable();
+    let before: f64 = ids.iter().take_while(|&&i| i != pick as usize).map(|&i| prob(i)).sum();
+    let target = u as f64 * ids.iter().map(|&i| prob(i)).sum::<f64>();
+    (before - target).max(target - (before + prob(pick as usize))).max(0.0)
 }

@@ -179,6 +179,7 @@ inline void cp_async_wait(int pending) {
 template <typename T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
     return emu::shuffle_from(v, mask, (threadIdx.x & 31) ^ unsigned(lane_mask));
 }
+template <typename T> inline T __shfl_sync(unsigned mask, T v, int src_lane) { return emu::shuffle_from(v, mask, unsigned(src_lane) & 31u); }
 template <typename T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta) {
     unsigned lane = threadIdx.x & 31;
     return emu::shuffle_from(v, mask, lane >= delta ? lane - delta : lane);
