@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""PyTorch on the GPU on the same shapes as `vul2safe bench train` and
-`bench generate`, in the same run (based on ../shared/torch_baseline.py:
-random init, SDPA, autocast bf16, fused AdamW; HF `generate` in bf16 with
-sampling), then tables of vul2safe / torch ratios.
+"""PyTorch on the GPU on the same shapes as `vul2safe bench train`,
+`bench generate` and `bench attention`, in the same run (based on
+../shared/torch_baseline.py: random init, SDPA, autocast bf16, fused AdamW;
+HF `generate` in bf16 with sampling; SDPA's flash backend, which is
+FlashAttention-2), then tables of vul2safe / torch ratios.
 
 Usage (on the GPU machine, after the vul2safe benches of the same run):
     python3 bench/torch_compare.py bench.jsonl [--no-eager]
-where bench.jsonl holds `vul2safe bench train` / `bench generate` JSON lines.
+where bench.jsonl holds `vul2safe bench train` / `generate` / `attention` JSON lines.
 """
 import json
 import sys
@@ -70,12 +71,46 @@ def hf_generate_tok_s(name, b, p, n):
     return b * n / secs
 
 
+def flash_attention_tflops(b, h, hkv, t, d, reps=10):
+    """FlashAttention-2 through SDPA's flash backend, causal, bf16, on q
+    [b, h, t, d] and k/v [b, hkv, t, d] (repeated up to h heads when hkv < h):
+    forward, backward and overall TFLOP/s, the backward counted as 2.5x the
+    forward's FLOPs, as `vul2safe bench attention` counts them."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    torch.manual_seed(0)
+    q = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(b, hkv, t, d, device="cuda", dtype=torch.bfloat16).repeat_interleave(h // hkv, dim=1).requires_grad_()
+            for _ in range(2))
+    dout = torch.randn_like(q)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed(run):
+        run()
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(reps):
+            run()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / reps
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        fwd_ms = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        bwd_ms = timed(lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True))
+    flops = 2.0 * b * t * t * h * d
+    return flops / fwd_ms / 1e9, 2.5 * flops / bwd_ms / 1e9, 3.5 * flops / (fwd_ms + bwd_ms) / 1e9
+
+
 def ours(path):
-    train, gen, gen_eager = {}, {}, {}
+    train, gen, gen_eager, attention = {}, {}, {}, []
     for line in open(path):
         if line.startswith("{"):
             r = json.loads(line)
-            if r["bench"] == "generate":
+            if r["bench"] == "attention":
+                if r["backend"] == "cuda" and r.get("math", "bf16") == "bf16":
+                    attention.append(r)
+            elif r["bench"] == "generate":
                 key = (r["shape"], r["batch"], r["prompt_len"], r["new"])
                 if "profile" in r:  # events per launch slow a launch-bound decode
                     continue
@@ -85,11 +120,11 @@ def ours(path):
                     gen_eager[key] = r
             elif r.get("math", "bf16") == "bf16" and not r.get("recompute"):  # the default mode; others are ablations
                 train[(r["shape"], r["batch"], r["seq"])] = r
-    return train, gen, gen_eager
+    return train, gen, gen_eager, attention
 
 
 def main():
-    measured, generated, generated_eager = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
+    measured, generated, generated_eager, attention = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
     eager_too = "--no-eager" not in sys.argv
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
     rows = []
@@ -104,6 +139,19 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for name, b, t, tok, mem, eager, compiled, comp_mem in rows:
         print(f"| {name} | {b}×{t} | {tok:.0f} | {mem} | {eager:.0f} | {compiled:.0f} | {comp_mem:.1f} | {tok / eager:.2f}× | {tok / compiled:.2f}× |")
+    att_rows = []
+    for r in attention:
+        shape = (r["batch"], r["heads"], r["kv_heads"], r["seq"], r["head_dim"])
+        fa2 = flash_attention_tflops(*shape)
+        att_rows.append((shape, (r["fwd_tflops"], r["bwd_tflops"], r["total_tflops"]), fa2))
+        print(json.dumps({"attention": list(shape), "fa2_fwd_tflops": round(fa2[0], 1), "fa2_bwd_tflops": round(fa2[1], 1),
+                          "fa2_total_tflops": round(fa2[2], 1)}), flush=True)
+    if att_rows:
+        print("| attention (causal) | B, H/Hkv, T, D | vul2safe fwd / bwd / fwd+bwd TFLOP/s | FlashAttention-2 (SDPA) fwd / bwd / fwd+bwd | vs FA2 fwd+bwd |")
+        print("|---|---|---|---|---|")
+        for (b, h, hkv, t, d), ours_, fa2 in att_rows:
+            print(f"| | {b}, {h}/{hkv}, {t}, {d} | {ours_[0]:.0f} / {ours_[1]:.0f} / {ours_[2]:.0f} | {fa2[0]:.0f} / {fa2[1]:.0f} / {fa2[2]:.0f} "
+                  f"| {ours_[2] / fa2[2]:.2f}× |")
     gen_rows = []
     for (name, b, p, n), r in sorted(generated.items()):
         # HF generate makes well under 1K tok/s: longer runs cost the device session minutes.

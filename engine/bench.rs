@@ -3,6 +3,8 @@
 //! batched generation with its memory-bandwidth roofline, and the built-in
 //! analyzer.
 
+pub mod attention;
+
 use crate::backend::cuda::profile::FamilyTime;
 use crate::backend::Backend;
 use crate::generate::{generate_continuous, SamplingConfig};
@@ -36,8 +38,15 @@ pub fn small_llama() -> ModelConfig {
     }
 }
 
-/// The two shapes of the PyTorch reference (../shared/torch_baseline.py).
+/// A benchmark's model shape: `small`, the two shapes of the PyTorch
+/// reference (../shared/torch_baseline.py), or an HF folder's config.json
+/// (a model's, or a preset's such as models/qwen2.5-coder-1.5b; only the
+/// shape is read, the weights are random).
 pub fn named_shape(name: &str) -> anyhow::Result<ModelConfig> {
+    let dir = std::path::Path::new(name);
+    if dir.join("config.json").is_file() {
+        return ModelConfig::load(dir);
+    }
     let base = small_llama();
     Ok(match name {
         "small" => base,
@@ -65,7 +74,7 @@ pub fn named_shape(name: &str) -> anyhow::Result<ModelConfig> {
             max_position_embeddings: 4096,
             ..base
         },
-        other => anyhow::bail!("unknown shape {other:?} (small, llama-124m, qwen2-0.5b)"),
+        other => anyhow::bail!("unknown shape {other:?} (small, llama-124m, qwen2-0.5b, or a folder with a config.json)"),
     })
 }
 

@@ -92,6 +92,31 @@ fn bad_inputs_fail_cleanly() {
     fails_with(&vul2safe(&["bench", "generate", "--backend", "cpu", "--shape", "small", "--no-graphs"]), "--backend cuda");
 }
 
+/// `bench train --shape DIR` takes the shape from an HF config.json (random
+/// weights): a fixture model's, whose parameter count the JSON line reports.
+#[test]
+fn bench_train_takes_a_shape_from_a_config_folder() {
+    let dir = fixture_dir("qwen2_b");
+    let args = ["bench", "train", "--backend", "cpu", "--shape", dir.to_str().unwrap(), "--batch", "2", "--seq", "16", "--steps", "1"];
+    let v: serde_json::Value = serde_json::from_str(&stdout(&vul2safe(&args))).unwrap();
+    let cfg = vul2safe::model::ModelConfig::load(&dir).unwrap();
+    assert_eq!(v["params"].as_u64(), Some(vul2safe::model::weights::param_count(&cfg) as u64), "{v}");
+    assert!(v["tok_s"].as_f64().unwrap() > 0.0, "{v}");
+    fails_with(&vul2safe(&["bench", "train", "--backend", "cpu", "--shape", "/nonexistent"]), "a folder with a config.json");
+}
+
+#[test]
+fn bench_attention_reports_both_passes_and_refuses_partial_groups() {
+    let args =
+        ["bench", "attention", "--backend", "cpu", "--batch", "1", "--seq", "32", "--heads", "4", "--kv-heads", "2", "--head-dim", "16"];
+    let v: serde_json::Value = serde_json::from_str(&stdout(&vul2safe(&[&args[..], &["--reps", "1"]].concat()))).unwrap();
+    for key in ["fwd_ms", "bwd_ms", "fwd_tflops", "bwd_tflops", "total_tflops"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    fails_with(&vul2safe(&["bench", "attention", "--backend", "cpu", "--heads", "4", "--kv-heads", "3"]), "whole GQA groups");
+    fails_with(&vul2safe(&["bench", "attention", "--backend", "cpu", "--reps", "0"]), "--reps");
+}
+
 #[test]
 fn demo_runs_the_whole_pipeline_quickly() {
     let dir = tempfile::tempdir().unwrap();

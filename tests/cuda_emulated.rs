@@ -245,3 +245,35 @@ fn generate_and_score_run_on_cuda_through_the_binary() {
     assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("cannot run") && stderr.contains("head_dim 32, 64 or 128; the model's is 16"), "{stderr}");
 }
+
+/// `bench attention` on the emulated driver at the two head sizes the
+/// kernels are tuned for: a JSON line with positive rates, and the variants
+/// the first launch of each pass timed (the staged ones at head_dim 128).
+#[test]
+fn bench_attention_times_both_passes_and_tunes_their_variants() {
+    use std::process::Command;
+    let Some(emu) = kernel_emu::emulated_cuda() else { return };
+    let d64 = [
+        "flash_fwd_d64_bf16",
+        "flash_fwd_d64_bf16_one_tile",
+        "flash_bwd_d64_bf16",
+        "flash_bwd_d64_bf16_two_blocks",
+        "flash_bwd_d64_bf16_wide",
+    ];
+    let d128 = ["flash_fwd_d128_bf16", "flash_fwd_d128_bf16_staged", "flash_bwd_d128_bf16", "flash_bwd_d128_bf16_staged"];
+    for (hd, want) in [("64", &d64[..]), ("128", &d128[..])] {
+        let o = Command::new(env!("CARGO_BIN_EXE_vul2safe"))
+            .args(["bench", "attention", "--backend", "cuda", "--batch", "1", "--seq", "96", "--heads", "4", "--kv-heads", "2"])
+            .args(["--head-dim", hd, "--reps", "1"])
+            .envs(emu.env())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for key in ["fwd_ms", "bwd_ms", "fwd_tflops", "bwd_tflops", "total_tflops"] {
+            assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "head_dim {hd}: {key} in {v}");
+        }
+        let tuned: Vec<&str> = v["tuning"].as_array().unwrap().iter().map(|t| t["kernel"].as_str().unwrap()).collect();
+        assert_eq!(tuned, want, "head_dim {hd}");
+    }
+}

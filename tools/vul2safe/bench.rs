@@ -25,6 +25,8 @@ pub enum BenchCmd {
     Train(TrainArgs),
     /// New tokens/s of batched sampled generation (random weights and prompts), its share of the bandwidth roofline, and prefill tokens/s.
     Generate(GenerateArgs),
+    /// Causal attention alone: forward and backward TFLOP/s on random operands (bench/torch_compare.py times FlashAttention-2 on the same shape).
+    Attention(AttentionArgs),
     /// Training-step tokens/s of the CPU backend (Llama 4L, h256, vocab 8192).
     Cpu {
         #[arg(long, default_value_t = 8)]
@@ -40,7 +42,7 @@ pub enum BenchCmd {
 pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "cuda")]
     backend: Kind,
-    /// `small` (4L h256), `llama-124m` or `qwen2-0.5b`.
+    /// `small` (4L h256), `llama-124m`, `qwen2-0.5b`, or a folder with an HF config.json (random weights of its shape).
     #[arg(long, default_value = "llama-124m")]
     shape: String,
     #[arg(long, default_value_t = 16)]
@@ -65,7 +67,7 @@ pub struct TrainArgs {
 pub struct GenerateArgs {
     #[arg(long, value_enum, default_value = "cuda")]
     backend: Kind,
-    /// `small`, `llama-124m` or `qwen2-0.5b`.
+    /// `small`, `llama-124m`, `qwen2-0.5b`, or a folder with an HF config.json.
     #[arg(long, default_value = "qwen2-0.5b")]
     shape: String,
     /// Rows decoding together (continuous batching refills them from the queue).
@@ -89,6 +91,30 @@ pub struct GenerateArgs {
     no_graphs: bool,
 }
 
+#[derive(clap::Args)]
+pub struct AttentionArgs {
+    #[arg(long, value_enum, default_value = "cuda")]
+    backend: Kind,
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 1024)]
+    seq: usize,
+    /// Query heads (FlashAttention-2's benchmark: 2048 / head_dim).
+    #[arg(long, default_value_t = 32)]
+    heads: usize,
+    /// Key/value heads (default: one per query head).
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    /// Timed calls of each pass (after one untimed).
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// CUDA math: `bf16` (bf16 operands, flash kernels), `tf32` or `exact` (f32 per-row kernels).
+    #[arg(long, default_value = "bf16")]
+    math: String,
+}
+
 pub fn run(what: BenchCmd) -> Result<()> {
     match what {
         BenchCmd::Agreement { tools } => {
@@ -104,6 +130,7 @@ pub fn run(what: BenchCmd) -> Result<()> {
         }
         BenchCmd::Train(a) => train(a)?,
         BenchCmd::Generate(a) => generate(a)?,
+        BenchCmd::Attention(a) => attention(a)?,
         BenchCmd::Cpu { batch, seq, steps } => {
             if batch == 0 || seq < 2 || steps == 0 {
                 bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
@@ -138,7 +165,8 @@ fn train(a: TrainArgs) -> Result<()> {
     // activations and attention operands in bf16 (docs/cuda.md).
     let storage =
         if backend == Kind::Cuda && math == "bf16" { "f32 + bf16 matmul inputs, attention operands and projections" } else { "f32" };
-    let mut v = serde_json::json!({"bench": "train-step", "backend": backend.name(), "shape": shape, "batch": batch, "seq": seq, "storage": storage, "recompute": recompute});
+    let params = vul2safe::model::weights::param_count(&cfg);
+    let mut v = serde_json::json!({"bench": "train-step", "backend": backend.name(), "shape": shape, "params": params, "batch": batch, "seq": seq, "storage": storage, "recompute": recompute});
     let r = match backend {
         Kind::Cpu => vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, recompute, 2, steps, || {})?,
         Kind::Cuda => {
@@ -222,6 +250,45 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     println!("{v}");
     Ok(())
+}
+
+fn attention(a: AttentionArgs) -> Result<()> {
+    use vul2safe::backend::AttnShape;
+    use vul2safe::bench::attention::attention_throughput;
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let kv_heads = a.kv_heads.unwrap_or(a.heads);
+    let sh = AttnShape { batch: a.batch, q_heads: a.heads, kv_heads, q_len: a.seq, kv_cap: a.seq, head_dim: a.head_dim };
+    let mut v = serde_json::json!({"bench": "attention", "backend": a.backend.name(), "batch": a.batch, "seq": a.seq, "heads": a.heads,
+        "kv_heads": kv_heads, "head_dim": a.head_dim, "causal": true});
+    let r = match a.backend {
+        Kind::Cpu => attention_throughput(&Cpu, sh, a.reps)?,
+        Kind::Cuda => {
+            let g = cuda(&a.math)?;
+            let r = attention_throughput(&g, sh, a.reps)?;
+            v["device"] = g.device_name().into();
+            v["math"] = a.math.clone().into();
+            print_tunings(&mut v, &g)?;
+            r
+        }
+    };
+    let [fwd, bwd, total] = r.tflops(sh);
+    v["fwd_ms"] = rounded(r.fwd_ms, 3).into();
+    v["bwd_ms"] = rounded(r.bwd_ms, 3).into();
+    v["fwd_tflops"] = significant(fwd, 4).into();
+    v["bwd_tflops"] = significant(bwd, 4).into();
+    v["total_tflops"] = significant(total, 4).into();
+    println!("{v}");
+    Ok(())
+}
+
+/// `x` to `digits` significant digits (rates that span CPU to GPU scales).
+fn significant(x: f64, digits: i32) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    rounded(x, digits - 1 - x.abs().log10().floor() as i32)
 }
 
 /// `x` to `places` decimals, for the JSON lines.
