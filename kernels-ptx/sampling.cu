@@ -10,8 +10,9 @@
 // above `key`, then the first `ties` tokens (by id) whose key equals it.
 // Each threshold is found by searching the 32-bit key three bits per pass
 // over the row (seven candidates measured at once), so the row is never
-// sorted; an untruncated row needs none of that, only the passes for its
-// maximum, its mass and the draw.
+// sorted. An untruncated row needs none of that: a pass for its maximum,
+// and one summing its mass per warp range of ids, whose sums also place the
+// draw; the landing range's warp then scans its share of the row.
 #include "common.cuh"
 
 #define SAMPLE_THREADS 1024
@@ -160,47 +161,83 @@ __device__ unsigned nth_with_key(const float *s, int vocab, unsigned key, int nt
 
 #define NO_TOKEN 0xffffffffu
 
-// The draw in id order over the kept tokens (those whose order key is above
-// `key`, and those at it with ids up to `cut`): the first whose cumulative
-// probability exceeds u times the kept mass. Each warp sums a contiguous
-// range of ids (its lanes striding it, a fixed order), every thread finds
-// the range the draw lands in from those sums, and that range's warp walks
-// it 32 ids at a time with a scan. Where rounding carries the draw past the
-// walk's sums, the range's last kept token with mass is the pick.
-__device__ unsigned pick_by_id(const float *s, int vocab, float lse, unsigned key, unsigned cut, float u) {
-    __shared__ float range_mass[32];
+// The tokens a draw may land on: those whose order key is above `key`, and
+// those at it with ids up to `cut`. {0, NO_TOKEN} keeps every token.
+struct Kept {
+    unsigned key, cut;
+};
+__device__ __forceinline__ bool is_kept(Kept k, float x, int i) {
+    unsigned o = order_key(x);
+    return o > k.key || (o == k.key && (unsigned)i <= k.cut);
+}
+
+// The draw works on ids split into one contiguous part per warp, whose
+// lanes stride it (coalesced): part `p` of [lo, hi) is [plo, phi).
+__device__ __forceinline__ void part_of(int lo, int hi, int p, int &plo, int &phi) {
+    int warps = blockDim.x >> 5, span = (hi - lo + warps - 1) / warps;
+    plo = min(hi, lo + p * span);
+    phi = min(hi, plo + span);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+// Σ exp(x − base) over the kept tokens of each warp's part of [lo, hi),
+// into part_mass[warp] (a fixed order: deterministic).
+__device__ void kept_part_masses(float *part_mass, const float *s, int lo, int hi, float base, Kept k) {
+    int plo, phi, lane = threadIdx.x & 31;
+    part_of(lo, hi, threadIdx.x >> 5, plo, phi);
+    float m = 0.0f;
+    for (int i = plo + lane; i < phi; i += 32)
+        if (is_kept(k, s[i], i)) m += prob(s[i], base);
+    m = warp_sum(m);
+    if (lane == 0) part_mass[threadIdx.x >> 5] = m;
+}
+
+// The part whose mass takes the running sum (from `before`, which moves past
+// the parts before it) beyond `target`; past them all (rounding), the last
+// part with mass, `before` then excluding it.
+__device__ __forceinline__ int landing_part(const float *part_mass, float target, float &before) {
+    int landed = -1;
+    for (int w = 0; w < (int)(blockDim.x >> 5); w++) {
+        if (part_mass[w] <= 0.0f) continue;
+        landed = w;
+        if (before + part_mass[w] > target) return w;
+        before += part_mass[w];
+    }
+    if (landed >= 0) before -= part_mass[landed];
+    return landed;
+}
+
+// The draw in id order over the kept tokens, given the kept mass
+// (exp(x − base) summed) of each warp's part of the row: the first kept
+// token whose cumulative mass exceeds u times the total. The part the draw
+// lands in is split among the warps again, and the part of that it lands
+// in is scanned 32 ids at a time by its warp. Where rounding carries the
+// draw past the sums, the last kept token with mass there is the pick.
+__device__ unsigned draw_by_id(const float *row_parts, const float *s, int vocab, float base, Kept k, float u) {
+    __shared__ float sub_parts[32];
     __shared__ unsigned picked;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    int span = (vocab + warps - 1) / warps;
-    int lo = min(vocab, warp * span), hi = min(vocab, lo + span);
-    auto kept_prob = [&](int i) {
-        float x = s[i];
-        unsigned k = order_key(x);
-        return k > key || (k == key && (unsigned)i <= cut) ? prob(x, lse) : 0.0f;
-    };
-    float m = 0.0f;
-    for (int i = lo + lane; i < hi; i += 32) m += kept_prob(i);
-    for (int o = 16; o > 0; o >>= 1) m += __shfl_xor_sync(0xffffffff, m, o);
-    if (lane == 0) range_mass[warp] = m;
-    __syncthreads();
     float total = 0.0f;
-    for (int w = 0; w < warps; w++) total += range_mass[w];
+    for (int w = 0; w < warps; w++) total += row_parts[w];
     float target = u * total, before = 0.0f;
-    int landed = -1;
-    for (int w = 0; w < warps; w++) {
-        if (range_mass[w] <= 0.0f) continue;
-        landed = w;
-        if (before + range_mass[w] > target) break;
-        before += range_mass[w];
-    }
-    if (before + range_mass[landed] <= target) before -= range_mass[landed];  // past every range: the last one's walk
+    int lo, hi;
+    part_of(0, vocab, landing_part(row_parts, target, before), lo, hi);
+    kept_part_masses(sub_parts, s, lo, hi, base, k);
+    __syncthreads();
+    int landed = landing_part(sub_parts, target, before);
     if (warp == landed) {
+        int plo, phi;
+        part_of(lo, hi, landed, plo, phi);
         float run = before;
         unsigned found = NO_TOKEN;
         int last = -1;
-        for (int i0 = lo; i0 < hi && found == NO_TOKEN; i0 += 32) {
+        for (int i0 = plo; i0 < phi && found == NO_TOKEN; i0 += 32) {
             int i = i0 + lane;
-            float p = i < hi ? kept_prob(i) : 0.0f, incl = p;
+            float p = i < phi && is_kept(k, s[i], i) ? prob(s[i], base) : 0.0f, incl = p;
             for (int o = 1; o < 32; o <<= 1) {
                 float y = __shfl_up_sync(0xffffffff, incl, o);
                 if (lane >= o) incl += y;
@@ -223,7 +260,7 @@ __device__ unsigned pick_by_id(const float *s, int vocab, float lse, unsigned ke
 
 // draws[row] is the row's uniform draw in [0, 1); NaN skips the row.
 // `scaled` is [rows, vocab] scratch for logits / temperature (unused at 1).
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS, 1)
     sample_rows_f32(const float *logits, float *scaled, const float *draws, unsigned *tokens, float *logprobs, int vocab,
                     float temperature, int top_k, float top_p) {
     long row = blockIdx.x;
@@ -235,25 +272,31 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
     // place (scaled may then be null).
     float t = temperature > 0.0f ? temperature : 1.0f;
     const float *s = t == 1.0f ? z : scaled + row * vocab;
+    // The maximum, and the first id holding it (the greedy pick): each
+    // thread's own first, then the block's.
     float mx = -INFINITY;
+    unsigned first = NO_TOKEN;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
         float x = z[i] / t;
         if (t != 1.0f) scaled[row * vocab + i] = x;
-        mx = fmaxf(mx, x);
+        if (x > mx || first == NO_TOKEN) {  // a row of -inf still picks its first token
+            mx = x;
+            first = (unsigned)i;
+        }
     }
+    float mine = mx;
     mx = block_reduce(mx, MaxOp(), -INFINITY);
+    unsigned pick = block_reduce(mine == mx ? first : NO_TOKEN, MinU32(), NO_TOKEN);
+    // The row's mass, summed per warp part: an untruncated draw reuses the sums.
+    __shared__ float row_parts[32];
+    const Kept all = {0u, NO_TOKEN};
+    kept_part_masses(row_parts, s, 0, vocab, mx, all);
+    __syncthreads();
     float mass = 0.0f;
-    unsigned first = NO_TOKEN;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float x = s[i];
-        mass += prob(x, mx);
-        if (x == mx) first = min(first, (unsigned)i);
-    }
-    float lse = mx + logf(block_sum(mass));
-    unsigned pick = block_reduce(first, MinU32(), NO_TOKEN);
+    for (int w = 0; w < (int)(blockDim.x >> 5); w++) mass += row_parts[w];
+    float lse = mx + logf(mass);
     if (temperature > 0.0f) {
-        // Every token is kept (key 0 is below every order key, and no id is
-        // past the cut) unless top-k or top-p keeps a prefix.
+        // Every token is kept unless top-k or top-p keeps a prefix.
         Prefix keep = {0u, 0};
         float group = 0.0f;  // how many tokens share keep.key
         bool truncated = false;
@@ -274,9 +317,15 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
                 truncated = true;
             }
         }
-        // A tie group cut short keeps its first `ties` tokens by id.
-        unsigned cut = truncated && keep.ties < (int)group ? nth_with_key(s, vocab, keep.key, keep.ties) : NO_TOKEN;
-        unsigned drawn = pick_by_id(s, vocab, lse, keep.key, cut, u);
+        Kept kept = all;
+        if (truncated) {
+            // A tie group cut short keeps its first `ties` tokens by id.
+            kept = {keep.key, keep.ties < (int)group ? nth_with_key(s, vocab, keep.key, keep.ties) : NO_TOKEN};
+            __syncthreads();  // every thread has read the whole row's masses above
+            kept_part_masses(row_parts, s, 0, vocab, mx, kept);
+            __syncthreads();
+        }
+        unsigned drawn = draw_by_id(row_parts, s, vocab, mx, kept, u);
         // A kept token always has mass (the maximum's is at least 1/vocab); the greedy pick only guards the index.
         if (drawn < (unsigned)vocab) pick = drawn;
     }
