@@ -182,6 +182,7 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
     named("qkv_from_tokens_bf16_bf16_from_bf16");
     assert!(named("flash_fwd_d64_bf16")["threads"].as_u64().unwrap() > 0);
     assert!(stderr.contains("| kernel (of the 8 slowest families) | threads | registers |"), "{stderr}");
+    assert!(v["gemm_tflops"].as_f64().is_some() && stderr.contains("matmuls: "), "{stderr}");
     // Each tuned variant with its launch: the wide backward's dynamic shared memory, the one-tile forward's 8 warps.
     let resources = |k: &str| v["tuning"].as_array().unwrap().iter().find(|t| t["kernel"] == k).unwrap()["resources"].clone();
     assert_eq!(resources("flash_bwd_d64_bf16_wide")["dynamic_smem_bytes"], 74752);

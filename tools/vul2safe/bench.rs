@@ -191,6 +191,13 @@ fn train(a: TrainArgs) -> Result<()> {
                     eprintln!("flash attention: fwd {f:.0}, bwd {b:.0}, fwd+bwd {t:.0} TFLOP/s (causal; bwd counted as 2.5x fwd)");
                     v["flash_tflops"] = serde_json::json!({"fwd": f.round(), "bwd": b.round(), "total": t.round()});
                 }
+                if let Some(rate) = vul2safe::bench::gemm_tflops(&prof.families, &cfg, batch * seq, recompute, steps) {
+                    eprintln!(
+                        "matmuls: {rate:.0} TFLOP/s ({} FLOPs per parameter and token over the gemm family's time)",
+                        if recompute { 8 } else { 6 }
+                    );
+                    v["gemm_tflops"] = rate.round().into();
+                }
                 print_profile(&mut v, &prof, "step", steps, r.step_ms)?;
             }
             r
