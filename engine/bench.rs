@@ -12,7 +12,7 @@ use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, KvCache, ModelConfig, Transformer};
 use crate::tensor::DType;
 use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -146,6 +146,7 @@ pub fn train_throughput<B: Backend>(
     steps: usize,
     before_timed: impl FnOnce(),
 ) -> Result<TrainBench> {
+    be.supports(&cfg).with_context(|| format!("the {} backend cannot run this shape", be.name()))?;
     let (mut trainer, b) = setup(be, cfg, batch, seq, recompute);
     for _ in 0..warmup {
         trainer.step(be, std::slice::from_ref(&b))?;
@@ -180,6 +181,7 @@ pub fn generate_throughput<B: Backend>(
     new: usize,
     before_timed: impl FnOnce(),
 ) -> Result<GenerateBench> {
+    be.supports(&cfg).with_context(|| format!("the {} backend cannot run this shape", be.name()))?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let prompts: Vec<Vec<u32>> =
         (0..prompts).map(|_| (0..prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect()).collect();

@@ -245,6 +245,14 @@ fn generate_and_score_run_on_cuda_through_the_binary() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("cannot run") && stderr.contains("head_dim 32, 64 or 128; the model's is 16"), "{stderr}");
+    // The benchmarks, which build random weights of a folder's shape, refuse it the same way.
+    let o = Command::new(env!("CARGO_BIN_EXE_vul2safe"))
+        .args(["bench", "train", "--backend", "cuda", "--shape", llama.to_str().unwrap(), "--batch", "1", "--seq", "8", "--steps", "1"])
+        .envs(emu.env())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("cannot run this shape") && !stderr.contains("panicked"), "{stderr}");
 }
 
 /// `bench attention` on the emulated driver at the two head sizes the
