@@ -6,7 +6,7 @@
 pub mod attention;
 
 use crate::backend::cuda::profile::FamilyTime;
-use crate::backend::Backend;
+use crate::backend::{AttnShape, Backend};
 use crate::generate::{generate_continuous, SamplingConfig};
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, KvCache, ModelConfig, Transformer};
@@ -85,25 +85,23 @@ pub fn flops_per_token(cfg: &ModelConfig, seq: usize) -> f64 {
     6.0 * n + 6.0 * (cfg.num_layers * seq * cfg.q_dim()) as f64
 }
 
-/// FLOPs of one layer's causal attention forward: QKᵀ and PV over the
-/// visible half of the `seq × seq` scores.
-pub fn attention_fwd_flops(cfg: &ModelConfig, batch: usize, seq: usize) -> f64 {
-    2.0 * (batch * seq * seq * cfg.q_dim()) as f64
+/// TFLOP/s of `flops` done in `ms` milliseconds.
+pub fn tflop_per_s(flops: f64, ms: f64) -> f64 {
+    flops / (ms * 1e-3) / 1e12
 }
 
 /// Flash attention's forward, backward and overall TFLOP/s from a profiled
-/// training bench (`rows` summed over `steps` steps), counting the backward
-/// as 2.5× the forward's FLOPs as FlashAttention's papers do. None when the
-/// flash kernels did not run (exact mode).
+/// training bench (`rows` summed over `steps` steps), as
+/// [`attention::causal_rates`] counts them. None when the flash kernels did
+/// not run (exact mode).
 pub fn flash_tflops(rows: &[FamilyTime], cfg: &ModelConfig, batch: usize, seq: usize, steps: usize) -> Option<[f64; 3]> {
     let ms = |families: &[&str]| rows.iter().filter(|r| families.contains(&r.family.as_str())).map(|r| r.ms).sum::<f64>() / steps as f64;
     let (fwd_ms, bwd_ms) = (ms(&["flash_fwd"]), ms(&["flash_bwd", "flash_dq_sum", "attention_rowdot", "flash_group_sum"]));
     if fwd_ms <= 0.0 || bwd_ms <= 0.0 {
         return None;
     }
-    let fwd = attention_fwd_flops(cfg, batch, seq) * cfg.num_layers as f64;
-    let tflops = |flops: f64, ms: f64| flops / (ms * 1e-3) / 1e12;
-    Some([tflops(fwd, fwd_ms), tflops(2.5 * fwd, bwd_ms), tflops(3.5 * fwd, fwd_ms + bwd_ms)])
+    let sh = AttnShape { batch, q_heads: cfg.num_heads, kv_heads: cfg.num_kv_heads, q_len: seq, kv_cap: seq, head_dim: cfg.head_dim };
+    Some(attention::causal_rates(attention::causal_fwd_flops(sh) * cfg.num_layers as f64, fwd_ms, bwd_ms))
 }
 
 /// The matmuls' TFLOP/s in a profiled training step: 6 FLOPs per parameter
@@ -113,7 +111,7 @@ pub fn gemm_tflops(rows: &[FamilyTime], cfg: &ModelConfig, tokens: usize, recomp
     let ms = rows.iter().filter(|r| r.family == "gemm").map(|r| r.ms).sum::<f64>() / steps as f64;
     let per_param_token = if recompute { 8.0 } else { 6.0 };
     let flops = per_param_token * crate::model::weights::param_count(cfg) as f64 * tokens as f64;
-    (ms > 0.0).then(|| flops / (ms * 1e-3) / 1e12)
+    (ms > 0.0).then(|| tflop_per_s(flops, ms))
 }
 
 /// A trainer on random weights and one fixed random batch.

@@ -69,17 +69,23 @@ __device__ __forceinline__ void rotate4(float4 &a, float4 &c, const float *cos_t
 // Grid-stride loop over n elements.
 #define FOR_EACH(i, n) for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < (long)(n); i += (long)gridDim.x * blockDim.x)
 
+// Reduces v over the warp with `op`, the same tree in every lane (so every
+// lane gets the same bits).
+template <typename T, typename Op> __device__ __forceinline__ T warp_reduce(T v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
 // Reduces v over the block with `op` (blockDim.x a multiple of 32, at most
 // 1024); `identity` fills the lanes past the last warp's partial.
 template <typename T, typename Op> __device__ __forceinline__ T block_reduce(T v, Op op, T identity) {
     __shared__ T partial[32];
-    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
+    v = warp_reduce(v, op);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (lane == 0) partial[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        v = lane < (int)(blockDim.x >> 5) ? partial[lane] : identity;
-        for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffff, v, o));
+        v = warp_reduce(lane < (int)(blockDim.x >> 5) ? partial[lane] : identity, op);
         if (lane == 0) partial[0] = v;
     }
     __syncthreads();
@@ -92,5 +98,6 @@ struct SumOp {
     __device__ float operator()(float a, float b) const { return a + b; }
 };
 
-// Sum of a float over the block.
+// Sum of a float over the warp, and over the block.
+__device__ __forceinline__ float warp_sum(float v) { return warp_reduce(v, SumOp()); }
 __device__ __forceinline__ float block_sum(float v) { return block_reduce(v, SumOp(), 0.0f); }

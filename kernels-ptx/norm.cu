@@ -10,11 +10,6 @@
 
 #define NORM_ROWS 8  // rows per block: a warp each
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
 // out16, when not null, also gets the output rounded to bf16: the copy a
 // tensor-core matmul reading `out` would otherwise cast in a pass of its own;
 // out may then be null (a matmul-only output needs nothing else).

@@ -11,8 +11,9 @@
 // Each threshold is found by searching the 32-bit key three bits per pass
 // over the row (seven candidates measured at once), so the row is never
 // sorted. An untruncated row needs none of that: a pass for its maximum,
-// and one summing its mass per warp range of ids, whose sums also place the
-// draw; the landing range's warp then scans its share of the row.
+// and one summing its mass per warp part of the row, whose sums also place
+// the draw (draw_by_id: the landing part split among the warps again, and
+// one warp scanning the part of that the draw lands in).
 #include "common.cuh"
 
 #define SAMPLE_THREADS 1024
@@ -32,6 +33,9 @@ struct MaxOp {
 struct MinU32 {
     __device__ unsigned operator()(unsigned a, unsigned b) const { return min(a, b); }
 };
+struct MaxI32 {
+    __device__ int operator()(int a, int b) const { return max(a, b); }
+};
 
 // A token's probability from its scaled logit and the row's log-sum-exp
 // (expf, not exp2f of a product: the extra rounding of the product moves
@@ -43,15 +47,13 @@ __device__ __forceinline__ float prob(float x, float lse) { return expf(x - lse)
 template <int N> __device__ __forceinline__ void block_sums(float (&v)[N]) {
     __shared__ float partial[32][N];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int j = 0; j < N; j++)
-        for (int o = 16; o > 0; o >>= 1) v[j] += __shfl_xor_sync(0xffffffff, v[j], o);
+    for (int j = 0; j < N; j++) v[j] = warp_sum(v[j]);
     if (lane == 0)
         for (int j = 0; j < N; j++) partial[warp][j] = v[j];
     __syncthreads();
     if (warp == 0)
         for (int j = 0; j < N; j++) {
-            float x = lane < (int)(blockDim.x >> 5) ? partial[lane][j] : 0.0f;
-            for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffff, x, o);
+            float x = warp_sum(lane < (int)(blockDim.x >> 5) ? partial[lane][j] : 0.0f);
             if (lane == 0) partial[0][j] = x;
         }
     __syncthreads();
@@ -179,11 +181,6 @@ __device__ __forceinline__ void part_of(int lo, int hi, int p, int &plo, int &ph
     phi = min(hi, plo + span);
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
 // Σ exp(x − base) over the kept tokens of each warp's part of [lo, hi),
 // into part_mass[warp] (a fixed order: deterministic).
 __device__ void kept_part_masses(float *part_mass, const float *s, int lo, int hi, float base, Kept k) {
@@ -242,14 +239,8 @@ __device__ unsigned draw_by_id(const float *row_parts, const float *s, int vocab
                 float y = __shfl_up_sync(0xffffffff, incl, o);
                 if (lane >= o) incl += y;
             }
-            unsigned hit = p > 0.0f && run + incl > target ? (unsigned)i : NO_TOKEN;
-            int with_mass = p > 0.0f ? i : -1;
-            for (int o = 16; o > 0; o >>= 1) {
-                hit = min(hit, __shfl_xor_sync(0xffffffff, hit, o));
-                with_mass = max(with_mass, __shfl_xor_sync(0xffffffff, with_mass, o));
-            }
-            last = max(last, with_mass);
-            found = hit;
+            found = warp_reduce(p > 0.0f && run + incl > target ? (unsigned)i : NO_TOKEN, MinU32());
+            last = max(last, warp_reduce(p > 0.0f ? i : -1, MaxI32()));
             run += __shfl_sync(0xffffffff, incl, 31);
         }
         if (lane == 0) picked = found != NO_TOKEN ? found : (unsigned)last;

@@ -7,11 +7,6 @@
 #define WARPS 8
 #define TILE 32
 
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
 // Stages keys and values [j0, j0 + TILE) of one head into shared memory (zeros past `valid`).
 template <int D, typename T>
 __device__ __forceinline__ void load_kv_tile(float (*ks)[D], float (*vs)[D], const T *k, const T *v, long base, int j0, int valid) {

@@ -15,18 +15,24 @@ pub struct AttentionBench {
 }
 
 impl AttentionBench {
-    /// Forward, backward and forward + backward TFLOP/s, the backward
-    /// counted as 2.5× the forward's FLOPs as FlashAttention's papers do.
+    /// Forward, backward and forward + backward TFLOP/s (`causal_rates`).
     pub fn tflops(&self, sh: AttnShape) -> [f64; 3] {
-        let fwd = causal_fwd_flops(sh);
-        let rate = |flops: f64, ms: f64| flops / (ms * 1e-3) / 1e12;
-        [rate(fwd, self.fwd_ms), rate(2.5 * fwd, self.bwd_ms), rate(3.5 * fwd, self.fwd_ms + self.bwd_ms)]
+        causal_rates(causal_fwd_flops(sh), self.fwd_ms, self.bwd_ms)
     }
 }
 
 /// FLOPs of a causal forward: QKᵀ and PV over the visible half of each row's scores.
 pub fn causal_fwd_flops(sh: AttnShape) -> f64 {
     2.0 * (sh.batch * sh.q_len * sh.q_len * sh.q_heads * sh.head_dim) as f64
+}
+
+/// Forward, backward and forward + backward TFLOP/s of attention whose
+/// forward does `fwd_flops` in `fwd_ms` and whose backward takes `bwd_ms`,
+/// the backward counted as 2.5× the forward's FLOPs as FlashAttention's
+/// papers do.
+pub fn causal_rates(fwd_flops: f64, fwd_ms: f64, bwd_ms: f64) -> [f64; 3] {
+    let rate = super::tflop_per_s;
+    [rate(fwd_flops, fwd_ms), rate(2.5 * fwd_flops, bwd_ms), rate(3.5 * fwd_flops, fwd_ms + bwd_ms)]
 }
 
 /// Times `reps` forwards, then `reps` backwards (the backward's exit into

@@ -132,9 +132,7 @@ pub fn run(what: BenchCmd) -> Result<()> {
         BenchCmd::Generate(a) => generate(a)?,
         BenchCmd::Attention(a) => attention(a)?,
         BenchCmd::Cpu { batch, seq, steps } => {
-            if batch == 0 || seq < 2 || steps == 0 {
-                bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
-            }
+            check_train_shape(batch, seq, steps)?;
             let cfg = vul2safe::bench::small_llama();
             let params = vul2safe::model::weights::param_count(&cfg);
             let r = vul2safe::bench::train_throughput(&Cpu, cfg, batch, seq, false, 2, steps, || {})?;
@@ -151,11 +149,17 @@ pub fn run(what: BenchCmd) -> Result<()> {
     Ok(())
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    let TrainArgs { backend, shape, batch, seq, steps, profile, recompute, math } = a;
+/// A training bench needs a row, a next token to predict, and a timed step.
+fn check_train_shape(batch: usize, seq: usize, steps: usize) -> Result<()> {
     if batch == 0 || seq < 2 || steps == 0 {
         bail!("--batch ≥ 1, --seq ≥ 2 and --steps ≥ 1 are required");
     }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let TrainArgs { backend, shape, batch, seq, steps, profile, recompute, math } = a;
+    check_train_shape(batch, seq, steps)?;
     if profile && backend != Kind::Cuda {
         bail!("--profile times GPU kernels: it needs --backend cuda");
     }

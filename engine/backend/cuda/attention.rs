@@ -67,12 +67,18 @@ const fn bwd_smem(d: usize, qt: usize, keys: usize, stages: usize) -> u32 {
     (2 * (stages * 2 * qt * (d + 8) + keys * (d + 8) + keys * (qt + 8)) + 4 * stages * 2 * qt) as u32
 }
 
+/// Bytes of flash.cu's `FwdSmem<d, stages>`: `stages` stages of K and V
+/// tiles of 64 keys (BK), bf16 rows padded by 8.
+const fn fwd_smem(d: usize, stages: usize) -> u32 {
+    (2 * stages * 2 * 64 * (d + 8)) as u32
+}
+
 /// Dynamic shared memory of the wide head_dim-64 backward (`WideBwdSmem`)
-/// and the staged head_dim-128 kernels (`StagedBwdSmem`, `StagedFwdSmem`:
-/// two stages of 64-key K and V tiles), whose sizes flash.cu asserts.
+/// and the staged head_dim-128 kernels (`StagedBwdSmem`, `StagedFwdSmem`),
+/// whose sizes flash.cu asserts.
 const FLASH_BWD_WIDE_SMEM: u32 = bwd_smem(64, 64, 128, 2);
 const FLASH_BWD_STAGED_SMEM: u32 = bwd_smem(128, 32, 64, 2);
-const FLASH_FWD_STAGED_SMEM: u32 = (2 * 2 * 64 * (128 + 8) * 2) as u32;
+const FLASH_FWD_STAGED_SMEM: u32 = fwd_smem(128, 2);
 
 /// Bytes of dynamic shared memory kernel `name` is launched with (0 for
 /// all but the wide and staged flash variants).
