@@ -5,7 +5,7 @@
 
 pub mod attention;
 
-use crate::backend::cuda::profile::FamilyTime;
+use crate::backend::cuda::profile::{FamilyTime, Peaks};
 use crate::backend::{AttnShape, Backend};
 use crate::generate::{generate_continuous, SamplingConfig};
 use crate::model::weights::init_params;
@@ -234,6 +234,12 @@ pub fn bf16_peak_flops(device_name: &str) -> Option<f64> {
     }
 }
 
+/// A card's HBM bandwidth and dense bf16 tensor-core peak, for the
+/// profile's roofline column.
+pub fn card_peaks(device_name: &str) -> Option<Peaks> {
+    Some(Peaks { bytes_per_s: memory_bandwidth(device_name)?, flops_per_s: bf16_peak_flops(device_name)? })
+}
+
 /// Functions per second of the built-in analyzer on one thread, over `rounds`
 /// passes of the embedded corpus; also returns the findings of one pass.
 pub fn analyzer_throughput(rounds: usize) -> (f64, usize) {
@@ -257,7 +263,7 @@ mod tests {
     /// hand; the same kernel times give the same here.
     #[test]
     fn flash_rates_from_a_profile() {
-        let row = |family: &str, ms: f64| FamilyTime { family: family.into(), calls: 12, ms };
+        let row = |family: &str, ms: f64| FamilyTime { family: family.into(), calls: 12, ms, ..Default::default() };
         let rows = [row("gemm", 21.0), row("flash_fwd", 4.5), row("flash_bwd", 10.4), row("flash_dq_sum", 6.0)];
         let [f, b, t] = flash_tflops(&rows, &named_shape("llama-124m").unwrap(), 16, 1024, 1).unwrap();
         assert_eq!([f.round(), b.round(), t.round()], [69.0, 47.0, 52.0]);
@@ -269,8 +275,10 @@ mod tests {
     #[test]
     fn matmul_rate_from_a_profile() {
         let cfg = named_shape("llama-124m").unwrap();
-        let rows =
-            [FamilyTime { family: "gemm".into(), calls: 273, ms: 42.0 }, FamilyTime { family: "flash_fwd".into(), calls: 24, ms: 9.0 }];
+        let rows = [
+            FamilyTime { family: "gemm".into(), calls: 273, ms: 42.0, ..Default::default() },
+            FamilyTime { family: "flash_fwd".into(), calls: 24, ms: 9.0, ..Default::default() },
+        ];
         let rate = gemm_tflops(&rows, &cfg, 16 * 1024, false, 2).unwrap();
         let want = 6.0 * crate::model::weights::param_count(&cfg) as f64 * 16384.0 / 21e-3 / 1e12;
         assert!((rate - want).abs() < 1e-9 && (570.0..590.0).contains(&rate), "{rate}");

@@ -155,8 +155,9 @@ fn decode_graphs_follow_the_flag_and_the_environment() {
 }
 
 /// `bench train --profile` on the emulated driver reports time per kernel
-/// family and, for every kernel launched, what the driver compiled (here the
-/// emulator's stand-in values: one block per SM, no attributes).
+/// family with the bytes and FLOPs its launches declared, and, for every
+/// kernel launched, what the driver compiled (here the emulator's stand-in
+/// values: one block per SM, no attributes).
 #[test]
 fn profiled_bench_train_reports_families_and_kernel_resources() {
     use std::process::Command;
@@ -174,6 +175,25 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
     for f in ["gemm", "flash_fwd", "flash_bwd", "flash_dq_sum", "qkv_from_tokens", "adamw_multi"] {
         assert!(families.contains(&f), "family {f} in {families:?}");
     }
+    // The work the launches declared, against the shapes (small: 4 layers,
+    // hidden 256, 4 heads of 64, FFN 768, vocab 8192 untied; 2 × 64 tokens).
+    let row = |f: &str| v["profile"].as_array().unwrap().iter().find(|r| r["family"] == f).unwrap().clone();
+    let bytes = |f: &str| row(f)["bytes"].as_f64().unwrap();
+    let flops = |f: &str| row(f)["flops"].as_f64().unwrap();
+    assert!(families.iter().all(|&f| bytes(f) > 0.0), "every family declares its traffic: {}", v["profile"]);
+    let cfg = vul2safe::bench::named_shape("small").unwrap();
+    let (tokens, layers) = (128.0, 4.0);
+    // The matmuls: 6 FLOPs per token and parameter, but for the input embedding (a lookup) and the norms' weights.
+    let not_in_matmuls = (cfg.vocab_size + 2 * cfg.num_layers + 1) * cfg.hidden_size;
+    let matmul_params = (vul2safe::model::weights::param_count(&cfg) - not_in_matmuls) as f64;
+    assert_eq!(flops("gemm"), 6.0 * matmul_params * tokens);
+    // Causal attention, 2 rows of 64 queries per head: QKᵀ and PV over half the square; the backward at 2.5×.
+    let fwd = layers * 4.0 * 64.0 * 4.0 * 2.0 * (64.0 * 64.0 / 2.0);
+    assert_eq!((flops("flash_fwd"), flops("flash_bwd")), (fwd, 2.5 * fwd));
+    // SwiGLU forward: the bf16 gate/up projection in, the bf16 product out (a matmul's input alone).
+    assert_eq!(bytes("swiglu_fwd"), layers * tokens * 768.0 * (2.0 * 2.0 + 2.0));
+    assert_eq!(flops("swiglu_fwd"), 0.0);
+    assert!(stderr.contains("| GB/s | TFLOP/s | of roofline |") && stderr.contains("(no roofline: "), "{stderr}");
     let kernels = v["kernels"].as_array().unwrap();
     let named = |k: &str| kernels.iter().find(|r| r["kernel"] == k).unwrap_or_else(|| panic!("{k} in {kernels:?}"));
     // Every kernel launched, none of cuBLAS's; the flash forward at its block size.
@@ -285,4 +305,34 @@ fn bench_attention_times_both_passes_and_tunes_their_variants() {
         let tuned: Vec<&str> = v["tuning"].as_array().unwrap().iter().map(|t| t["kernel"].as_str().unwrap()).collect();
         assert_eq!(tuned, want, "head_dim {hd}");
     }
+}
+
+/// A variant whose block does not fit on the card's SMs (the emulator's
+/// KERNEL_EMU_NO_ROOM: occupancy 0, launches refused, as a GPU does when
+/// its JIT takes more registers than ptxas did) is left out of tuning with
+/// a note; the run goes on with the variants that fit. A kernel with no
+/// variant that fits fails with the reason.
+#[test]
+fn tuning_leaves_out_variants_that_do_not_fit() {
+    use std::process::Command;
+    let Some(emu) = kernel_emu::emulated_cuda() else { return };
+    let bench = |no_room: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vul2safe"))
+            .args(["bench", "attention", "--backend", "cuda", "--batch", "1", "--seq", "64"])
+            .args(["--heads", "2", "--head-dim", "64", "--reps", "1"])
+            .envs(emu.env())
+            .env("KERNEL_EMU_NO_ROOM", no_room)
+            .output()
+            .unwrap()
+    };
+    let o = bench("flash_bwd_d64_bf16_wide,flash_fwd_d64_bf16");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("note: flash_bwd_d64_bf16_wide does not fit on an SM here"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tuned: Vec<&str> = v["tuning"].as_array().unwrap().iter().map(|t| t["kernel"].as_str().unwrap()).collect();
+    assert_eq!(tuned, ["flash_fwd_d64_bf16_one_tile", "flash_bwd_d64_bf16", "flash_bwd_d64_bf16_two_blocks"]);
+    let o = bench("flash_fwd_d64_bf16,flash_fwd_d64_bf16_one_tile");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("no variant of flash_fwd_d64_bf16 fits"), "{stderr}");
 }

@@ -41,6 +41,7 @@ enum : CUresult {
     INVALID_DEVICE = 101,
     CAPTURE_UNSUPPORTED = 900,
     NOT_FOUND = 500,
+    OUT_OF_RESOURCES = 701,
     LAUNCH_FAILED = 719,
 };
 
@@ -400,8 +401,18 @@ CUresult cuFuncSetAttribute(void *f, int attr, int value) {
     return OK;
 }
 // One block runs at a time here.
-CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *blocks, void *, int, size_t, unsigned) {
-    *blocks = 1;
+// KERNEL_EMU_NO_ROOM: kernels (comma-separated names) that act as on a card
+// whose SMs cannot hold one of their blocks (too many registers or too much
+// shared memory at the launched size): no block resident, launches refused.
+bool no_room(const std::string &name) {
+    const char *list = std::getenv("KERNEL_EMU_NO_ROOM");
+    if (!list) return false;
+    std::string names = std::string(",") + list + ",";
+    return names.find("," + name + ",") != std::string::npos;
+}
+
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *blocks, void *f, int, size_t, unsigned) {
+    *blocks = no_room(((Function *)f)->name) ? 0 : 1;
     return OK;
 }
 
@@ -414,6 +425,10 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
         std::fprintf(stderr, "emulated driver: %s launched with %u threads a block, its launch bounds allow %u\n", fn->name.c_str(),
                      bx * by * bz, fn->max_threads);
         return INVALID_VALUE;
+    }
+    if (no_room(fn->name)) {
+        std::fprintf(stderr, "emulated driver: %s: no room for a block on an SM (KERNEL_EMU_NO_ROOM)\n", fn->name.c_str());
+        return OUT_OF_RESOURCES;
     }
     if ((int)shared > fn->max_dynamic_shared) {
         std::fprintf(stderr, "emulated driver: %s asks for %u bytes of dynamic shared memory, %d allowed\n", fn->name.c_str(), shared,

@@ -202,7 +202,7 @@ fn train(a: TrainArgs) -> Result<()> {
                     );
                     v["gemm_tflops"] = rate.round().into();
                 }
-                print_profile(&mut v, &prof, "step", steps, r.step_ms)?;
+                print_profile(&mut v, &prof, "step", steps, r.step_ms, &name)?;
             }
             r
         }
@@ -245,7 +245,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
             v["graph_steps"] = (g.graph_replays() - replays).into();
             if profile {
                 // One "step" here is one whole generation run.
-                print_profile(&mut v, &g.take_profile(), "run", 1, r.secs * 1e3)?;
+                print_profile(&mut v, &g.take_profile(), "run", 1, r.secs * 1e3, &g.device_name())?;
             }
             (r, g.device_name())
         }
@@ -334,14 +334,26 @@ fn print_tunings(v: &mut serde_json::Value, g: &Cuda) -> Result<()> {
 /// Prints the per-kernel-family table of a profiled bench to stderr (per
 /// `unit`, `units` of them in `wall_ms`), then the resources of the kernels
 /// of the slowest families, and puts both into `v` ("profile", "kernels").
-fn print_profile(v: &mut serde_json::Value, p: &Profile, unit: &str, units: usize, wall_ms: f64) -> Result<()> {
+fn print_profile(v: &mut serde_json::Value, p: &Profile, unit: &str, units: usize, wall_ms: f64, device: &str) -> Result<()> {
     let total: f64 = p.families.iter().map(|f| f.ms).sum();
     let per = units as f64;
-    eprintln!("| kernel family | calls/{unit} | ms/{unit} | share |\n|---|---|---|---|");
+    let peaks = vul2safe::bench::card_peaks(device);
+    let or_dash = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("—".to_string(), f);
+    eprintln!("| kernel family | calls/{unit} | ms/{unit} | share | GB/s | TFLOP/s | of roofline |\n|---|---|---|---|---|---|---|");
     for f in &p.families {
-        eprintln!("| {} | {} | {:.3} | {:.1}% |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
+        let (gbs, tflops) = (or_dash(f.gb_per_s(), &|x| format!("{x:.0}")), or_dash(f.tflop_per_s(), &|x| format!("{x:.0}")));
+        let roof = or_dash(peaks.and_then(|pk| f.roofline_share(pk)), &|x| format!("{:.0}%", 100.0 * x));
+        eprintln!("| {} | {} | {:.3} | {:.1}% | {gbs} | {tflops} | {roof} |", f.family, f.calls / units, f.ms / per, 100.0 * f.ms / total);
     }
-    eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} |", total / per, 100.0 * total / (wall_ms * per));
+    eprintln!("| all kernels | | {:.3} | GPU busy {:.0}% of the {unit} | | | |", total / per, 100.0 * total / (wall_ms * per));
+    match peaks {
+        Some(pk) => eprintln!(
+            "(bytes each launch must move and FLOPs it does, from the shapes; roofline: the slower of the bytes at {:.2} TB/s and the FLOPs at {:.0} TFLOP/s, over the time taken)",
+            pk.bytes_per_s / 1e12,
+            pk.flops_per_s / 1e12
+        ),
+        None => eprintln!("(no roofline: this card's peak bandwidth and FLOP rate are not in vul2safe::bench::card_peaks)"),
+    }
     let slowest: Vec<&str> = p.families.iter().take(8).map(|f| f.family.as_str()).collect();
     eprintln!(
         "\n| kernel (of the 8 slowest families) | threads | registers | spill bytes | smem static + dynamic | blocks/SM |\n|---|---|---|---|---|---|"
@@ -351,6 +363,9 @@ fn print_profile(v: &mut serde_json::Value, p: &Profile, unit: &str, units: usiz
         eprintln!("| {} | {} | {} | {} | {smem} | {} |", k.kernel, k.threads, k.registers, k.spill_bytes, k.blocks_per_sm);
     }
     v["profile"] = serde_json::to_value(&p.families)?;
+    if let Some(pk) = peaks {
+        v["peaks"] = serde_json::json!({"bytes_per_s": pk.bytes_per_s, "flops_per_s": pk.flops_per_s});
+    }
     v["kernels"] = serde_json::to_value(&p.kernels)?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! Operands are passed as raw addresses; their storage (f32, a bf16 KV
 //! cache, or all-bf16 training operands) picks the instantiation.
 
+use super::profile::{rope_bytes, Work};
 use super::{pair_args, per_element, Cuda, Storage, THREADS};
 use crate::backend::{AttnShape, SeqSpan};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -106,6 +107,20 @@ fn per_flash_tile(rows: usize, block_rows: usize, tiles: usize, heads: usize, ba
     }
 }
 
+/// What a forward over `spans` moves and computes: queries read and outputs
+/// written (`q_bytes` per value), each span's visible keys and values read
+/// (`kv_bytes`), the log-sum-exp written when kept, the span table; FLOPs
+/// as FlashAttention counts them (QKᵀ and PV over the visible scores, a
+/// causal square at half).
+fn spans_work(sh: AttnShape, spans: &[SeqSpan], q_bytes: usize, kv_bytes: usize, lse: bool) -> Work {
+    let (queries, keys) = spans.iter().fold((0, 0), |(q, k), s| (q + s.q_len, k + s.kv_len));
+    let scores: f64 = spans.iter().map(|s| (s.q_len * (s.kv_len - s.q_len)) as f64 + (s.q_len * s.q_len) as f64 / 2.0).sum();
+    let bytes = queries * sh.q_heads * (2 * sh.head_dim * q_bytes + 4 * lse as usize)
+        + 2 * keys * sh.kv_heads * sh.head_dim * kv_bytes
+        + 16 * spans.len();
+    Work { bytes: bytes as f64, flops: 4.0 * (sh.head_dim * sh.q_heads) as f64 * scores }
+}
+
 /// The attention kernels are instantiated for these head sizes.
 pub(super) fn supports_head_dim(head_dim: usize) -> anyhow::Result<()> {
     anyhow::ensure!(matches!(head_dim, 32 | 64 | 128), "its attention kernels take head_dim 32, 64 or 128; the model's is {head_dim}");
@@ -130,10 +145,19 @@ fn kernel_name(stem: &str, head_dim: usize, q_bf16: bool, kv_bf16: bool) -> Stri
 /// f32 data and its bf16 copy, each 0 when not kept), and the RoPE tables
 /// and token positions (`Cuda::rope_args`) that rotate its query and key
 /// parts back.
-pub(super) struct ProjectionGrad {
+pub(super) struct ProjectionGrad<'a> {
     pub(super) f32: u64,
     pub(super) bf16: u64,
     pub(super) rope: [u64; 3],
+    /// The tokens' positions on the host (for the profile's traffic).
+    pub(super) positions: &'a [u32],
+}
+
+impl ProjectionGrad<'_> {
+    /// Bytes written per value.
+    fn value_bytes(&self) -> usize {
+        4 * (self.f32 != 0) as usize + 2 * (self.bf16 != 0) as usize
+    }
 }
 
 /// Keys per staged tile of the decode kernel (TILE in warp_attention.cuh).
@@ -170,7 +194,8 @@ impl Cuda {
         // The kernels skip the log-sum-exp when its address is 0.
         let lse = lse.map_or(0, |l| self.ptr(l));
         if let (1, Storage::F32(qf)) = (sh.q_len, q) {
-            return self.decode(out, out16, lse, qf, k, v, sh, self.offsets(kv_lens).addr);
+            let keys = kv_lens.iter().sum();
+            return self.decode(out, out16, lse, qf, k, v, sh, self.offsets(kv_lens).addr, keys);
         }
         let spans: Vec<SeqSpan> =
             (0..sh.batch).map(|b| SeqSpan { q_start: b * sh.q_len, q_len: sh.q_len, kv_row: b, kv_len: kv_lens[b] }).collect();
@@ -200,11 +225,12 @@ impl Cuda {
         let d_spans = self.ids(&table);
         let (hq, hkv, cap, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, sh.scale());
         let (bf16_q, bf16_kv) = (q.is_bf16(), k.is_bf16());
+        let work = || spans_work(sh, spans, q.value_bytes(), k.value_bytes(), lse != 0);
         let (q, k, v) = (self.addr(q), self.addr(k), self.addr(v));
         // A flash block covers 128 queries: short prefills stay on the per-row kernel.
         if !(self.tensor_cores() && longest >= 16) {
             let (name, cfg) = (kernel_name("attention_fwd", sh.head_dim, bf16_q, bf16_kv), per_warp_row(longest, sh.q_heads, spans.len()));
-            launch!(self, &name, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale);
+            launch!(self, &name, cfg, work work(); &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale);
             return;
         }
         let variants = flash_fwd_variants(sh.head_dim);
@@ -215,9 +241,13 @@ impl Cuda {
             let cfg = per_flash_tile(longest, FLASH_FWD_ROWS, tiles, sh.q_heads, spans.len());
             LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg }
         };
-        self.launch_tuned(&kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv), variants, &shape, config, |kernel, cfg| {
-            launch!(self, kernel, cfg, &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale)
-        });
+        self.launch_tuned(
+            &kernel_name("flash_fwd", sh.head_dim, bf16_q, bf16_kv),
+            variants,
+            &shape,
+            config,
+            |kernel, cfg| launch!(self, kernel, cfg, work work(); &out, &lse, &q, &k, &v, &d_spans.addr, &hq, &hkv, &cap, &scale),
+        );
     }
 
     /// One query per row (kernels-ptx/decode.cu): a block per (key split,
@@ -225,9 +255,21 @@ impl Cuda {
     /// merged by a second kernel when there are several. Splits divide the
     /// cache's capacity, not its longest row, so a decode step launches the
     /// same grid with the same arguments every step (graph.rs replays it);
-    /// splits past a row's keys end at once.
+    /// splits past a row's keys end at once. `keys`: the rows' visible keys,
+    /// summed (for the profile's traffic).
     #[allow(clippy::too_many_arguments)]
-    fn decode(&self, out: u64, out16: u64, lse: u64, q: &CudaSlice<f32>, k: &Storage, v: &Storage, sh: AttnShape, d_lens: u64) {
+    fn decode(
+        &self,
+        out: u64,
+        out16: u64,
+        lse: u64,
+        q: &CudaSlice<f32>,
+        k: &Storage,
+        v: &Storage,
+        sh: AttnShape,
+        d_lens: u64,
+        keys: usize,
+    ) {
         let group = sh.group();
         assert!(group <= 32, "decode attention runs one warp per query head of a GQA group: at most 32, got {group}");
         let rows = sh.batch * sh.q_heads;
@@ -249,12 +291,19 @@ impl Cuda {
             shared_mem_bytes: 0,
         };
         let name = kernel_name("attention_decode", sh.head_dim, false, k.is_bf16());
+        // Outputs (f32 and bf16, each if kept) and the log-sum-exp, or the splits' partials.
+        let finished = rows * (sh.head_dim * (4 * (out != 0) as usize + 2 * (out16 != 0) as usize) + 4 * (lse != 0) as usize);
+        let partials = 4 * rows * splits * (sh.head_dim + 2);
+        let written = if splits > 1 { partials } else { finished };
+        let read = 4 * rows * sh.head_dim + 2 * keys * sh.kv_heads * sh.head_dim * k.value_bytes() + 4 * sh.batch;
+        let work = Work { bytes: (read + written) as f64, flops: 4.0 * (sh.head_dim * sh.group() * sh.kv_heads * keys) as f64 };
         let (k, v) = (self.addr(k), self.addr(v));
-        launch!(self, &name, cfg, &out, &out16, &lse, &part_o, &part_ml, q, &k, &v, &d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
+        launch!(self, &name, cfg, work work; &out, &out16, &lse, &part_o, &part_ml, q, &k, &v, &d_lens, &hq, &hkv, &cap, &chunk_i, &scale);
         if splits > 1 {
             let (r, n) = (rows as i64, splits as i32);
             let name = format!("attention_decode_combine_d{}", sh.head_dim);
-            launch!(self, &name, per_warp_row(rows, 1, 1), &out, &out16, &lse, &part_o, &part_ml, &r, &n);
+            let work = Work::bytes(partials + finished);
+            launch!(self, &name, per_warp_row(rows, 1, 1), work work; &out, &out16, &lse, &part_o, &part_ml, &r, &n);
         }
     }
 
@@ -264,7 +313,7 @@ impl Cuda {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_backward(
         &self,
-        dst: &ProjectionGrad,
+        dst: &ProjectionGrad<'_>,
         dout: &Storage,
         q: &Storage,
         k: &Storage,
@@ -280,9 +329,20 @@ impl Cuda {
         let [dout, q, k, v, out] = [dout, q, k, v, out].map(|s| self.addr(s));
         let tokens = sh.batch * sh.q_len;
         let rows = tokens * sh.q_heads;
+        // For the profile: bytes per operand value, a query-heads-wide and a
+        // key-heads-wide tensor's values, the q/k/v/dO reads and the
+        // log-sum-exp and row-dot reads, the RoPE tables, and the forward's FLOPs.
+        let es = if bf16 { 2 } else { 4 };
+        let (q_wide, kv_wide) = (rows * sh.head_dim, tokens * sh.kv_heads * sh.head_dim);
+        let operands = es * (2 * q_wide + 2 * kv_wide) + 8 * rows;
+        let rope = || rope_bytes(dst.positions, sh.head_dim);
+        let spans: Vec<SeqSpan> =
+            (0..sh.batch).map(|b| SeqSpan { q_start: b * sh.q_len, q_len: sh.q_len, kv_row: b, kv_len: sh.q_len }).collect();
+        let fwd_flops = spans_work(sh, &spans, es, es, true).flops;
         let mut rowdot = self.scratch(rows);
         let r = rows as i64;
-        launch!(self, &name("attention_rowdot"), per_warp_row(rows, 1, 1), &mut rowdot, &dout, &out, &r);
+        let work = Work::bytes(2 * es * q_wide + 4 * rows);
+        launch!(self, &name("attention_rowdot"), per_warp_row(rows, 1, 1), work work; &mut rowdot, &dout, &out, &r);
         let (hq, hkv, t, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.q_len as i32, sh.scale());
         let (quads, [_, _, _, d, _]) = pair_args(sh.batch, sh.q_len, sh.q_heads + 2 * sh.kv_heads, sh.head_dim, 0);
         let pitch = (sh.q_heads + 2 * sh.kv_heads) as i32 * d;
@@ -300,13 +360,17 @@ impl Cuda {
             // dQ, dK and dV one warp per row, then the exit kernel into the projection's gradient.
             let held = [sh.q_heads, sh.kv_heads, sh.kv_heads].map(heads_scratch);
             let [dq, dk, dv] = [&held[0], &held[1], &held[2]].map(|s| self.addr(s));
+            // dQ: three products per score (S, dP, dS·K), dK/dV four (S, dP, PᵀdO, dSᵀQ).
             let cfg = per_warp_row(sh.q_len, sh.q_heads, sh.batch);
-            launch!(self, &name("attention_bwd_dq"), cfg, &dq, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let work = Work { bytes: (operands + es * q_wide) as f64, flops: 1.5 * fwd_flops };
+            launch!(self, &name("attention_bwd_dq"), cfg, work work; &dq, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
             let cfg = per_warp_row(sh.q_len, sh.kv_heads, sh.batch);
-            launch!(self, &name("attention_bwd_dkdv"), cfg, &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
+            let work = Work { bytes: (operands + 2 * es * kv_wide) as f64, flops: 2.0 * fwd_flops };
+            launch!(self, &name("attention_bwd_dkdv"), cfg, work work; &dk, &dv, &dout, &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale);
             let exit = if bf16 { "tokens_from_qkv_bf16_to_f32" } else { "tokens_from_qkv_f32" };
             let n = tokens as i32;
-            launch!(self, exit, per_element(quads), &dst.f32, &dq, &dk, &dv, &cos, &sin, &positions, &n, &t, &hq, &hkv, &d, &dst.bf16);
+            let work = || Work::bytes((q_wide + 2 * kv_wide) * (es + dst.value_bytes()) + rope());
+            launch!(self, exit, per_element(quads), work work(); &dst.f32, &dq, &dk, &dv, &cos, &sin, &positions, &n, &t, &hq, &hkv, &d, &dst.bf16);
             return;
         }
         // One pass: dK/dV per query head (straight into the projection's
@@ -327,26 +391,36 @@ impl Cuda {
             None => ((dst.f32, dst.bf16), (dst.f32, dst.bf16), pitch, hq * d, (hq + hkv) * d, [cos, sin, positions]),
             Some([dkh, dvh]) => (as_output(dkh), as_output(dvh), hq * d, 0, 0, [0; 3]),
         };
+        // dQ partials: each key block's for the queries at or after its first key.
+        let partials = sh.batch * sh.q_heads * sh.head_dim * (0..sh.q_len).map(|i| i / keys + 1).sum::<usize>();
+        let (dkdv_bytes, into_dst) = match &scratch {
+            None => (2 * kv_wide * dst.value_bytes(), true),
+            Some(_) => (2 * q_wide * es, false),
+        };
+        let work =
+            || Work { bytes: (operands + dkdv_bytes + 4 * partials + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
         let variants = flash_bwd_variants(sh.head_dim);
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
         let config = |kernel: &str| LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg };
         self.launch_tuned(&name("flash_bwd"), variants, &shape, config, |kernel, cfg| {
             launch!(
-                self, kernel, cfg, &dk32, &dk16, &dv32, &dv16, &out_pitch, &k_off, &v_off, &c, &s, &p, &part, &dout, &q, &k, &v, lse,
-                &rowdot, &hq, &hkv, &t, &scale
+                self, kernel, cfg, work work(); &dk32, &dk16, &dv32, &dv16, &out_pitch, &k_off, &v_off, &c, &s, &p, &part, &dout, &q, &k,
+                &v, lse, &rowdot, &hq, &hkv, &t, &scale
             )
         });
         let (n, kb) = (tokens as i64, keys as i32);
         let cfg = per_element(rows * sh.head_dim / 8);
-        launch!(self, "flash_dq_sum", cfg, &dst.f32, &dst.bf16, &pitch, &part, &n, &t, &hq, &d, &kb, &scale, &cos, &sin, &positions);
+        let work = || Work::bytes(4 * partials + q_wide * dst.value_bytes() + rope());
+        launch!(self, "flash_dq_sum", cfg, work work(); &dst.f32, &dst.bf16, &pitch, &part, &n, &t, &hq, &d, &kb, &scale, &cos, &sin, &positions);
         if let Some([dkh, dvh]) = &scratch {
             let sum = if bf16 { "flash_group_sum_bf16" } else { "flash_group_sum_f32" };
             let cfg = per_element(tokens * sh.kv_heads * sh.head_dim / 8);
             // Keys rotate back; values were never rotated.
             for (part, off, [c, s, p]) in [(dkh, hq * d, [cos, sin, positions]), (dvh, (hq + hkv) * d, [0; 3])] {
+                let work = || Work::bytes(es * q_wide + kv_wide * dst.value_bytes() + if c != 0 { rope() } else { 0 });
                 let part = self.addr(part);
-                launch!(self, sum, cfg, &dst.f32, &dst.bf16, &pitch, &off, &part, &n, &hq, &hkv, &d, &c, &s, &p);
+                launch!(self, sum, cfg, work work(); &dst.f32, &dst.bf16, &pitch, &off, &part, &n, &hq, &hkv, &d, &c, &s, &p);
             }
         }
     }

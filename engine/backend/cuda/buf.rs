@@ -27,6 +27,15 @@ impl Storage {
     pub(crate) fn is_bf16(&self) -> bool {
         matches!(self, Storage::Bf16(_))
     }
+
+    /// Bytes per stored value.
+    pub(crate) fn value_bytes(&self) -> usize {
+        if self.is_bf16() {
+            2
+        } else {
+            4
+        }
+    }
 }
 
 pub struct CudaBuf {

@@ -5,6 +5,7 @@
 //! into a bf16 buffer (the MLP's gate and up projections).
 
 use super::graph::Call;
+use super::profile::Work;
 use super::{per_element, Cuda, CudaBuf, Storage};
 use crate::backend::MatMul;
 use anyhow::{bail, Result};
@@ -64,7 +65,9 @@ impl Cuda {
             if !self.issue(note) {
                 return;
             }
-            let _timed = self.timed("gemm", None);
+            let out_bytes = if c.is_bf16() { 2 } else { 4 };
+            let work = Work::gemm(mm.m, mm.n, mm.k, 2, if mm.accumulate { out_bytes } else { 0 }, out_bytes);
+            let _timed = self.timed("gemm", None, || work);
             // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
             // the scratch copies live until the call returns and the stream orders their reuse.
             unsafe {
@@ -112,7 +115,8 @@ impl Cuda {
         if !self.issue(note) {
             return;
         }
-        let _timed = self.timed("gemm", None);
+        let work = Work::gemm(mm.m, mm.n, mm.k, 4, if mm.accumulate { 4 } else { 0 }, 4);
+        let _timed = self.timed("gemm", None, || work);
         // SAFETY: as above.
         unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");
     }
@@ -134,7 +138,7 @@ impl Cuda {
         // SAFETY: the cast below writes all n elements before any read.
         let mut out = unsafe { self.stream.alloc::<half::bf16>(n.max(1)) }.expect("allocating bf16 scratch");
         let len = n as i64;
-        launch!(self, "cast_f32_to_bf16", per_element(n.div_ceil(4)), &mut out, x, &len);
+        launch!(self, "cast_f32_to_bf16", per_element(n.div_ceil(4)), work Work::bytes(6 * n); &mut out, x, &len);
         out
     }
 }

@@ -6,6 +6,7 @@
 
 use super::gemm::{op, Math};
 use super::graph::Call;
+use super::profile::Work;
 use super::{Cuda, CudaBuf};
 use crate::backend::{Backend, MatMul};
 use anyhow::{Context, Result};
@@ -135,7 +136,8 @@ impl Cuda {
         if !self.issue(note) {
             return Ok(());
         }
-        let _timed = self.timed("gemm", None);
+        let ab_bytes = if bf16 { 2 } else { 4 };
+        let _timed = self.timed("gemm", None, || Work::gemm(mm.m, mm.n, mm.k, ab_bytes, 4, 4));
         // Cuda::gemm's operands: cuBLAS's A is our b, its B our a.
         let lda = if mm.trans_b { mm.k } else { mm.n };
         let ldb = if mm.trans_a { mm.m } else { mm.k };

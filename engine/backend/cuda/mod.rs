@@ -23,6 +23,7 @@ use buf::Storage;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 pub use gemm::Math;
+use profile::{rope_bytes, Work};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,11 @@ struct Produced {
 }
 
 impl Produced {
+    /// Bytes written per value: the f32 data and the bf16 copy, each if kept.
+    fn value_bytes(&self) -> usize {
+        4 * (self.f32 != 0) as usize + 2 * (self.bf16 != 0) as usize
+    }
+
     fn done(self, buf: &mut CudaBuf) {
         match (self.copy, self.keep_f32) {
             (Some(c), true) => buf.keep_bf16(c),
@@ -167,9 +173,12 @@ fn check_slots(slots: &[u32], dst_len: usize, width: usize, cap: usize) {
     assert!(slots.is_empty() || last < rows * cap, "slot {last} is past the {rows} rows of {cap} positions");
 }
 
-/// Launches a kernel, or in a repeated step's pass (graph.rs) notes it too.
+/// Launches a kernel, or in a repeated step's pass (graph.rs) notes it too;
+/// `work w;` before the arguments declares what the launch moves and
+/// computes (`profile::Work`, evaluated only while profiling), for the
+/// profile's rates.
 macro_rules! launch {
-    ($self:expr, $name:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+    ($self:expr, $name:expr, $cfg:expr, work $work:expr; $($arg:expr),+ $(,)?) => {{
         let cfg = $cfg;
         let f = $self.kernel($name);
         let mut note = $self.note(|| $crate::backend::cuda::graph::Call::launch(f.cu_function(), &cfg));
@@ -182,7 +191,7 @@ macro_rules! launch {
             b.arg(a);
         )+
         if $self.issue(note) {
-            let _timed = $self.timed($name, Some((cfg.block_dim.0, cfg.shared_mem_bytes)));
+            let _timed = $self.timed($name, Some((cfg.block_dim.0, cfg.shared_mem_bytes)), || $work);
             // SAFETY: every kernel's argument list matches its extern "C" signature
             // in kernels-ptx/, and buffer sizes are checked by the callers.
             unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("launching {}: {e}", $name));
@@ -420,13 +429,15 @@ impl Cuda {
     /// stored in bf16 (an LM-head chunk, `Backend::zeros_projection`) in
     /// place; on f32 logits writing the bf16 copy the head's backward matmuls
     /// read, and the f32 values unless the buffer is a matmul input.
-    fn gradient_in_place(&self, stem: &str, logits: &mut CudaBuf, n: usize, launch: impl FnOnce(&str, u64, u64, i32)) {
+    /// The launch also gets the bytes of the logits read and their gradient written.
+    fn gradient_in_place(&self, stem: &str, logits: &mut CudaBuf, n: usize, launch: impl FnOnce(&str, u64, u64, i32, usize)) {
         if logits.is_bf16() {
             let z = self.addr(logits.storage_mut());
-            return launch(&format!("{stem}_bf16"), z, 0, 1);
+            return launch(&format!("{stem}_bf16"), z, 0, 1, 4 * n);
         }
         let o = self.produce(logits, n, true);
-        launch(&format!("{stem}_f32"), o.f32, o.bf16, o.keep_f32 as i32);
+        let written = 4 * o.keep_f32 as usize + 2 * (o.bf16 != 0) as usize;
+        launch(&format!("{stem}_f32"), o.f32, o.bf16, o.keep_f32 as i32, (4 + written) * n);
         o.done(logits);
     }
 
@@ -435,7 +446,7 @@ impl Cuda {
         let (nb, c) = (blocks as i32, cols as i32);
         // 32 warps per 32 columns (COLUMN_WARPS in elementwise.cu, which asserts this block size).
         let cfg = LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, "column_partials_add_f32", cfg, out, partial, &nb, &c);
+        launch!(self, "column_partials_add_f32", cfg, work Work::bytes(4 * (blocks + 2) * cols); out, partial, &nb, &c);
     }
 
     /// The SwiGLU kernel `stem` for a gate/up projection `[rows, 2·ff]`
@@ -539,13 +550,13 @@ impl Backend for Cuda {
     }
     fn scale(&self, buf: &mut CudaBuf, s: f32) {
         let n = buf.len() as i64;
-        launch!(self, "scale_f32", per_element(n as usize), buf.write(), &s, &n);
+        launch!(self, "scale_f32", per_element(n as usize), work Work::bytes(8 * n as usize); buf.write(), &s, &n);
     }
     fn sum_squares(&self, buf: &CudaBuf) -> f64 {
         let n = buf.len() as i64;
         let cfg = per_element(n as usize);
         let mut partial = self.scratch(cfg.grid_dim.0 as usize);
-        launch!(self, "sum_squares_partial", cfg, &mut partial, buf.data(), &n);
+        launch!(self, "sum_squares_partial", cfg, work Work::bytes(4 * n as usize); &mut partial, buf.data(), &n);
         self.fetch(&partial).iter().map(|&x| x as f64).sum()
     }
     fn matmul(&self, c: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
@@ -560,31 +571,39 @@ impl Backend for Cuda {
         let mut partial = self.scratch(blocks * cols);
         let (r, c, rpb) = (rows as i64, cols as i32, ROWS_PER_BLOCK as i32);
         // A bf16 gradient (training's q/k/v projection) is summed in f32, as autocast does.
+        let work = Work::bytes(dy.storage().value_bytes() * rows * cols + 4 * blocks * cols);
         let (name, dy) = match dy.storage() {
             Storage::F32(d) => ("bias_grad_partial_f32", self.ptr(d)),
             Storage::Bf16(d) => ("bias_grad_partial_bf16", self.ptr(d)),
         };
-        launch!(self, name, per_row(blocks), &mut partial, &dy, &r, &c, &rpb);
+        launch!(self, name, per_row(blocks), work work; &mut partial, &dy, &r, &c, &rpb);
         self.add_column_partials(dbias.write(), &partial, blocks, cols);
     }
     fn embedding_fwd(&self, out: &mut CudaBuf, table: &CudaBuf, ids: &[u32], dim: usize) {
         let d_ids = self.ids(ids);
         let (rows, d) = (ids.len() as i64, dim as i32);
-        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), out.write(), table.data(), &d_ids.addr, &rows, &d);
+        let work = Work::bytes(ids.len() * (8 * dim + 4));
+        launch!(self, "embedding_fwd_f32", per_element(ids.len() * dim), work work; out.write(), table.data(), &d_ids.addr, &rows, &d);
     }
     fn embedding_bwd(&self, dtable: &mut CudaBuf, dout: &CudaBuf, ids: &[u32], dim: usize) {
         // Rows grouped by token on the host, one block per token on the device.
         let vocab = dtable.len() / dim;
         let (starts, order) = rows_by_token(ids, vocab);
         let (d_order, d_starts, d) = (self.offsets(&order), self.offsets(&starts), dim as i32);
-        launch!(self, "embedding_bwd_f32", per_row(vocab), dtable.write(), dout.data(), &d_order.addr, &d_starts.addr, &d);
+        // Each token's rows read and its table row read and written once; the order and starts.
+        let work = || {
+            let used = starts.windows(2).filter(|w| w[0] != w[1]).count();
+            Work::bytes(ids.len() * (4 * dim + 4) + used * 8 * dim + 4 * starts.len())
+        };
+        launch!(self, "embedding_bwd_f32", per_row(vocab), work work(); dtable.write(), dout.data(), &d_order.addr, &d_starts.addr, &d);
     }
     fn rmsnorm_fwd(&self, out: &mut CudaBuf, rstd: &mut CudaBuf, x: &CudaBuf, w: &CudaBuf, dim: usize, eps: f32) {
         let d = dim as i32;
         let o = self.produce(out, x.len(), false);
         let rows = (x.len() / dim) as i64;
         let cfg = per_norm_rows(dim, rows);
-        launch!(self, "rmsnorm_fwd_f32", cfg, &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16);
+        let work = Work::bytes(x.len() * (4 + o.value_bytes()) + 4 * (dim + rows as usize));
+        launch!(self, "rmsnorm_fwd_f32", cfg, work work; &o.f32, rstd.write(), x.data(), w.data(), &rows, &d, &eps, &o.bf16);
         o.done(out);
     }
     fn rmsnorm_bwd(&self, dx: &mut CudaBuf, dw: &mut CudaBuf, dout: &CudaBuf, x: &CudaBuf, w: &CudaBuf, rstd: &CudaBuf, dim: usize) {
@@ -596,20 +615,27 @@ impl Backend for Cuda {
         // The output gradient in f32, or bf16 (a training step's, written by a matmul).
         let dy = self.addr(dout.storage());
         let kernel = |stem: &str| if dout.is_bf16() { format!("{stem}_bf16in_f32") } else { format!("{stem}_f32") };
+        // Per value: dy, x, and for dx its f32 read and its writes; w and rstd; the partials as counted below.
+        let (dy_bytes, dx_bytes) = (dout.storage().value_bytes(), 4 + o.value_bytes());
+        let values = rows * dim;
+        let side = 4 * (dim + rows);
         let (x, w, rstd) = (x.data(), w.data(), rstd.data());
         let (blocks, partial) = if dim <= NORM_BWD_FUSED_DIM {
             // One kernel: dx and the weight gradient's partials from the same reads.
             let blocks = rows.div_ceil(NORM_ROWS as usize * NORM_BWD_ROWS_PER_WARP);
             let mut partial = self.scratch(blocks * dim);
             let rpw = NORM_BWD_ROWS_PER_WARP as i32;
-            launch!(self, &kernel("rmsnorm_bwd"), per_row(blocks), &o.f32, &mut partial, &dy, x, w, rstd, &r, &d, &rpw, &o.bf16);
+            let work = Work::bytes(values * (dy_bytes + 4 + dx_bytes) + side + 4 * blocks * dim);
+            launch!(self, &kernel("rmsnorm_bwd"), per_row(blocks), work work; &o.f32, &mut partial, &dy, x, w, rstd, &r, &d, &rpw, &o.bf16);
             (blocks, partial)
         } else {
-            launch!(self, &kernel("rmsnorm_bwd_dx"), per_norm_rows(dim, r), &o.f32, &dy, x, w, rstd, &r, &d, &o.bf16);
+            let work = Work::bytes(values * (dy_bytes + 4 + dx_bytes) + side);
+            launch!(self, &kernel("rmsnorm_bwd_dx"), per_norm_rows(dim, r), work work; &o.f32, &dy, x, w, rstd, &r, &d, &o.bf16);
             let blocks = rows.div_ceil(ROWS_PER_BLOCK);
             let mut partial = self.scratch(blocks * dim);
             let rpb = ROWS_PER_BLOCK as i32;
-            launch!(self, &kernel("rmsnorm_bwd_dw_partial"), per_row(blocks), &mut partial, &dy, x, rstd, &r, &d, &rpb);
+            let work = Work::bytes(values * (dy_bytes + 4) + 4 * rows + 4 * blocks * dim);
+            launch!(self, &kernel("rmsnorm_bwd_dw_partial"), per_row(blocks), work work; &mut partial, &dy, x, rstd, &r, &d, &rpb);
             (blocks, partial)
         };
         o.done(dx);
@@ -635,15 +661,23 @@ impl Backend for Cuda {
         assert_eq!(k.is_bf16(), v.is_bf16(), "qkv_from_tokens: keys and values stored differently");
         let kv_slots = self.ids(kv_at.slots);
         let bias = bias.map_or(0, |b| self.ptr(b.data()));
+        let token_positions = rope.positions;
         let ([cos, sin, positions], _uploaded) = self.rope_args(rope);
         let (quads, [rows, _, _, hd, _]) = pair_args(1, tokens, heads.q + 2 * heads.kv, heads.dim, 0);
         let [hq, hkv, kv_cap] = [heads.q, heads.kv, kv_at.cap].map(|x| x as i32);
         let ty = |bf16: bool| if bf16 { "bf16" } else { "f32" };
         let name = format!("qkv_from_tokens_{}_{}_from_{}", ty(q.is_bf16()), ty(k.is_bf16()), ty(qkv.is_bf16()));
+        // The projection (and bias) read, queries, keys and values written, the tables and slots.
+        let [q_bytes, kv_bytes, src_bytes] = [&*q, &*k, qkv].map(|b| b.storage().value_bytes());
+        let work = || {
+            let moved = qkv.len() * src_bytes + tokens * heads.dim * (heads.q * q_bytes + 2 * heads.kv * kv_bytes);
+            let bias_bytes = if bias == 0 { 0 } else { 4 * heads.width() };
+            Work::bytes(moved + bias_bytes + rope_bytes(token_positions, heads.dim) + 4 * tokens)
+        };
         let [qp, kp, vp] = [q, k, v].map(|b| self.addr(b.storage_mut()));
         let src = self.addr(qkv.storage());
         let cfg = per_element(quads);
-        launch!(self, &name, cfg, &qp, &kp, &vp, &src, &bias, &cos, &sin, &positions, &rows, &hq, &hkv, &hd, &kv_cap, &kv_slots.addr);
+        launch!(self, &name, cfg, work work(); &qp, &kp, &vp, &src, &bias, &cos, &sin, &positions, &rows, &hq, &hkv, &hd, &kv_cap, &kv_slots.addr);
     }
     fn attention_fwd(
         &self,
@@ -688,17 +722,19 @@ impl Backend for Cuda {
     ) {
         let n = sh.batch * sh.q_len * (sh.q_heads + 2 * sh.kv_heads) * sh.head_dim;
         assert_eq!(dqkv.len(), n, "attention_bwd: the projection's gradient holds {} values, not {n}", dqkv.len());
+        let positions = rope.positions;
         let (rope, _uploaded) = self.rope_args(rope);
         // Into a bf16-stored or matmul-input buffer only bf16 is written.
         let o = self.produce(dqkv, n, false);
-        let dst = attention::ProjectionGrad { f32: o.f32, bf16: o.bf16, rope };
+        let dst = attention::ProjectionGrad { f32: o.f32, bf16: o.bf16, rope, positions };
         self.attention_backward(&dst, dout.storage(), q.storage(), k.storage(), v.storage(), out.storage(), lse.data(), sh);
         o.done(dqkv);
     }
     fn swiglu_fwd(&self, h: &mut CudaBuf, gate_up: &CudaBuf, ff: usize) {
         let (name, gu, [rows, f], cfg) = self.swiglu_input("swiglu_fwd", gate_up, h.len(), ff);
         let o = self.produce(h, h.len(), false);
-        launch!(self, &name, cfg, &o.f32, &gu, &rows, &f, &o.bf16);
+        let work = Work::bytes(gate_up.len() * gate_up.storage().value_bytes() + h.len() * o.value_bytes());
+        launch!(self, &name, cfg, work work; &o.f32, &gu, &rows, &f, &o.bf16);
         o.done(h);
     }
     fn swiglu_bwd(&self, dgate_up: &mut CudaBuf, dh: &CudaBuf, gate_up: &CudaBuf, ff: usize) {
@@ -711,14 +747,17 @@ impl Backend for Cuda {
             }
         };
         let o = self.produce(dgate_up, gate_up.len(), false);
-        launch!(self, &name, cfg, &o.f32, &d, &gu, &rows, &f, &o.bf16);
+        let work = Work::bytes(gate_up.len() * (gate_up.storage().value_bytes() + o.value_bytes()) + dh.len() * dh.storage().value_bytes());
+        launch!(self, &name, cfg, work work; &o.f32, &d, &gu, &rows, &f, &o.bf16);
         o.done(dgate_up);
     }
     fn cross_entropy_inplace(&self, logits: &mut CudaBuf, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         let (t, w, v) = (self.ids(targets), self.floats(weights), vocab as i32);
         let mut loss = self.scratch(targets.len());
-        self.gradient_in_place("cross_entropy", logits, targets.len() * vocab, |name, z, z16, keep| {
-            launch!(self, name, per_row(targets.len()), &z, &mut loss, &t.addr, &w, &v, &z16, &keep);
+        self.gradient_in_place("cross_entropy", logits, targets.len() * vocab, |name, z, z16, keep, bytes| {
+            // With the targets and weights read and the losses written.
+            let work = Work::bytes(bytes + 12 * targets.len());
+            launch!(self, name, per_row(targets.len()), work work; &z, &mut loss, &t.addr, &w, &v, &z16, &keep);
         });
         self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
@@ -727,13 +766,15 @@ impl Backend for Cuda {
         let (mut lp, mut h) = (self.scratch(targets.len()), self.scratch(targets.len()));
         let z = logits.storage();
         let name = if z.is_bf16() { "logprob_entropy_bf16" } else { "logprob_entropy_f32" };
-        launch!(self, name, per_row(targets.len()), &self.addr(z), &mut lp, &mut h, &t.addr, &v);
+        let work = Work::bytes(targets.len() * (vocab * z.value_bytes() + 12));
+        launch!(self, name, per_row(targets.len()), work work; &self.addr(z), &mut lp, &mut h, &t.addr, &v);
         (self.fetch_n(&lp, targets.len()), self.fetch_n(&h, targets.len()))
     }
     fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
-        self.gradient_in_place("logit_grad", logits, targets.len() * vocab, |name, z, z16, keep| {
-            launch!(self, name, per_row(targets.len()), &z, &t.addr, &cl, &ce, &v, &z16, &keep);
+        self.gradient_in_place("logit_grad", logits, targets.len() * vocab, |name, z, z16, keep, bytes| {
+            let work = Work::bytes(bytes + 12 * targets.len());
+            launch!(self, name, per_row(targets.len()), work work; &z, &t.addr, &cl, &ce, &v, &z16, &keep);
         });
     }
     fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
@@ -747,6 +788,7 @@ impl Backend for Cuda {
             self,
             "adamw_f32",
             per_element(n as usize),
+            work Work::bytes(28 * n as usize);
             param.write(),
             grad.data(),
             m.write(),

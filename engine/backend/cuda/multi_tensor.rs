@@ -2,6 +2,7 @@
 //! table of device pointers and a list of fixed-size chunks, one block per
 //! chunk, replace a launch (and, for the norm, a download) per tensor.
 
+use super::profile::Work;
 use super::{Cuda, CudaBuf, Produced, THREADS};
 use crate::backend::{AdamWStep, AdamWTensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -95,10 +96,13 @@ impl Cuda {
         let bc1 = 1.0 - hp.beta1.powi(hp.step as i32);
         let bc2 = 1.0 - hp.beta2.powi(hp.step as i32);
         let (t, cfg) = (&table, Self::per_chunk(&table));
+        // Per value: the weight, gradient and both moments read, the weight and moments written, the bf16 copy when kept.
+        let work = Work::bytes(sizes.iter().zip(&outputs).map(|(&n, o)| n * (24 + o.value_bytes())).sum());
         launch!(
             self,
             "adamw_multi_f32",
             cfg,
+            work work;
             &t.ptrs,
             &t.sizes,
             &decays,
@@ -121,7 +125,8 @@ impl Cuda {
         let table = self.chunk_table(bufs.iter().map(|b| self.ptr(b.data())).collect(), &sizes);
         let mut partial = self.scratch(table.chunks);
         let (t, cfg) = (&table, Self::per_chunk(&table));
-        launch!(self, "sum_squares_multi", cfg, &mut partial, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start);
+        let work = Work::bytes(4 * sizes.iter().sum::<usize>() + 4 * table.chunks);
+        launch!(self, "sum_squares_multi", cfg, work work; &mut partial, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start);
         // Summed in chunk order on the host: deterministic.
         self.fetch(&partial)[..table.chunks].iter().map(|&x| x as f64).sum()
     }
@@ -130,7 +135,8 @@ impl Cuda {
         let sizes: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
         let table = self.chunk_table(bufs.into_iter().map(|b| self.ptr(b.write())).collect(), &sizes);
         let (t, cfg) = (&table, Self::per_chunk(&table));
-        launch!(self, "scale_multi", cfg, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start, &s);
+        let work = Work::bytes(8 * sizes.iter().sum::<usize>());
+        launch!(self, "scale_multi", cfg, work work; &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start, &s);
     }
 }
 

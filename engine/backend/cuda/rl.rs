@@ -2,6 +2,7 @@
 //! packed sequences: `starts[s]..starts[s+1]` are sequence `s`'s tokens.
 //! Host slices in, host vectors out, like the CPU functions they mirror.
 
+use super::profile::Work;
 use super::{per_element, per_row, Cuda};
 use crate::backend::PackedRewards;
 use crate::rl::ppo_loss::{ClipMode, PolicyToken};
@@ -29,7 +30,8 @@ impl Cuda {
         let nseq = starts.len() - 1;
         let (v, st) = (self.floats(values), self.starts(starts));
         let mut out = self.scratch(nseq);
-        launch!(self, "rl_segment_sum", per_row(nseq), &mut out, &v, &st);
+        let work = Work::bytes(4 * (values.len() + starts.len() + nseq));
+        launch!(self, "rl_segment_sum", per_row(nseq), work work; &mut out, &v, &st);
         self.fetch_n(&out, nseq)
     }
 
@@ -58,7 +60,9 @@ impl Cuda {
         );
         let (mut inst, mut tok) = (self.scratch(n), self.scratch(n));
         let (ns, mode) = (nseq as i32, i32::from(tlr));
-        launch!(self, "rl_assemble", per_row(nseq), &mut inst, &mut tok, &k, &b, &p, &i, &t, &st, &ns, &kl_coef, &mode);
+        // Three per-token streams and two per-sequence ones in, two per-token streams out.
+        let work = Work::bytes(4 * (5 * n + 3 * nseq + 1));
+        launch!(self, "rl_assemble", per_row(nseq), work work; &mut inst, &mut tok, &k, &b, &p, &i, &t, &st, &ns, &kl_coef, &mode);
         (self.fetch_n(&inst, n), self.fetch_n(&tok, n))
     }
 
@@ -70,7 +74,8 @@ impl Cuda {
         let (mut adv, mut ret) = (self.scratch(n), self.scratch(n));
         let ns = nseq as i32;
         let cfg = LaunchConfig { grid_dim: (nseq.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, "rl_gae", cfg, &mut adv, &mut ret, &r, &v, &st, &ns, &gamma, &lambda);
+        let work = Work::bytes(4 * (4 * n + starts.len()));
+        launch!(self, "rl_gae", cfg, work work; &mut adv, &mut ret, &r, &v, &st, &ns, &gamma, &lambda);
         (self.fetch_n(&adv, n), self.fetch_n(&ret, n))
     }
 
@@ -103,6 +108,7 @@ impl Cuda {
             self,
             "rl_policy_loss",
             per_element(n),
+            work Work::bytes(n * (4 * 4 + 1 + 3 * 4));
             &mut loss,
             &mut dlogp,
             &mut clipped,
@@ -130,7 +136,7 @@ impl Cuda {
         let (dv_in, vo, r) = (self.floats(v), self.floats(v_old), self.floats(ret));
         let (mut loss, mut dv) = (self.scratch(n), self.scratch(n));
         let len = n as i64;
-        launch!(self, "rl_value_loss", per_element(n), &mut loss, &mut dv, &dv_in, &vo, &r, &len, &eps);
+        launch!(self, "rl_value_loss", per_element(n), work Work::bytes(20 * n); &mut loss, &mut dv, &dv_in, &vo, &r, &len, &eps);
         (self.fetch_n(&loss, n), self.fetch_n(&dv, n))
     }
 

@@ -2,6 +2,7 @@
 //! row, so a decode step downloads each row's token and logprob instead of
 //! its logits.
 
+use super::profile::Work;
 use super::Cuda;
 use crate::generate::SamplingConfig;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -32,7 +33,9 @@ impl Cuda {
         let mut logprobs = self.scratch(rows);
         let (v, t, k, p) = (vocab as i32, cfg.temperature, cfg.top_k.min(vocab) as i32, cfg.top_p);
         let grid = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (SAMPLE_THREADS, 1, 1), shared_mem_bytes: 0 };
-        launch!(self, "sample_rows_f32", grid, logits, &mut scaled, &d, &mut tokens, &mut logprobs, &v, &t, &k, &p);
+        // Each row's logits read once (and its scaled copy written, when made), the draws in, tokens and logprobs out.
+        let work = Work::bytes(4 * rows * vocab + 4 * scaled_len * (scaled_len > 1) as usize + 12 * rows);
+        launch!(self, "sample_rows_f32", grid, work work; logits, &mut scaled, &d, &mut tokens, &mut logprobs, &v, &t, &k, &p);
         let tokens = self.stream.clone_dtoh(&tokens).expect("downloading sampled tokens");
         let logprobs = self.stream.clone_dtoh(&logprobs).expect("downloading sampled logprobs");
         draws.iter().enumerate().map(|(r, u)| u.map(|_| (tokens[r], logprobs[r]))).collect()

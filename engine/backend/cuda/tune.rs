@@ -2,7 +2,10 @@
 //! order (other register budgets or tile shapes, so bit-identical results)
 //! run the variant that is fastest on this card: the first launch of each
 //! shape times every variant (its second run, after a warm-up) with CUDA
-//! events and keeps the winner for the backend's life.
+//! events and keeps the winner for the backend's life. A variant no block
+//! of which fits on this card's SMs (the driver's occupancy is 0: its JIT
+//! may take more registers than ptxas did) is left out, with a note, rather
+//! than failing the run at its launch.
 
 use super::profile::KernelResources;
 use super::Cuda;
@@ -57,27 +60,41 @@ impl Cuda {
         if suffixes.len() == 1 || self.in_pass() {
             return run(0);
         }
-        let ms: Vec<f64> = (0..suffixes.len())
-            .map(|i| {
+        let resources = |i: usize| {
+            let kernel = name(i);
+            let cfg = config(&kernel);
+            self.resources(&kernel, cfg.block_dim.0, cfg.shared_mem_bytes)
+        };
+        let (fit, unfit): (Vec<_>, Vec<_>) = (0..suffixes.len()).map(|i| (i, resources(i))).partition(|(_, r)| r.blocks_per_sm > 0);
+        for (_, r) in &unfit {
+            eprintln!(
+                "note: {} does not fit on an SM here ({} registers × {} threads, {} + {} bytes of shared memory); tuning leaves it out",
+                r.kernel, r.registers, r.threads, r.static_smem_bytes, r.dynamic_smem_bytes
+            );
+        }
+        assert!(!fit.is_empty(), "no variant of {kernel} fits on this card's SMs: {unfit:?}");
+        let timed: Vec<(usize, f64, KernelResources)> = fit
+            .into_iter()
+            .map(|(i, r)| {
                 // A first launch may load the function and finds cold caches: time the second.
                 run(i);
                 let start = self.event();
                 run(i);
                 let end = self.event();
                 end.synchronize().expect("waiting for a tuning run");
-                start.elapsed_ms(&end).expect("reading a tuning run's time") as f64
+                (i, start.elapsed_ms(&end).expect("reading a tuning run's time") as f64, r)
             })
             .collect();
-        let best = (0..ms.len()).min_by(|&a, &b| ms[a].total_cmp(&ms[b])).expect("at least one variant");
+        let (best, _, _) = *timed.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("at least one variant");
         self.choices.chosen.lock().expect("tuning lock").insert(key, best);
-        let mut timings = self.tunings.lock().expect("tuning lock");
-        timings.extend(ms.iter().enumerate().map(|(i, &ms)| {
-            let kernel = name(i);
-            let cfg = config(&kernel);
-            let resources = self.resources(&kernel, cfg.block_dim.0, cfg.shared_mem_bytes);
-            Timing { kernel, ms, chosen: i == best, resources }
+        let last = timed.last().expect("at least one variant").0;
+        self.tunings.lock().expect("tuning lock").extend(timed.into_iter().map(|(i, ms, resources)| Timing {
+            kernel: name(i),
+            ms,
+            chosen: i == best,
+            resources,
         }));
-        if best != ms.len() - 1 {
+        if best != last {
             run(best);
         }
     }
