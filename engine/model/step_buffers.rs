@@ -27,7 +27,10 @@ impl<B: Backend> StepBuffers<B> {
     pub fn new(be: &B, cfg: &ModelConfig, n: usize) -> StepBuffers<B> {
         let (d, q_dim, kv_dim, ff) =
             (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size);
-        // Buffers only matmuls read between writes (see Backend::zeros_matmul_input).
+        // Buffers only matmuls read between writes (see Backend::zeros_matmul_input);
+        // the gate/up projection, which only SwiGLU reads, stored as training stores
+        // it (Backend::zeros_projection: bf16 in bf16 math, half the traffic of the
+        // widest activation).
         StepBuffers {
             tokens: n,
             x: be.zeros(n * d),
@@ -36,7 +39,7 @@ impl<B: Backend> StepBuffers<B> {
             qkv_tok: be.zeros(n * (q_dim + 2 * kv_dim)),
             q: be.zeros(n * q_dim),
             att: be.zeros_matmul_input(n * q_dim),
-            gate_up: be.zeros(n * 2 * ff),
+            gate_up: be.zeros_projection(n * 2 * ff),
             act: be.zeros_matmul_input(n * ff),
             // The final hidden states are copied and scored, not only multiplied.
             hidden: be.zeros(n * d),
