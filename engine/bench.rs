@@ -212,32 +212,23 @@ pub fn decode_roofline_tok_s(cfg: &ModelConfig, batch: usize, prompt_len: usize,
     batch as f64 * bytes_per_sec / (weights + kv)
 }
 
-/// HBM bandwidth of the cards we measure on.
-pub fn memory_bandwidth(device_name: &str) -> Option<f64> {
-    if device_name.contains("H200") {
-        Some(4.8e12)
-    } else if device_name.contains("H100") {
-        Some(3.35e12)
-    } else {
-        None
-    }
-}
-
-/// Dense bf16 tensor-core peak of the cards we measure on, for MFU.
-pub fn bf16_peak_flops(device_name: &str) -> Option<f64> {
-    if device_name.contains("H100") || device_name.contains("H200") {
-        Some(989.4e12)
-    } else if device_name.contains("A100") {
-        Some(312e12)
-    } else {
-        None
-    }
-}
-
-/// A card's HBM bandwidth and dense bf16 tensor-core peak, for the
-/// profile's roofline column.
+/// HBM bandwidth and dense bf16 tensor-core peak of the cards we know, by
+/// the driver's name for them (vendor datasheets): for MFU, the decode
+/// roofline and the profile's roofline column.
 pub fn card_peaks(device_name: &str) -> Option<Peaks> {
-    Some(Peaks { bytes_per_s: memory_bandwidth(device_name)?, flops_per_s: bf16_peak_flops(device_name)? })
+    let has = |s: &str| device_name.contains(s);
+    let (bytes_per_s, flops_per_s) = if has("H200") {
+        (4.8e12, 989.4e12)
+    } else if has("H100") && has("PCIe") {
+        (2.0e12, 756.0e12)
+    } else if has("H100") {
+        (3.35e12, 989.4e12)
+    } else if has("A100") {
+        (if has("80GB") { 2.039e12 } else { 1.555e12 }, 312e12)
+    } else {
+        return None;
+    };
+    Some(Peaks { bytes_per_s, flops_per_s })
 }
 
 /// Functions per second of the built-in analyzer on one thread, over `rounds`
@@ -257,6 +248,18 @@ pub fn analyzer_throughput(rounds: usize) -> (f64, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cards' peaks by the names their drivers report; an unknown card has none.
+    #[test]
+    fn card_peaks_by_driver_name() {
+        let peaks = |name: &str| card_peaks(name).map(|p| (p.bytes_per_s / 1e12, p.flops_per_s / 1e12));
+        assert_eq!(peaks("NVIDIA H200"), Some((4.8, 989.4)));
+        assert_eq!(peaks("NVIDIA H100 80GB HBM3"), Some((3.35, 989.4)));
+        assert_eq!(peaks("NVIDIA H100 PCIe"), Some((2.0, 756.0)));
+        assert_eq!(peaks("NVIDIA A100-SXM4-80GB"), Some((2.039, 312.0)));
+        assert_eq!(peaks("NVIDIA A100-SXM4-40GB"), Some((1.555, 312.0)));
+        assert_eq!(peaks("CPU kernel emulator (tools/kernel-emu)"), None);
+    }
 
     /// Run 4's llama-124m profile (B16, T1024: forward 4.5 ms, backward 16.4
     /// ms, then in two passes) gave fwd 68, bwd 47 and fwd+bwd 52 TFLOP/s by

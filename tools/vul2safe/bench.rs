@@ -185,8 +185,8 @@ fn train(a: TrainArgs) -> Result<()> {
             v["device"] = name.clone().into();
             v["math"] = math.clone().into();
             v["peak_gib"] = rounded(g.peak_memory_bytes() as f64 / (1u64 << 30) as f64, 2).into();
-            if let Some(peak) = vul2safe::bench::bf16_peak_flops(&name) {
-                v["mfu_vs_bf16_peak"] = rounded(tflops * 1e12 / peak, 3).into();
+            if let Some(peak) = vul2safe::bench::card_peaks(&name) {
+                v["mfu_vs_bf16_peak"] = rounded(tflops * 1e12 / peak.flops_per_s, 3).into();
             }
             print_tunings(&mut v, &g)?;
             if profile {
@@ -254,8 +254,8 @@ fn generate(a: GenerateArgs) -> Result<()> {
     v["new_tok_s"] = r.new_tokens_per_sec.round().into();
     v["prefill_tok_s"] = r.prefill_tokens_per_sec.round().into();
     v["secs"] = rounded(r.secs, 2).into();
-    if let Some(bw) = vul2safe::bench::memory_bandwidth(&device) {
-        let roof = vul2safe::bench::decode_roofline_tok_s(&cfg, batch, prompt_len, new, bw);
+    if let Some(peak) = vul2safe::bench::card_peaks(&device) {
+        let roof = vul2safe::bench::decode_roofline_tok_s(&cfg, batch, prompt_len, new, peak.bytes_per_s);
         v["roofline_tok_s"] = roof.round().into();
         v["share_of_roofline"] = rounded(r.new_tokens_per_sec / roof, 3).into();
     }
