@@ -5,7 +5,7 @@
 //! Operands are passed as raw addresses; their storage (f32, a bf16 KV
 //! cache, or all-bf16 training operands) picks the instantiation.
 
-use super::profile::{rope_bytes, Work};
+use super::profile::{output_bytes, rope_bytes, Work};
 use super::{pair_args, per_element, Cuda, Storage, THREADS};
 use crate::backend::{AttnShape, SeqSpan};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -156,7 +156,7 @@ pub(super) struct ProjectionGrad<'a> {
 impl ProjectionGrad<'_> {
     /// Bytes written per value.
     fn value_bytes(&self) -> usize {
-        4 * (self.f32 != 0) as usize + 2 * (self.bf16 != 0) as usize
+        output_bytes(self.f32, self.bf16)
     }
 }
 
@@ -292,7 +292,7 @@ impl Cuda {
         };
         let name = kernel_name("attention_decode", sh.head_dim, false, k.is_bf16());
         // Outputs (f32 and bf16, each if kept) and the log-sum-exp, or the splits' partials.
-        let finished = rows * (sh.head_dim * (4 * (out != 0) as usize + 2 * (out16 != 0) as usize) + 4 * (lse != 0) as usize);
+        let finished = rows * (sh.head_dim * output_bytes(out, out16) + 4 * (lse != 0) as usize);
         let partials = 4 * rows * splits * (sh.head_dim + 2);
         let written = if splits > 1 { partials } else { finished };
         let read = 4 * rows * sh.head_dim + 2 * keys * sh.kv_heads * sh.head_dim * k.value_bytes() + 4 * sh.batch;

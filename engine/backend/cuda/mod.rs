@@ -86,7 +86,7 @@ struct Produced {
 impl Produced {
     /// Bytes written per value: the f32 data and the bf16 copy, each if kept.
     fn value_bytes(&self) -> usize {
-        4 * (self.f32 != 0) as usize + 2 * (self.bf16 != 0) as usize
+        profile::output_bytes(self.f32, self.bf16)
     }
 
     fn done(self, buf: &mut CudaBuf) {
@@ -436,6 +436,7 @@ impl Cuda {
             return launch(&format!("{stem}_bf16"), z, 0, 1, 4 * n);
         }
         let o = self.produce(logits, n, true);
+        // The kernel reads the f32 logits and stores there only when they are kept.
         let written = 4 * o.keep_f32 as usize + 2 * (o.bf16 != 0) as usize;
         launch(&format!("{stem}_f32"), o.f32, o.bf16, o.keep_f32 as i32, (4 + written) * n);
         o.done(logits);

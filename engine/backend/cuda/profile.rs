@@ -75,6 +75,12 @@ impl Drop for Timed<'_> {
     }
 }
 
+/// Bytes written per value to an output given as its f32 and bf16
+/// addresses, each 0 when that form is not kept.
+pub(crate) fn output_bytes(f32: u64, bf16: u64) -> usize {
+    4 * (f32 != 0) as usize + 2 * (bf16 != 0) as usize
+}
+
 /// Bytes of the RoPE tables a launch reads for `positions`: a cos and a sin
 /// row of `head_dim / 2` f32 values per distinct position, and the positions.
 pub fn rope_bytes(positions: &[u32], head_dim: usize) -> usize {
