@@ -101,7 +101,7 @@ pub fn flash_tflops(rows: &[FamilyTime], cfg: &ModelConfig, batch: usize, seq: u
         return None;
     }
     let sh = AttnShape { batch, q_heads: cfg.num_heads, kv_heads: cfg.num_kv_heads, q_len: seq, kv_cap: seq, head_dim: cfg.head_dim };
-    Some(attention::causal_rates(attention::causal_fwd_flops(sh) * cfg.num_layers as f64, fwd_ms, bwd_ms))
+    Some(attention::causal_rates(sh.causal_fwd_flops() * cfg.num_layers as f64, fwd_ms, bwd_ms))
 }
 
 /// The matmuls' TFLOP/s in a profiled training step: 6 FLOPs per parameter

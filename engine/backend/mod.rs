@@ -69,6 +69,12 @@ impl AttnShape {
     pub fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
+    /// FLOPs of a causal forward over `q_len` queries per row, as
+    /// FlashAttention counts them: QKᵀ and PV over the visible half of each
+    /// row's scores.
+    pub fn causal_fwd_flops(&self) -> f64 {
+        2.0 * (self.batch * self.q_len * self.q_len * self.q_heads * self.head_dim) as f64
+    }
 }
 
 /// One sequence of a packed attention call: its queries are tokens

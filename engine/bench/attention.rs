@@ -17,13 +17,8 @@ pub struct AttentionBench {
 impl AttentionBench {
     /// Forward, backward and forward + backward TFLOP/s (`causal_rates`).
     pub fn tflops(&self, sh: AttnShape) -> [f64; 3] {
-        causal_rates(causal_fwd_flops(sh), self.fwd_ms, self.bwd_ms)
+        causal_rates(sh.causal_fwd_flops(), self.fwd_ms, self.bwd_ms)
     }
-}
-
-/// FLOPs of a causal forward: QKᵀ and PV over the visible half of each row's scores.
-pub fn causal_fwd_flops(sh: AttnShape) -> f64 {
-    2.0 * (sh.batch * sh.q_len * sh.q_len * sh.q_heads * sh.head_dim) as f64
 }
 
 /// Forward, backward and forward + backward TFLOP/s of attention whose

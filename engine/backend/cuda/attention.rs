@@ -336,9 +336,7 @@ impl Cuda {
         let (q_wide, kv_wide) = (rows * sh.head_dim, tokens * sh.kv_heads * sh.head_dim);
         let operands = es * (2 * q_wide + 2 * kv_wide) + 8 * rows;
         let rope = || rope_bytes(dst.positions, sh.head_dim);
-        let spans: Vec<SeqSpan> =
-            (0..sh.batch).map(|b| SeqSpan { q_start: b * sh.q_len, q_len: sh.q_len, kv_row: b, kv_len: sh.q_len }).collect();
-        let fwd_flops = spans_work(sh, &spans, es, es, true).flops;
+        let fwd_flops = sh.causal_fwd_flops();
         let mut rowdot = self.scratch(rows);
         let r = rows as i64;
         let work = Work::bytes(2 * es * q_wide + 4 * rows);
@@ -391,14 +389,14 @@ impl Cuda {
             None => ((dst.f32, dst.bf16), (dst.f32, dst.bf16), pitch, hq * d, (hq + hkv) * d, [cos, sin, positions]),
             Some([dkh, dvh]) => (as_output(dkh), as_output(dvh), hq * d, 0, 0, [0; 3]),
         };
-        // dQ partials: each key block's for the queries at or after its first key.
-        let partials = sh.batch * sh.q_heads * sh.head_dim * (0..sh.q_len).map(|i| i / keys + 1).sum::<usize>();
+        // dQ partials: each key block's for the queries at or after its first key (counted only while profiling).
+        let partials = || sh.batch * sh.q_heads * sh.head_dim * (0..sh.q_len).map(|i| i / keys + 1).sum::<usize>();
         let (dkdv_bytes, into_dst) = match &scratch {
             None => (2 * kv_wide * dst.value_bytes(), true),
             Some(_) => (2 * q_wide * es, false),
         };
         let work =
-            || Work { bytes: (operands + dkdv_bytes + 4 * partials + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
+            || Work { bytes: (operands + dkdv_bytes + 4 * partials() + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
         let variants = flash_bwd_variants(sh.head_dim);
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
@@ -411,7 +409,7 @@ impl Cuda {
         });
         let (n, kb) = (tokens as i64, keys as i32);
         let cfg = per_element(rows * sh.head_dim / 8);
-        let work = || Work::bytes(4 * partials + q_wide * dst.value_bytes() + rope());
+        let work = || Work::bytes(4 * partials() + q_wide * dst.value_bytes() + rope());
         launch!(self, "flash_dq_sum", cfg, work work(); &dst.f32, &dst.bf16, &pitch, &part, &n, &t, &hq, &d, &kb, &scale, &cos, &sin, &positions);
         if let Some([dkh, dvh]) = &scratch {
             let sum = if bf16 { "flash_group_sum_bf16" } else { "flash_group_sum_f32" };

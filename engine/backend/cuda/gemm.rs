@@ -65,7 +65,7 @@ impl Cuda {
             if !self.issue(note) {
                 return;
             }
-            let out_bytes = if c.is_bf16() { 2 } else { 4 };
+            let out_bytes = c.value_bytes();
             let work = Work::gemm(mm.m, mm.n, mm.k, 2, if mm.accumulate { out_bytes } else { 0 }, out_bytes);
             let _timed = self.timed("gemm", None, || work);
             // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
