@@ -96,7 +96,7 @@ pub fn tflop_per_s(flops: f64, ms: f64) -> f64 {
 /// not run (exact mode).
 pub fn flash_tflops(rows: &[FamilyTime], cfg: &ModelConfig, batch: usize, seq: usize, steps: usize) -> Option<[f64; 3]> {
     let ms = |families: &[&str]| rows.iter().filter(|r| families.contains(&r.family.as_str())).map(|r| r.ms).sum::<f64>() / steps as f64;
-    let (fwd_ms, bwd_ms) = (ms(&["flash_fwd"]), ms(&["flash_bwd", "flash_dq_sum", "attention_rowdot", "flash_group_sum"]));
+    let (fwd_ms, bwd_ms) = (ms(&["flash_fwd"]), ms(&["flash_bwd", "flash_dq_finish", "attention_rowdot", "flash_group_sum"]));
     if fwd_ms <= 0.0 || bwd_ms <= 0.0 {
         return None;
     }
@@ -267,7 +267,7 @@ mod tests {
     #[test]
     fn flash_rates_from_a_profile() {
         let row = |family: &str, ms: f64| FamilyTime { family: family.into(), calls: 12, ms, ..Default::default() };
-        let rows = [row("gemm", 21.0), row("flash_fwd", 4.5), row("flash_bwd", 10.4), row("flash_dq_sum", 6.0)];
+        let rows = [row("gemm", 21.0), row("flash_fwd", 4.5), row("flash_bwd", 10.4), row("flash_dq_finish", 6.0)];
         let [f, b, t] = flash_tflops(&rows, &named_shape("llama-124m").unwrap(), 16, 1024, 1).unwrap();
         assert_eq!([f.round(), b.round(), t.round()], [69.0, 47.0, 52.0]);
         assert!(flash_tflops(&rows[..1], &named_shape("llama-124m").unwrap(), 16, 1024, 1).is_none(), "no flash kernels, no rate");

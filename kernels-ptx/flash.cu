@@ -3,8 +3,9 @@
 // attention.cu, which stays the exact f32 path: no T x T matrix is stored, the
 // forward saves the natural-log row log-sum-exp, and the backward recomputes
 // probabilities from it once, per key block and query head: dK and dV, and
-// the block's share of dQ as f32 partials summed in block order (then a sum
-// over each GQA group's dK/dV), so it is deterministic, with no atomics. The
+// the block's share of dQ added into one f32 sum per query in a fixed
+// order of key blocks (then a sum over each GQA group's dK/dV), so it is
+// deterministic. The
 // backward writes the gradient of the fused q/k/v projection attention's
 // entry read (layout.cu's qkv_from_tokens), RoPE rotated back on the way:
 // no separate exit pass.
@@ -114,6 +115,32 @@ template <int N> __device__ __forceinline__ void wait_copies() {
 #else
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
+}
+
+// The flash backward's dQ sums are added in a fixed order of key blocks:
+// each block waits for the blocks before it in that order to have added
+// their shares, through a counter per (row, head, query tile, warp). Blocks
+// are dispatched in index order and wait only for lower-indexed ones, which
+// are then resident or done, so every wait ends. wait_count returns, in the
+// whole warp, once *counter reaches `count`; count_done publishes the
+// warp's global writes, then adds one to *counter.
+__device__ __forceinline__ void wait_count(const unsigned *counter, unsigned count) {
+#ifdef KERNEL_EMULATION
+    emu::expect_count(counter, count);
+#else
+    if ((threadIdx.x & 31) == 0) {
+        unsigned seen;
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
+        } while (seen < count);
+    }
+#endif
+    __syncwarp();
+}
+__device__ __forceinline__ void count_done(unsigned *counter) {
+    __threadfence();
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) atomicAdd(counter, 1u);
 }
 
 // Rows of D values `pitch` apart from `base` on (D for keys and values, Hq · D
@@ -519,23 +546,29 @@ __device__ __forceinline__ void store_grad_rows(float *dst, bf16 *dst16, long ba
 // block of KEYS keys (so GQA groups add parallelism rather than work per
 // block): dV_j = Σ_{i ≥ j} P_ij dO_i and dK_j = scale Σ_i dS_ij q_i with
 // dS_ij = P_ij (dO_i · v_j - rowdot_i), written as `out` says; and this key
-// block's share of dQ_i = Σ_j dS_ij k_j, written to dq_part[key block,
-// tokens, Hq, D] in f32, which flash_dq_sum adds up in block order
-// (deterministic: no atomics).
+// block's share of dQ_i = Σ_j dS_ij k_j, added into dq_acc [tokens, Hq, D]
+// (f32, unscaled) in descending key-block order: a query tile's last key
+// block that any of its queries sees writes the sum, each block before it
+// adds its share once the one after it has (wait_count), down to block 0
+// (deterministic, and no partial per key block crosses memory);
+// flash_dq_finish scales and rotates the sums. Key blocks run last first
+// (block index 0 takes the last), so a block waits only for blocks
+// dispatched before it. `counters` holds at least B · Hq · (T / 16 rounded
+// up) · warps zeros, and is left zeroed.
 template <int D, typename T, int QT, int ST>
-__device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_part, const T *dout, const T *q, const T *k, const T *v,
-                          const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
+__device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_acc, unsigned *counters, const T *dout, const T *q,
+                          const T *k, const T *v, const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
     constexpr int SD = D + 8, KEYS = BWD_KEYS(D), SDS = QT + 8;
     auto &qs = sm.qs, &dos = sm.dos;
     auto &ls = sm.ls, &ds = sm.ds;
     bf16 *ks = sm.ks, *ds_t = sm.ds_t;
     int b = blockIdx.z, h = blockIdx.y, warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, t = threadIdx.x & 3;
     int kvh = h / (hq / hkv);
-    int kblock0 = blockIdx.x * KEYS, key0 = kblock0 + warp * 16;
+    int kblocks = gridDim.x, kb = kblocks - 1 - blockIdx.x;
+    int kblock0 = kb * KEYS, key0 = kblock0 + warp * 16;
     long kbase = ((long)b * hkv + kvh) * tlen * D;
     long rbase = (long)b * tlen * hq + h, qbase = rbase * D;  // query i's row: rbase + i · hq
     int pitch = hq * D;
-    long part = (long)blockIdx.x * gridDim.z * tlen * hq * D + qbase;  // this key block's dQ rows
     unsigned ka[D / 16][4], va[D / 16][4];
     rows_as_a<D>(ka, k, kbase, D, key0, tlen);
     rows_as_a<D>(va, v, kbase, D, key0, tlen);
@@ -544,6 +577,12 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
     stage<KEYS, D, SD>(ks, k, kbase, D, kblock0, tlen);  // lands with the first query tile
     // Queries before the block's first key see none of its keys: start at the tile holding it.
     int first = kblock0 / QT, tiles = (tlen + QT - 1) / QT;
+    // This warp's counter for query tile i.
+    auto counter = [&](int i) { return counters + (((long)b * hq + h) * tiles + i) * (blockDim.x >> 5) + warp; };
+    // A tile's share is counted done a tile later: the fence then finds it
+    // landed, and the block waiting for it, whose first tile comes KEYS / QT
+    // tiles before this block's, reaches each tile that many iterations later.
+    int done = -1;
     auto fetch = [&](int i) {
         int i0 = i * QT;
         stage<QT, D, SD>(qs[i % ST], q, qbase, pitch, i0, tlen);
@@ -593,16 +632,32 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
         float acc[COLS / 8][4];
         ds_t_times_keys<D, SD, QT, KEYS, SDS>(acc, ds_t, ks);
         int m0 = (warp % (QT / 16)) * 16, c0 = (warp / (QT / 16)) * COLS;
+        // The tile's last key block writes its sums; the blocks before it add in turn.
+        int last = min(kblocks - 1, (i0 + QT - 1) / KEYS);
+        if (done >= 0) count_done(counter(done));
+        done = -1;
+        if (kb < last) wait_count(counter(i), last - kb);
         for (int n = 0; n < COLS / 8; n++)
             for (int hi = 0; hi < 2; hi++) {
                 int qi = i0 + m0 + g + 8 * hi;
                 if (qi >= tlen) continue;
-                st2(dq_part, part + qi * pitch + c0 + n * 8 + 2 * t, acc[n][2 * hi], acc[n][2 * hi + 1]);
+                long o = qbase + qi * pitch + c0 + n * 8 + 2 * t;
+                if (kb == last) {
+                    st2(dq_acc, o, acc[n][2 * hi], acc[n][2 * hi + 1]);
+                } else {
+                    atomicAdd(dq_acc + o, acc[n][2 * hi]);
+                    atomicAdd(dq_acc + o + 1, acc[n][2 * hi + 1]);
+                }
             }
+        if (kb > 0)
+            done = i;
+        else if (last > 0 && (threadIdx.x & 31) == 0)
+            *counter(i) = 0;  // every share is in: zero for the next launch
         // No barrier here: the next tile's fetch refills buffers last read
         // before the one above, and dSᵀ is rewritten only after the next
         // tile's first barrier, which every warp reaches once done with it.
     }
+    if (done >= 0) count_done(counter(done));
     long row0 = (long)b * tlen * out.pitch + h * D;  // this head's key rows
     store_grad_rows<D>(out.dk, out.dk16, row0 + out.k_off, out.pitch, key0, tlen, dka, scale, out.cos_t, out.sin_t, out.positions + (long)b * tlen);
     store_grad_rows<D>(out.dv, out.dv16, row0 + out.v_off, out.pitch, key0, tlen, dva, 1.0f, nullptr, nullptr, nullptr);
@@ -616,26 +671,16 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
 __device__ __forceinline__ void add4(float4 &a, float4 b) { a = make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
 __device__ __forceinline__ float4 mul4(float4 a, float s) { return make_float4(a.x * s, a.y * s, a.z * s, a.w * s); }
 
-// The query gradient: dQ = scale · Σ over the key blocks at or before the
-// query of dq_part[block, token, h, :], in block order, rotated back (RoPE's
-// inverse), into the first Hq · D values of each row; each token sits at
-// position token % tlen of its row.
-__device__ void sum_dq_partials(float *dst, bf16 *dst16, int pitch, const float *part, long tokens, int tlen, int hq, int d, int keys,
-                                float scale, const float *cos_t, const float *sin_t, const unsigned *positions) {
+// The query gradient: dQ = scale · the backward's sums, rotated back
+// (RoPE's inverse), into the first Hq · D values of each row.
+__device__ void finish_dq(float *dst, bf16 *dst16, int pitch, const float *sums, long tokens, int hq, int d, float scale,
+                          const float *cos_t, const float *sin_t, const unsigned *positions) {
     int half = d / 2, quads = half / 4;
-    long per_block = tokens * hq * d;
     FOR_EACH(e, tokens * hq * quads) {
         long token = e / (hq * quads);
         int j = (int)(e - token * hq * quads), h = j / quads, i = 4 * (j - h * quads);
-        int blocks = (int)(token % tlen) / keys + 1;
         long src = (token * hq + h) * d + i;
-        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), c = a;
-        for (int kb = 0; kb < blocks; kb++) {
-            add4(a, ld4(part, kb * per_block + src));
-            add4(c, ld4(part, kb * per_block + src + half));
-        }
-        a = mul4(a, scale);
-        c = mul4(c, scale);
+        float4 a = mul4(ld4(sums, src), scale), c = mul4(ld4(sums, src + half), scale);
         rotate4(a, c, cos_t, sin_t, (long)positions[token] * half + i, -1.0f);
         long o = token * pitch + h * d + i;
         st_pair(dst, o, half, a, c);
@@ -680,10 +725,10 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
         flash_fwd<D, T>(sm, out, lse, q, k, v, spans, hq, hkv, cap, scale);                                           \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
-        flash_bwd_d##D##_##S(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,               \
+        flash_bwd_d##D##_##S(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,               \
                              const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {                    \
         __shared__ BwdSmem<D, 32, bwd_stages<D, 32>(STATIC_SMEM)> sm;                                                         \
-        flash_bwd(sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
+        flash_bwd(sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }
 // The head_dim 64 backward in two more variants of the same arithmetic (so
 // the same results; Cuda::launch_tuned times them on the card and keeps the
@@ -692,26 +737,26 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
 // half the barriers and staging rounds per product.
 #define INSTANTIATE_BWD_VARIANTS(T, S)                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2, 2)                                                         \
-        flash_bwd_d64_##S##_two_blocks(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,   \
+        flash_bwd_d64_##S##_two_blocks(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,   \
                                        const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {        \
         __shared__ BwdSmem<64, 32, bwd_stages<64, 32>(STATIC_SMEM)> sm;                                                       \
-        flash_bwd(sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
+        flash_bwd(sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2)                                                            \
-        flash_bwd_d64_##S##_wide(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,         \
+        flash_bwd_d64_##S##_wide(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,         \
                                  const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {              \
         DYNAMIC_SHARED(WideBwdSmem, sm);                                                                                       \
-        flash_bwd(*sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+        flash_bwd(*sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
     }
 // The head_dim 128 kernels with two stages of tiles (StagedBwdSmem and
 // FwdSmem<128, 2>, above and in flash_fwd's): the same arithmetic as the
 // one-stage kernels, so the same results; Cuda::launch_tuned keeps the faster.
 #define INSTANTIATE_D128_STAGED(T, S)                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(128) * 2)                                                           \
-        flash_bwd_d128_##S##_staged(GRAD_OUT_PARAMS, float *dq_part, const T *dout, const T *q, const T *k, const T *v,      \
+        flash_bwd_d128_##S##_staged(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,      \
                                     const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {           \
         DYNAMIC_SHARED(StagedBwdSmem, sm);                                                                                     \
-        flash_bwd(*sm, GRAD_OUT, dq_part, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+        flash_bwd(*sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
     }                                                                                                                         \
     INSTANTIATE_FWD_STAGED(T, T, flash_fwd_d128_##S##_staged)
 #define INSTANTIATE_FWD_STAGED(T, KT, NAME)                                                                                   \
@@ -748,9 +793,9 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
         flash_group_sum<T>(dst, dst16, pitch, off, part, tokens, hq, hkv, d, c, s, pos);                                      \
     }
 
-extern "C" __global__ void flash_dq_sum(float *dst, bf16 *dst16, int pitch, const float *part, long tokens, int tlen, int hq, int d,
-                                        int keys, float scale, const float *c, const float *s, const unsigned *pos) {
-    sum_dq_partials(dst, dst16, pitch, part, tokens, tlen, hq, d, keys, scale, c, s, pos);
+extern "C" __global__ void flash_dq_finish(float *dst, bf16 *dst16, int pitch, const float *sums, long tokens, int hq, int d, float scale,
+                                           const float *c, const float *s, const unsigned *pos) {
+    finish_dq(dst, dst16, pitch, sums, tokens, hq, d, scale, c, s, pos);
 }
 
 INSTANTIATE(32, float, f32)

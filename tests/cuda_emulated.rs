@@ -172,7 +172,7 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
     let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let families: Vec<&str> = v["profile"].as_array().unwrap().iter().map(|f| f["family"].as_str().unwrap()).collect();
-    for f in ["gemm", "flash_fwd", "flash_bwd", "flash_dq_sum", "qkv_from_tokens", "adamw_multi"] {
+    for f in ["gemm", "flash_fwd", "flash_bwd", "flash_dq_finish", "qkv_from_tokens", "adamw_multi"] {
         assert!(families.contains(&f), "family {f} in {families:?}");
     }
     // The work the launches declared, against the shapes (small: 4 layers,

@@ -56,7 +56,7 @@ fn kernels_exist_for_both_storage_types() {
     for k in ["tokens_from_qkv_f32", "tokens_from_qkv_bf16_to_f32"] {
         assert!(layout.contains(&k), "{k} in {layout:?}");
     }
-    assert!(entry_points(ptx("flash").unwrap()).contains(&"flash_dq_sum"));
+    assert!(entry_points(ptx("flash").unwrap()).contains(&"flash_dq_finish"));
     let rl = entry_points(ptx("rl").unwrap());
     for k in ["rl_segment_sum", "rl_assemble", "rl_gae", "rl_policy_loss", "rl_value_loss"] {
         assert!(rl.contains(&k), "{k} in {rl:?}");

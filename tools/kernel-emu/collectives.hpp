@@ -1,10 +1,10 @@
-// Warp collectives (shuffles, mma.sync m16n8k16, ldmatrix, cp.async) and
-// barriers: a lane deposits its operands and waits; once all 32 lanes of its
+// Warp collectives (shuffles, mma.sync m16n8k16, ldmatrix, cp.async,
+// __syncwarp) and barriers: a lane deposits its operands and waits; once all 32 lanes of its
 // warp wait at the same collective, the scheduler evaluates it for all of
 // them, from the PTX ISA's layouts written out here independently of the
 // kernels that rely on them.
 #pragma once
-#include "lanes.hpp"
+#include "atomics.hpp"
 
 namespace emu {
 
@@ -114,6 +114,8 @@ inline void resolve(Lane *w) {
     case Op::LdmatrixTrans:
         resolve_ldmatrix(w, op == Op::LdmatrixTrans);
         break;
+    case Op::SyncWarp:
+        break;
     }
 }
 
@@ -198,3 +200,18 @@ inline void sync_threads(const char *site) {
 #define EMU_STRINGIFY(x) #x
 #define EMU_SITE(file, line) file ":" EMU_STRINGIFY(line)
 #define __syncthreads() emu::sync_threads(EMU_SITE(__FILE__, __LINE__))
+
+namespace emu {
+// __syncwarp: the warp's lanes wait for one another, and what each wrote
+// before is ordered before what each does after (the race check's view).
+inline void sync_warp() {
+    unsigned generation = me().warp_syncs++, warp = run->current / 32;
+    race::warp_arrive(warp, generation);
+    collective(Op::SyncWarp, 0xffffffffu);
+    race::warp_leave(warp, generation);
+}
+}  // namespace emu
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    if (mask != 0xffffffffu) return emu::fail("__syncwarp here supports only the full mask");
+    emu::sync_warp();
+}

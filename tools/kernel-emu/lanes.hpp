@@ -14,7 +14,7 @@
 namespace emu {
 
 enum class State { Ready, AtBarrier, AtWarp, Done };
-enum class Op { Shuffle, Mma, Ldmatrix, LdmatrixTrans };  // ldmatrix: the .x4 form
+enum class Op { Shuffle, Mma, Ldmatrix, LdmatrixTrans, SyncWarp };  // ldmatrix: the .x4 form
 
 constexpr size_t STACK_BYTES = 128 * 1024;
 
@@ -34,6 +34,7 @@ struct Lane {
     Op op;             // the collective it waits at
     uint64_t in[10];   // that collective's operands (registers, a shuffle's value and source lane, an ldmatrix row)
     unsigned barriers; // __syncthreads passed in this block
+    unsigned warp_syncs;  // __syncwarp passed
     const char *barrier_site;  // file:line of the one it waits at
     uint64_t out[4];   // the collective's results for this lane
     std::vector<Copy> open;                 // cp.async since the last commit

@@ -2,11 +2,11 @@
 // with ThreadSanitizer): each lane of a block is a TSan fiber of its own,
 // switched to without synchronising, so two lanes' accesses are ordered only
 // by what the GPU orders them by: a __syncthreads (every lane releases at
-// it and acquires once the block passes it), a cp.async wait (the copy
-// lands in the waiting lane), and the end of the block (the next block's
-// lanes acquire what it released; blocks are never checked against one
-// another). Warp collectives order nothing, as on the GPU, where only
-// __syncwarp and barriers do. The scheduler's own bookkeeping is ignored.
+// it and acquires once the block passes it), a __syncwarp (the same within
+// its warp), a cp.async wait (the copy lands in the waiting lane), and the
+// end of the block (the next block's lanes acquire what it released; blocks
+// are never checked against one another). Other warp collectives order
+// nothing, as on the GPU. The scheduler's own bookkeeping is ignored.
 // Without the sanitizer every hook is empty.
 #pragma once
 #include <vector>
@@ -65,6 +65,10 @@ inline void start_lane(unsigned block) { __tsan_acquire(&block_sync[block % 2]);
 }
 inline void barrier_arrive(unsigned generation) { __tsan_release(&barrier_sync[generation % 2]); }
 inline void barrier_leave(unsigned generation) { __tsan_acquire(&barrier_sync[generation % 2]); }
+// __syncwarp: as a barrier, per warp.
+inline char warp_sync[32][2];
+inline void warp_arrive(unsigned warp, unsigned generation) { __tsan_release(&warp_sync[warp][generation % 2]); }
+inline void warp_leave(unsigned warp, unsigned generation) { __tsan_acquire(&warp_sync[warp][generation % 2]); }
 // The emulator's state that every lane touches (the error, the random draws).
 struct Internal {
     Internal() { __tsan_ignore_thread_begin(); }
@@ -79,6 +83,8 @@ inline void start_lane(unsigned) {}
 inline void finish_lane(unsigned) {}
 inline void barrier_arrive(unsigned) {}
 inline void barrier_leave(unsigned) {}
+inline void warp_arrive(unsigned, unsigned) {}
+inline void warp_leave(unsigned, unsigned) {}
 struct Internal {};
 #endif
 

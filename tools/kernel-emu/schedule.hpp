@@ -65,6 +65,7 @@ inline bool run_block(unsigned threads, uint64_t &seed) {
         l.open.clear();
         l.groups.clear();
         l.barriers = 0;
+        l.warp_syncs = 0;
         l.state = State::Ready;
     }
     unsigned warps = threads / 32;

@@ -307,6 +307,17 @@ impl Cuda {
         }
     }
 
+    /// The address of at least `n` zeroed counters for the flash backward's
+    /// ordered dQ sums, kept for the backend's life: each launch leaves them
+    /// zeroed again, so they are cleared once, when allocated.
+    fn dq_counters(&self, n: usize) -> u64 {
+        let mut kept = self.dq_counters.lock().expect("dQ counters lock");
+        if kept.as_ref().is_none_or(|c| c.len() < n) {
+            *kept = Some(self.stream.alloc_zeros::<u32>(n).expect("allocating dQ counters"));
+        }
+        kept.as_ref().map_or(0, |c| self.ptr(c))
+    }
+
     /// `Backend::attention_bwd`: the row dot, then the backward into `dst`.
     /// Every operand is f32, or every one bf16 (training with bf16 attention
     /// operands).
@@ -373,14 +384,14 @@ impl Cuda {
         }
         // One pass: dK/dV per query head (straight into the projection's
         // gradient when each has its own key head, else into scratch that
-        // the group sums add up), and each key block's share of dQ in f32,
-        // added up in block order.
+        // the group sums add up), and dQ's sums in f32, to which each key
+        // block adds its share in a fixed order.
         let keys = flash_bwd_keys(sh.head_dim);
         let cfg = per_flash_tile(sh.q_len, keys, 1, sh.q_heads, sh.batch);
-        let key_blocks = sh.q_len.div_ceil(keys);
-        // SAFETY: flash_dq_sum reads, for each query, only the key blocks at or before it, all of which write it.
-        let dq_part = unsafe { self.stream.alloc::<f32>(key_blocks * rows * sh.head_dim) }.expect("allocating dQ partials");
-        let part = self.ptr(&dq_part);
+        // SAFETY: every query's sum is first written by a key block, then added to (flash.cu's flash_bwd).
+        let dq_sums = unsafe { self.stream.alloc::<f32>(rows * sh.head_dim) }.expect("allocating dQ sums");
+        let sums = self.ptr(&dq_sums);
+        let counters = self.dq_counters(sh.batch * sh.q_heads * sh.q_len.div_ceil(16) * cfg.block_dim.0 as usize / 32);
         let group = sh.group();
         let scratch = (group > 1).then(|| [heads_scratch(sh.q_heads), heads_scratch(sh.q_heads)]);
         // An output as its (f32, bf16) addresses, one of them 0 for scratch.
@@ -389,28 +400,26 @@ impl Cuda {
             None => ((dst.f32, dst.bf16), (dst.f32, dst.bf16), pitch, hq * d, (hq + hkv) * d, [cos, sin, positions]),
             Some([dkh, dvh]) => (as_output(dkh), as_output(dvh), hq * d, 0, 0, [0; 3]),
         };
-        // dQ partials: each key block's for the queries at or after its first key (counted only while profiling).
-        let partials = || sh.batch * sh.q_heads * sh.head_dim * (0..sh.q_len).map(|i| i / keys + 1).sum::<usize>();
         let (dkdv_bytes, into_dst) = match &scratch {
             None => (2 * kv_wide * dst.value_bytes(), true),
             Some(_) => (2 * q_wide * es, false),
         };
-        let work =
-            || Work { bytes: (operands + dkdv_bytes + 4 * partials() + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
+        // The dQ sums leave once: the key blocks' additions meet in the L2 cache.
+        let work = || Work { bytes: (operands + dkdv_bytes + 4 * q_wide + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
         let variants = flash_bwd_variants(sh.head_dim);
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
         let config = |kernel: &str| LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg };
         self.launch_tuned(&name("flash_bwd"), variants, &shape, config, |kernel, cfg| {
             launch!(
-                self, kernel, cfg, work work(); &dk32, &dk16, &dv32, &dv16, &out_pitch, &k_off, &v_off, &c, &s, &p, &part, &dout, &q, &k,
-                &v, lse, &rowdot, &hq, &hkv, &t, &scale
+                self, kernel, cfg, work work(); &dk32, &dk16, &dv32, &dv16, &out_pitch, &k_off, &v_off, &c, &s, &p, &sums, &counters, &dout,
+                &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale
             )
         });
-        let (n, kb) = (tokens as i64, keys as i32);
+        let n = tokens as i64;
         let cfg = per_element(rows * sh.head_dim / 8);
-        let work = || Work::bytes(4 * partials() + q_wide * dst.value_bytes() + rope());
-        launch!(self, "flash_dq_sum", cfg, work work(); &dst.f32, &dst.bf16, &pitch, &part, &n, &t, &hq, &d, &kb, &scale, &cos, &sin, &positions);
+        let work = || Work::bytes(4 * q_wide + q_wide * dst.value_bytes() + rope());
+        launch!(self, "flash_dq_finish", cfg, work work(); &dst.f32, &dst.bf16, &pitch, &sums, &n, &hq, &d, &scale, &cos, &sin, &positions);
         if let Some([dkh, dvh]) = &scratch {
             let sum = if bf16 { "flash_group_sum_bf16" } else { "flash_group_sum_f32" };
             let cfg = per_element(tokens * sh.kv_heads * sh.head_dim / 8);

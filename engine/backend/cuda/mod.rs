@@ -49,6 +49,8 @@ pub struct Cuda {
     tables: Mutex<Vec<multi_tensor::KeptTable>>,
     /// The decode kernel's split partials, kept so a step's launches repeat (graph.rs).
     decode_partials: Mutex<Option<CudaSlice<f32>>>,
+    /// The flash backward's dQ-order counters (attention.rs), zero between launches.
+    dq_counters: Mutex<Option<CudaSlice<u32>>>,
     /// cuBLAS's workspace, set once (left to itself cuBLAS would allocate
     /// one inside a captured graph), which the cuBLASLt calls share.
     blas_workspace: CudaSlice<u8>,
@@ -268,6 +270,7 @@ impl Cuda {
             recent_ids: Mutex::default(),
             tables: Mutex::default(),
             decode_partials: Mutex::default(),
+            dq_counters: Mutex::default(),
             blas_workspace,
             lt: gemm_lt::Lt::new()?,
             pass: Mutex::default(),
