@@ -128,12 +128,15 @@ __device__ __forceinline__ void wait_count(const unsigned *counter, unsigned cou
 #ifdef KERNEL_EMULATION
     emu::expect_count(counter, count);
 #else
-    if ((threadIdx.x & 31) == 0) {
-        unsigned seen;
-        do {
+    if ((threadIdx.x & 31) == 0)
+        for (unsigned polls = 0;; polls++) {
+            unsigned seen;
             asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
-        } while (seen < count);
-    }
+            if (seen >= count) break;
+            // A wait lasts microseconds; one past seconds of polls means the
+            // order it relies on failed: end the launch with an error, not a hang.
+            if (polls == 1u << 22) __trap();
+        }
 #endif
     __syncwarp();
 }
