@@ -405,7 +405,8 @@ impl Cuda {
             Some(_) => (2 * q_wide * es, false),
         };
         // The dQ sums leave once: the key blocks' additions meet in the L2 cache.
-        let work = || Work { bytes: (operands + dkdv_bytes + 4 * q_wide + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
+        let work =
+            || Work { bytes: (operands + dkdv_bytes + 4 * q_wide + if into_dst { rope() } else { 0 }) as f64, flops: 2.5 * fwd_flops };
         let variants = flash_bwd_variants(sh.head_dim);
         // Shapes within a power of two share a choice (PPO's lengths vary from batch to batch).
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
