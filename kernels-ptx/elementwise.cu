@@ -62,8 +62,11 @@ __device__ __forceinline__ float2 swiglu_grad(float g, float u, float d) {
 // projection (TI) may be stored in bf16 while the rest is f32 (training).
 template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gu, int rows, int ff, bf16 *h16) {
     int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
-        int r = e / per_row, c = step * (e - r * per_row), gi = 2 * r * ff + c, o = r * ff + c;
+    FOR_EACH(e, (long)rows * per_row) {
+        long r = e / per_row, gi, o;
+        int c = step * (int)(e - r * per_row);
+        gi = 2 * r * ff + c;
+        o = r * ff + c;
         if (step == 1) {
             float y = swiglu(ld(gu, gi), ld(gu, gi + ff));
             if (h) st(h, o, y);
@@ -83,8 +86,11 @@ template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gu
 template <typename T, typename TD, typename TI>
 __device__ void swiglu_bwd(T *dgu, const TD *dh, const TI *gu, int rows, int ff, bf16 *dgu16) {
     int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * per_row; e += gridDim.x * blockDim.x) {
-        int r = e / per_row, c = step * (e - r * per_row), gi = 2 * r * ff + c, o = r * ff + c;
+    FOR_EACH(e, (long)rows * per_row) {
+        long r = e / per_row, gi, o;
+        int c = step * (int)(e - r * per_row);
+        gi = 2 * r * ff + c;
+        o = r * ff + c;
         if (step == 1) {
             float2 d = swiglu_grad(ld(gu, gi), ld(gu, gi + ff), ld(dh, o));
             st_pair(dgu, gi, ff, d.x, d.y);
