@@ -3,12 +3,11 @@
 // attention.cu, which stays the exact f32 path: no T x T matrix is stored, the
 // forward saves the natural-log row log-sum-exp, and the backward recomputes
 // probabilities from it once, per key block and query head: dK and dV, and
-// the block's share of dQ added into one f32 sum per query in a fixed
-// order of key blocks (then a sum over each GQA group's dK/dV), so it is
-// deterministic. The
-// backward writes the gradient of the fused q/k/v projection attention's
-// entry read (layout.cu's qkv_from_tokens), RoPE rotated back on the way:
-// no separate exit pass.
+// the block's share of dQ added into one f32 sum per query in a fixed order
+// of key blocks (then a sum over each GQA group's dK/dV), so it is
+// deterministic. The backward writes the gradient of the fused q/k/v
+// projection attention's entry read (layout.cu's qkv_from_tokens), RoPE
+// rotated back on the way: no separate exit pass.
 //
 // Each warp owns 16 rows (32 in the forward up to head_dim 64). Score
 // fragments are kept in registers and turned into the A operand of the next
@@ -728,10 +727,10 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
         flash_fwd<D, T>(sm, out, lse, q, k, v, spans, hq, hkv, cap, scale);                                           \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(D) * 2)                                                             \
-        flash_bwd_d##D##_##S(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,               \
-                             const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {                    \
+        flash_bwd_d##D##_##S(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k,       \
+                             const T *v, const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {        \
         __shared__ BwdSmem<D, 32, bwd_stages<D, 32>(STATIC_SMEM)> sm;                                                         \
-        flash_bwd(sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
+        flash_bwd(sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                             \
     }
 // The head_dim 64 backward in two more variants of the same arithmetic (so
 // the same results; Cuda::launch_tuned times them on the card and keeps the
@@ -740,26 +739,26 @@ __device__ void flash_group_sum(float *dst, bf16 *dst16, int pitch, int off, con
 // half the barriers and staging rounds per product.
 #define INSTANTIATE_BWD_VARIANTS(T, S)                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2, 2)                                                         \
-        flash_bwd_d64_##S##_two_blocks(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,   \
-                                       const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {        \
+        flash_bwd_d64_##S##_two_blocks(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, \
+                                       const T *v, const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) { \
         __shared__ BwdSmem<64, 32, bwd_stages<64, 32>(STATIC_SMEM)> sm;                                                       \
-        flash_bwd(sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                      \
+        flash_bwd(sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                             \
     }                                                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(64) * 2)                                                            \
-        flash_bwd_d64_##S##_wide(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,         \
-                                 const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {              \
+        flash_bwd_d64_##S##_wide(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k,   \
+                                 const T *v, const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {    \
         DYNAMIC_SHARED(WideBwdSmem, sm);                                                                                       \
-        flash_bwd(*sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+        flash_bwd(*sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                            \
     }
 // The head_dim 128 kernels with two stages of tiles (StagedBwdSmem and
 // FwdSmem<128, 2>, above and in flash_fwd's): the same arithmetic as the
 // one-stage kernels, so the same results; Cuda::launch_tuned keeps the faster.
 #define INSTANTIATE_D128_STAGED(T, S)                                                                                         \
     extern "C" __global__ void __launch_bounds__(BWD_KEYS(128) * 2)                                                           \
-        flash_bwd_d128_##S##_staged(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, const T *v,      \
-                                    const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) {           \
+        flash_bwd_d128_##S##_staged(GRAD_OUT_PARAMS, float *dq_acc, unsigned *counters, const T *dout, const T *q, const T *k, \
+                                    const T *v, const float *lse, const float *rowdot, int hq, int hkv, int t, float scale) { \
         DYNAMIC_SHARED(StagedBwdSmem, sm);                                                                                     \
-        flash_bwd(*sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                                     \
+        flash_bwd(*sm, GRAD_OUT, dq_acc, counters, dout, q, k, v, lse, rowdot, hq, hkv, t, scale);                            \
     }                                                                                                                         \
     INSTANTIATE_FWD_STAGED(T, T, flash_fwd_d128_##S##_staged)
 #define INSTANTIATE_FWD_STAGED(T, KT, NAME)                                                                                   \
