@@ -121,8 +121,9 @@ template <int N> __device__ __forceinline__ void wait_copies() {
 // their shares, through a counter per (row, head, query tile, warp). Blocks
 // are dispatched in index order and wait only for lower-indexed ones, which
 // are then resident or done, so every wait ends. wait_count returns, in the
-// whole warp, once *counter reaches `count`; count_done publishes the
-// warp's global writes, then adds one to *counter.
+// whole warp, once *counter reaches `count` (one lane polls, acquiring what
+// the counted warps wrote); count_done adds one to *counter once the warp's
+// additions are issued (a release: they are visible before the count).
 __device__ __forceinline__ void wait_count(const unsigned *counter, unsigned count) {
 #ifdef KERNEL_EMULATION
     emu::expect_count(counter, count);
@@ -140,9 +141,22 @@ __device__ __forceinline__ void wait_count(const unsigned *counter, unsigned cou
     __syncwarp();
 }
 __device__ __forceinline__ void count_done(unsigned *counter) {
-    __threadfence();
     __syncwarp();
-    if ((threadIdx.x & 31) == 0) atomicAdd(counter, 1u);
+    if ((threadIdx.x & 31) == 0) {
+#ifdef KERNEL_EMULATION
+        atomicAdd(counter, 1u);
+#else
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;\n" ::"l"(counter) : "memory");
+#endif
+    }
+}
+// *p += v where the L2 cache holds p (red.add.f32: the warp does not wait for it).
+__device__ __forceinline__ void add_at_l2(float *p, float v) {
+#ifdef KERNEL_EMULATION
+    atomicAdd(p, v);
+#else
+    asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p), "f"(v) : "memory");
+#endif
 }
 
 // Rows of D values `pitch` apart from `base` on (D for keys and values, Hq · D
@@ -581,9 +595,9 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
     int first = kblock0 / QT, tiles = (tlen + QT - 1) / QT;
     // This warp's counter for query tile i.
     auto counter = [&](int i) { return counters + (((long)b * hq + h) * tiles + i) * (blockDim.x >> 5) + warp; };
-    // A tile's share is counted done a tile later: the fence then finds it
-    // landed, and the block waiting for it, whose first tile comes KEYS / QT
-    // tiles before this block's, reaches each tile that many iterations later.
+    // A tile's share is counted done a tile later: the release then finds
+    // it landed, and the block waiting for it, whose first tile comes KEYS /
+    // QT tiles before this block's, reaches each tile that many iterations later.
     int done = -1;
     auto fetch = [&](int i) {
         int i0 = i * QT;
@@ -647,8 +661,8 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
                 if (kb == last) {
                     st2(dq_acc, o, acc[n][2 * hi], acc[n][2 * hi + 1]);
                 } else {
-                    atomicAdd(dq_acc + o, acc[n][2 * hi]);
-                    atomicAdd(dq_acc + o + 1, acc[n][2 * hi + 1]);
+                    add_at_l2(dq_acc + o, acc[n][2 * hi]);
+                    add_at_l2(dq_acc + o + 1, acc[n][2 * hi + 1]);
                 }
             }
         if (kb > 0)

@@ -1,10 +1,10 @@
-// Global-memory atomics, fences and the flash backward's cross-block waits.
-// Blocks run one at a time, in index order, so an atomic is a plain
-// read-modify-write, a fence orders nothing more, and a block that waits
-// for a count must find exactly that count: less means it waits for a block
-// that runs after it (on a GPU, which dispatches blocks in index order, it
-// could wait forever) or for one that never counts; more, a count left
-// over from an earlier launch (the order of the sums would be lost).
+// Global-memory atomics and the flash backward's cross-block waits. Blocks
+// run one at a time, in index order, so an atomic (or a release) is a plain
+// read-modify-write, and a block that waits for a count must find exactly
+// that count: less means it waits for a block that runs after it (on a GPU,
+// which dispatches blocks in index order, it could wait forever) or for one
+// that never counts; more, a count left over from an earlier launch (the
+// order of the sums would be lost).
 #pragma once
 #include "lanes.hpp"
 
@@ -30,4 +30,3 @@ inline unsigned atomicAdd(unsigned *p, unsigned v) {
     *p = old + v;
     return old;
 }
-inline void __threadfence() {}
