@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 family=${1:?usage: tools/sass.sh FAMILY [KERNEL]}
+[ -f "kernels-ptx/$family.ptx" ] || { echo "no kernel family $family: $(cd kernels-ptx && ls ./*.ptx | sed 's|./||; s|.ptx||' | tr '\n' ' ')" >&2; exit 1; }
 bin=.venv-cuda/lib/python3.11/site-packages/nvidia/cu13/bin
 [ -x "$bin/ptxas" ] || { echo "run tools/build-ptx.sh first (it installs ptxas)" >&2; exit 1; }
 if [ ! -x "$bin/nvdisasm" ]; then
