@@ -9,6 +9,7 @@ use super::profile::{output_bytes, rope_bytes, Work};
 use super::{pair_args, per_element, Cuda, Storage, THREADS};
 use crate::backend::{AttnShape, SeqSpan};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use std::sync::Mutex;
 
 /// One warp per row: `rows` rows in blocks of 8 warps, on a `(y, z)` grid.
 fn per_warp_row(rows: usize, y: usize, z: usize) -> LaunchConfig {
@@ -276,13 +277,10 @@ impl Cuda {
         let splits = decode_splits(self.sms * 2, sh.batch * sh.kv_heads, sh.kv_cap);
         let chunk = sh.kv_cap.div_ceil(splits).next_multiple_of(DECODE_TILE).max(DECODE_TILE);
         let splits = sh.kv_cap.div_ceil(chunk).max(1);
-        let mut kept = self.decode_partials.lock().expect("decode partials lock");
         let part_len = rows * splits * (sh.head_dim + 2);
-        if kept.as_ref().is_none_or(|p| p.len() < part_len) {
-            // SAFETY: each split writes its partials before the combine reads them.
-            *kept = Some(unsafe { self.stream.alloc::<f32>(part_len) }.expect("allocating decode partials"));
-        }
-        let part = kept.as_ref().map_or(0, |p| self.ptr(p));
+        // SAFETY: each split writes its partials before the combine reads them.
+        let part = self
+            .kept(&self.decode_partials, part_len, || unsafe { self.stream.alloc::<f32>(part_len) }.expect("allocating decode partials"));
         let (part_o, part_ml) = (part, part + 4 * (rows * splits * sh.head_dim) as u64);
         let (hq, hkv, cap, chunk_i, scale) = (sh.q_heads as i32, sh.kv_heads as i32, sh.kv_cap as i32, chunk as i32, sh.scale());
         let cfg = LaunchConfig {
@@ -307,15 +305,15 @@ impl Cuda {
         }
     }
 
-    /// The address of at least `n` zeroed counters for the flash backward's
-    /// ordered dQ sums, kept for the backend's life: each launch leaves them
-    /// zeroed again, so they are cleared once, when allocated.
-    fn dq_counters(&self, n: usize) -> u64 {
-        let mut kept = self.dq_counters.lock().expect("dQ counters lock");
-        if kept.as_ref().is_none_or(|c| c.len() < n) {
-            *kept = Some(self.stream.alloc_zeros::<u32>(n).expect("allocating dQ counters"));
+    /// The address of the buffer kept in `slot`, made by `alloc` when there
+    /// is none or it holds fewer than `n` values: kept for the backend's
+    /// life, so repeated launches see the same address.
+    fn kept<T>(&self, slot: &Mutex<Option<CudaSlice<T>>>, n: usize, alloc: impl FnOnce() -> CudaSlice<T>) -> u64 {
+        let mut kept = slot.lock().expect("kept buffer lock");
+        if kept.as_ref().is_none_or(|b| b.len() < n) {
+            *kept = Some(alloc());
         }
-        kept.as_ref().map_or(0, |c| self.ptr(c))
+        kept.as_ref().map_or(0, |b| self.ptr(b))
     }
 
     /// `Backend::attention_bwd`: the row dot, then the backward into `dst`.
@@ -391,7 +389,10 @@ impl Cuda {
         // SAFETY: every query's sum is first written by a key block, then added to (flash.cu's flash_bwd).
         let dq_sums = unsafe { self.stream.alloc::<f32>(rows * sh.head_dim) }.expect("allocating dQ sums");
         let sums = self.ptr(&dq_sums);
-        let counters = self.dq_counters(sh.batch * sh.q_heads * sh.q_len.div_ceil(16) * cfg.block_dim.0 as usize / 32);
+        // Per (row, head, query tile, warp); 16-query tiles bound every variant's. Each launch
+        // leaves them zeroed again, so they are cleared once, when allocated.
+        let n_counters = sh.batch * sh.q_heads * sh.q_len.div_ceil(16) * cfg.block_dim.0 as usize / 32;
+        let counters = self.kept(&self.dq_counters, n_counters, || self.stream.alloc_zeros(n_counters).expect("allocating dQ counters"));
         let group = sh.group();
         let scratch = (group > 1).then(|| [heads_scratch(sh.q_heads), heads_scratch(sh.q_heads)]);
         // An output as its (f32, bf16) addresses, one of them 0 for scratch.
