@@ -57,16 +57,25 @@ __device__ __forceinline__ float2 swiglu_grad(float g, float u, float d) {
     return make_float2(d * u * s * (1.0f + g * (1.0f - s)), d * (g * s));
 }
 
+// Element group e's offsets (64-bit: rows x 2 ff passes 2^31 on large
+// models), each row of ff / step groups of `step` values: its gate in the
+// projection [rows, 2 ff] (the up value ff further), and its output [rows, ff].
+struct SwigluOffsets {
+    long gate, out;
+};
+__device__ __forceinline__ SwigluOffsets swiglu_offsets(long e, int per_row, int step, int ff) {
+    long r = e / per_row;
+    int c = step * (int)(e - r * per_row);
+    return {2 * r * ff + c, r * ff + c};
+}
+
 // h [rows, ff]; h16, when not null, also gets h rounded to bf16 (the down
 // projection's input); h may then be null (a matmul-only output). The
 // projection (TI) may be stored in bf16 while the rest is f32 (training).
 template <typename T, typename TI> __device__ void swiglu_fwd(T *h, const TI *gu, int rows, int ff, bf16 *h16) {
     int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
     FOR_EACH(e, (long)rows * per_row) {
-        long r = e / per_row, gi, o;
-        int c = step * (int)(e - r * per_row);
-        gi = 2 * r * ff + c;
-        o = r * ff + c;
+        auto [gi, o] = swiglu_offsets(e, per_row, step, ff);
         if (step == 1) {
             float y = swiglu(ld(gu, gi), ld(gu, gi + ff));
             if (h) st(h, o, y);
@@ -87,10 +96,7 @@ template <typename T, typename TD, typename TI>
 __device__ void swiglu_bwd(T *dgu, const TD *dh, const TI *gu, int rows, int ff, bf16 *dgu16) {
     int step = ff % 4 == 0 ? 4 : 1, per_row = ff / step;
     FOR_EACH(e, (long)rows * per_row) {
-        long r = e / per_row, gi, o;
-        int c = step * (int)(e - r * per_row);
-        gi = 2 * r * ff + c;
-        o = r * ff + c;
+        auto [gi, o] = swiglu_offsets(e, per_row, step, ff);
         if (step == 1) {
             float2 d = swiglu_grad(ld(gu, gi), ld(gu, gi + ff), ld(dh, o));
             st_pair(dgu, gi, ff, d.x, d.y);

@@ -1,8 +1,8 @@
 // Warp collectives (shuffles, mma.sync m16n8k16, ldmatrix, cp.async,
-// __syncwarp) and barriers: a lane deposits its operands and waits; once all 32 lanes of its
-// warp wait at the same collective, the scheduler evaluates it for all of
-// them, from the PTX ISA's layouts written out here independently of the
-// kernels that rely on them.
+// __syncwarp) and barriers: a lane deposits its operands and waits; once
+// all 32 lanes of its warp wait at the same collective, the scheduler
+// evaluates it for all of them, from the PTX ISA's layouts written out here
+// independently of the kernels that rely on them.
 #pragma once
 #include "atomics.hpp"
 
