@@ -213,9 +213,23 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
     assert_eq!(resources("flash_fwd_d64_bf16_one_tile")["threads"], 256);
     assert_eq!(resources("flash_fwd_d64_bf16")["threads"], 128);
     assert!(stderr.contains("tuned: flash_bwd_d64_bf16_wide "), "{stderr}");
-    // The head_dim-64 flash forward and backward were tuned once each, among their variants.
-    let tuned: Vec<(&str, bool)> =
+    let tuning: Vec<(&str, bool)> =
         v["tuning"].as_array().unwrap().iter().map(|t| (t["kernel"].as_str().unwrap(), t["chosen"].as_bool().unwrap())).collect();
+    // Each matmul problem timed its cuBLASLt candidates once and kept one.
+    let gemms: Vec<(&str, bool)> = tuning.iter().copied().filter(|t| t.0.starts_with("gemm ")).collect();
+    let problems: std::collections::BTreeSet<&str> = gemms.iter().map(|t| t.0.rsplit_once(" heuristic #").unwrap().0).collect();
+    assert!(problems.len() >= 6, "the layer's products and the head's: {gemms:?}");
+    for p in &problems {
+        let kept = gemms.iter().filter(|t| t.0.starts_with(&format!("{p} heuristic #")) && t.1).count();
+        assert_eq!(kept, 1, "{p}: {gemms:?}");
+    }
+    // Printed per problem: the algorithm kept against the heuristic's first pick.
+    for p in &problems {
+        assert!(stderr.contains(&format!("tuned: {p}: kept #")), "{p}: {stderr}");
+    }
+    assert!(stderr.contains("tuned matmuls: the heuristic's first picks "), "{stderr}");
+    // The head_dim-64 flash forward and backward were tuned once each, among their variants.
+    let tuned: Vec<(&str, bool)> = tuning.into_iter().filter(|t| !t.0.starts_with("gemm ")).collect();
     let want = [
         "flash_fwd_d64_bf16",
         "flash_fwd_d64_bf16_one_tile",
@@ -279,6 +293,12 @@ fn generate_and_score_run_on_cuda_through_the_binary() {
     assert!(!o.status.success() && stderr.contains("cannot run this shape") && !stderr.contains("panicked"), "{stderr}");
 }
 
+/// The flash variants a bench's JSON line says it timed, in order (its
+/// operands come from matmuls, whose cuBLASLt algorithms are timed too).
+fn flash_tunings(v: &serde_json::Value) -> Vec<&str> {
+    v["tuning"].as_array().unwrap().iter().filter_map(|t| t["kernel"].as_str().filter(|k| k.starts_with("flash_"))).collect()
+}
+
 /// `bench attention` on the emulated driver at the two head sizes the
 /// kernels are tuned for: a JSON line with positive rates, and the variants
 /// the first launch of each pass timed (the staged ones at head_dim 128).
@@ -306,8 +326,7 @@ fn bench_attention_times_both_passes_and_tunes_their_variants() {
         for key in ["fwd_ms", "bwd_ms", "fwd_tflops", "bwd_tflops", "total_tflops"] {
             assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "head_dim {hd}: {key} in {v}");
         }
-        let tuned: Vec<&str> = v["tuning"].as_array().unwrap().iter().map(|t| t["kernel"].as_str().unwrap()).collect();
-        assert_eq!(tuned, want, "head_dim {hd}");
+        assert_eq!(flash_tunings(&v), want, "head_dim {hd}");
     }
 }
 
@@ -334,8 +353,7 @@ fn tuning_leaves_out_variants_that_do_not_fit() {
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("note: flash_bwd_d64_bf16_wide does not fit on an SM here"), "{stderr}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let tuned: Vec<&str> = v["tuning"].as_array().unwrap().iter().map(|t| t["kernel"].as_str().unwrap()).collect();
-    assert_eq!(tuned, ["flash_fwd_d64_bf16_one_tile", "flash_bwd_d64_bf16", "flash_bwd_d64_bf16_two_blocks"]);
+    assert_eq!(flash_tunings(&v), ["flash_fwd_d64_bf16_one_tile", "flash_bwd_d64_bf16", "flash_bwd_d64_bf16_two_blocks"]);
     let o = bench("flash_fwd_d64_bf16,flash_fwd_d64_bf16_one_tile");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("no variant of flash_fwd_d64_bf16 fits"), "{stderr}");

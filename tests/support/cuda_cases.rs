@@ -260,6 +260,64 @@ fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
     check_cached_attention(&g, &mut rng, decode, &[5, 11], BF16_TOL);
 }
 
+/// Every cuBLASLt algorithm a bf16 product may be tuned to (gemm_tune.rs:
+/// the heuristic's candidates that do not split K) gives the same bits, so
+/// the one tuning keeps does not change results; tuning times each problem
+/// once and keeps one algorithm, and a product that accumulates (timed on
+/// a scratch output) adds its sum once.
+#[test]
+fn gemm_algorithms_agree_bit_for_bit_and_tuning_keeps_one() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let (rows, d_in, d_out) = (300, 192, 320);
+    let [x, w, dy, c0] = [rows * d_in, d_out * d_in, rows * d_out, rows * d_out.max(d_in)].map(|n| randv(&mut rng, n));
+    let [x, w, dy] = [&x, &w, &dy].map(|h| g.upload(h));
+    let residual = g.upload(&c0[..rows * d_out]);
+    let into = |mut c: <Cuda as Backend>::Buf, a: &<Cuda as Backend>::Buf, b: &<Cuda as Backend>::Buf, mm: MatMul| {
+        g.matmul(&mut c, a, b, mm);
+        g.download(&c)
+    };
+    let weight_grad = |mm: MatMul| into(g.upload(&c0[..d_out * d_in]), &dy, &x, mm);
+    let accumulating = MatMul::linear_dw(rows, d_in, d_out);
+    // The layer's products: forward (also into a bf16 projection, and onto a residual), input and weight gradients.
+    let run = || -> Vec<Vec<f32>> {
+        let mut onto = g.zeros(rows * d_out);
+        g.matmul_residual(&mut onto, &x, &w, &residual, MatMul::linear(rows, d_in, d_out));
+        vec![
+            into(g.upload(&c0[..rows * d_out]), &x, &w, MatMul::linear(rows, d_in, d_out)),
+            into(g.zeros_projection(rows * d_out), &x, &w, MatMul::linear(rows, d_in, d_out)),
+            into(g.upload(&c0[..rows * d_in]), &dy, &w, MatMul::linear_dx(rows, d_in, d_out)),
+            weight_grad(accumulating),
+            g.download(&onto),
+        ]
+    };
+    let what = ["forward", "forward into bf16", "input gradient", "weight gradient (accumulating)", "forward onto a residual"];
+    g.pin_variant(Some(0));
+    let want = run();
+    let want_written = weight_grad(MatMul { accumulate: false, ..accumulating });
+    for i in 1..8 {
+        g.pin_variant(Some(i));
+        for (p, got) in run().iter().enumerate() {
+            assert!(got == &want[p], "{}: cuBLASLt's candidate {i} gives other bits than its first", what[p]);
+        }
+    }
+    g.pin_variant(None);
+    let before = g.tunings().len();
+    assert!(run() == want, "the tuned products give other bits than the pinned ones");
+    let runs: Vec<_> = g.tunings()[before..].to_vec();
+    assert!(runs.iter().all(|r| r.kernel.starts_with("gemm ") && r.ms.is_finite() && r.resources.is_none()), "{runs:?}");
+    assert_eq!(runs.iter().filter(|r| r.chosen).count(), 5, "one kept per problem: {runs:?}");
+    // Whether a product adds is not part of its problem: writing the weight gradient takes the kept algorithm.
+    assert!(weight_grad(MatMul { accumulate: false, ..accumulating }) == want_written);
+    assert!(run() == want);
+    assert_eq!(g.tunings().len(), before + runs.len(), "known problems are not timed again");
+    // Those that split K never run.
+    if g.device_name().starts_with("CPU kernel emulator") {
+        let ranks: Vec<&str> = runs.iter().map(|r| r.kernel.rsplit(' ').next().unwrap()).collect();
+        assert_eq!(ranks, ["#0", "#2"].repeat(5), "the emulated heuristic's #1 splits K: {runs:?}");
+    }
+}
+
 #[test]
 fn flash_variants_agree_bit_for_bit_and_tuning_keeps_one() {
     let Some(g) = gpu_tensor_cores() else { return };

@@ -1,18 +1,25 @@
-// The cuBLASLt calls the CUDA backend makes (engine/backend/cuda/gemm_lt.rs),
-// on the CPU (gemm.hpp), for the emulated driver (driver.cpp): descriptors
-// hold what the GEMM needs, the heuristic offers one algorithm, and a
-// matmul runs D = alpha op(A) op(B) + beta C with C apart from D. Anything
-// else the backend might set is refused, so a new use shows up here first.
+// The cuBLASLt calls the CUDA backend makes (engine/backend/cuda/gemm_lt.rs,
+// gemm_tune.rs), on the CPU (gemm.hpp), for the emulated driver
+// (driver.cpp): descriptors hold what the GEMM needs, the heuristic offers
+// three algorithms, the second of which splits K in two (so its sums round
+// otherwise, as a real split-K's do), and a matmul runs D = alpha op(A)
+// op(B) + beta C (C apart from D or D itself) with the algorithm it is
+// given. Anything else the backend might set is refused, so a new use
+// shows up here first.
 // With KERNEL_EMU_LT_DECLINE set, the heuristic offers no algorithm (as
 // cuBLASLt does for a product it cannot run), so the backend's fallback
 // runs. Built as libcublasLt.so.
 #include "gemm.hpp"
+
+#include <algorithm>
 
 namespace {
 int handle_tag;
 enum { TRANSA = 3, TRANSB = 4 };  // cublasLtMatmulDescAttributes_t
 enum { COMPUTE_32F = 68, COMPUTE_32F_FAST_TF32 = 77 };
 enum { NOT_SUPPORTED = 15, INVALID_VALUE = 7 };
+enum { SPLITK_NUM = 2 };  // cublasLtMatmulAlgoConfigAttributes_t
+constexpr int ALGORITHMS = 3;
 
 struct Layout {
     int type;
@@ -22,9 +29,13 @@ struct Layout {
 struct Desc {
     int ta = N, tb = N;
 };
+// cublasLtMatmulAlgo_t: here its id and how many parts it splits K into.
+struct Algo {
+    uint64_t id, split_k, unused[6];
+};
 // cublasLtMatmulHeuristicResult_t.
 struct Heuristic {
-    uint64_t algo[8];
+    Algo algo;
     size_t workspace;
     int state;
     float waves;
@@ -79,21 +90,32 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void *, Desc *, Layout *, Layout *
         *count = 0;
         return 0;
     }
-    std::memset(out, 0, sizeof(Heuristic));
-    out->waves = 1.0f;
-    *count = 1;
+    *count = std::min(requested, ALGORITHMS);
+    for (int i = 0; i < *count; i++) {
+        std::memset(&out[i], 0, sizeof(Heuristic));
+        out[i].algo.id = i;
+        out[i].algo.split_k = i == 1 ? 2 : 1;
+        out[i].waves = 1.0f;
+    }
+    return 0;
+}
+
+cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const Algo *algo, int attr, void *buf, size_t size, size_t *written) {
+    if (attr != SPLITK_NUM || size != sizeof(uint32_t)) return NOT_SUPPORTED;
+    *static_cast<uint32_t *>(buf) = uint32_t(algo->split_k);
+    *written = sizeof(uint32_t);
     return 0;
 }
 
 cublasStatus_t cublasLtMatmul(void *, const Desc *desc, const void *alpha, const void *a, const Layout *la, const void *b, const Layout *lb,
-                              const void *beta, const void *c, const Layout *lc, void *d, const Layout *ld, const void *, void *, size_t,
+                              const void *beta, const void *c, const Layout *lc, void *d, const Layout *ld, const Algo *algo, void *, size_t,
                               void *) {
     long m = desc->ta == N ? la->rows : la->cols, k = desc->ta == N ? la->cols : la->rows;
     long kb = desc->tb == N ? lb->rows : lb->cols, n = desc->tb == N ? lb->cols : lb->rows;
     bool shaped = k == kb && (long)ld->rows == m && (long)ld->cols == n && lc->rows == ld->rows && lc->cols == ld->cols;
-    if (!shaped) return INVALID_VALUE;
+    if (!shaped || algo == nullptr || algo->id >= ALGORITHMS || lc->type != ld->type) return INVALID_VALUE;
     return gemm({desc->ta, desc->tb, (int)m, (int)n, (int)k, *(const float *)alpha, a, la->type, (int)la->ld, b, lb->type, (int)lb->ld,
-                 *(const float *)beta, c, lc->type, (int)lc->ld, d, ld->type, (int)ld->ld});
+                 *(const float *)beta, c, lc->type, (int)lc->ld, d, ld->type, (int)ld->ld, (int)algo->split_k});
 }
 
 }  // extern "C"

@@ -1,6 +1,7 @@
 // The GEMM both emulated BLAS libraries run (cublas.cpp, cublaslt.cpp) on
 // the CPU: column-major, f32 or bf16 operands, inputs and outputs, f32
-// accumulation, D = alpha op(A) op(B) + beta C (C may be D). While the
+// accumulation, D = alpha op(A) op(B) + beta C (C may be D), K summed in
+// order, or in parts added after (split-K, another rounding). While the
 // emulated driver captures a stream, a GEMM is recorded into the graph
 // (emu_enqueue) instead of run.
 #pragma once
@@ -51,17 +52,23 @@ struct Gemm {
     int ctype, ldc;
     void *d;
     int dtype, ldd;
+    int split_k = 1;  // parts K is summed in, each apart, then added (a cuBLASLt algorithm's split-K)
 };
 
 // D[i + j ldd] = alpha Σ_l op(A)[i, l] op(B)[l, j] + beta C[i + j ldc], op(A) m x k, op(B) k x n.
 int run(void *p) {
-    const auto [ta, tb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c, ctype, ldc, d, dtype, ldd] = *static_cast<const Gemm *>(p);
+    const auto [ta, tb, m, n, k, alpha, a, atype, lda, b, btype, ldb, beta, c, ctype, ldc, d, dtype, ldd, split_k] = *static_cast<const Gemm *>(p);
     std::vector<float> ak(k);
+    int part = (k + split_k - 1) / split_k;
     for (int i = 0; i < m; i++) {
         for (int l = 0; l < k; l++) ak[l] = element(a, atype, ta == N ? i + (long)l * lda : l + (long)i * lda);
         for (int j = 0; j < n; j++) {
             float acc = 0.0f;
-            for (int l = 0; l < k; l++) acc += ak[l] * element(b, btype, tb == N ? l + (long)j * ldb : j + (long)l * ldb);
+            for (int l0 = 0; l0 < k; l0 += part) {
+                float sum = 0.0f;
+                for (int l = l0; l < l0 + part && l < k; l++) sum += ak[l] * element(b, btype, tb == N ? l + (long)j * ldb : j + (long)l * ldb);
+                acc += sum;
+            }
             store(d, dtype, i + (long)j * ldd, alpha * acc + (beta == 0.0f ? 0.0f : beta * element(c, ctype, i + (long)j * ldc)));
         }
     }

@@ -308,12 +308,13 @@ fn rounded(x: f64, places: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-/// Prints each tuned kernel variant's time and resources to stderr and puts
-/// them into `v` ("tuning").
+/// Prints each tuned kernel variant's time and resources to stderr, and
+/// for each matmul problem the cuBLASLt algorithm kept against the
+/// heuristic's first pick; puts every timing into `v` ("tuning").
 fn print_tunings(v: &mut serde_json::Value, g: &Cuda) -> Result<()> {
     let tunings = g.tunings();
     for t in &tunings {
-        let r = &t.resources;
+        let Some(r) = &t.resources else { continue };
         eprintln!(
             "tuned: {} {:.3} ms, {} threads, {} registers, {} spill bytes, {} + {} bytes smem, {} blocks/SM{}",
             t.kernel,
@@ -325,6 +326,32 @@ fn print_tunings(v: &mut serde_json::Value, g: &Cuda) -> Result<()> {
             r.dynamic_smem_bytes,
             r.blocks_per_sm,
             if t.chosen { " (kept)" } else { "" }
+        );
+    }
+    // A problem's candidates were timed together: "gemm MxNxK OPS... heuristic #r".
+    let problem = |kernel: &str| kernel.rsplit_once(" heuristic #").map(|(p, _)| p.to_string());
+    let (mut first_total, mut kept_total) = (0.0, 0.0);
+    for runs in tunings.chunk_by(|a, b| problem(&a.kernel) == problem(&b.kernel)) {
+        let (Some(name), Some(kept)) = (problem(&runs[0].kernel), runs.iter().find(|t| t.chosen)) else { continue };
+        let kept_rank = kept.kernel.rsplit(' ').next().unwrap_or_default();
+        match runs.iter().find(|t| t.kernel.ends_with(" heuristic #0")) {
+            Some(first) => {
+                (first_total, kept_total) = (first_total + first.ms, kept_total + kept.ms);
+                eprintln!(
+                    "tuned: {name}: kept {kept_rank} {:.3} ms, the heuristic's first {:.3} ms ({:.2}×), of {} candidates",
+                    kept.ms,
+                    first.ms,
+                    first.ms / kept.ms,
+                    runs.len()
+                );
+            }
+            None => eprintln!("tuned: {name}: kept {kept_rank} {:.3} ms, of {} candidates", kept.ms, runs.len()),
+        }
+    }
+    if kept_total > 0.0 {
+        eprintln!(
+            "tuned matmuls: the heuristic's first picks {first_total:.3} ms, the kept ones {kept_total:.3} ms ({:.2}×), one run of each problem",
+            first_total / kept_total
         );
     }
     v["tuning"] = serde_json::to_value(tunings)?;

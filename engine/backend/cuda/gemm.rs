@@ -1,9 +1,11 @@
-//! Matrix products on cuBLAS in three math modes. Storage stays f32; `Bf16`
-//! reads both operands as bf16 (as PyTorch's autocast does: each buffer's
-//! copy is made once and kept until the buffer is written, see buf.rs) and
-//! runs cublasGemmEx with f32 accumulation and f32 output, or bf16 output
-//! into a bf16 buffer (the MLP's gate and up projections).
+//! Matrix products in three math modes. Storage stays f32; `Bf16` reads
+//! both operands as bf16 (as PyTorch's autocast does: each buffer's copy is
+//! made once and kept until the buffer is written, see buf.rs) and runs on
+//! cuBLASLt (gemm_lt.rs, its algorithm tuned per shape: gemm_tune.rs) with
+//! f32 accumulation and f32 output, or bf16 output into a bf16 buffer (the
+//! MLP's gate and up projections). `Exact` and `Tf32` run cuBLAS's sgemm.
 
+use super::gemm_lt::{AddC, LtCall};
 use super::graph::Call;
 use super::profile::Work;
 use super::{per_element, Cuda, CudaBuf, Storage};
@@ -13,7 +15,7 @@ use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation
 use cudarc::cublas::{Gemm, GemmConfig};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 
 /// How the CUDA backend does its arithmetic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,44 +58,20 @@ impl Cuda {
         if self.math() == Math::Bf16 {
             let (pa, _a16) = self.bf16_operand(a, mm.m * mm.k);
             let (pb, _b16) = self.bf16_operand(b, mm.k * mm.n);
-            let alpha = 1.0f32;
             let pc = self.addr(c);
-            let c_type = if c.is_bf16() { cudaDataType_t::CUDA_R_16BF } else { cudaDataType_t::CUDA_R_32F };
             if let Some(n) = note.as_mut() {
                 [pa, pb, pc].iter().for_each(|p| n.arg(p));
             }
-            if !self.issue(note) {
-                return;
-            }
+            let add_c = if mm.accumulate { AddC::InPlace } else { AddC::No };
+            let call = LtCall { mm, math: Math::Bf16, a: pa, b: pb, c: pc, d: pc, out_bf16: c.is_bf16(), add_c };
             let out_bytes = c.value_bytes();
-            let work = Work::gemm(mm.m, mm.n, mm.k, 2, if mm.accumulate { out_bytes } else { 0 }, out_bytes);
-            let _timed = self.timed("gemm", None, || work);
-            // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size;
-            // the scratch copies live until the call returns and the stream orders their reuse.
-            unsafe {
-                cudarc::cublas::result::gemm_ex(
-                    *self.blas.handle(),
-                    op(mm.trans_b),
-                    op(mm.trans_a),
-                    mm.n as i32,
-                    mm.m as i32,
-                    mm.k as i32,
-                    &alpha as *const f32 as *const c_void,
-                    pb as *const c_void,
-                    cudaDataType_t::CUDA_R_16BF,
-                    lda,
-                    pa as *const c_void,
-                    cudaDataType_t::CUDA_R_16BF,
-                    ldb,
-                    &beta as *const f32 as *const c_void,
-                    pc as *mut c_void,
-                    c_type,
-                    mm.n as i32,
-                    cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                    cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
-                )
+            let work = || Work::gemm(mm.m, mm.n, mm.k, 2, if mm.accumulate { out_bytes } else { 0 }, out_bytes);
+            if let Err(e) = self.lt_queue(&call, note, work) {
+                static SAID: Once = Once::new();
+                SAID.call_once(|| eprintln!("warning: cuBLASLt declined {mm:?} ({e}); bf16 matmuls of its shape run on cublasGemmEx"));
+                let _timed = self.timed("gemm", None, work);
+                self.gemm_ex_bf16(&call);
             }
-            .expect("cublasGemmEx (bf16)");
             return;
         }
         let Storage::F32(c) = c else { panic!("bf16 matmul outputs exist only in bf16 math") };
@@ -119,6 +97,40 @@ impl Cuda {
         let _timed = self.timed("gemm", None, || work);
         // SAFETY: as above.
         unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");
+    }
+
+    /// `call` on cublasGemmEx (its choice of algorithm), for products cuBLASLt declines.
+    fn gemm_ex_bf16(&self, call: &LtCall) {
+        let mm = call.mm;
+        let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
+        let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
+        let (alpha, beta) = (1.0f32, if mm.accumulate { 1.0f32 } else { 0.0 });
+        let c_type = if call.out_bf16 { cudaDataType_t::CUDA_R_16BF } else { cudaDataType_t::CUDA_R_32F };
+        // SAFETY: as Cuda::gemm's products: the shapes index within the callers' buffers.
+        unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                op(mm.trans_b),
+                op(mm.trans_a),
+                mm.n as i32,
+                mm.m as i32,
+                mm.k as i32,
+                &alpha as *const f32 as *const c_void,
+                call.b as *const c_void,
+                cudaDataType_t::CUDA_R_16BF,
+                lda,
+                call.a as *const c_void,
+                cudaDataType_t::CUDA_R_16BF,
+                ldb,
+                &beta as *const f32 as *const c_void,
+                call.d as *mut c_void,
+                c_type,
+                mm.n as i32,
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+            )
+        }
+        .expect("cublasGemmEx (bf16)");
     }
 
     /// The address of a matmul operand's first `n` values in bf16: its own

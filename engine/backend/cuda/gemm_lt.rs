@@ -1,8 +1,10 @@
-//! The residual matmuls on cuBLASLt: `D = C + op(A)·op(B)` with C and D
-//! apart, which cublasGemmEx (C is D there) cannot do. A block's output
-//! projection adds onto the residual stream it read while writing the next
-//! one, so no kernel copies the stream first (the backward keeps both).
-//! Operands are read as `Cuda::gemm` reads them; C and D are f32.
+//! Matrix products on cuBLASLt: every bf16 product (`Cuda::gemm`), and the
+//! residual ones in any math, `D = C + op(A)·op(B)` with C and D apart,
+//! which cublasGemmEx (C is D there) cannot do: a block's output projection
+//! adds onto the residual stream it read while writing the next one, so no
+//! kernel copies the stream first (the backward keeps both). Operands are
+//! read as `Cuda::gemm` reads them. Which of cuBLASLt's algorithms runs is
+//! gemm_tune.rs's choice.
 
 use super::gemm::{op, Math};
 use super::graph::Call;
@@ -14,22 +16,32 @@ use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys::{
     cublasComputeType_t, cublasLtHandle_t, cublasLtMatmulAlgo_t, cublasLtMatmulDescAttributes_t, cublasLtMatmulDesc_t,
-    cublasLtMatmulPreferenceAttributes_t, cublasLtMatrixLayout_t, cudaDataType, cudaStream_t,
+    cublasLtMatrixLayout_t, cudaDataType, cudaStream_t,
 };
 use cudarc::driver::DevicePtr;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Mutex, Once};
 
-/// The cuBLASLt handle, and the algorithm its heuristic picked per problem
-/// (none: cuBLASLt offered none, or its call failed).
+/// The cuBLASLt handle, and the algorithm kept per problem (gemm_tune.rs;
+/// none: cuBLASLt offered none, or its call failed).
 pub(super) struct Lt {
-    handle: cublasLtHandle_t,
-    algos: Mutex<HashMap<Problem, Option<cublasLtMatmulAlgo_t>>>,
+    pub(super) handle: cublasLtHandle_t,
+    pub(super) algos: Mutex<HashMap<Problem, Option<cublasLtMatmulAlgo_t>>>,
 }
 
-/// A product's shape, transposes and math.
-type Problem = (usize, usize, usize, bool, bool, u8);
+/// A product's shape, transposes and math, whether D is bf16, and whether
+/// C is read from a buffer apart from D. Whether C is added (beta) is not
+/// part of it: it is a scalar of the call, so an algorithm runs either way.
+pub(super) type Problem = (usize, usize, usize, bool, bool, u8, bool, bool);
+
+/// How C joins a product: not at all, added onto D in place, or read from a buffer apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AddC {
+    No,
+    InPlace,
+    Apart,
+}
 
 // SAFETY: the handle is used from one thread at a time (calls are queued under the backend's `&self`).
 unsafe impl Send for Lt {}
@@ -50,7 +62,7 @@ impl Drop for Lt {
 }
 
 /// A column-major matrix layout, destroyed when dropped.
-struct Layout(cublasLtMatrixLayout_t);
+pub(super) struct Layout(pub(super) cublasLtMatrixLayout_t);
 
 impl Layout {
     fn new(ty: cudaDataType, rows: usize, cols: usize, ld: usize) -> Layout {
@@ -66,7 +78,7 @@ impl Drop for Layout {
 }
 
 /// A matmul descriptor with its transposes, destroyed when dropped.
-struct Desc(cublasLtMatmulDesc_t);
+pub(super) struct Desc(pub(super) cublasLtMatmulDesc_t);
 
 impl Desc {
     fn new(compute: cublasComputeType_t, ta: cublasOperation_t, tb: cublasOperation_t) -> Desc {
@@ -99,6 +111,69 @@ fn stored(ty: cudaDataType, transposed: bool, rows: usize, cols: usize, ld: usiz
     }
 }
 
+/// One product as cuBLASLt runs it: the operands' addresses (bf16 in bf16
+/// math), C's and D's, and whether D (and so C) is bf16.
+pub(super) struct LtCall {
+    pub(super) mm: MatMul,
+    pub(super) math: Math,
+    pub(super) a: u64,
+    pub(super) b: u64,
+    pub(super) c: u64,
+    pub(super) d: u64,
+    pub(super) out_bf16: bool,
+    pub(super) add_c: AddC,
+}
+
+impl LtCall {
+    pub(super) fn problem(&self) -> Problem {
+        let mm = self.mm;
+        (mm.m, mm.n, mm.k, mm.trans_a, mm.trans_b, self.math as u8, self.out_bf16, self.add_c == AddC::Apart)
+    }
+
+    /// Bytes of D.
+    pub(super) fn out_bytes(&self) -> usize {
+        self.mm.m * self.mm.n * if self.out_bf16 { 2 } else { 4 }
+    }
+
+    fn beta(&self) -> f32 {
+        if self.add_c == AddC::No {
+            0.0
+        } else {
+            1.0
+        }
+    }
+}
+
+/// An `LtCall`'s descriptors, column-major: cuBLAS sees the row-major
+/// product as `dᵀ = op(b)ᵀ·op(a)ᵀ`, so its A is our b and its B our a.
+pub(super) struct LtDescs {
+    pub(super) desc: Desc,
+    pub(super) a: Layout,
+    pub(super) b: Layout,
+    /// C's and D's (the same shape and type).
+    pub(super) cd: Layout,
+}
+
+impl LtDescs {
+    fn new(call: &LtCall) -> LtDescs {
+        let mm = call.mm;
+        let (ab_type, compute) = match call.math {
+            Math::Bf16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+            Math::Tf32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+            Math::Exact => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        };
+        let out_type = if call.out_bf16 { cudaDataType::CUDA_R_16BF } else { cudaDataType::CUDA_R_32F };
+        let lda = if mm.trans_b { mm.k } else { mm.n };
+        let ldb = if mm.trans_a { mm.m } else { mm.k };
+        LtDescs {
+            desc: Desc::new(compute, op(mm.trans_b), op(mm.trans_a)),
+            a: stored(ab_type, mm.trans_b, mm.n, mm.k, lda),
+            b: stored(ab_type, mm.trans_a, mm.k, mm.m, ldb),
+            cd: Layout::new(out_type, mm.n, mm.m, mm.n),
+        }
+    }
+}
+
 impl Cuda {
     /// Row-major `d = residual + op(a)·op(b)`. A product cuBLASLt declines
     /// (no algorithm, or a failed call: said once on stderr) is a copy and an
@@ -114,16 +189,9 @@ impl Cuda {
         }
     }
 
-    /// `gemm_residual` on cuBLASLt, which (column-major) sees it as `dᵀ =
-    /// residualᵀ + op(b)ᵀ·op(a)ᵀ`, as `Cuda::gemm` does.
     fn lt_residual(&self, d: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, residual: &CudaBuf, mm: MatMul) -> Result<(), String> {
         let math = self.math();
         let bf16 = math == Math::Bf16;
-        let (ab_type, compute) = match math {
-            Math::Bf16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-            Math::Tf32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
-            Math::Exact => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        };
         let (pa, _a16) = if bf16 { self.bf16_operand(a, mm.m * mm.k) } else { (self.ptr(a.data()), None) };
         let (pb, _b16) = if bf16 { self.bf16_operand(b, mm.k * mm.n) } else { (self.ptr(b.data()), None) };
         let pc = self.ptr(residual.data());
@@ -133,62 +201,53 @@ impl Cuda {
         if let Some(n) = note.as_mut() {
             [pa, pb, pc, pd].iter().for_each(|p| n.arg(p));
         }
+        let call = LtCall { mm, math, a: pa, b: pb, c: pc, d: pd, out_bf16: false, add_c: AddC::Apart };
+        let ab_bytes = if bf16 { 2 } else { 4 };
+        self.lt_queue(&call, note, || Work::gemm(mm.m, mm.n, mm.k, ab_bytes, 4, 4))
+    }
+
+    /// Queues `call` (noted in a pass, timed while profiling) with the
+    /// algorithm gemm_tune.rs keeps for it; an error says why cuBLASLt
+    /// declined, and the caller runs the product another way.
+    pub(super) fn lt_queue(&self, call: &LtCall, note: Option<Call>, work: impl FnOnce() -> Work) -> Result<(), String> {
         if !self.issue(note) {
             return Ok(());
         }
-        let ab_bytes = if bf16 { 2 } else { 4 };
-        let _timed = self.timed("gemm", None, || Work::gemm(mm.m, mm.n, mm.k, ab_bytes, 4, 4));
-        // Cuda::gemm's operands: cuBLAS's A is our b, its B our a.
-        let lda = if mm.trans_b { mm.k } else { mm.n };
-        let ldb = if mm.trans_a { mm.m } else { mm.k };
-        let a_layout = stored(ab_type, mm.trans_b, mm.n, mm.k, lda);
-        let b_layout = stored(ab_type, mm.trans_a, mm.k, mm.m, ldb);
-        let cd_layout = Layout::new(cudaDataType::CUDA_R_32F, mm.n, mm.m, mm.n);
-        let desc = Desc::new(compute, op(mm.trans_b), op(mm.trans_a));
-        let problem = (mm.m, mm.n, mm.k, mm.trans_a, mm.trans_b, math as u8);
-        let mut algos = self.lt.algos.lock().expect("cuBLASLt algorithms lock");
-        let algo = *algos.entry(problem).or_insert_with(|| {
-            let pref = lt::create_matmul_pref().expect("cublasLtMatmulPreferenceCreate");
-            let most = self.blas_workspace.len();
-            // SAFETY: every handle below is live; the attribute is a size_t passed by address.
-            let found = unsafe {
-                let max = cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES;
-                lt::set_matmul_pref_attribute(pref, max, &most as *const usize as *const c_void, size_of::<usize>())
-                    .expect("cublasLtMatmulPreferenceSetAttribute");
-                let found = lt::get_matmul_algo_heuristic(self.lt.handle, desc.0, a_layout.0, b_layout.0, cd_layout.0, cd_layout.0, pref);
-                let _ = lt::destroy_matmul_pref(pref);
-                found
-            };
-            found.ok().map(|h| h.algo)
-        });
-        let Some(algo) = algo else { return Err(format!("no algorithm in {math:?} math")) };
-        let (alpha, beta) = (1.0f32, 1.0f32);
+        let descs = LtDescs::new(call);
+        let algo = self.lt_algo(call, &descs)?;
+        let _timed = self.timed("gemm", None, work);
+        self.lt_run(call, &descs, &algo, call.c, call.d).inspect_err(|_| {
+            self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(call.problem(), None);
+        })
+    }
+
+    /// Runs `call` with `algo`, reading C at `c` and writing D at `d` (the
+    /// call's own, or a tuning run's scratch).
+    pub(super) fn lt_run(&self, call: &LtCall, descs: &LtDescs, algo: &cublasLtMatmulAlgo_t, c: u64, d: u64) -> Result<(), String> {
+        let (alpha, beta) = (1.0f32, call.beta());
         let (ws, _) = self.blas_workspace.device_ptr(&self.stream);
-        // SAFETY: the shapes index within a (m·k), b (k·n), residual and d (m·n), which the
-        // callers size; bf16 copies live until the call returns and the stream orders their reuse.
-        let done = unsafe {
+        // SAFETY: the shapes index within a (m·k), b (k·n), c and d (m·n), which the callers
+        // size; bf16 copies live until the call is queued and the stream orders their reuse.
+        unsafe {
             lt::matmul(
                 self.lt.handle,
-                desc.0,
+                descs.desc.0,
                 &alpha as *const f32 as *const c_void,
                 &beta as *const f32 as *const c_void,
-                pb as *const c_void,
-                a_layout.0,
-                pa as *const c_void,
-                b_layout.0,
-                pc as *const c_void,
-                cd_layout.0,
-                pd as *mut c_void,
-                cd_layout.0,
-                &algo,
+                call.b as *const c_void,
+                descs.a.0,
+                call.a as *const c_void,
+                descs.b.0,
+                c as *const c_void,
+                descs.cd.0,
+                d as *mut c_void,
+                descs.cd.0,
+                algo,
                 ws as *mut c_void,
                 self.blas_workspace.len(),
                 self.stream.cu_stream() as cudaStream_t,
             )
-        };
-        done.map_err(|e| {
-            algos.insert(problem, None);
-            format!("cublasLtMatmul: {e:?}")
-        })
+        }
+        .map_err(|e| format!("cublasLtMatmul: {e:?}"))
     }
 }

@@ -179,6 +179,12 @@ impl Cuda {
         self.in_pass.load(Ordering::Relaxed)
     }
 
+    /// Whether work no pass notes may run now (gemm_tune.rs's timing runs):
+    /// outside a pass, or in a record pass, which runs eagerly.
+    pub(crate) fn eager(&self) -> bool {
+        !self.in_pass() || self.pass.lock().expect("pass lock").as_ref().is_some_and(|p| p.kind == Kind::Record)
+    }
+
     /// A launch or cuBLAS call's note, when a pass is in progress.
     pub(crate) fn note(&self, call: impl FnOnce() -> Call) -> Option<Call> {
         self.in_pass().then(call)

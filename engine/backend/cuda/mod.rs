@@ -205,6 +205,7 @@ mod attention;
 mod buf;
 mod gemm;
 mod gemm_lt;
+mod gemm_tune;
 mod graph;
 mod memory;
 mod multi_tensor;

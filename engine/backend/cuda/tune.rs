@@ -21,13 +21,15 @@ pub(crate) struct Choices {
     pinned: Mutex<Option<usize>>,
 }
 
-/// A variant's time in one tuning run, and what the driver compiled for it.
+/// A variant's time in one tuning run, and what the driver compiled for it
+/// (none for a cuBLASLt algorithm: gemm_tune.rs).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Timing {
     pub kernel: String,
     pub ms: f64,
     pub chosen: bool,
-    pub resources: KernelResources,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<KernelResources>,
 }
 
 impl Cuda {
@@ -50,7 +52,7 @@ impl Cuda {
             let n = name(i);
             launch(&n, config(&n))
         };
-        if let Some(i) = *self.choices.pinned.lock().expect("tuning lock") {
+        if let Some(i) = self.pinned() {
             return run(i.min(suffixes.len() - 1));
         }
         let known = self.choices.chosen.lock().expect("tuning lock").get(&key).copied();
@@ -76,13 +78,8 @@ impl Cuda {
         let timed: Vec<(usize, f64, KernelResources)> = fit
             .into_iter()
             .map(|(i, r)| {
-                // A first launch may load the function and finds cold caches: time the second.
                 run(i);
-                let start = self.event();
-                run(i);
-                let end = self.event();
-                end.synchronize().expect("waiting for a tuning run");
-                (i, start.elapsed_ms(&end).expect("reading a tuning run's time") as f64, r)
+                (i, self.time_second_run(|| run(i)), r)
             })
             .collect();
         let (best, _, _) = *timed.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("at least one variant");
@@ -92,11 +89,27 @@ impl Cuda {
             kernel: name(i),
             ms,
             chosen: i == best,
-            resources,
+            resources: Some(resources),
         }));
         if best != last {
             run(best);
         }
+    }
+
+    /// Milliseconds `run` takes on the stream, timed with CUDA events. The
+    /// caller has run it once already: a first run may load the function
+    /// and finds cold caches.
+    pub(crate) fn time_second_run(&self, run: impl FnOnce()) -> f64 {
+        let start = self.event();
+        run();
+        let end = self.event();
+        end.synchronize().expect("waiting for a tuning run");
+        start.elapsed_ms(&end).expect("reading a tuning run's time") as f64
+    }
+
+    /// The variant every tuned launch takes while one is pinned.
+    pub(crate) fn pinned(&self) -> Option<usize> {
+        *self.choices.pinned.lock().expect("tuning lock")
     }
 
     /// Makes every tuned launch take variant `i` (the last, if a kernel has
