@@ -155,10 +155,12 @@ pub struct TrainState<B: Backend> {
 
 /// Rows of logits materialized at once by the fused LM head: as few chunks
 /// as `chunk_elems` allows (each chunk's weight-gradient matmul reads and
-/// writes the whole head gradient), of equal size up to the last.
+/// writes the whole head gradient), of equal size up to the last, and a
+/// multiple of 64 rows where the budget allows (whole matmul tiles).
 fn head_chunk_rows(chunk_elems: usize, tokens: usize, vocab: usize) -> usize {
     let most = (chunk_elems / vocab).clamp(1, tokens);
-    tokens.div_ceil(tokens.div_ceil(most))
+    let even = tokens.div_ceil(tokens.div_ceil(most));
+    Some(even.next_multiple_of(64)).filter(|&r| r <= most).unwrap_or(even)
 }
 
 impl<B: Backend> TrainState<B> {
@@ -506,7 +508,10 @@ mod tests {
     fn head_chunks_are_as_few_and_as_even_as_the_budget_allows() {
         // llama-124m B16×1024 and qwen2-0.5b B8×1024 at 256 Mi logits a chunk.
         assert_eq!(head_chunk_rows(256 << 20, 16384, 50304), 4096);
-        assert_eq!(head_chunk_rows(256 << 20, 8192, 151936), 1639);
+        // 8192 / 5 rounded up to whole 64-row tiles: four chunks of 1664 and one of 1536.
+        assert_eq!(head_chunk_rows(256 << 20, 8192, 151936), 1664);
+        // Where whole tiles would pass the budget (1640 rows here), the even split.
+        assert_eq!(head_chunk_rows(256 << 20, 8192, 163_680), 1639);
         // Everything in one chunk, and at least a row when a row exceeds the budget.
         assert_eq!(head_chunk_rows(1 << 20, 100, 1000), 100);
         assert_eq!(head_chunk_rows(10, 7, 1000), 1);

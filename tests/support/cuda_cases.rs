@@ -262,9 +262,9 @@ fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
 
 /// Every cuBLASLt algorithm a bf16 product may be tuned to (gemm_tune.rs:
 /// the heuristic's candidates that do not split K) gives the same bits, so
-/// the one tuning keeps does not change results; tuning times each problem
-/// once and keeps one algorithm, and a product that accumulates (timed on
-/// a scratch output) adds its sum once.
+/// the one tuning keeps does not change results; tuning times each size
+/// class of problems once and keeps one algorithm, and a product that
+/// accumulates (timed on a scratch output) adds its sum once.
 #[test]
 fn gemm_algorithms_agree_bit_for_bit_and_tuning_keeps_one() {
     let Some(g) = gpu_tensor_cores() else { return };
@@ -310,7 +310,14 @@ fn gemm_algorithms_agree_bit_for_bit_and_tuning_keeps_one() {
     // Whether a product adds is not part of its problem: writing the weight gradient takes the kept algorithm.
     assert!(weight_grad(MatMul { accumulate: false, ..accumulating }) == want_written);
     assert!(run() == want);
-    assert_eq!(g.tunings().len(), before + runs.len(), "known problems are not timed again");
+    // Fewer rows of the same size class (up to 512) run the kept algorithm, timed no further.
+    let fewer = |i| {
+        g.pin_variant(i);
+        into(g.upload(&c0[..280 * d_out]), &x, &w, MatMul::linear(280, d_in, d_out))
+    };
+    let want_fewer = fewer(Some(0));
+    assert!(fewer(None) == want_fewer);
+    assert_eq!(g.tunings().len(), before + runs.len(), "known problems and size classes are not timed again");
     // Those that split K never run.
     if g.device_name().starts_with("CPU kernel emulator") {
         let ranks: Vec<&str> = runs.iter().map(|r| r.kernel.rsplit(' ').next().unwrap()).collect();

@@ -23,11 +23,13 @@ use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::{Mutex, Once};
 
-/// The cuBLASLt handle, and the algorithm kept per problem (gemm_tune.rs;
-/// none: cuBLASLt offered none, or its call failed).
+/// The cuBLASLt handle, the algorithm each problem runs with (none:
+/// cuBLASLt offered none, or its call failed), and the one timing kept for
+/// each problem's size class (gemm_tune.rs).
 pub(super) struct Lt {
     pub(super) handle: cublasLtHandle_t,
     pub(super) algos: Mutex<HashMap<Problem, Option<cublasLtMatmulAlgo_t>>>,
+    pub(super) timed: Mutex<HashMap<Problem, cublasLtMatmulAlgo_t>>,
 }
 
 /// A product's shape, transposes and math, whether D is bf16, and whether
@@ -50,7 +52,7 @@ unsafe impl Sync for Lt {}
 impl Lt {
     pub(super) fn new() -> Result<Lt> {
         let handle = lt::create_handle().context("initializing cuBLASLt")?;
-        Ok(Lt { handle, algos: Mutex::default() })
+        Ok(Lt { handle, algos: Mutex::default(), timed: Mutex::default() })
     }
 }
 
@@ -128,6 +130,13 @@ impl LtCall {
     pub(super) fn problem(&self) -> Problem {
         let mm = self.mm;
         (mm.m, mm.n, mm.k, mm.trans_a, mm.trans_b, self.math as u8, self.out_bf16, self.add_c == AddC::Apart)
+    }
+
+    /// The problem's size class: each size rounded up to a power of two,
+    /// so prompts and batches of other lengths share one timing.
+    pub(super) fn size_class(&self) -> Problem {
+        let (m, n, k, ta, tb, math, out, apart) = self.problem();
+        (m.next_power_of_two(), n.next_power_of_two(), k.next_power_of_two(), ta, tb, math, out, apart)
     }
 
     /// Bytes of D.

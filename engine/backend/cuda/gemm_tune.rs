@@ -1,16 +1,21 @@
 //! Which cuBLASLt algorithm runs each product. cuBLASLt's heuristic ranks
 //! its algorithms by a model of the card, and for a given shape its first
 //! pick can trail the fastest (what PyTorch's TunableOp is for). So the
-//! first run of each problem times the heuristic's top candidates, the
-//! second of two runs each, and keeps the fastest for the backend's life,
-//! as tune.rs does for our own kernels. The timing runs are nobody's notes:
-//! they happen outside repeated steps' passes or in record passes, which
-//! run eagerly, never while a graph is captured or checked (graph.rs). A
-//! product that adds onto its output in place (generation's output
-//! projections, later passes' weight gradients) is timed on a scratch
-//! output, up to 64 MiB of it; past that it runs the heuristic's pick
-//! until a product of its problem writes its output (a step's first pass
-//! writes its weight gradients).
+//! first product of each size class (a problem with each size rounded up to
+//! a power of two, so packed prompts of other lengths or an LM head's
+//! shorter last chunk cost no new timing) times the heuristic's top
+//! candidates, the second of two runs each, and the fastest is kept for the
+//! backend's life, as tune.rs does for our own kernels. Every problem asks
+//! the heuristic for its own candidates once and runs the kept algorithm
+//! when it is among them, else the heuristic's first.
+//!
+//! The timing runs are nobody's notes: they happen outside repeated steps'
+//! passes or in record passes, which run eagerly, never while a graph is
+//! captured or checked (graph.rs). A product that adds onto its output in
+//! place (generation's output projections, later passes' weight gradients)
+//! is timed on a scratch output, up to 64 MiB of it; past that it runs
+//! the heuristic's pick until a product of its class writes its output (a
+//! step's first pass writes its weight gradients).
 //!
 //! Candidates that split K are left out: their partial sums add in another
 //! order, so the kept algorithm, whichever wins on a given run, sums as the
@@ -37,29 +42,42 @@ const ASKED: usize = 8;
 const SCRATCH_MOST: usize = 64 << 20;
 
 impl Cuda {
-    /// The algorithm `call` runs with: the one kept for its problem, else
-    /// (pinned) the pinned candidate, else the fastest candidate, timed now
-    /// where that may happen and the heuristic's first otherwise.
+    /// The algorithm `call` runs with: the one its problem ran with before;
+    /// else (pinned) the pinned candidate; else the candidate that is the
+    /// algorithm timed fastest for its size class (the heuristic's first
+    /// when no candidate is); else, where timing may run, the fastest now.
     pub(super) fn lt_algo(&self, call: &LtCall, descs: &LtDescs) -> Result<cublasLtMatmulAlgo_t, String> {
         let problem = call.problem();
-        let kept = self.lt.algos.lock().expect("cuBLASLt algorithms lock").get(&problem).copied();
-        if let Some(kept) = kept {
-            return kept.ok_or_else(|| format!("no algorithm in {:?} math", call.math));
+        let known = self.lt.algos.lock().expect("cuBLASLt algorithms lock").get(&problem).copied();
+        if let Some(known) = known {
+            return known.ok_or_else(|| format!("no algorithm in {:?} math", call.math));
         }
         let candidates = self.lt_candidates(descs);
-        let chosen = match (candidates.len(), self.pinned()) {
-            (0, _) => None,
-            // A pinned run keeps nothing: unpinned, the problem is timed as if new.
-            (n, Some(i)) => return Ok(candidates[i.min(n - 1)].1),
-            // Too large to time on scratch: run the heuristic's pick and keep
-            // nothing, so the problem is timed when a product of it next writes D.
-            (_, None) if call.add_c == AddC::InPlace && call.out_bytes() > SCRATCH_MOST => return Ok(candidates[0].1),
-            (1, None) => Some(candidates[0].1),
-            (_, None) if !self.eager() => Some(candidates[0].1),
-            (_, None) => Some(candidates[self.fastest_candidate(call, descs, &candidates)].1),
+        if candidates.is_empty() {
+            self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(problem, None);
+            return Err(format!("no algorithm in {:?} math", call.math));
+        }
+        let first = candidates[0].1;
+        if let Some(i) = self.pinned() {
+            // A pinned run keeps nothing: unpinned, the problem is chosen for as if new.
+            return Ok(candidates[i.min(candidates.len() - 1)].1);
+        }
+        let class = call.size_class();
+        let timed = self.lt.timed.lock().expect("cuBLASLt algorithms lock").get(&class).copied();
+        let chosen = match timed {
+            Some(t) => candidates.iter().find(|c| c.1 == t).map_or(first, |c| c.1),
+            // Not timed where a graph is captured or checked, nor on scratch
+            // too large: the heuristic's pick, kept for nothing (timed later).
+            None if !self.eager() || (call.add_c == AddC::InPlace && call.out_bytes() > SCRATCH_MOST) => return Ok(first),
+            None if candidates.len() == 1 => first,
+            None => {
+                let fastest = candidates[self.fastest_candidate(call, descs, &candidates)].1;
+                self.lt.timed.lock().expect("cuBLASLt algorithms lock").insert(class, fastest);
+                fastest
+            }
         };
-        self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(problem, chosen);
-        chosen.ok_or_else(|| format!("no algorithm in {:?} math", call.math))
+        self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(problem, Some(chosen));
+        Ok(chosen)
     }
 
     /// The heuristic's best `ASKED` algorithms for `descs`, each with its
