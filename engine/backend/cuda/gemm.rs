@@ -47,12 +47,16 @@ pub(super) fn op(transposed: bool) -> cublasOperation_t {
     }
 }
 
+/// cuBLAS's leading dimensions of its A (our b) and B (our a), row-major buffers seen column-major.
+pub(super) fn leading_dims(mm: MatMul) -> (i32, i32) {
+    let lda = if mm.trans_b { mm.k } else { mm.n };
+    let ldb = if mm.trans_a { mm.m } else { mm.k };
+    (lda as i32, ldb as i32)
+}
+
 impl Cuda {
     /// Row-major `C (+)= op(A)·op(B)`, which cuBLAS (column-major) sees as `Cᵀ = op(B)ᵀ·op(A)ᵀ`.
     pub(crate) fn gemm(&self, c: &mut Storage, a: &CudaBuf, b: &CudaBuf, mm: MatMul) {
-        let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
-        let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
-        let beta = if mm.accumulate { 1.0f32 } else { 0.0 };
         let flags = mm.trans_a as u32 | (mm.trans_b as u32) << 1 | (mm.accumulate as u32) << 2 | (c.is_bf16() as u32) << 3;
         let mut note = self.note(|| Call::gemm(mm.m, mm.n, mm.k, flags));
         if self.math() == Math::Bf16 {
@@ -75,6 +79,7 @@ impl Cuda {
             return;
         }
         let Storage::F32(c) = c else { panic!("bf16 matmul outputs exist only in bf16 math") };
+        let (lda, ldb) = leading_dims(mm);
         let cfg = GemmConfig {
             transa: op(mm.trans_b),
             transb: op(mm.trans_a),
@@ -84,7 +89,7 @@ impl Cuda {
             alpha: 1.0f32,
             lda,
             ldb,
-            beta,
+            beta: if mm.accumulate { 1.0 } else { 0.0 },
             ldc: mm.n as i32,
         };
         if let Some(n) = note.as_mut() {
@@ -95,18 +100,18 @@ impl Cuda {
         }
         let work = Work::gemm(mm.m, mm.n, mm.k, 4, if mm.accumulate { 4 } else { 0 }, 4);
         let _timed = self.timed("gemm", None, || work);
-        // SAFETY: as above.
+        // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers size.
         unsafe { self.blas.gemm(cfg, b.data(), a.data(), c) }.expect("cuBLAS sgemm");
     }
 
     /// `call` on cublasGemmEx (its choice of algorithm), for products cuBLASLt declines.
     fn gemm_ex_bf16(&self, call: &LtCall) {
         let mm = call.mm;
-        let lda = if mm.trans_b { mm.k } else { mm.n } as i32;
-        let ldb = if mm.trans_a { mm.m } else { mm.k } as i32;
+        let (lda, ldb) = leading_dims(mm);
         let (alpha, beta) = (1.0f32, if mm.accumulate { 1.0f32 } else { 0.0 });
         let c_type = if call.out_bf16 { cudaDataType_t::CUDA_R_16BF } else { cudaDataType_t::CUDA_R_32F };
-        // SAFETY: as Cuda::gemm's products: the shapes index within the callers' buffers.
+        // SAFETY: the shapes index within a (m·k), b (k·n) and c (m·n), which the callers
+        // size; the bf16 copies live until the call is queued and the stream orders their reuse.
         unsafe {
             cudarc::cublas::result::gemm_ex(
                 *self.blas.handle(),

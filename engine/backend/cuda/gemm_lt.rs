@@ -6,7 +6,7 @@
 //! read as `Cuda::gemm` reads them. Which of cuBLASLt's algorithms runs is
 //! gemm_tune.rs's choice.
 
-use super::gemm::{op, Math};
+use super::gemm::{leading_dims, op, Math};
 use super::graph::Call;
 use super::profile::Work;
 use super::{Cuda, CudaBuf};
@@ -172,12 +172,11 @@ impl LtDescs {
             Math::Exact => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
         };
         let out_type = if call.out_bf16 { cudaDataType::CUDA_R_16BF } else { cudaDataType::CUDA_R_32F };
-        let lda = if mm.trans_b { mm.k } else { mm.n };
-        let ldb = if mm.trans_a { mm.m } else { mm.k };
+        let (lda, ldb) = leading_dims(mm);
         LtDescs {
             desc: Desc::new(compute, op(mm.trans_b), op(mm.trans_a)),
-            a: stored(ab_type, mm.trans_b, mm.n, mm.k, lda),
-            b: stored(ab_type, mm.trans_a, mm.k, mm.m, ldb),
+            a: stored(ab_type, mm.trans_b, mm.n, mm.k, lda as usize),
+            b: stored(ab_type, mm.trans_a, mm.k, mm.m, ldb as usize),
             cd: Layout::new(out_type, mm.n, mm.m, mm.n),
         }
     }
