@@ -2,9 +2,9 @@
 // gemm_tune.rs), on the CPU (gemm.hpp), for the emulated driver
 // (driver.cpp): descriptors hold what the GEMM needs, the heuristic offers
 // three algorithms, the second of which splits K in two (so its sums round
-// otherwise, as a real split-K's do), and a matmul runs D = alpha op(A)
-// op(B) + beta C (C apart from D or D itself) with the algorithm it is
-// given. Anything else the backend might set is refused, so a new use
+// otherwise, as a real split-K's do, and tuning must not mix them up), and
+// a matmul runs D = alpha op(A) op(B) + beta C (C apart from D or D
+// itself) with the algorithm it is given. Anything else the backend might set is refused, so a new use
 // shows up here first.
 // With KERNEL_EMU_LT_DECLINE set, the heuristic offers no algorithm (as
 // cuBLASLt does for a product it cannot run), so the backend's fallback
@@ -18,7 +18,6 @@ int handle_tag;
 enum { TRANSA = 3, TRANSB = 4 };  // cublasLtMatmulDescAttributes_t
 enum { COMPUTE_32F = 68, COMPUTE_32F_FAST_TF32 = 77 };
 enum { NOT_SUPPORTED = 15, INVALID_VALUE = 7 };
-enum { SPLITK_NUM = 2 };  // cublasLtMatmulAlgoConfigAttributes_t
 constexpr int ALGORITHMS = 3;
 
 struct Layout {
@@ -100,12 +99,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void *, Desc *, Layout *, Layout *
     return 0;
 }
 
-cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const Algo *algo, int attr, void *buf, size_t size, size_t *written) {
-    if (attr != SPLITK_NUM || size != sizeof(uint32_t)) return NOT_SUPPORTED;
-    *static_cast<uint32_t *>(buf) = uint32_t(algo->split_k);
-    *written = sizeof(uint32_t);
-    return 0;
-}
+
 
 cublasStatus_t cublasLtMatmul(void *, const Desc *desc, const void *alpha, const void *a, const Layout *la, const void *b, const Layout *lb,
                               const void *beta, const void *c, const Layout *lc, void *d, const Layout *ld, const Algo *algo, void *, size_t,
