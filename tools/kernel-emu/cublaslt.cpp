@@ -2,10 +2,10 @@
 // gemm_tune.rs), on the CPU (gemm.hpp), for the emulated driver
 // (driver.cpp): descriptors hold what the GEMM needs, the heuristic offers
 // three algorithms, the second of which splits K in two (so its sums round
-// otherwise, as a real split-K's do, and tuning must not mix them up), and
-// a matmul runs D = alpha op(A) op(B) + beta C (C apart from D or D
-// itself) with the algorithm it is given. Anything else the backend might set is refused, so a new use
-// shows up here first.
+// otherwise, as a real split-K's do, and a test can tell which ran), and a
+// matmul runs D = alpha op(A) op(B) + beta C (C apart from D or D itself)
+// with the algorithm it is given. Anything else the backend might set is
+// refused, so a new use shows up here first.
 // With KERNEL_EMU_LT_DECLINE set, the heuristic offers no algorithm (as
 // cuBLASLt does for a product it cannot run), so the backend's fallback
 // runs. Built as libcublasLt.so.
@@ -98,8 +98,6 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void *, Desc *, Layout *, Layout *
     }
     return 0;
 }
-
-
 
 cublasStatus_t cublasLtMatmul(void *, const Desc *desc, const void *alpha, const void *a, const Layout *la, const void *b, const Layout *lb,
                               const void *beta, const void *c, const Layout *lc, void *d, const Layout *ld, const Algo *algo, void *, size_t,

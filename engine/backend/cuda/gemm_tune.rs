@@ -151,7 +151,7 @@ impl Cuda {
             .enumerate()
             .filter_map(|(i, algo)| {
                 self.lt_run(call, descs, algo, c, d).ok()?;
-                let ms = (0..TIMED_RUNS).map(|_| self.time_second_run(|| drop(self.lt_run(call, descs, algo, c, d))));
+                let ms = (0..TIMED_RUNS).map(|_| self.time_warm_run(|| drop(self.lt_run(call, descs, algo, c, d))));
                 Some((i, ms.fold(f64::INFINITY, f64::min)))
             })
             .collect();

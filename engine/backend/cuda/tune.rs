@@ -79,7 +79,7 @@ impl Cuda {
             .into_iter()
             .map(|(i, r)| {
                 run(i);
-                (i, self.time_second_run(|| run(i)), r)
+                (i, self.time_warm_run(|| run(i)), r)
             })
             .collect();
         let (best, _, _) = *timed.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("at least one variant");
@@ -97,9 +97,9 @@ impl Cuda {
     }
 
     /// Milliseconds `run` takes on the stream, timed with CUDA events. The
-    /// caller has run it once already: a first run may load the function
-    /// and finds cold caches.
-    pub(crate) fn time_second_run(&self, run: impl FnOnce()) -> f64 {
+    /// caller has run it once before (a first run may load the function and
+    /// finds cold caches).
+    pub(crate) fn time_warm_run(&self, run: impl FnOnce()) -> f64 {
         let start = self.event();
         run();
         let end = self.event();
