@@ -325,6 +325,9 @@ fn gemm_tuning_keeps_one_algorithm_per_size_class() {
     assert!(weight_grad(MatMul { accumulate: false, ..accumulating }) == candidates[kept(3)].2);
     assert!(run() == tuned);
     assert_eq!(g.tunings().len(), before + runs.len(), "known problems and size classes are not timed again");
+    // A projection of another width (the first 288 of w's rows) is a class of its own.
+    into(g.zeros(rows * 288), &x, &w, MatMul::linear(rows, d_in, 288));
+    assert!(g.tunings()[before + runs.len()..].iter().any(|r| r.chosen && r.kernel.starts_with("gemm 300x288x192 NT heuristic #")));
     if g.device_name().starts_with("CPU kernel emulator") {
         // The emulated heuristic's second candidate splits K: other bits, so the checks above can tell them apart.
         assert!(candidates[1].0[0] != candidates[0].0[0]);

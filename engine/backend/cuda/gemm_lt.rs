@@ -132,11 +132,16 @@ impl LtCall {
         (mm.m, mm.n, mm.k, mm.trans_a, mm.trans_b, self.math as u8, self.out_bf16, self.add_c == AddC::Apart)
     }
 
-    /// The problem's size class: each size rounded up to a power of two,
-    /// so prompts and batches of other lengths share one timing.
+    /// The problem's size class: its token count rounded up to a power of
+    /// two, so prompts and batches of other lengths share one timing. A is
+    /// the activations in every product (x, or dy): its rows are the tokens,
+    /// which are m, or k where A is transposed (a weight gradient, dyᵀ·x).
+    /// The model's own sizes stay exact, so two projections of one layer
+    /// never share a class.
     pub(super) fn size_class(&self) -> Problem {
         let (m, n, k, ta, tb, math, out, apart) = self.problem();
-        (m.next_power_of_two(), n.next_power_of_two(), k.next_power_of_two(), ta, tb, math, out, apart)
+        let (m, k) = if ta { (m, k.next_power_of_two()) } else { (m.next_power_of_two(), k) };
+        (m, n, k, ta, tb, math, out, apart)
     }
 
     /// Bytes of D.

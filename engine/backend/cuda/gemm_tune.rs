@@ -1,8 +1,8 @@
 //! Which cuBLASLt algorithm runs each product. cuBLASLt's heuristic ranks
 //! its algorithms by a model of the card, and for a given shape its first
 //! pick can trail the fastest (what PyTorch's TunableOp is for). So the
-//! first product of each size class (a problem with each size rounded up to
-//! a power of two, so packed prompts of other lengths or an LM head's
+//! first product of each size class (a problem with its token count rounded
+//! up to a power of two, so packed prompts of other lengths or an LM head's
 //! shorter last chunk cost no new timing) times the heuristic's top
 //! candidates (the fastest of three runs each, after a warm-up) and one is
 //! kept for the backend's life, as tune.rs does for our own kernels (below:
