@@ -301,8 +301,8 @@ fn gemm_tuning_keeps_one_algorithm_per_size_class() {
         r
     };
     let candidates: Vec<_> = (0..8).map(pinned).collect();
-    for (i, (got, _, _)) in candidates.iter().enumerate() {
-        for (p, (got, want)) in got.iter().zip(&candidates[0].0).enumerate() {
+    for (i, (products, _, _)) in candidates.iter().enumerate() {
+        for (p, (got, want)) in products.iter().zip(&candidates[0].0).enumerate() {
             assert_close(&format!("{}: candidate {i} against the first", problems[p]), got, want, BF16_TOL.0, BF16_TOL.1);
         }
     }
@@ -319,16 +319,21 @@ fn gemm_tuning_keeps_one_algorithm_per_size_class() {
     for (p, got) in tuned.iter().enumerate() {
         assert!(got == &candidates[kept(p)].0[p], "{}: the tuned product is not its kept candidate's", problems[p]);
     }
-    // Fewer rows of the forward's size class (up to 512), and the weight
-    // gradient written instead of added (the same problem), run the kept algorithms.
-    assert!(forward(280) == candidates[kept(0)].1);
+    // Fewer rows of the forward's size class (up to 512) run one of their own
+    // candidates, the kept one where it is among them: the emulator's lists
+    // are the same for every size, a card's heuristic may order 280 rows' otherwise.
+    let fewer = forward(280);
+    assert!(candidates.iter().any(|c| c.1 == fewer), "280 rows ran none of their candidates");
+    let emulated = g.device_name().starts_with("CPU kernel emulator");
+    assert!(!emulated || fewer == candidates[kept(0)].1, "280 rows did not run the kept algorithm");
+    // The weight gradient written instead of added is the same problem: the kept algorithm.
     assert!(weight_grad(MatMul { accumulate: false, ..accumulating }) == candidates[kept(3)].2);
     assert!(run() == tuned);
     assert_eq!(g.tunings().len(), before + runs.len(), "known problems and size classes are not timed again");
     // A projection of another width (the first 288 of w's rows) is a class of its own.
     into(g.zeros(rows * 288), &x, &w, MatMul::linear(rows, d_in, 288));
     assert!(g.tunings()[before + runs.len()..].iter().any(|r| r.chosen && r.kernel.starts_with("gemm 300x288x192 NT heuristic #")));
-    if g.device_name().starts_with("CPU kernel emulator") {
+    if emulated {
         // The emulated heuristic's second candidate splits K: other bits, so the checks above can tell them apart.
         assert!(candidates[1].0[0] != candidates[0].0[0]);
     }

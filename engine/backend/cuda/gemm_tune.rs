@@ -60,14 +60,15 @@ impl Cuda {
     /// candidate is); else, where timing may run, the one timing keeps now.
     pub(super) fn lt_algo(&self, call: &LtCall, descs: &LtDescs) -> Result<cublasLtMatmulAlgo_t, String> {
         let problem = call.problem();
+        let none = || format!("no algorithm in {:?} math", call.math);
         let known = self.lt.algos.lock().expect("cuBLASLt algorithms lock").get(&problem).copied();
         if let Some(known) = known {
-            return known.ok_or_else(|| format!("no algorithm in {:?} math", call.math));
+            return known.ok_or_else(none);
         }
         let candidates = self.lt_candidates(descs);
         if candidates.is_empty() {
             self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(problem, None);
-            return Err(format!("no algorithm in {:?} math", call.math));
+            return Err(none());
         }
         let first = candidates[0];
         if let Some(i) = self.pinned() {
