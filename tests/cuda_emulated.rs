@@ -217,12 +217,15 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
         v["tuning"].as_array().unwrap().iter().map(|t| (t["kernel"].as_str().unwrap(), t["chosen"].as_bool().unwrap())).collect();
     // Each matmul problem timed its cuBLASLt candidates once and kept one.
     let gemms: Vec<(&str, bool)> = tuning.iter().copied().filter(|t| t.0.starts_with("gemm ")).collect();
-    let problems: std::collections::BTreeSet<&str> = gemms.iter().map(|t| t.0.rsplit_once(" heuristic #").unwrap().0).collect();
+    let problems: std::collections::BTreeSet<&str> = gemms.iter().map(|t| t.0).collect();
     assert!(problems.len() >= 6, "the layer's products and the head's: {gemms:?}");
     for p in &problems {
-        let kept = gemms.iter().filter(|t| t.0.starts_with(&format!("{p} heuristic #")) && t.1).count();
+        let kept = gemms.iter().filter(|t| t.0 == *p && t.1).count();
         assert_eq!(kept, 1, "{p}: {gemms:?}");
     }
+    let ranked = v["tuning"].as_array().unwrap().iter().filter(|t| t["kernel"].as_str().unwrap().starts_with("gemm "));
+    assert!(ranked.clone().all(|t| t["candidate"].as_u64().is_some() && t.get("resources").is_none()), "{}", v["tuning"]);
+    assert!(ranked.clone().any(|t| t["candidate"] == 0) && ranked.clone().any(|t| t["candidate"] == 1), "{}", v["tuning"]);
     // Printed per problem: the algorithm kept against the heuristic's first pick.
     for p in &problems {
         assert!(stderr.contains(&format!("tuned: {p}: kept #")), "{p}: {stderr}");

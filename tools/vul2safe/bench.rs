@@ -328,24 +328,24 @@ fn print_tunings(v: &mut serde_json::Value, g: &Cuda) -> Result<()> {
             if t.chosen { " (kept)" } else { "" }
         );
     }
-    // A problem's candidates were timed together: "gemm MxNxK OPS... heuristic #r".
-    let problem = |kernel: &str| kernel.rsplit_once(" heuristic #").map(|(p, _)| p.to_string());
+    // A problem's candidates were timed together, one after another.
     let (mut first_total, mut kept_total) = (0.0, 0.0);
-    for runs in tunings.chunk_by(|a, b| problem(&a.kernel) == problem(&b.kernel)) {
-        let (Some(name), Some(kept)) = (problem(&runs[0].kernel), runs.iter().find(|t| t.chosen)) else { continue };
-        let kept_rank = kept.kernel.rsplit(' ').next().unwrap_or_default();
-        match runs.iter().find(|t| t.kernel.ends_with(" heuristic #0")) {
+    let matmuls = tunings.iter().filter(|t| t.candidate.is_some()).collect::<Vec<_>>();
+    for runs in matmuls.chunk_by(|a, b| a.kernel == b.kernel) {
+        let Some(kept) = runs.iter().find(|t| t.chosen) else { continue };
+        let (name, rank) = (&kept.kernel, kept.candidate.unwrap_or_default());
+        match runs.iter().find(|t| t.candidate == Some(0)) {
             Some(first) => {
                 (first_total, kept_total) = (first_total + first.ms, kept_total + kept.ms);
                 eprintln!(
-                    "tuned: {name}: kept {kept_rank} {:.3} ms, the heuristic's first {:.3} ms ({:.2}×), of {} candidates",
+                    "tuned: {name}: kept #{rank} {:.3} ms, the heuristic's first {:.3} ms ({:.2}×), of {} candidates",
                     kept.ms,
                     first.ms,
                     first.ms / kept.ms,
                     runs.len()
                 );
             }
-            None => eprintln!("tuned: {name}: kept {kept_rank} {:.3} ms, of {} candidates", kept.ms, runs.len()),
+            None => eprintln!("tuned: {name}: kept #{rank} {:.3} ms, of {} candidates", kept.ms, runs.len()),
         }
     }
     if kept_total > 0.0 {

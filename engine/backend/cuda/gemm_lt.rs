@@ -21,20 +21,24 @@ use cudarc::cublaslt::sys::{
 use cudarc::driver::DevicePtr;
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 
-/// The cuBLASLt handle, the algorithm each problem runs with (none:
-/// cuBLASLt offered none, or its call failed), and the one timing kept for
-/// each problem's size class (gemm_tune.rs).
+/// The cuBLASLt handle, each problem's descriptors (built once: a product
+/// then costs one lookup of host time, as cublasGemmEx's does), the
+/// algorithm each problem runs with (none: cuBLASLt offered none, or its
+/// call failed), and the one timing kept for each problem's size class
+/// (gemm_tune.rs).
 pub(super) struct Lt {
     pub(super) handle: cublasLtHandle_t,
+    descs: Mutex<HashMap<Problem, Arc<LtDescs>>>,
     pub(super) algos: Mutex<HashMap<Problem, Option<cublasLtMatmulAlgo_t>>>,
     pub(super) timed: Mutex<HashMap<Problem, cublasLtMatmulAlgo_t>>,
 }
 
 /// A product's shape, transposes and math, whether D is bf16, and whether
 /// C is read from a buffer apart from D. Whether C is added (beta) is not
-/// part of it: it is a scalar of the call, so an algorithm runs either way.
+/// part of it: it is a scalar of the call, so an algorithm (and the
+/// descriptors) run either way.
 pub(super) type Problem = (usize, usize, usize, bool, bool, u8, bool, bool);
 
 /// How C joins a product: not at all, added onto D in place, or read from a buffer apart.
@@ -45,14 +49,14 @@ pub(super) enum AddC {
     Apart,
 }
 
-// SAFETY: the handle is used from one thread at a time (calls are queued under the backend's `&self`).
+// SAFETY: the handle and the descriptors are used from one thread at a time (calls are queued under the backend's `&self`).
 unsafe impl Send for Lt {}
 unsafe impl Sync for Lt {}
 
 impl Lt {
     pub(super) fn new() -> Result<Lt> {
         let handle = lt::create_handle().context("initializing cuBLASLt")?;
-        Ok(Lt { handle, algos: Mutex::default(), timed: Mutex::default() })
+        Ok(Lt { handle, descs: Mutex::default(), algos: Mutex::default(), timed: Mutex::default() })
     }
 }
 
@@ -168,6 +172,11 @@ pub(super) struct LtDescs {
     pub(super) cd: Layout,
 }
 
+// SAFETY: descriptors are host-side objects cuBLASLt only reads while a
+// product is queued, which happens under the backend's `&self`, one thread at a time.
+unsafe impl Send for LtDescs {}
+unsafe impl Sync for LtDescs {}
+
 impl LtDescs {
     fn new(call: &LtCall) -> LtDescs {
         let mm = call.mm;
@@ -226,12 +235,18 @@ impl Cuda {
         if !self.issue(note) {
             return Ok(());
         }
-        let descs = LtDescs::new(call);
+        let descs = self.lt_descs(call);
         let algo = self.lt_algo(call, &descs)?;
         let _timed = self.timed("gemm", None, work);
         self.lt_run(call, &descs, &algo, call.c, call.d).inspect_err(|_| {
             self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(call.problem(), None);
         })
+    }
+
+    /// `call`'s descriptors, built the first time its problem runs.
+    fn lt_descs(&self, call: &LtCall) -> Arc<LtDescs> {
+        let mut descs = self.lt.descs.lock().expect("cuBLASLt descriptors lock");
+        descs.entry(call.problem()).or_insert_with(|| Arc::new(LtDescs::new(call))).clone()
     }
 
     /// Runs `call` with `algo`, reading C at `c` and writing D at `d` (the

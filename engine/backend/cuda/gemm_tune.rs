@@ -165,11 +165,13 @@ impl Cuda {
         let ops = format!("{}{}", if mm.trans_a { "T" } else { "N" }, if mm.trans_b { "T" } else { "N" });
         let out = if call.out_bf16 { " bf16-out" } else { "" };
         let add = if call.add_c == AddC::Apart { " onto-residual" } else { "" };
+        let kernel = format!("gemm {}x{}x{} {ops}{out}{add}", mm.m, mm.n, mm.k);
         self.tunings.lock().expect("tuning lock").extend(timed.into_iter().map(|(i, ms)| Timing {
-            kernel: format!("gemm {}x{}x{} {ops}{out}{add} heuristic #{i}", mm.m, mm.n, mm.k),
+            kernel: kernel.clone(),
             ms,
             chosen: i == kept,
             resources: None,
+            candidate: Some(i),
         }));
         kept
     }

@@ -21,8 +21,10 @@ pub(crate) struct Choices {
     pinned: Mutex<Option<usize>>,
 }
 
-/// A variant's time in one tuning run, and what the driver compiled for it
-/// (none for a cuBLASLt algorithm: gemm_tune.rs).
+/// A variant's time in one tuning run: a kernel variant (`kernel` is its
+/// name) with what the driver compiled for it, or a cuBLASLt algorithm
+/// (`kernel` names the product, "gemm MxNxK OPS…", and `candidate` is the
+/// algorithm's rank in the heuristic's list, 0 its first pick: gemm_tune.rs).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Timing {
     pub kernel: String,
@@ -30,6 +32,8 @@ pub struct Timing {
     pub chosen: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<KernelResources>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<usize>,
 }
 
 impl Cuda {
@@ -90,6 +94,7 @@ impl Cuda {
             ms,
             chosen: i == best,
             resources: Some(resources),
+            candidate: None,
         }));
         if best != last {
             run(best);
