@@ -1,11 +1,7 @@
-// Element-wise kernels: scale, the bias gradient's column sums, SwiGLU
+// Element-wise kernels: the bias gradient's column sums, SwiGLU
 // forward and backward, and f32 <-> bf16 casts. Each exists for f32
 // and bf16 storage (suffix _f32 / _bf16); math is in f32.
 #include "common.cuh"
-
-template <typename T> __device__ void scale(T *y, float s, long n) {
-    FOR_EACH(i, n) st(y, i, ld(y, i) * s);
-}
 
 // dbias[c] += sum_r dy[r, c]: one thread per column, rows in order (deterministic).
 // Column sums in two deterministic passes (many row blocks keep every SM
@@ -112,7 +108,6 @@ __device__ void swiglu_bwd(T *dgu, const TD *dh, const TI *gu, int rows, int ff,
 }
 
 #define INSTANTIATE(T, S)                                                                                                  \
-    extern "C" __global__ void scale_##S(T *y, float s, long n) { scale(y, s, n); }                                        \
     extern "C" __global__ void bias_grad_partial_##S(float *p, const T *dy, long rows, int cols, int rows_per_block) {    \
         bias_grad_partial(p, dy, rows, cols, rows_per_block);                                                              \
     }                                                                                                                      \

@@ -157,16 +157,34 @@ fn embedding_backward_sums_repeated_tokens() {
     assert!(dt[..8].iter().all(|&v| v == 1.0));
 }
 
+/// Clipping is a factor AdamW reads the gradients with: it brings their
+/// global norm to the bound, and the update is bit for bit the one from
+/// gradients scaled beforehand.
 #[test]
 fn grad_clipping_bounds_the_global_norm() {
+    use vul2safe::backend::AdamWStep;
     use vul2safe::model::Params;
-    use vul2safe::train::optimizer::{clip_grad_norm, grad_norm};
+    use vul2safe::train::optimizer::{clip_scale, grad_norm};
     let cfg = vul2safe::demo::tiny_config(50);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let mut g = Params::build(&cfg, |s| randn(&mut rng, s.numel()));
-    let before = clip_grad_norm(&Cpu, &mut g, 1.0);
-    assert!(before > 1.0);
-    assert!((grad_norm(&Cpu, &g) - 1.0).abs() < 1e-4);
+    let g = Params::build(&cfg, |s| randn(&mut rng, s.numel()));
+    let norm = grad_norm(&Cpu, &g);
+    let s = clip_scale(norm, 1.0);
+    assert!(norm > 1.0 && s < 1.0);
+    let scaled: Vec<Vec<f32>> = g.iter().into_iter().map(|t| t.iter().map(|x| x * s).collect()).collect();
+    let scaled_norm = scaled.iter().map(|t| Cpu.sum_squares(t)).sum::<f64>().sqrt();
+    assert!((scaled_norm - 1.0).abs() < 1e-4, "{scaled_norm}");
+    assert_eq!(clip_scale(0.5, 1.0), 1.0, "gradients within the bound are left alone");
+    let hp = AdamWStep { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 2, grad_scale: s };
+    let (grad, pre) = (g.iter()[0], &scaled[0]);
+    let start = randn(&mut rng, grad.len());
+    let update = |grad: &Vec<f32>, hp: AdamWStep| {
+        let (mut p, mut m, mut v) = (start.clone(), vec![0.1; grad.len()], vec![0.2; grad.len()]);
+        Cpu.adamw(&mut p, grad, &mut m, &mut v, hp);
+        (p, m, v)
+    };
+    assert_eq!(update(grad, hp), update(pre, AdamWStep { grad_scale: 1.0, ..hp }));
+    assert_ne!(update(grad, hp), update(grad, AdamWStep { grad_scale: 1.0, ..hp }));
 }
 
 #[test]

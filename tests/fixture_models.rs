@@ -208,6 +208,7 @@ fn adamw_update_matches_torch() {
             eps: f(&hp["eps"]),
             weight_decay: f(&hp["weight_decay"]),
             step: step as u64 + 1,
+            grad_scale: 1.0,
         };
         Cpu.adamw(&mut p, g, &mut m, &mut v, hp);
     }

@@ -139,7 +139,9 @@ impl<Buf> Clone for Rope<'_, Buf> {
 }
 impl<Buf> Copy for Rope<'_, Buf> {}
 
-/// One AdamW update's hyper-parameters; `step` starts at 1.
+/// One AdamW update's hyper-parameters; `step` starts at 1. The update
+/// reads each gradient times `grad_scale` (gradient clipping's factor, 1
+/// for none), so clipping costs no pass of its own over the gradients.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamWStep {
     pub lr: f32,
@@ -148,6 +150,7 @@ pub struct AdamWStep {
     pub eps: f32,
     pub weight_decay: f32,
     pub step: u64,
+    pub grad_scale: f32,
 }
 
 /// One tensor of a multi-tensor AdamW step, with its own weight decay.
@@ -234,8 +237,6 @@ pub trait Backend: Sync {
     fn fill_zero(&self, buf: &mut Self::Buf);
     /// `dst[dst_off..dst_off+len] = src[src_off..src_off+len]`.
     fn copy_range(&self, dst: &mut Self::Buf, dst_off: usize, src: &Self::Buf, src_off: usize, len: usize);
-    /// `buf *= s`.
-    fn scale(&self, buf: &mut Self::Buf, s: f32);
     /// Σ buf², accumulated in f64.
     fn sum_squares(&self, buf: &Self::Buf) -> f64;
 
@@ -377,11 +378,6 @@ pub trait Backend: Sync {
     /// Σ x² over many buffers (the squared global gradient norm).
     fn sum_squares_many(&self, bufs: &[&Self::Buf]) -> f64 {
         bufs.iter().map(|b| self.sum_squares(b)).sum()
-    }
-    fn scale_many(&self, bufs: Vec<&mut Self::Buf>, s: f32) {
-        for b in bufs {
-            self.scale(b, s);
-        }
     }
 
     // PPO's per-token reductions over packed sequences (engine/rl/ holds the

@@ -3,7 +3,7 @@
 
 use crate::backend::{AdamWStep, Backend, MatMul};
 use crate::model::{Batch, Params, TrainState, Transformer};
-use crate::train::optimizer::{zero_grads, AdamW, AdamWConfig};
+use crate::train::optimizer::{clip_scale, zero_grads, AdamW, AdamWConfig};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -113,7 +113,7 @@ impl<B: Backend> Critic<B> {
         be.matmul(&mut st.d_ln, &dv_buf, &self.w, MatMul { m: n, n: d, k: 1, trans_a: false, trans_b: false, accumulate: false });
         let mut gw = be.zeros(d);
         be.matmul(&mut gw, &st.ln_f, &dv_buf, MatMul { m: d, n: 1, k: n, trans_a: true, trans_b: false, accumulate: false });
-        let mut gb = be.upload(&[dv.iter().sum::<f32>()]);
+        let gb = be.upload(&[dv.iter().sum::<f32>()]);
         self.model.trunk_backward(be, batch, &positions, &mut st, &mut self.grads);
         self.state = Some(st);
         // Clip the trunk and the head together.
@@ -121,10 +121,9 @@ impl<B: Backend> Critic<B> {
         if !(loss.is_finite() && norm.is_finite()) {
             return Ok(f64::NAN);
         }
-        let scale = (max_grad_norm as f64 / (norm + 1e-6)).min(1.0) as f32;
-        be.scale_many(self.grads.iter_mut().into_iter().chain([&mut gw, &mut gb]).collect(), scale);
-        self.opt.update(be, &mut self.model.params, &self.grads, lr);
-        let hp = AdamWStep { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: self.opt.step };
+        let scale = clip_scale(norm, max_grad_norm);
+        self.opt.update(be, &mut self.model.params, &self.grads, lr, scale);
+        let hp = AdamWStep { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: self.opt.step, grad_scale: scale };
         let [mw, mb] = &mut self.head_m;
         let [vw, vb] = &mut self.head_v;
         be.adamw(&mut self.w, &gw, mw, vw, hp);

@@ -21,7 +21,7 @@ use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
 use crate::trace;
 use crate::train::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
-use crate::train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::train::optimizer::{clip_scale, grad_norm, AdamW, AdamWConfig};
 use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -321,9 +321,9 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                     }
                     (c_logp, c_ent, loss)
                 })?;
-                let norm = clip_grad_norm(be, &mut grads, o.max_grad_norm);
+                let norm = grad_norm(be, &grads);
                 if ploss.is_finite() && norm.is_finite() {
-                    opt.update(be, &mut policy.params, &grads, o.lr);
+                    opt.update(be, &mut policy.params, &grads, o.lr, clip_scale(norm, o.max_grad_norm));
                 }
                 pl_sum += ploss;
                 let vloss = critic.train_step(be, &batch, o.critic_lr, o.max_grad_norm, |v_new| {

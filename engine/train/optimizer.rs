@@ -1,4 +1,5 @@
-//! AdamW over a whole [`Params`] set, plus global gradient-norm clipping.
+//! AdamW over a whole [`Params`] set, plus global gradient-norm clipping
+//! (a factor the update reads the gradients with).
 
 use crate::backend::{AdamWStep, AdamWTensor, Backend};
 use crate::model::{param_specs, ModelConfig, Params};
@@ -33,7 +34,8 @@ impl<B: Backend> AdamW<B> {
         AdamW { cfg, m: zeros(), v: zeros(), step: 0, decays: param_specs(model).iter().map(|s| s.decays()).collect() }
     }
 
-    pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32) {
+    /// One update from `grads` times `grad_scale` (see [`clip_scale`]).
+    pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32, grad_scale: f32) {
         self.step += 1;
         let (ps, gs, ms, vs) = (params.iter_mut(), grads.iter(), self.m.iter_mut(), self.v.iter_mut());
         let tensors = ps
@@ -50,7 +52,15 @@ impl<B: Backend> AdamW<B> {
                 weight_decay: if decays { self.cfg.weight_decay } else { 0.0 },
             })
             .collect();
-        let hp = AdamWStep { lr, beta1: self.cfg.beta1, beta2: self.cfg.beta2, eps: self.cfg.eps, weight_decay: 0.0, step: self.step };
+        let hp = AdamWStep {
+            lr,
+            beta1: self.cfg.beta1,
+            beta2: self.cfg.beta2,
+            eps: self.cfg.eps,
+            weight_decay: 0.0,
+            step: self.step,
+            grad_scale,
+        };
         be.adamw_many(tensors, hp);
     }
 }
@@ -60,15 +70,12 @@ pub fn grad_norm<B: Backend>(be: &B, grads: &Params<B::Buf>) -> f64 {
     be.sum_squares_many(&grads.iter()).sqrt()
 }
 
-/// Scales gradients so their global norm is at most `max_norm` (as
-/// `torch.nn.utils.clip_grad_norm_` does); returns the norm before clipping.
-pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut Params<B::Buf>, max_norm: f32) -> f64 {
-    let norm = grad_norm(be, grads);
-    let coef = max_norm as f64 / (norm + 1e-6);
-    if coef < 1.0 {
-        be.scale_many(grads.iter_mut(), coef as f32);
-    }
-    norm
+/// The factor that brings gradients of global norm `norm` to a norm of at
+/// most `max_norm`, as `torch.nn.utils.clip_grad_norm_` scales them (1 when
+/// they are within it). AdamW reads the gradients times it, so clipping
+/// writes nothing.
+pub fn clip_scale(norm: f64, max_norm: f32) -> f32 {
+    (max_norm as f64 / (norm + 1e-6)).min(1.0) as f32
 }
 
 pub fn zero_grads<B: Backend>(be: &B, grads: &mut Params<B::Buf>) {

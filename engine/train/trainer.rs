@@ -1,6 +1,6 @@
 //! One optimizer step: gradients written by the first micro-batch and added by the rest, clip, update.
 
-use super::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use super::optimizer::{clip_scale, grad_norm, AdamW, AdamWConfig};
 use super::schedule::LrSchedule;
 use crate::backend::Backend;
 use crate::model::{Batch, GradWrite, Params, TrainState, Transformer};
@@ -66,11 +66,11 @@ impl<B: Backend> Trainer<B> {
             loss += self.model.forward_backward(be, b, &mut self.state, &mut self.grads, write)?;
         }
         let optimizer = trace::range("optimizer");
-        let grad_norm = clip_grad_norm(be, &mut self.grads, self.max_grad_norm);
+        let grad_norm = grad_norm(be, &self.grads);
         let lr = self.schedule.lr_at(self.opt.step);
         let skipped = !(loss.is_finite() && grad_norm.is_finite());
         if !skipped {
-            self.opt.update(be, &mut self.model.params, &self.grads, lr);
+            self.opt.update(be, &mut self.model.params, &self.grads, lr, clip_scale(grad_norm, self.max_grad_norm));
         }
         drop(optimizer);
         // Device backends queue work: the step's time includes finishing it.

@@ -1,14 +1,10 @@
-//! Element-wise and row-wise ops: scale, bias, embedding, SwiGLU, layout moves.
+//! Element-wise and row-wise ops: sum of squares, bias, embedding, SwiGLU, layout moves.
 
 use crate::backend::rows_by_token;
 use rayon::prelude::*;
 
 /// Chunk length that keeps rayon's per-task overhead small for cheap element ops.
 const CHUNK: usize = 1 << 14;
-
-pub fn scale(buf: &mut [f32], s: f32) {
-    buf.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v *= s));
-}
 
 /// Sums fixed-size chunks in parallel, then the partials in order: the result
 /// is bit-identical from run to run (rayon's own `sum` is not), which exact

@@ -52,9 +52,6 @@ impl Backend for Cpu {
     fn copy_range(&self, dst: &mut Vec<f32>, dst_off: usize, src: &Vec<f32>, src_off: usize, len: usize) {
         dst[dst_off..dst_off + len].copy_from_slice(&src[src_off..src_off + len]);
     }
-    fn scale(&self, buf: &mut Vec<f32>, s: f32) {
-        elementwise::scale(buf, s)
-    }
     fn sum_squares(&self, buf: &Vec<f32>) -> f64 {
         elementwise::sum_squares(buf)
     }

@@ -553,10 +553,6 @@ impl Backend for Cuda {
         }
         .expect("device copy");
     }
-    fn scale(&self, buf: &mut CudaBuf, s: f32) {
-        let n = buf.len() as i64;
-        launch!(self, "scale_f32", per_element(n as usize), work Work::bytes(8 * n as usize); buf.write(), &s, &n);
-    }
     fn sum_squares(&self, buf: &CudaBuf) -> f64 {
         let n = buf.len() as i64;
         let cfg = per_element(n as usize);
@@ -805,7 +801,8 @@ impl Backend for Cuda {
             &hp.eps,
             &hp.weight_decay,
             &bc1,
-            &bc2
+            &bc2,
+            &hp.grad_scale
         );
     }
     fn adamw_many(&self, tensors: Vec<AdamWTensor<'_, CudaBuf>>, hp: AdamWStep) {
@@ -813,9 +810,6 @@ impl Backend for Cuda {
     }
     fn sum_squares_many(&self, bufs: &[&CudaBuf]) -> f64 {
         self.sum_squares_all(bufs)
-    }
-    fn scale_many(&self, bufs: Vec<&mut CudaBuf>, s: f32) {
-        self.scale_all(bufs, s);
     }
     fn ppo_rewards(&self, r: &PackedRewards<'_>, kl_coef: f32, mode: RewardMode) -> (Vec<f32>, Vec<f32>) {
         self.packed_rewards(r, kl_coef, mode)

@@ -113,7 +113,8 @@ impl Cuda {
             &hp.beta2,
             &hp.eps,
             &bc1,
-            &bc2
+            &bc2,
+            &hp.grad_scale
         );
         for (t, o) in tensors.iter_mut().zip(outputs) {
             o.done(t.param);
@@ -129,14 +130,6 @@ impl Cuda {
         launch!(self, "sum_squares_multi", cfg, work work; &mut partial, &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start);
         // Summed in chunk order on the host: deterministic.
         self.fetch(&partial)[..table.chunks].iter().map(|&x| x as f64).sum()
-    }
-
-    pub(crate) fn scale_all(&self, bufs: Vec<&mut CudaBuf>, s: f32) {
-        let sizes: Vec<usize> = bufs.iter().map(|b| b.len()).collect();
-        let table = self.chunk_table(bufs.into_iter().map(|b| self.ptr(b.write())).collect(), &sizes);
-        let (t, cfg) = (&table, Self::per_chunk(&table));
-        let work = Work::bytes(8 * sizes.iter().sum::<usize>());
-        launch!(self, "scale_multi", cfg, work work; &t.ptrs, &t.sizes, &t.chunk_tensor, &t.chunk_start, &s);
     }
 }
 
