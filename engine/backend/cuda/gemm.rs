@@ -18,7 +18,7 @@ use std::ffi::c_void;
 use std::sync::{Arc, Once};
 
 /// How the CUDA backend does its arithmetic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Math {
     /// Plain f32 everywhere: the reference the tests hold to tight tolerances.
     Exact,

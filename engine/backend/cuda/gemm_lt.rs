@@ -39,7 +39,17 @@ pub(super) struct Lt {
 /// C is read from a buffer apart from D. Whether C is added (beta) is not
 /// part of it: it is a scalar of the call, so an algorithm (and the
 /// descriptors) run either way.
-pub(super) type Problem = (usize, usize, usize, bool, bool, u8, bool, bool);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct Problem {
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    math: Math,
+    out_bf16: bool,
+    c_apart: bool,
+}
 
 /// How C joins a product: not at all, added onto D in place, or read from a buffer apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,8 +142,8 @@ pub(super) struct LtCall {
 
 impl LtCall {
     pub(super) fn problem(&self) -> Problem {
-        let mm = self.mm;
-        (mm.m, mm.n, mm.k, mm.trans_a, mm.trans_b, self.math as u8, self.out_bf16, self.add_c == AddC::Apart)
+        let MatMul { m, n, k, trans_a, trans_b, accumulate: _ } = self.mm;
+        Problem { m, n, k, trans_a, trans_b, math: self.math, out_bf16: self.out_bf16, c_apart: self.add_c == AddC::Apart }
     }
 
     /// The problem's size class: its token count rounded up to a power of
@@ -143,9 +153,12 @@ impl LtCall {
     /// The model's own sizes stay exact, so two projections of one layer
     /// never share a class.
     pub(super) fn size_class(&self) -> Problem {
-        let (m, n, k, ta, tb, math, out, apart) = self.problem();
-        let (m, k) = if ta { (m, k.next_power_of_two()) } else { (m.next_power_of_two(), k) };
-        (m, n, k, ta, tb, math, out, apart)
+        let p = self.problem();
+        if p.trans_a {
+            Problem { k: p.k.next_power_of_two(), ..p }
+        } else {
+            Problem { m: p.m.next_power_of_two(), ..p }
+        }
     }
 
     /// Bytes of D.
