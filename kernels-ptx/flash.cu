@@ -570,7 +570,10 @@ __device__ __forceinline__ void store_grad_rows(float *dst, bf16 *dst16, long ba
 // flash_dq_finish scales and rotates the sums. Key blocks run last first
 // (block index 0 takes the last), so a block waits only for blocks
 // dispatched before it. `counters` holds at least B · Hq · (T / 16 rounded
-// up) · warps zeros, and is left zeroed.
+// up) · warps zeros, and is left zeroed. Null `counters` is the escape
+// hatch for a card where that order fails: dq_acc starts zeroed and every
+// block adds its share as soon as it has it (in no fixed order, so the
+// sums' last bits may differ from run to run).
 template <int D, typename T, int QT, int ST>
 __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_acc, unsigned *counters, const T *dout, const T *q,
                           const T *k, const T *v, const float *lse, const float *rowdot, int hq, int hkv, int tlen, float scale) {
@@ -595,6 +598,7 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
     int first = kblock0 / QT, tiles = (tlen + QT - 1) / QT;
     // This warp's counter for query tile i.
     auto counter = [&](int i) { return counters + (((long)b * hq + h) * tiles + i) * (blockDim.x >> 5) + warp; };
+    bool ordered = counters != nullptr;
     // A tile's share is counted done a tile later: the release then finds
     // it landed, and the block waiting for it, whose first tile comes KEYS /
     // QT tiles before this block's, reaches each tile that many iterations later.
@@ -648,8 +652,9 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
         float acc[COLS / 8][4];
         ds_t_times_keys<D, SD, QT, KEYS, SDS>(acc, ds_t, ks);
         int m0 = (warp % (QT / 16)) * 16, c0 = (warp / (QT / 16)) * COLS;
-        // The tile's last key block writes its sums; the blocks before it add in turn.
-        int last = min(kblocks - 1, (i0 + QT - 1) / KEYS);
+        // The tile's last key block writes its sums; the blocks before it
+        // add in turn (unordered: no block is last, every block adds).
+        int last = ordered ? min(kblocks - 1, (i0 + QT - 1) / KEYS) : -1;
         if (done >= 0) count_done(counter(done));
         done = -1;
         if (kb < last) wait_count(counter(i), last - kb);
@@ -665,7 +670,7 @@ __device__ void flash_bwd(BwdSmem<D, QT, ST> &sm, const GradOut &out, float *dq_
                     add_at_l2(dq_acc + o + 1, acc[n][2 * hi + 1]);
                 }
             }
-        if (kb > 0)
+        if (ordered && kb > 0)
             done = i;
         else if (last > 0 && (threadIdx.x & 31) == 0)
             *counter(i) = 0;  // every share is in: zero for the next launch

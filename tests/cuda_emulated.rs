@@ -154,6 +154,55 @@ fn decode_graphs_follow_the_flag_and_the_environment() {
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("VUL2SAFE_CUDA_GRAPHS"));
 }
 
+/// `bench train` (kernels not run: the emulator's dry driver) adds dQ's
+/// shares in the flash backward's fixed order unless VUL2SAFE_ORDERED_DQ=0
+/// says otherwise (tools/gpu-check's retry), reports which in its JSON, and
+/// refuses any other value of the variable with a message naming it.
+#[test]
+fn flash_dq_order_follows_the_environment() {
+    use std::process::Command;
+    let Some(emu) = kernel_emu::emulated_cuda() else { return };
+    let bench = |env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vul2safe"));
+        c.args(["bench", "train", "--backend", "cuda", "--shape", "small", "--batch", "2", "--seq", "64", "--steps", "1"]);
+        c.envs(emu.env()).env("KERNEL_EMU_DRY_RUN", "1").env_remove(vul2safe::backend::cuda::ORDERED_DQ_ENV);
+        if let Some(v) = env {
+            c.env(vul2safe::backend::cuda::ORDERED_DQ_ENV, v);
+        }
+        c.output().unwrap()
+    };
+    let ordered = |o: std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["ordered_dq"].as_bool().unwrap()
+    };
+    assert!(ordered(bench(None)));
+    assert!(ordered(bench(Some("1"))));
+    assert!(!ordered(bench(Some("0"))));
+    let refused = bench(Some("yes"));
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("VUL2SAFE_ORDERED_DQ"));
+}
+
+/// `cases::profile_counts_each_matmul_once` again, in a child process with
+/// every cuBLASLt call failing: each product's first call falls back after
+/// its algorithm was chosen, and the profile must still count it once.
+#[test]
+fn failed_cublaslt_calls_count_their_work_once() {
+    if kernel_emu::emulated_cuda().is_none() {
+        return;
+    }
+    let case = "cases::profile_counts_each_matmul_once";
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([case, "--exact", "--nocapture"])
+        .env("KERNEL_EMU_LT_FAIL", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success() && stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cuBLASLt declined"), "the fallback ran: {stderr}");
+}
+
 /// `bench train --profile` on the emulated driver reports time per kernel
 /// family with the bytes and FLOPs its launches declared, and, for every
 /// kernel launched, what the driver compiled (here the emulator's stand-in

@@ -168,6 +168,27 @@ fn norm_and_embedding_match_the_cpu() {
     close("embedding bwd (hot token 7)", &g, &gdt, &dt);
 }
 
+/// A profile counts each product once, with its FLOPs, whichever way it ran
+/// (cuda_emulated.rs runs this again with cuBLASLt failing every call, so
+/// each product's first call falls back after its algorithm was chosen).
+#[test]
+fn profile_counts_each_matmul_once() {
+    let Some(g) = gpu_tensor_cores() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let (m, n, k) = (48, 40, 24);
+    let [a, b, residual] = [m * k, k * n, m * n].map(|len| g.upload(&randv(&mut rng, len)));
+    let mut c = g.zeros(m * n);
+    let mm = MatMul::linear(m, k, n);
+    g.start_profile();
+    for _ in 0..2 {
+        g.matmul(&mut c, &a, &b, mm);
+        g.matmul_residual(&mut c, &a, &b, &residual, mm);
+    }
+    let profile = g.take_profile();
+    let gemm = profile.families.iter().find(|f| f.family == "gemm").expect("a gemm row");
+    assert_eq!((gemm.calls, gemm.flops), (4, 4.0 * 2.0 * (m * n * k) as f64), "{:?}", profile.families);
+}
+
 #[test]
 fn tensor_core_matmuls_match_the_cpu_at_their_precision() {
     let Some(g) = gpu_tensor_cores() else { return };
@@ -248,7 +269,12 @@ fn flash_attention_matches_the_cpu_at_bf16_tolerance() {
     let Some(g) = gpu_tensor_cores() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     // Several 64-row tiles, a ragged last tile, GQA groups of 1, 2 and 3.
-    check_training_attention(&g, &mut rng, &[(2, 4, 2, 37), (1, 3, 1, 200), (2, 2, 2, 128)], BF16_TOL);
+    let shapes = [(2, 4, 2, 37), (1, 3, 1, 200), (2, 2, 2, 128)];
+    check_training_attention(&g, &mut rng, &shapes, BF16_TOL);
+    // The backward's escape hatch: dQ's shares added in any order.
+    g.set_ordered_dq(false);
+    check_training_attention(&g, &mut rng, &shapes, BF16_TOL);
+    g.set_ordered_dq(true);
     // A prefill chunk against a longer cache (flash), and a decode step (decode.cu).
     let prefill = AttnShape { batch: 2, q_heads: 4, kv_heads: 2, q_len: 40, kv_cap: 112, head_dim: 64 };
     check_cached_attention(&g, &mut rng, prefill, &[60, 112], BF16_TOL);

@@ -8,7 +8,9 @@
 // refused, so a new use shows up here first.
 // With KERNEL_EMU_LT_DECLINE set, the heuristic offers no algorithm (as
 // cuBLASLt does for a product it cannot run), so the backend's fallback
-// runs. Built as libcublasLt.so.
+// runs; with KERNEL_EMU_LT_FAIL set, it offers them but every matmul call
+// fails, which takes the fallback after an algorithm was chosen.
+// Built as libcublasLt.so.
 #include "gemm.hpp"
 
 #include <algorithm>
@@ -106,6 +108,7 @@ cublasStatus_t cublasLtMatmul(void *, const Desc *desc, const void *alpha, const
     long kb = desc->tb == N ? lb->rows : lb->cols, n = desc->tb == N ? lb->cols : lb->rows;
     bool shaped = k == kb && (long)ld->rows == m && (long)ld->cols == n && lc->rows == ld->rows && lc->cols == ld->cols;
     if (!shaped || algo == nullptr || algo->id >= ALGORITHMS || lc->type != ld->type) return INVALID_VALUE;
+    if (std::getenv("KERNEL_EMU_LT_FAIL")) return NOT_SUPPORTED;
     return gemm({desc->ta, desc->tb, (int)m, (int)n, (int)k, *(const float *)alpha, a, la->type, (int)la->ld, b, lb->type, (int)lb->ld,
                  *(const float *)beta, c, lc->type, (int)lc->ld, d, ld->type, (int)ld->ld, (int)algo->split_k});
 }

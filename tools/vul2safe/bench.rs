@@ -185,6 +185,7 @@ fn train(a: TrainArgs) -> Result<()> {
             v["device"] = name.clone().into();
             v["math"] = math.clone().into();
             v["peak_gib"] = rounded(g.peak_memory_bytes() as f64 / (1u64 << 30) as f64, 2).into();
+            v["ordered_dq"] = g.ordered_dq().into();
             if let Some(peak) = vul2safe::bench::card_peaks(&name) {
                 v["mfu_vs_bf16_peak"] = rounded(tflops * 1e12 / peak.flops_per_s, 3).into();
             }
@@ -280,6 +281,7 @@ fn attention(a: AttentionArgs) -> Result<()> {
             let r = attention_throughput(&g, sh, a.reps)?;
             v["device"] = g.device_name().into();
             v["math"] = a.math.clone().into();
+            v["ordered_dq"] = g.ordered_dq().into();
             print_tunings(&mut v, &g)?;
             r
         }

@@ -8,7 +8,9 @@
 use super::profile::{output_bytes, rope_bytes, Work};
 use super::{pair_args, per_element, Cuda, Storage, THREADS};
 use crate::backend::{AttnShape, SeqSpan};
+use cudarc::driver::result::memset_d8_async;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 /// One warp per row: `rows` rows in blocks of 8 warps, on a `(y, z)` grid.
@@ -316,6 +318,21 @@ impl Cuda {
         kept.as_ref().map_or(0, |b| self.ptr(b))
     }
 
+    /// Whether the flash backward adds each key block's share of dQ in a
+    /// fixed order (the default: the same bits every run), which relies on
+    /// the GPU dispatching a grid's blocks in index order (flash.cu's
+    /// wait_count traps after seconds of waiting if it does not); off, the
+    /// shares are added as they come, onto zeroed sums, and their last bits
+    /// may differ between runs. Also `VUL2SAFE_ORDERED_DQ=0`.
+    pub fn set_ordered_dq(&self, on: bool) {
+        self.ordered_dq.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether dQ's shares are added in a fixed order (`set_ordered_dq`).
+    pub fn ordered_dq(&self) -> bool {
+        self.ordered_dq.load(Ordering::Relaxed)
+    }
+
     /// `Backend::attention_bwd`: the row dot, then the backward into `dst`.
     /// Every operand is f32, or every one bf16 (training with bf16 attention
     /// operands).
@@ -383,16 +400,22 @@ impl Cuda {
         // One pass: dK/dV per query head (straight into the projection's
         // gradient when each has its own key head, else into scratch that
         // the group sums add up), and dQ's sums in f32, to which each key
-        // block adds its share in a fixed order.
+        // block adds its share in a fixed order (or, `set_ordered_dq(false)`, in any).
         let keys = flash_bwd_keys(sh.head_dim);
         let cfg = per_flash_tile(sh.q_len, keys, 1, sh.q_heads, sh.batch);
-        // SAFETY: every query's sum is first written by a key block, then added to (flash.cu's flash_bwd).
+        let ordered = self.ordered_dq();
+        // SAFETY: ordered, every query's sum is first written by a key block, then added to
+        // (flash.cu's flash_bwd); unordered, each launch below zeroes them first.
         let dq_sums = unsafe { self.stream.alloc::<f32>(rows * sh.head_dim) }.expect("allocating dQ sums");
         let sums = self.ptr(&dq_sums);
         // Per (row, head, query tile, warp); 16-query tiles bound every variant's. Each launch
-        // leaves them zeroed again, so they are cleared once, when allocated.
+        // leaves them zeroed again, so they are cleared once, when allocated. None (0): unordered.
         let n_counters = sh.batch * sh.q_heads * sh.q_len.div_ceil(16) * cfg.block_dim.0 as usize / 32;
-        let counters = self.kept(&self.dq_counters, n_counters, || self.stream.alloc_zeros(n_counters).expect("allocating dQ counters"));
+        let counters = if ordered {
+            self.kept(&self.dq_counters, n_counters, || self.stream.alloc_zeros(n_counters).expect("allocating dQ counters"))
+        } else {
+            0
+        };
         let group = sh.group();
         let scratch = (group > 1).then(|| [heads_scratch(sh.q_heads), heads_scratch(sh.q_heads)]);
         // An output as its (f32, bf16) addresses, one of them 0 for scratch.
@@ -413,6 +436,11 @@ impl Cuda {
         let shape = [(sh.batch * sh.q_heads).next_power_of_two(), sh.group(), sh.q_len.next_power_of_two()];
         let config = |kernel: &str| LaunchConfig { shared_mem_bytes: dynamic_smem(kernel), ..cfg };
         self.launch_tuned(&name("flash_bwd"), variants, &shape, config, |kernel, cfg| {
+            if !ordered {
+                // Zeroed per launch: tuning runs every variant onto the same sums.
+                // SAFETY: `sums` holds rows · head_dim f32 values, queued on this stream.
+                unsafe { memset_d8_async(sums, 0, 4 * rows * sh.head_dim, self.stream.cu_stream()) }.expect("zeroing dQ sums");
+            }
             launch!(
                 self, kernel, cfg, work work(); &dk32, &dk16, &dv32, &dv16, &out_pitch, &k_off, &v_off, &c, &s, &p, &sums, &counters, &dout,
                 &q, &k, &v, lse, &rowdot, &hq, &hkv, &t, &scale

@@ -250,10 +250,14 @@ impl Cuda {
         }
         let descs = self.lt_descs(call);
         let algo = self.lt_algo(call, &descs)?;
-        let _timed = self.timed("gemm", None, work);
-        self.lt_run(call, &descs, &algo, call.c, call.d).inspect_err(|_| {
+        let timed = self.timed("gemm", None, work);
+        let run = self.lt_run(call, &descs, &algo, call.c, call.d);
+        if run.is_err() {
+            // The caller's fallback counts the product's work.
+            timed.map(|t| t.cancel());
             self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(call.problem(), None);
-        })
+        }
+        run
     }
 
     /// `call`'s descriptors, built the first time its problem runs.

@@ -51,6 +51,8 @@ pub struct Cuda {
     decode_partials: Mutex<Option<CudaSlice<f32>>>,
     /// The flash backward's dQ-order counters (attention.rs), zero between launches.
     dq_counters: Mutex<Option<CudaSlice<u32>>>,
+    /// Whether the flash backward adds dQ's shares in a fixed order (`set_ordered_dq`).
+    ordered_dq: AtomicBool,
     /// cuBLAS's workspace, set once (left to itself cuBLAS would allocate
     /// one inside a captured graph), which the cuBLASLt calls share.
     blas_workspace: CudaSlice<u8>,
@@ -66,6 +68,9 @@ pub struct Cuda {
 
 /// Set to 0, repeated steps run without CUDA graphs (graph.rs).
 pub const GRAPHS_ENV: &str = "VUL2SAFE_CUDA_GRAPHS";
+
+/// Set to 0, the flash backward adds dQ's shares in no fixed order (`Cuda::set_ordered_dq`).
+pub const ORDERED_DQ_ENV: &str = "VUL2SAFE_ORDERED_DQ";
 
 /// cuBLAS's workspace: what it takes on Hopper by default.
 const BLAS_WORKSPACE_BYTES: usize = 32 << 20;
@@ -272,6 +277,7 @@ impl Cuda {
             tables: Mutex::default(),
             decode_partials: Mutex::default(),
             dq_counters: Mutex::default(),
+            ordered_dq: AtomicBool::new(true),
             blas_workspace,
             lt: gemm_lt::Lt::new()?,
             pass: Mutex::default(),
@@ -284,6 +290,12 @@ impl Cuda {
             Err(_) | Ok("1") => {}
             Ok("0") => cuda.set_graphs(false),
             Ok(other) => anyhow::bail!("{GRAPHS_ENV} must be 0 (decode steps launched kernel by kernel) or 1, not {other:?}"),
+        }
+        // Another, should a card break the dispatch order the fixed dQ order relies on.
+        match std::env::var(ORDERED_DQ_ENV).as_deref() {
+            Err(_) | Ok("1") => {}
+            Ok("0") => cuda.set_ordered_dq(false),
+            Ok(other) => anyhow::bail!("{ORDERED_DQ_ENV} must be 0 (dQ's shares added in any order) or 1, not {other:?}"),
         }
         Ok(cuda)
     }

@@ -65,6 +65,13 @@ pub(crate) struct Timed<'a> {
     start: Option<CudaEvent>,
 }
 
+impl Timed<'_> {
+    /// Records nothing: the call it timed failed, and its caller runs the work another way.
+    pub(crate) fn cancel(mut self) {
+        self.start = None;
+    }
+}
+
 impl Drop for Timed<'_> {
     fn drop(&mut self) {
         let (Some(start), end) = (self.start.take(), self.cuda.event()) else { return };
