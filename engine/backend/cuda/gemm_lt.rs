@@ -254,7 +254,9 @@ impl Cuda {
         let run = self.lt_run(call, &descs, &algo, call.c, call.d);
         if run.is_err() {
             // The caller's fallback counts the product's work.
-            timed.map(|t| t.cancel());
+            if let Some(t) = timed {
+                t.cancel();
+            }
             self.lt.algos.lock().expect("cuBLASLt algorithms lock").insert(call.problem(), None);
         }
         run
