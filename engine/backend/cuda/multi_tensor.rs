@@ -46,6 +46,8 @@ impl Cuda {
     }
 
     fn upload_table(&self, ptrs: &[u64], sizes: &[usize]) -> ChunkTable {
+        // The kernels read four values per access; every buffer is an allocation of its own (256-byte aligned).
+        assert!(ptrs.iter().all(|p| p % 16 == 0), "multi-tensor kernels need 16-byte aligned buffers");
         let (mut chunk_tensor, mut chunk_start) = (Vec::new(), Vec::new());
         for (t, &n) in sizes.iter().enumerate() {
             for start in (0..n).step_by(CHUNK) {
