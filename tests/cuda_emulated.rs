@@ -129,21 +129,12 @@ fn kernels_are_race_free_under_thread_sanitizer() {
 /// other value of the variable is refused with a message naming it.
 #[test]
 fn decode_graphs_follow_the_flag_and_the_environment() {
-    use std::process::Command;
     let Some(emu) = kernel_emu::emulated_cuda() else { return };
-    let bench = |extra: &[&str], env: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_vul2safe"));
-        c.args(["bench", "generate", "--backend", "cuda", "--shape", "small", "--batch", "2", "--prompt-len", "4", "--new", "6"]);
-        c.args(extra).envs(emu.env()).env_remove(vul2safe::backend::cuda::GRAPHS_ENV);
-        if let Some(v) = env {
-            c.env(vul2safe::backend::cuda::GRAPHS_ENV, v);
-        }
-        c.output().unwrap()
-    };
+    let var = vul2safe::backend::cuda::GRAPHS_ENV;
+    let args = ["generate", "--backend", "cuda", "--shape", "small", "--batch", "2", "--prompt-len", "4", "--new", "6"];
+    let bench = |extra: &[&str], value: Option<&str>| emulated_bench(emu, &args, var, value).args(extra).output().unwrap();
     let graph_steps = |o: std::process::Output| {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let v = last_json(&o);
         (v["graphs"].as_bool().unwrap(), v["graph_steps"].as_u64().unwrap())
     };
     let (on, steps) = graph_steps(bench(&[], None));
@@ -151,7 +142,25 @@ fn decode_graphs_follow_the_flag_and_the_environment() {
     assert_eq!(graph_steps(bench(&["--no-graphs"], None)), (false, 0));
     assert_eq!(graph_steps(bench(&[], Some("0"))), (false, 0));
     let refused = bench(&[], Some("yes"));
-    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("VUL2SAFE_CUDA_GRAPHS"));
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains(var));
+}
+
+/// `vul2safe bench ARGS` on the emulated driver, with the environment
+/// variable `var` set to `value` (None: unset).
+fn emulated_bench(emu: &kernel_emu::EmulatedCuda, args: &[&str], var: &str, value: Option<&str>) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vul2safe"));
+    c.arg("bench").args(args).envs(emu.env()).env_remove(var);
+    if let Some(v) = value {
+        c.env(var, v);
+    }
+    c
+}
+
+/// The JSON line a bench that succeeded printed last.
+fn last_json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
+    serde_json::from_str(&line).unwrap()
 }
 
 /// `bench train` (kernels not run: the emulator's dry driver) adds dQ's
@@ -160,28 +169,16 @@ fn decode_graphs_follow_the_flag_and_the_environment() {
 /// refuses any other value of the variable with a message naming it.
 #[test]
 fn flash_dq_order_follows_the_environment() {
-    use std::process::Command;
     let Some(emu) = kernel_emu::emulated_cuda() else { return };
-    let bench = |env: Option<&str>| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_vul2safe"));
-        c.args(["bench", "train", "--backend", "cuda", "--shape", "small", "--batch", "2", "--seq", "64", "--steps", "1"]);
-        c.envs(emu.env()).env("KERNEL_EMU_DRY_RUN", "1").env_remove(vul2safe::backend::cuda::ORDERED_DQ_ENV);
-        if let Some(v) = env {
-            c.env(vul2safe::backend::cuda::ORDERED_DQ_ENV, v);
-        }
-        c.output().unwrap()
-    };
-    let ordered = |o: std::process::Output| {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        v["ordered_dq"].as_bool().unwrap()
-    };
+    let var = vul2safe::backend::cuda::ORDERED_DQ_ENV;
+    let args = ["train", "--backend", "cuda", "--shape", "small", "--batch", "2", "--seq", "64", "--steps", "1"];
+    let bench = |value: Option<&str>| emulated_bench(emu, &args, var, value).env("KERNEL_EMU_DRY_RUN", "1").output().unwrap();
+    let ordered = |o: std::process::Output| last_json(&o)["ordered_dq"].as_bool().unwrap();
     assert!(ordered(bench(None)));
     assert!(ordered(bench(Some("1"))));
     assert!(!ordered(bench(Some("0"))));
     let refused = bench(Some("yes"));
-    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("VUL2SAFE_ORDERED_DQ"));
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains(var));
 }
 
 /// `cases::profile_counts_each_matmul_once` again, in a child process with
@@ -217,9 +214,7 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
-    let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap().to_string();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let v = last_json(&o);
     let families: Vec<&str> = v["profile"].as_array().unwrap().iter().map(|f| f["family"].as_str().unwrap()).collect();
     for f in ["gemm", "flash_fwd", "flash_bwd", "flash_dq_finish", "qkv_from_tokens", "adamw_multi"] {
         assert!(families.contains(&f), "family {f} in {families:?}");
