@@ -102,6 +102,11 @@ def flash_attention_tflops(b, h, hkv, t, d, reps=10):
     return flops / fwd_ms / 1e9, 2.5 * flops / bwd_ms / 1e9, 3.5 * flops / (fwd_ms + bwd_ms) / 1e9
 
 
+def unordered(r):
+    """A marker for a run whose flash backward added dQ's shares in any order (tools/gpu-check's retry)."""
+    return " (dQ unordered)" if r.get("ordered_dq") is False else ""
+
+
 def ours(path):
     train, gen, gen_eager, attention = {}, {}, {}, []
     for line in open(path):
@@ -132,7 +137,7 @@ def main():
         r = measured.get((name, b, t), {})
         eager, eager_mem = torch_tok_s(name, b, t, False) if eager_too else (float("nan"), float("nan"))
         compiled, comp_mem = torch_tok_s(name, b, t, True)
-        rows.append((name, b, t, r.get("tok_s", float("nan")), r.get("peak_gib", float("nan")), eager, compiled, comp_mem))
+        rows.append((name + unordered(r), b, t, r.get("tok_s", float("nan")), r.get("peak_gib", float("nan")), eager, compiled, comp_mem))
         print(json.dumps({"shape": name, "torch_eager_tok_s": round(eager) if eager == eager else None, "torch_eager_peak_gib": eager_mem,
                           "torch_compile_tok_s": round(compiled), "torch_compile_peak_gib": round(comp_mem, 1)}), flush=True)
     print("| shape | B×T | vul2safe tok/s | peak GiB | torch eager | torch.compile | peak GiB | vs eager | vs compile |")
@@ -147,14 +152,14 @@ def main():
         except RuntimeError as e:  # no flash kernel for this shape or card: say so, keep the other tables
             print(f"FlashAttention-2 through SDPA failed on {shape}: {e}", flush=True)
             fa2 = (float("nan"),) * 3
-        att_rows.append((shape, (r["fwd_tflops"], r["bwd_tflops"], r["total_tflops"]), fa2))
+        att_rows.append((shape, (r["fwd_tflops"], r["bwd_tflops"], r["total_tflops"]), fa2, unordered(r)))
         print(json.dumps({"attention": list(shape), "fa2_fwd_tflops": fa2[0], "fa2_bwd_tflops": fa2[1], "fa2_total_tflops": fa2[2]}),
               flush=True)
     if att_rows:
         print("| attention (causal) | B, H/Hkv, T, D | vul2safe fwd / bwd / fwd+bwd TFLOP/s | FlashAttention-2 (SDPA) fwd / bwd / fwd+bwd | vs FA2 fwd+bwd |")
         print("|---|---|---|---|---|")
-        for (b, h, hkv, t, d), ours_, fa2 in att_rows:
-            print(f"| | {b}, {h}/{hkv}, {t}, {d} | {ours_[0]:.0f} / {ours_[1]:.0f} / {ours_[2]:.0f} | {fa2[0]:.0f} / {fa2[1]:.0f} / {fa2[2]:.0f} "
+        for (b, h, hkv, t, d), ours_, fa2, note in att_rows:
+            print(f"| {note} | {b}, {h}/{hkv}, {t}, {d} | {ours_[0]:.0f} / {ours_[1]:.0f} / {ours_[2]:.0f} | {fa2[0]:.0f} / {fa2[1]:.0f} / {fa2[2]:.0f} "
                   f"| {ours_[2] / fa2[2]:.2f}× |")
     gen_rows = []
     for (name, b, p, n), r in sorted(generated.items()):
