@@ -1,7 +1,7 @@
 //! The critic: its own copy of the model with a linear value head on the
 //! final hidden states, trained with the clipped value loss.
 
-use crate::backend::{AdamWStep, Backend, MatMul};
+use crate::backend::{Backend, MatMul};
 use crate::model::{Batch, Params, TrainState, Transformer};
 use crate::train::optimizer::{clip_scale, zero_grads, AdamW, AdamWConfig};
 use anyhow::{Context, Result};
@@ -123,7 +123,8 @@ impl<B: Backend> Critic<B> {
         }
         let scale = clip_scale(norm, max_grad_norm);
         self.opt.update(be, &mut self.model.params, &self.grads, lr, scale);
-        let hp = AdamWStep { lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0, step: self.opt.step, grad_scale: scale };
+        // The head steps with the trunk's optimizer settings (no weight decay).
+        let hp = self.opt.hyper(lr, scale);
         let [mw, mb] = &mut self.head_m;
         let [vw, vb] = &mut self.head_v;
         be.adamw(&mut self.w, &gw, mw, vw, hp);

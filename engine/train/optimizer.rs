@@ -37,6 +37,7 @@ impl<B: Backend> AdamW<B> {
     /// One update from `grads` times `grad_scale` (see [`clip_scale`]).
     pub fn update(&mut self, be: &B, params: &mut Params<B::Buf>, grads: &Params<B::Buf>, lr: f32, grad_scale: f32) {
         self.step += 1;
+        let hp = self.hyper(lr, grad_scale);
         let (ps, gs, ms, vs) = (params.iter_mut(), grads.iter(), self.m.iter_mut(), self.v.iter_mut());
         let tensors = ps
             .into_iter()
@@ -52,16 +53,13 @@ impl<B: Backend> AdamW<B> {
                 weight_decay: if decays { self.cfg.weight_decay } else { 0.0 },
             })
             .collect();
-        let hp = AdamWStep {
-            lr,
-            beta1: self.cfg.beta1,
-            beta2: self.cfg.beta2,
-            eps: self.cfg.eps,
-            weight_decay: 0.0,
-            step: self.step,
-            grad_scale,
-        };
         be.adamw_many(tensors, hp);
+    }
+
+    /// This step's hyper-parameters (each tensor brings its own weight decay).
+    pub fn hyper(&self, lr: f32, grad_scale: f32) -> AdamWStep {
+        let AdamWConfig { beta1, beta2, eps, weight_decay: _ } = self.cfg;
+        AdamWStep { lr, beta1, beta2, eps, weight_decay: 0.0, step: self.step, grad_scale }
     }
 }
 
