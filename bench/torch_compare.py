@@ -108,7 +108,7 @@ def unordered(r):
 
 
 def ours(path):
-    train, gen, gen_eager, attention = {}, {}, {}, []
+    train, gen, attention = {}, {}, []
     for line in open(path):
         if line.startswith("{"):
             r = json.loads(line)
@@ -119,19 +119,17 @@ def ours(path):
                 key = (r["shape"], r["batch"], r["prompt_len"], r["new"])
                 if "profile" in r:  # events per launch slow a launch-bound decode
                     continue
-                if r.get("graphs", True):
+                if r.get("graphs", True):  # not the ablation that launches decode steps kernel by kernel
                     gen[key] = r
-                else:  # the ablation: decode steps launched kernel by kernel
-                    gen_eager[key] = r
             elif r.get("math", "bf16") == "bf16" and not r.get("recompute"):  # the default mode; others are ablations
                 key = (r["shape"], r["batch"], r["seq"])
                 if "profile" not in r or key not in train:  # an unprofiled run is the headline (no events per launch)
                     train[key] = r
-    return train, gen, gen_eager, attention
+    return train, gen, attention
 
 
 def main():
-    measured, generated, generated_eager, attention = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
+    measured, generated, attention = ours(sys.argv[1] if len(sys.argv) > 1 else "bench.jsonl")
     eager_too = "--no-eager" not in sys.argv
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}")
     rows = []
@@ -167,14 +165,13 @@ def main():
     for (name, b, p, n), r in sorted(generated.items()):
         # HF generate makes well under 1K tok/s: longer runs cost the device session minutes.
         hf = hf_generate_tok_s(name, b, p, n) if n <= 64 else float("nan")
-        no_graphs = generated_eager.get((name, b, p, n), {}).get("new_tok_s", float("nan"))
-        gen_rows.append((name, b, p, n, r["new_tok_s"], r.get("share_of_roofline"), no_graphs, r.get("prefill_tok_s", float("nan")), hf))
+        gen_rows.append((name, b, p, n, r["new_tok_s"], r.get("share_of_roofline"), r.get("prefill_tok_s", float("nan")), hf))
         print(json.dumps({"shape": name, "batch": b, "prompt_len": p, "new": n, "hf_generate_new_tok_s": round(hf)}), flush=True)
     if gen_rows:
-        print("| generate | B, prompt, new | vul2safe new tok/s | share of roofline | without CUDA graphs | prefill tok/s | HF generate | vs HF |")
-        print("|---|---|---|---|---|---|---|---|")
-        for name, b, p, n, tok, share, no_graphs, prefill, hf in gen_rows:
-            print(f"| {name} | {b}, {p}, {n} | {tok:.0f} | {share} | {no_graphs:.0f} | {prefill:.0f} | {hf:.0f} | {tok / hf:.1f}× |")
+        print("| generate | B, prompt, new | vul2safe new tok/s | share of roofline | prefill tok/s | HF generate | vs HF |")
+        print("|---|---|---|---|---|---|---|")
+        for name, b, p, n, tok, share, prefill, hf in gen_rows:
+            print(f"| {name} | {b}, {p}, {n} | {tok:.0f} | {share} | {prefill:.0f} | {hf:.0f} | {tok / hf:.1f}× |")
 
 
 if __name__ == "__main__":
