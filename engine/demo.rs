@@ -18,7 +18,7 @@ use crate::data::corpus;
 use crate::data::teacher::heuristic::Heuristic;
 use crate::eval::harness::{evaluate, EvalOptions};
 use crate::eval::sandbox::Isolation;
-use crate::eval::tasks::{load_bench, Task, TaskKind};
+use crate::eval::tasks::{held_out_task, load_bench, Task};
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, ModelConfig, Transformer};
 use crate::prompt::PromptFormat;
@@ -176,20 +176,7 @@ fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64
 /// The held-out split's implicit prompts, one per record.
 fn held_out_tasks(data: &Path, limit: usize) -> Result<Vec<Task>> {
     let records = read_records(&data.join("primevul_plus.jsonl"))?;
-    Ok(records
-        .iter()
-        .filter(|r| r.split == "test")
-        .take(limit)
-        .map(|r| Task {
-            id: r.id.clone(),
-            kind: TaskKind::Instruction,
-            lang: r.language(),
-            prompt: r.prompts[0].clone(),
-            cwe: r.cwe.first().cloned(),
-            test: None,
-            reference: None,
-        })
-        .collect())
+    Ok(records.iter().filter_map(held_out_task).take(limit).collect())
 }
 
 fn evaluate_model(dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, name: &str, kl: Option<f64>) -> Result<DemoRow> {

