@@ -81,7 +81,10 @@ fn a_primevul_plus_file_gives_its_held_out_split() {
     assert_eq!(tasks.len(), held_out.len());
     for (t, r) in tasks.iter().zip(&held_out) {
         assert_eq!((&t.id, &t.prompt, t.cwe.as_ref()), (&r.id, &r.prompts[0], r.cwe.first()));
-        assert_eq!((t.kind.clone(), t.lang, t.reference.as_ref(), t.test.as_ref()), (TaskKind::Instruction, r.language(), Some(&r.secure), None));
+        assert_eq!(
+            (t.kind.clone(), t.lang, t.reference.as_ref(), t.test.as_ref()),
+            (TaskKind::Instruction, r.language(), Some(&r.secure), None)
+        );
     }
     // Training records alone give no tasks; a broken record is named.
     let train = std::fs::read_to_string(&file).unwrap().lines().filter(|l| l.contains(r#""split":"train""#)).collect::<Vec<_>>().join("\n");
