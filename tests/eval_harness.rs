@@ -9,6 +9,7 @@ use vul2safe::eval::passk::{mean_at_k, pass_at_k};
 use vul2safe::eval::sandbox::{self, Isolation, Limits};
 use vul2safe::eval::tasks::{load_bench, parse_tasks, Task, TaskKind};
 use vul2safe::lang::Lang;
+use vul2safe::prompt::PromptFormat;
 
 #[test]
 fn pass_at_k_is_the_unbiased_estimator() {
@@ -133,10 +134,26 @@ fn code_is_extracted_from_completions_and_answers() {
         test: None,
         reference: None,
     };
-    assert_eq!(code_under_test(&completion, "    return 1\n\ndef g():\n    pass\n"), "def f():\n    return 1\n");
-    let answer = Task { kind: TaskKind::Instruction, ..completion };
-    assert_eq!(code_under_test(&answer, "Sure:\n```c\nint x;\n```\nDone."), "int x;\n");
-    assert_eq!(code_under_test(&answer, "  int y;  "), "int y;");
+    assert_eq!(code_under_test(&completion, PromptFormat::Plain, "    return 1\n\ndef g():\n    pass\n"), "def f():\n    return 1\n");
+    let answer = Task { kind: TaskKind::Instruction, ..completion.clone() };
+    assert_eq!(code_under_test(&answer, PromptFormat::Plain, "Sure:\n```c\nint x;\n```\nDone."), "int x;\n");
+    assert_eq!(code_under_test(&answer, PromptFormat::ChatMl, "  int y;  "), "int y;");
+    // A chat model asked to complete a function: its whole function, or a body
+    // alone, after the prompt's stub both run; prose around the block does not.
+    let stub = Task {
+        prompt: "def add(a, b):\n    \"\"\"Sum of a and b.\"\"\"\n".into(),
+        test: Some("\n\nassert add(2, 3) == 5\n".into()),
+        ..completion
+    };
+    for (answer, passes) in [
+        ("Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\nIt adds.", true),
+        ("```python\n    return a + b\n```", true),
+        ("```python\ndef add(a, b):\n    return a - b\n```", false),
+        ("It returns the sum of a and b.", false),
+    ] {
+        let code = code_under_test(&stub, PromptFormat::ChatMl, answer);
+        assert_eq!(runs_clean(&stub, &code), passes, "{answer:?} gave {code:?}");
+    }
 }
 
 #[test]

@@ -72,27 +72,38 @@ pub struct EvalReport {
     pub per_task: Vec<TaskSummary>,
 }
 
+/// What a chat model is asked for a completion task: the whole function
+/// back (a chat model answers rather than continues, so it is asked the way
+/// EvalPlus asks instruct models).
+const COMPLETE_IN_CHAT: &str = "Complete the following Python function. Reply with the whole function in one ```python code block.";
+
 fn format_prompt(task: &Task, format: PromptFormat) -> String {
-    match task.kind {
-        TaskKind::Completion => task.prompt.clone(),
-        TaskKind::Instruction => format.instruction(&task.prompt),
+    match (&task.kind, format) {
+        (TaskKind::Completion, PromptFormat::Plain) => task.prompt.clone(),
+        (TaskKind::Completion, PromptFormat::ChatMl) => format.instruction(&format!("{COMPLETE_IN_CHAT}\n\n```python\n{}```", task.prompt)),
+        (TaskKind::Instruction, _) => format.instruction(&task.prompt),
     }
 }
 
+/// The first fenced code block of an answer, if it has one.
+fn fenced_block(answer: &str) -> Option<&str> {
+    let body = &answer[answer.find("```")? + 3..];
+    let body = body.find('\n').map_or(body, |nl| &body[nl + 1..]);
+    Some(&body[..body.find("```").unwrap_or(body.len())])
+}
+
 /// The code a sample contributes: completions continue the prompt (cut at the
-/// next top-level item); answers are the first fenced block, or all of it.
-pub fn code_under_test(task: &Task, completion: &str) -> String {
-    match task.kind {
-        TaskKind::Completion => {
-            let cut = STOP_SEQUENCES.iter().filter_map(|s| completion.find(s)).min().unwrap_or(completion.len());
-            format!("{}{}", task.prompt, &completion[..cut])
+/// next top-level item); answers are the first fenced block, or all of it. A
+/// chat model's answer to a completion task follows the prompt: a whole
+/// function replaces the prompt's stub, a body alone completes it.
+pub fn code_under_test(task: &Task, format: PromptFormat, output: &str) -> String {
+    match (&task.kind, format) {
+        (TaskKind::Completion, PromptFormat::Plain) => {
+            let cut = STOP_SEQUENCES.iter().filter_map(|s| output.find(s)).min().unwrap_or(output.len());
+            format!("{}{}", task.prompt, &output[..cut])
         }
-        TaskKind::Instruction => {
-            let Some(open) = completion.find("```") else { return completion.trim().to_string() };
-            let body = &completion[open + 3..];
-            let body = body.find('\n').map_or(body, |nl| &body[nl + 1..]);
-            body[..body.find("```").unwrap_or(body.len())].to_string()
-        }
+        (TaskKind::Completion, PromptFormat::ChatMl) => format!("{}{}", task.prompt, fenced_block(output).unwrap_or(output)),
+        (TaskKind::Instruction, _) => fenced_block(output).map_or_else(|| output.trim().to_string(), str::to_string),
     }
 }
 
@@ -143,7 +154,7 @@ pub fn evaluate<B: Backend>(
     let mut samples: Vec<SampleResult> = Vec::with_capacity(generations.len());
     for (i, g) in generations.iter().enumerate() {
         let task = &tasks[i / opts.samples];
-        let code = code_under_test(task, &tok.decode(&g.tokens)?);
+        let code = code_under_test(task, opts.prompt_format, &tok.decode(&g.tokens)?);
         samples.push(SampleResult { task: task.id.clone(), code, findings: vec![], high_medium: 0, passed: None });
     }
     let gen_secs = t0.elapsed().as_secs_f64();
