@@ -3,7 +3,8 @@
 # (models/smollm2-135m, from tools/setup.sh), PrimeVul+ from the embedded
 # corpus (heuristic teacher), SFT, then PPO with token-level rewards. Every
 # model is evaluated on the held-out PrimeVul+ prompts and the embedded
-# security prompts (all five analyzers) and on HumanEval (pass@1, sandboxed).
+# security prompts (all five analyzers) and on HumanEval (pass@1, sandboxed;
+# asked for the whole function, as a chat model).
 # Usage: bash bench/smollm2_cpu.sh [OUT]   (about an hour on 2 cores)
 # Prints one JSON line per evaluation ({"model", "bench", ...report summary}).
 set -euo pipefail
@@ -21,7 +22,7 @@ evaluate() {  # name, model folder
   "$exe" eval --model "$2" --bench security --samples 2 --temperature 0.7 --max-new-tokens 192 \
     --prompt-format chatml --tools $tools --out "$out/eval-$1-security" | sed "s/^{/{\"model\":\"$1\",\"bench\":\"security\",/"
   "$exe" eval --model "$2" --bench humaneval --samples 1 --temperature 0.2 --max-new-tokens 192 \
-    --out "$out/eval-$1-humaneval" | sed "s/^{/{\"model\":\"$1\",\"bench\":\"humaneval\",/"
+    --prompt-format chatml --out "$out/eval-$1-humaneval" | sed "s/^{/{\"model\":\"$1\",\"bench\":\"humaneval\",/"
 }
 
 "$exe" data build --out "$out/data" >/dev/null

@@ -1,7 +1,8 @@
 //! How an instruction becomes model input. SFT, PPO rollouts and evaluation
 //! share this, so a model is always asked the way it was trained.
 
-use anyhow::{bail, Result};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PromptFormat {
@@ -26,5 +27,25 @@ impl PromptFormat {
             PromptFormat::Plain => format!("### Instruction\n{prompt}\n### Response\n"),
             PromptFormat::ChatMl => format!("<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"),
         }
+    }
+
+    /// The token that ends an answer: the end of text, or in ChatML the end
+    /// of the assistant's turn, which chat models emit (and SFT teaches).
+    pub fn answer_end(self, tok: &Tokenizer) -> Result<u32> {
+        match self {
+            PromptFormat::Plain => tok.eos_id(),
+            PromptFormat::ChatMl => tok.token_id("<|im_end|>").context("the chatml prompt format needs <|im_end|> in the tokenizer"),
+        }
+    }
+
+    /// Where sampling an answer stops: the answer's end and the model's own
+    /// end-of-sequence tokens (its config.json `eos_token_id`).
+    pub fn stop_tokens(self, tok: &Tokenizer, model_eos: &[u32]) -> Result<Vec<u32>> {
+        let mut stops = model_eos.to_vec();
+        let end = self.answer_end(tok)?;
+        if !stops.contains(&end) {
+            stops.push(end);
+        }
+        Ok(stops)
     }
 }

@@ -36,7 +36,7 @@ fn loss_is_on_the_answer_only_and_windows_pack() {
     let d = data(dir.path());
     let tok = Tokenizer::from_bytes(&tiny_tokenizer(), "t").unwrap();
     let eos = tok.token_id("<|endoftext|>").unwrap();
-    let ex = examples(&d, &tok, "train", PromptFormat::Plain, eos).unwrap();
+    let ex = examples(&d, &tok, "train", PromptFormat::Plain).unwrap();
     assert!(ex.len() > 100);
     let e = &ex[0];
     let prompt_len = e.loss.iter().position(|&l| l).unwrap();
@@ -47,6 +47,33 @@ fn loss_is_on_the_answer_only_and_windows_pack() {
     let total: usize = ex.iter().take(10).map(|e| e.ids.len()).sum();
     assert_eq!(windows.len(), total / 64);
     assert!(windows.iter().all(|(i, l)| i.len() == 64 && l.len() == 64));
+}
+
+/// In ChatML an answer ends with the end of the assistant's turn, which a
+/// chat model emits and sampling stops at; a tokenizer without it is refused.
+#[test]
+fn chatml_answers_end_with_the_end_of_the_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = data(dir.path());
+    let tiny = Tokenizer::from_bytes(&tiny_tokenizer(), "t").unwrap();
+    let e = format!("{:#}", examples(&d, &tiny, "train", PromptFormat::ChatMl).err().unwrap());
+    assert!(e.contains("needs <|im_end|>"), "{e}");
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m");
+    if !real.join("tokenizer.json").is_file() {
+        eprintln!("SKIPPED the chat tokenizer's half: models/smollm2-135m is absent (run bash tools/setup.sh)");
+        return;
+    }
+    let tok = Tokenizer::load(&real).unwrap();
+    let (end, eot) = (tok.token_id("<|im_end|>").unwrap(), tok.token_id("<|endoftext|>").unwrap());
+    assert_ne!(end, eot);
+    let ex = examples(&d, &tok, "train", PromptFormat::ChatMl).unwrap();
+    for e in &ex {
+        assert_eq!((*e.ids.last().unwrap(), *e.loss.last().unwrap()), (end, true), "the turn's end is trained on");
+        assert_eq!(e.ids[0], tok.token_id("<|im_start|>").unwrap());
+    }
+    assert_eq!(PromptFormat::ChatMl.stop_tokens(&tok, &[end]).unwrap(), vec![end]);
+    assert_eq!(PromptFormat::ChatMl.stop_tokens(&tok, &[eot]).unwrap(), vec![eot, end]);
+    assert_eq!(PromptFormat::Plain.stop_tokens(&tok, &[]).unwrap(), vec![tok.eos_id().unwrap()]);
 }
 
 #[test]

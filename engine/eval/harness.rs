@@ -146,7 +146,7 @@ pub fn evaluate<B: Backend>(
         temperature: opts.temperature,
         top_p: opts.top_p,
         seed: opts.seed,
-        stop_tokens: model.cfg.eos_token_ids.clone(),
+        stop_tokens: opts.prompt_format.stop_tokens(tok, &model.cfg.eos_token_ids)?,
         ..Default::default()
     };
     let generations = generate_continuous(be, model, &prompts, opts.batch, &cfg)?;

@@ -156,7 +156,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         "--rollout-batch, --minibatch, --epochs and --max-new-tokens must be ≥ 1"
     );
     let (tok, tok_bytes) = Tokenizer::load_with_json(&o.policy)?;
-    let eos = tok.eos_id()?;
+    // The answer's end pads the batches; sampling stops there or at the model's own ends.
+    let end = o.prompt_format.answer_end(&tok)?;
     let examples = load_examples(&o.data, &tok, o.prompt_format)?;
 
     let resume_dir = if o.resume { latest(&o.out)? } else { None };
@@ -170,6 +171,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
     let mut critic =
         Critic::new(be, Transformer::load(be, &resume_dir.as_ref().map(|d| d.join("critic")).unwrap_or_else(|| o.policy.clone()))?);
     let cfg = policy.cfg.clone();
+    let stops = o.prompt_format.stop_tokens(&tok, &cfg.eos_token_ids)?;
     let mut opt = AdamW::new(be, &cfg, AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() });
     if let Some(dir) = &resume_dir {
         load_optimizer(be, &dir.join("trainer.safetensors"), &cfg, &mut opt)?;
@@ -208,7 +210,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             top_p: 1.0,
             top_k: 0,
             seed: o.seed ^ (state.iter + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
-            stop_tokens: vec![eos],
+            stop_tokens: stops.clone(),
         };
         let rollout = trace::range("rollout");
         let gens = generate(be, &policy, &prompts, &sampling)?;
@@ -220,7 +222,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         let rewards = trace::range("rewards");
         let mut rollouts = Vec::with_capacity(gens.len());
         for ((g, ex), p) in gens.iter().zip(&chosen).zip(&prompts) {
-            let body: Vec<u32> = g.tokens.iter().copied().filter(|&t| t != eos).collect();
+            let body: Vec<u32> = g.tokens.iter().copied().filter(|t| !stops.contains(t)).collect();
             let (text, offsets) = token_offsets(&tok, &body)?;
             let findings = analyze_text(ex.lang, &text, "response");
             let mut reward = token_rewards(&body, &offsets, &findings, None, &ex.reference, &o.reward);
@@ -236,7 +238,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
 
         // Old policy, reference and value estimates on the sampled sequences.
         let all: Vec<&Rollout> = rollouts.iter().collect();
-        let full = to_batch(&all, eos);
+        let full = to_batch(&all, end);
         // Forward passes only: nothing need be kept per layer for a backward.
         let mut st = TrainState::recomputing(be, &cfg, full.batch, full.seq);
         let scoring = trace::range("scoring");
@@ -282,7 +284,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             idx.shuffle(&mut ChaCha8Rng::seed_from_u64(o.seed ^ state.iter.wrapping_mul(1_000_003) ^ epoch as u64));
             for mb in idx.chunks(o.minibatch) {
                 let group: Vec<&Rollout> = mb.iter().map(|&i| &rollouts[i]).collect();
-                let batch = to_batch(&group, eos);
+                let batch = to_batch(&group, end);
                 let n_tok: usize = group.iter().map(|r| r.tokens.len()).sum();
                 let mut row_info: Vec<Option<TokenInfo>> = vec![None; batch.batch * batch.seq];
                 for (k, &i) in mb.iter().enumerate() {

@@ -52,7 +52,8 @@ pub struct Example {
 }
 
 /// Examples of one split: every (record, prompt) pair.
-pub fn examples(data: &Path, tok: &Tokenizer, split: &str, format: PromptFormat, eos: u32) -> Result<Vec<Example>> {
+pub fn examples(data: &Path, tok: &Tokenizer, split: &str, format: PromptFormat) -> Result<Vec<Example>> {
+    let end = format.answer_end(tok)?;
     let path = if data.is_dir() { data.join("primevul_plus.jsonl") } else { data.to_path_buf() };
     let mut out = Vec::new();
     for r in read_records(&path)?.iter().filter(|r| r.split == split) {
@@ -61,7 +62,7 @@ pub fn examples(data: &Path, tok: &Tokenizer, split: &str, format: PromptFormat,
             let prompt = tok.encode(&format.instruction(p))?.ids;
             let mut ids = prompt.clone();
             ids.extend(&answer);
-            ids.push(eos);
+            ids.push(end);
             let mut loss = vec![false; prompt.len()];
             loss.resize(ids.len(), true);
             out.push(Example { ids, loss });
@@ -138,9 +139,8 @@ pub struct SftSummary {
 pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_json::Value)) -> Result<SftSummary> {
     ensure!(o.batch >= 1 && o.seq >= 2 && o.grad_accum >= 1 && o.steps >= 1, "--batch, --grad-accum and --steps must be ≥ 1 and --seq ≥ 2");
     let (tok, tok_bytes) = Tokenizer::load_with_json(&o.model)?;
-    let eos = tok.eos_id()?;
-    let train = examples(&o.data, &tok, "train", o.prompt_format, eos)?;
-    let test = examples(&o.data, &tok, "test", o.prompt_format, eos)?;
+    let train = examples(&o.data, &tok, "train", o.prompt_format)?;
+    let test = examples(&o.data, &tok, "test", o.prompt_format)?;
     ensure!(!train.is_empty(), "{}: no train-split records", o.data.display());
     let eval_windows = pack(&test.iter().collect::<Vec<_>>(), o.seq);
 
