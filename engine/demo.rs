@@ -143,7 +143,8 @@ fn pretrain(work: &Path, data: &Path, tok_json: &str, budget: &Budget, seed: u64
         }
     }
     let (batch, seq) = (8, 128);
-    let cfg = tiny_config(tok.vocab_size());
+    // The config names its end of text, as HF configs do, so every sampler stops there.
+    let cfg = ModelConfig { eos_token_ids: vec![eos], ..tiny_config(tok.vocab_size()) };
     log(&format!(
         "pretrain: {}-layer Llama ({} params) on {} tokens of vulnerable and fixed code, {} steps",
         cfg.num_layers,
