@@ -2,6 +2,8 @@
 //! solutions run in the sandbox (the embedded self-invoking tasks and the real
 //! HumanEval from PyPI), code extraction, and `vul2safe eval` end to end.
 
+mod common;
+
 use std::io::Write;
 use std::process::Command;
 use vul2safe::eval::harness::code_under_test;
@@ -71,10 +73,7 @@ fn public_formats_parse_by_their_field_names() {
 #[test]
 fn a_primevul_plus_file_gives_its_held_out_split() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let o = Command::new(env!("CARGO_BIN_EXE_vul2safe")).args(["data", "build", "--out"]).arg(&data).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let file = data.join("primevul_plus.jsonl");
+    let file = common::embedded_data(dir.path()).join("primevul_plus.jsonl");
     let records = vul2safe::data::build::read_records(&file).unwrap();
     let held_out: Vec<_> = records.iter().filter(|r| r.split == "test").collect();
     assert!(!held_out.is_empty() && held_out.len() < records.len(), "{} of {}", held_out.len(), records.len());
