@@ -39,12 +39,16 @@ impl PromptFormat {
     }
 
     /// Where sampling an answer stops: the answer's end and the model's own
-    /// end-of-sequence tokens (its config.json `eos_token_id`).
+    /// end-of-sequence tokens (its config.json `eos_token_id`). In the plain
+    /// format a model that names its own ends needs no other (a tokenizer
+    /// may spell its end of text in a way `eos_id` does not know).
     pub fn stop_tokens(self, tok: &Tokenizer, model_eos: &[u32]) -> Result<Vec<u32>> {
         let mut stops = model_eos.to_vec();
-        let end = self.answer_end(tok)?;
-        if !stops.contains(&end) {
-            stops.push(end);
+        match self.answer_end(tok) {
+            Ok(end) if !stops.contains(&end) => stops.push(end),
+            Ok(_) => {}
+            Err(_) if self == PromptFormat::Plain && !stops.is_empty() => {}
+            Err(e) => return Err(e),
         }
         Ok(stops)
     }

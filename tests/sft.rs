@@ -76,6 +76,21 @@ fn chatml_answers_end_with_the_end_of_the_turn() {
     assert_eq!(PromptFormat::Plain.stop_tokens(&tok, &[]).unwrap(), vec![tok.eos_id().unwrap()]);
 }
 
+/// A tokenizer whose end of text `eos_id` does not know: a plain-format model
+/// that names its own end samples until it, one that names none is refused.
+#[test]
+fn plain_stops_need_only_the_models_own_end() {
+    let json = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"a": 0, "<|end_of_text|>": 1, "[UNK]": 2}, "unk_token": "[UNK]"}}"#;
+    let tok = Tokenizer::from_bytes(json.as_bytes(), "word-level").unwrap();
+    assert!(tok.eos_id().is_err());
+    assert_eq!(PromptFormat::Plain.stop_tokens(&tok, &[1]).unwrap(), vec![1]);
+    assert!(PromptFormat::Plain.stop_tokens(&tok, &[]).is_err());
+    let e = format!("{:#}", PromptFormat::ChatMl.stop_tokens(&tok, &[1]).unwrap_err());
+    assert!(e.contains("needs <|im_end|>"), "{e}");
+}
+
 #[test]
 fn sft_trains_and_logs_eval_loss() {
     let dir = tempfile::tempdir().unwrap();
