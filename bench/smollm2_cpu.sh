@@ -5,12 +5,13 @@
 # model is evaluated on the held-out PrimeVul+ prompts and the embedded
 # security prompts (all five analyzers) and on HumanEval (pass@1, sandboxed;
 # asked for the whole function, as a chat model).
-# Usage: bash bench/smollm2_cpu.sh [OUT]   (about an hour on 2 cores)
+# Usage: bash bench/smollm2_cpu.sh [OUT]   (about an hour on 2 cores;
+# VUL2SAFE=path runs another build of the binary)
 # Prints one JSON line per evaluation ({"model", "bench", ...report summary}).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-smollm2-run}
-exe=target/release/vul2safe
+exe=${VUL2SAFE:-target/release/vul2safe}
 [ -x "$exe" ] || cargo build --release
 [ -f models/smollm2-135m/model.safetensors ] || { echo "models/smollm2-135m is missing: run bash tools/setup.sh" >&2; exit 1; }
 mkdir -p "$out"

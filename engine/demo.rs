@@ -93,6 +93,10 @@ pub struct DemoRow {
     /// Share of held-out samples with a high or medium finding.
     pub vuln_rate: f64,
     pub high_medium_per_100: f64,
+    /// Share of held-out samples that define a function at all.
+    pub function_share: f64,
+    /// Mean lexeme similarity of the held-out samples to each task's fixed function.
+    pub similarity_to_fix: f64,
     pub secure_at_1: f64,
     /// pass@1 on the self-invoking tasks.
     pub pass_at_1: f64,
@@ -110,14 +114,18 @@ pub struct DemoReport {
 
 /// Renders the table the demo prints and the README shows.
 pub fn table(rows: &[DemoRow]) -> String {
-    let mut s = String::from("| model | vuln rate (high+medium) | high+medium / 100 samples | secure@1 | pass@1 (self-invoking) | KL to SFT |\n|---|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| model | vuln rate (high+medium) | high+medium / 100 samples | writes a function | similarity to the fix | secure@1 | pass@1 (self-invoking) | KL to SFT |\n|---|---|---|---|---|---|---|---|\n",
+    );
     for r in rows {
         let kl = r.kl.map_or("—".to_string(), |k| format!("{k:.2}"));
         s.push_str(&format!(
-            "| {} | {:.1} % | {:.1} | {:.3} | {:.3} | {kl} |\n",
+            "| {} | {:.1} % | {:.1} | {:.1} % | {:.3} | {:.3} | {:.3} | {kl} |\n",
             r.model,
             100.0 * r.vuln_rate,
             r.high_medium_per_100,
+            100.0 * r.function_share,
+            r.similarity_to_fix,
             r.secure_at_1,
             r.pass_at_1
         ));
@@ -180,7 +188,8 @@ fn held_out_tasks(data: &Path, limit: usize) -> Result<Vec<Task>> {
     Ok(records.iter().filter_map(held_out_task).take(limit).collect())
 }
 
-fn evaluate_model(dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, name: &str, kl: Option<f64>) -> Result<DemoRow> {
+/// Evaluates one model; its held-out samples and report go to `work/eval/NAME`.
+fn evaluate_model(work: &Path, dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, name: &str, kl: Option<f64>) -> Result<DemoRow> {
     let be = Cpu;
     let model = Transformer::load(&be, dir)?;
     let tok = crate::tokenizer::Tokenizer::load(dir)?;
@@ -195,12 +204,16 @@ fn evaluate_model(dir: &Path, held_out: &[Task], budget: &Budget, seed: u64, nam
         prompt_format: PromptFormat::Plain,
         isolation: Isolation::BestEffort,
     };
-    let (sec, _) = evaluate(&be, &model, &tok, held_out, &opts)?;
+    let (sec, samples) = evaluate(&be, &model, &tok, held_out, &opts)?;
+    let folder = name.split_whitespace().next().unwrap_or(name);
+    crate::eval::report::write(&work.join("eval").join(folder), "held-out", dir, &sec, &samples)?;
     let (func, _) = evaluate(&be, &model, &tok, &load_bench("self-invoking")?, &opts)?;
     Ok(DemoRow {
         model: name.into(),
         vuln_rate: sec.vulnerable_sample_share,
         high_medium_per_100: sec.high_medium_per_100,
+        function_share: sec.function_share,
+        similarity_to_fix: sec.reference_similarity.unwrap_or(0.0),
         secure_at_1: sec.secure_at_k.get(&1).copied().unwrap_or(0.0),
         pass_at_1: func.pass_at_k.get(&1).copied().unwrap_or(0.0),
         kl,
@@ -321,11 +334,11 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
     let held_out = held_out_tasks(&data_dir, budget.eval_tasks)?;
     log(&format!("eval: {} held-out prompts × {} samples per model, plus the self-invoking tasks", held_out.len(), budget.samples));
     let mut rows = vec![
-        evaluate_model(&base, &held_out, &budget, opts.seed, "base (pretrained)", None)?,
-        evaluate_model(&sft_model, &held_out, &budget, opts.seed, "sft", None)?,
+        evaluate_model(work, &base, &held_out, &budget, opts.seed, "base (pretrained)", None)?,
+        evaluate_model(work, &sft_model, &held_out, &budget, opts.seed, "sft", None)?,
     ];
     for (name, dir, kl) in &ppo_runs {
-        rows.push(evaluate_model(dir, &held_out, &budget, opts.seed, name, *kl)?);
+        rows.push(evaluate_model(work, dir, &held_out, &budget, opts.seed, name, *kl)?);
     }
     let report = DemoReport { seed: opts.seed, data, rows, seconds: t0.elapsed().as_secs_f64() };
     crate::fsutil::atomic_write(&work.join("demo_report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;

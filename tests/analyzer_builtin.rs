@@ -1,8 +1,9 @@
 //! The built-in analyzer on the embedded corpus: it must flag (high or
 //! medium) at least 90% of vulnerable versions and at most 10% of fixed ones.
+//! Also the check that a sample is code at all (`defines_function`).
 
 use vul2safe::data::corpus::EMBEDDED_CORPUS;
-use vul2safe::eval::analyzer::builtin::analyze_text;
+use vul2safe::eval::analyzer::builtin::{analyze_text, defines_function};
 use vul2safe::lang::Lang;
 
 struct Pair {
@@ -104,4 +105,44 @@ fn partial_and_garbage_code_never_panics() {
     }
     // Statements outside any function (a fragment) are still analyzed.
     assert!(!analyze_text(Lang::C, "strcpy(a, b);", "frag.c").is_empty());
+}
+
+#[test]
+fn every_corpus_function_defines_one_even_cut_short() {
+    let functions = vul2safe::data::corpus::functions();
+    for (lang, code) in &functions {
+        assert!(defines_function(*lang, code), "{lang:?} not seen as a function:\n{code}");
+        // A sample stopped by the token budget is still code.
+        let mut cut = code.len() * 4 / 5;
+        while !code.is_char_boundary(cut) {
+            cut += 1;
+        }
+        assert!(defines_function(*lang, &code[..cut]), "{lang:?} cut short not seen as a function:\n{}", &code[..cut]);
+    }
+}
+
+#[test]
+fn prose_macros_prototypes_and_empty_bodies_are_not_functions() {
+    let not_code = [
+        (Lang::C, "Here is a function that copies the name safely."),
+        (Lang::C, "#define MAX_NAME 64\n#define MAX_PATH 4096\n"),
+        (Lang::C, "int copy_name(char *dst, const char *src);\nint main(void);"),
+        (Lang::C, "int copy_name(char *dst, const char *src) {\n"),
+        (Lang::C, "int copy_name(char *dst, const char *src) {}"),
+        (Lang::Python, "The function reads the file and returns its lines."),
+        (Lang::Python, "def read_lines(path):\n"),
+        (Lang::Python, "import os\nPATH = os.getcwd()\n"),
+    ];
+    for (lang, text) in not_code {
+        assert!(!defines_function(lang, text), "{lang:?} {text:?} seen as a function");
+    }
+    let code = [
+        (Lang::C, "static int FOO_ATTR bar(struct s *p) { return p->x; }"),
+        (Lang::C, "char *\ndup(const char *s)\n{\n  size_t n = strlen(s);"),
+        (Lang::Cpp, "std::string name(const Person &p) {\n  return p.first + \" \" + p.last;\n}"),
+        (Lang::Python, "def checkout(ref):\n    subprocess.run(f\"git checkout {"),
+    ];
+    for (lang, text) in code {
+        assert!(defines_function(lang, text), "{lang:?} {text:?} not seen as a function");
+    }
 }

@@ -128,6 +128,12 @@ fn demo_runs_the_whole_pipeline_quickly() {
     }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("demo_report.json")).unwrap()).unwrap();
     assert_eq!(report["rows"].as_array().unwrap().len(), 5);
+    // Each model's held-out samples are kept, with the checks the table shows.
+    for name in ["base", "sft", "ppo-instance", "ppo-tlr", "ppo-tlr-decoupled"] {
+        let samples = std::fs::read_to_string(out.join("eval").join(name).join("samples.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(samples.lines().next().unwrap()).unwrap();
+        assert!(first["defines_function"].is_boolean() && first["reference_similarity"].is_f64(), "{name}: {first}");
+    }
     // Every stage's model is a loadable HF folder.
     let g =
         vul2safe(&["generate", "--model", out.join("ppo-tlr/step-000002").to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);

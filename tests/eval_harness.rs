@@ -9,6 +9,7 @@ use std::process::Command;
 use vul2safe::eval::harness::code_under_test;
 use vul2safe::eval::passk::{mean_at_k, pass_at_k};
 use vul2safe::eval::sandbox::{self, Isolation, Limits};
+use vul2safe::eval::similarity::{lexemes, similarity};
 use vul2safe::eval::tasks::{load_bench, parse_tasks, Task, TaskKind};
 use vul2safe::lang::Lang;
 use vul2safe::prompt::PromptFormat;
@@ -182,9 +183,14 @@ fn eval_cli_writes_report_samples_and_plots() {
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let r = &report["report"];
     assert_eq!((r["tasks"].as_u64(), r["samples"].as_u64(), r["tasks_with_tests"].as_u64()), (Some(5), Some(15), Some(5)));
-    for key in ["high_medium_per_100", "vulnerable_sample_share"] {
+    for key in ["high_medium_per_100", "vulnerable_sample_share", "function_share"] {
         assert!(r[key].as_f64().is_some(), "{key}");
     }
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let functions = lines.iter().filter(|s| s["defines_function"].as_bool().unwrap()).count();
+    assert_eq!(r["function_share"].as_f64(), Some(functions as f64 / 15.0));
+    assert!(r["reference_similarity"].as_f64().is_some(), "the self-invoking tasks carry references");
     assert_eq!(r["secure_at_k"].as_object().unwrap().len(), 3);
     assert_eq!(r["pass_at_k"]["1"].as_f64(), Some(0.0), "a random model passes nothing");
     assert_eq!(std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().count(), 15);
@@ -202,4 +208,18 @@ fn eval_cli_writes_report_samples_and_plots() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&long.stderr).contains("leaves no room for a prompt"));
+}
+
+#[test]
+fn similarity_ignores_layout_and_sees_an_empty_body() {
+    assert_eq!(lexemes("if (n>len) return -1;"), ["if", "(", "n", ">", "len", ")", "return", "-", "1", ";"]);
+    let (_, fixed) = vul2safe::data::corpus::functions().into_iter().filter(|(l, _)| *l == Lang::C).max_by_key(|(_, f)| f.len()).unwrap();
+    let relaid: String = fixed.split_whitespace().collect::<Vec<_>>().join("\n  ");
+    assert_eq!(similarity(&relaid, &fixed), 1.0);
+    let first_line = fixed.lines().next().unwrap();
+    let stub = format!("{first_line}\n{{\n    return 0;\n}}\n");
+    assert!(similarity(&stub, &fixed) < 0.5, "a stub is {} like the function", similarity(&stub, &fixed));
+    let one_changed = fixed.replacen(';', "; x = 0;", 1);
+    assert!(similarity(&one_changed, &fixed) > 0.9);
+    assert!(similarity(&one_changed, &fixed) < 1.0);
 }

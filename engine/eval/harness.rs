@@ -1,11 +1,15 @@
 //! `vul2safe eval`: K samples per task from the engine, each analyzed for
 //! vulnerabilities and, where the task has tests, run in the sandbox. Reports
 //! high+medium findings per 100 samples, the share of samples with any,
-//! secure@k, and pass@k with the unbiased estimator.
+//! secure@k, and pass@k with the unbiased estimator; and how many samples
+//! are code at all and how close they are to a task's reference solution,
+//! since an answer without code (or with an empty body) has nothing to flag.
 
+use super::analyzer::builtin::defines_function;
 use super::analyzer::{by_name, run_tools, Source};
 use super::passk::mean_at_k;
 use super::sandbox::{self, Isolation, Limits};
+use super::similarity::similarity;
 use super::tasks::{Task, TaskKind};
 use crate::backend::Backend;
 use crate::generate::{generate_continuous, SamplingConfig};
@@ -40,6 +44,10 @@ pub struct SampleResult {
     pub code: String,
     pub findings: Vec<super::finding::Finding>,
     pub high_medium: usize,
+    /// Whether the code starts a function with a statement in its body.
+    pub defines_function: bool,
+    /// Lexeme similarity to the task's reference solution, when it has one.
+    pub reference_similarity: Option<f64>,
     /// `None` when the task has no tests.
     pub passed: Option<bool>,
 }
@@ -62,6 +70,13 @@ pub struct EvalReport {
     pub tools: Vec<String>,
     pub high_medium_per_100: f64,
     pub vulnerable_sample_share: f64,
+    /// Share of samples that define a function: a model that stops writing
+    /// code lowers `vulnerable_sample_share` without being more secure.
+    pub function_share: f64,
+    /// The vulnerable share among samples that define a function (`None` if none do).
+    pub vulnerable_share_of_functions: Option<f64>,
+    /// Mean `reference_similarity` over the samples of tasks with a reference.
+    pub reference_similarity: Option<f64>,
     pub secure_at_k: BTreeMap<usize, f64>,
     pub tasks_with_tests: usize,
     pub pass_at_k: BTreeMap<usize, f64>,
@@ -86,7 +101,7 @@ fn format_prompt(task: &Task, format: PromptFormat) -> String {
 }
 
 /// The first fenced code block of an answer, if it has one.
-fn fenced_block(answer: &str) -> Option<&str> {
+pub fn fenced_block(answer: &str) -> Option<&str> {
     let body = &answer[answer.find("```")? + 3..];
     let body = body.find('\n').map_or(body, |nl| &body[nl + 1..]);
     Some(&body[..body.find("```").unwrap_or(body.len())])
@@ -155,7 +170,15 @@ pub fn evaluate<B: Backend>(
     for (i, g) in generations.iter().enumerate() {
         let task = &tasks[i / opts.samples];
         let code = code_under_test(task, opts.prompt_format, &tok.decode(&g.tokens)?);
-        samples.push(SampleResult { task: task.id.clone(), code, findings: vec![], high_medium: 0, passed: None });
+        samples.push(SampleResult {
+            task: task.id.clone(),
+            defines_function: defines_function(task.lang, &code),
+            reference_similarity: task.reference.as_ref().map(|r| similarity(&code, r)),
+            code,
+            findings: vec![],
+            high_medium: 0,
+            passed: None,
+        });
     }
     let gen_secs = t0.elapsed().as_secs_f64();
 
@@ -202,6 +225,8 @@ pub fn evaluate<B: Backend>(
     for f in samples.iter().flat_map(|s| &s.findings).filter(|f| f.severity.is_high_or_medium()) {
         *findings_by_cwe.entry(if f.cwe.is_empty() { "unknown".to_string() } else { f.cwe.clone() }).or_insert(0) += 1;
     }
+    let functions: Vec<&SampleResult> = samples.iter().filter(|s| s.defines_function).collect();
+    let similarities: Vec<f64> = samples.iter().filter_map(|s| s.reference_similarity).collect();
     let report = EvalReport {
         tasks: tasks.len(),
         samples: samples.len(),
@@ -210,6 +235,10 @@ pub fn evaluate<B: Backend>(
         tools: opts.tools.clone(),
         high_medium_per_100: 100.0 * samples.iter().map(|s| s.high_medium).sum::<usize>() as f64 / n,
         vulnerable_sample_share: samples.iter().filter(|s| s.high_medium > 0).count() as f64 / n,
+        function_share: functions.len() as f64 / n,
+        vulnerable_share_of_functions: (!functions.is_empty())
+            .then(|| functions.iter().filter(|s| s.high_medium > 0).count() as f64 / functions.len() as f64),
+        reference_similarity: (!similarities.is_empty()).then(|| similarities.iter().sum::<f64>() / similarities.len() as f64),
         secure_at_k: ks.iter().map(|&k| (k, mean_at_k(&secure, k))).collect(),
         tasks_with_tests: tested.len(),
         pass_at_k: if tested.is_empty() { BTreeMap::new() } else { ks.iter().map(|&k| (k, mean_at_k(&tested, k))).collect() },

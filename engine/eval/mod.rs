@@ -10,4 +10,5 @@ pub mod plot;
 pub mod report;
 pub mod sandbox;
 pub mod scan;
+pub mod similarity;
 pub mod tasks;

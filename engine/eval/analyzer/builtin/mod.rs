@@ -7,9 +7,12 @@ mod c_bounds;
 mod c_calls;
 mod c_lifetime;
 mod c_unit;
+mod function_shape;
 mod python;
 pub mod rules;
 mod syntax;
+
+pub use function_shape::defines_function;
 
 use super::{Analyzer, Source};
 use crate::eval::finding::{Finding, LineIndex};
