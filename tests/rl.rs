@@ -16,7 +16,7 @@ use vul2safe::rl::critic::Critic;
 use vul2safe::rl::gae::{gae, whiten};
 use vul2safe::rl::kl::{AdaptiveKl, KlEstimator};
 use vul2safe::rl::ppo_loss::{policy_token, value_token, ClipMode, PolicyToken};
-use vul2safe::rl::reward::{assemble, token_rewards, Placement, Reference, RewardConfig, RewardMode};
+use vul2safe::rl::reward::{assemble, token_rewards, Placement, Reference, RewardConfig, RewardMode, Verdict};
 
 fn fd(f: impl Fn(f32) -> f32, x: f32) -> f32 {
     let h = 1e-3;
@@ -132,7 +132,10 @@ fn token_rewards_place_bonuses_and_penalties() {
     };
     let cfg = RewardConfig { alpha: 0.6, beta: 0.5, beta_ref: 0.25, ngram: 4, placement: Placement::Spread, ..RewardConfig::default() };
     let high = [finding([4, 8], Severity::High)]; // tokens 2 and 3
-    let r = token_rewards(&tokens, &offsets, &high, None, &reference, &cfg);
+    fn verdict(findings: &[Finding]) -> Verdict<'_> {
+        Verdict { findings, is_code: true, passed: None }
+    }
+    let r = token_rewards(&tokens, &offsets, &verdict(&high), &reference, &cfg);
     assert_eq!(r.instance, -1.0);
     assert_eq!(r.high_medium, 1);
     // LCS aligns 11, 12, 15; 11 is outside the secure span, so 12 and 15 share α.
@@ -144,7 +147,7 @@ fn token_rewards_place_bonuses_and_penalties() {
     for (g, e) in r.penalties.iter().zip(expect) {
         assert!((g - e).abs() < 1e-6, "{:?}", r.penalties);
     }
-    let last = token_rewards(&tokens, &offsets, &high, None, &reference, &RewardConfig { placement: Placement::Last, ..cfg.clone() });
+    let last = token_rewards(&tokens, &offsets, &verdict(&high), &reference, &RewardConfig { placement: Placement::Last, ..cfg.clone() });
     assert!((last.penalties[3] - (-0.5)).abs() < 1e-6 && (last.penalties[6] - (-0.25)).abs() < 1e-6);
     assert!(
         (last.penalties.iter().sum::<f32>() - r.penalties.iter().sum::<f32>()).abs() < 1e-6,
@@ -157,8 +160,13 @@ fn token_rewards_place_bonuses_and_penalties() {
     let total = |a: &[f32], b: &[f32]| a.iter().chain(b).sum::<f32>();
     assert!((total(&i1, &t1) - total(&i2, &t2)).abs() < 1e-5);
     assert!(t1.iter().all(|&x| x == 0.0) && t2.iter().any(|&x| x != 0.0));
-    let clean = token_rewards(&tokens, &offsets, &[finding([0, 2], Severity::Low)], None, &reference, &cfg);
+    let low = [finding([0, 2], Severity::Low)];
+    let clean = token_rewards(&tokens, &offsets, &verdict(&low), &reference, &cfg);
     assert_eq!(clean.instance, 1.0, "low findings do not spoil the clean reward");
+    let no_code = Verdict { findings: &low, is_code: false, passed: None };
+    assert_eq!(token_rewards(&tokens, &offsets, &no_code, &reference, &cfg).instance, 0.0, "no code is not clean code");
+    let flagged_prose = Verdict { findings: &high, is_code: false, passed: None };
+    assert_eq!(token_rewards(&tokens, &offsets, &flagged_prose, &reference, &cfg).instance, -1.0, "findings count without a function");
 }
 
 #[test]

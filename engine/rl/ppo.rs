@@ -9,11 +9,12 @@ use super::critic::Critic;
 use super::gae::whiten;
 use super::kl::{AdaptiveKl, KlEstimator};
 use super::ppo_loss::{ClipMode, PolicyToken};
-use super::reward::{token_rewards, Reference, RewardConfig, RewardMode, SampleReward};
+use super::reward::{token_rewards, Reference, RewardConfig, RewardMode, SampleReward, Verdict};
 use crate::backend::{Backend, PackedRewards, IGNORE};
 use crate::data::build::read_records;
 use crate::data::record::PrimeVulPlus;
-use crate::eval::analyzer::builtin::analyze_text;
+use crate::eval::analyzer::builtin::{analyze_text, defines_function};
+use crate::eval::harness::fenced_block;
 use crate::generate::{generate, SamplingConfig};
 use crate::lang::Lang;
 use crate::model::{Batch, GradWrite, Params, TrainState, Transformer};
@@ -225,7 +226,10 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             let body: Vec<u32> = g.tokens.iter().copied().filter(|t| !stops.contains(t)).collect();
             let (text, offsets) = token_offsets(&tok, &body)?;
             let findings = analyze_text(ex.lang, &text, "response");
-            let mut reward = token_rewards(&body, &offsets, &findings, None, &ex.reference, &o.reward);
+            // A chat answer's code is its fenced block, as eval reads it.
+            let is_code = defines_function(ex.lang, fenced_block(&text).unwrap_or(&text));
+            let verdict = Verdict { findings: &findings, is_code, passed: None };
+            let mut reward = token_rewards(&body, &offsets, &verdict, &ex.reference, &o.reward);
             // The stop token (if any) carries no token-level reward.
             reward.secure_bonus.resize(g.tokens.len(), 0.0);
             reward.penalties.resize(g.tokens.len(), 0.0);

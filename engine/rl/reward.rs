@@ -2,6 +2,9 @@
 //!
 //! - instance: `r_clean` with no high/medium finding, else `-min(1, Σ w(sev))`
 //!   (high 1, medium 0.5, low 0.1), plus `r_pass` when tests exist and pass;
+//!   a sample that defines no function earns no `r_clean` (0): with nothing
+//!   to flag it is not clean code, and rewarding it teaches the policy to
+//!   stop writing code (docs/training.md, "No code is not clean code");
 //! - secure tokens: generated tokens aligned (token LCS) to tokens inside the
 //!   reference's secure spans share `+α`;
 //! - vulnerable sequences: each finding's tokens `[a, b]` get `-β·w(sev)`,
@@ -88,10 +91,25 @@ impl SampleReward {
     }
 }
 
-pub fn instance_reward(findings: &[Finding], passed: Option<bool>, cfg: &RewardConfig) -> f32 {
-    let hm = findings.iter().filter(|f| f.severity.is_high_or_medium()).count();
-    let base = if hm == 0 { cfg.r_clean } else { -findings.iter().map(|f| f.severity.weight()).sum::<f32>().min(1.0) };
-    base + if passed == Some(true) { cfg.r_pass } else { 0.0 }
+/// What the analyzers and checks found in one sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Verdict<'a> {
+    /// Byte spans point into the analyzed text.
+    pub findings: &'a [Finding],
+    /// Whether the sample starts a function at all (`defines_function`).
+    pub is_code: bool,
+    /// The tests' outcome, when the task has tests.
+    pub passed: Option<bool>,
+}
+
+pub fn instance_reward(v: &Verdict, cfg: &RewardConfig) -> f32 {
+    let hm = v.findings.iter().filter(|f| f.severity.is_high_or_medium()).count();
+    let base = match (hm, v.is_code) {
+        (0, true) => cfg.r_clean,
+        (0, false) => 0.0,
+        _ => -v.findings.iter().map(|f| f.severity.weight()).sum::<f32>().min(1.0),
+    };
+    base + if v.passed == Some(true) { cfg.r_pass } else { 0.0 }
 }
 
 /// Puts `amount` on the tokens `run` (inclusive), spread or on the last.
@@ -124,21 +142,20 @@ fn runs(mask: &[bool]) -> Vec<(usize, usize)> {
 }
 
 /// Token-level parts for one sample. `offsets` are the generated tokens'
-/// byte ranges in the analyzed text, which `findings` point into.
+/// byte ranges in the analyzed text, which the verdict's findings point into.
 pub fn token_rewards(
     tokens: &[u32],
     offsets: &[(usize, usize)],
-    findings: &[Finding],
-    passed: Option<bool>,
+    verdict: &Verdict,
     reference: &Reference,
     cfg: &RewardConfig,
 ) -> SampleReward {
     let n = tokens.len();
     let mut r = SampleReward {
-        instance: instance_reward(findings, passed, cfg),
+        instance: instance_reward(verdict, cfg),
         secure_bonus: vec![0.0; n],
         penalties: vec![0.0; n],
-        high_medium: findings.iter().filter(|f| f.severity.is_high_or_medium()).count(),
+        high_medium: verdict.findings.iter().filter(|f| f.severity.is_high_or_medium()).count(),
     };
     if n == 0 {
         return r;
@@ -153,7 +170,7 @@ pub fn token_rewards(
         r.secure_bonus[i] = cfg.alpha / matched.len() as f32;
     }
     // Analyzer findings.
-    for f in findings {
+    for f in verdict.findings {
         let covered = token_mask(offsets, &[(f.bytes[0], f.bytes[1].max(f.bytes[0] + 1))]);
         let (Some(a), Some(b)) = (covered.iter().position(|&c| c), covered.iter().rposition(|&c| c)) else { continue };
         place(&mut r.penalties, (a, b), -cfg.beta * f.severity.weight(), cfg.placement);
