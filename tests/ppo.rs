@@ -43,6 +43,7 @@ fn both_reward_modes_train_and_log() {
             "policy_loss",
             "value_loss",
             "vuln_rate",
+            "code_rate",
             "rollout_tok_s",
         ] {
             assert!(rows[1][key].as_f64().is_some_and(f64::is_finite), "{mode}/{clip}: {key} in {}", rows[1]);

@@ -222,6 +222,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         // Score each response: analyzer findings, reference alignment.
         let rewards = trace::range("rewards");
         let mut rollouts = Vec::with_capacity(gens.len());
+        let mut code_responses = 0usize;
         for ((g, ex), p) in gens.iter().zip(&chosen).zip(&prompts) {
             let body: Vec<u32> = g.tokens.iter().copied().filter(|t| !stops.contains(t)).collect();
             let (text, offsets) = token_offsets(&tok, &body)?;
@@ -234,6 +235,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             reward.secure_bonus.resize(g.tokens.len(), 0.0);
             reward.penalties.resize(g.tokens.len(), 0.0);
             if !g.tokens.is_empty() {
+                code_responses += usize::from(is_code);
                 rollouts.push(Rollout { prompt: p.clone(), tokens: g.tokens.clone(), reward });
             }
         }
@@ -361,6 +363,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             "reward_secure_bonus": bonus_sum / n,
             "reward_penalty": pen_sum / n,
             "vuln_rate": rollouts.iter().filter(|r| r.reward.high_medium > 0).count() as f64 / n,
+            // A falling share of responses that define a function is reward hacking, not security.
+            "code_rate": code_responses as f64 / n,
             "kl": kl_sum / n,
             "kl_coef": kl.coef,
             "policy_loss": pl_sum / updates,
@@ -388,7 +392,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             })?;
         }
     }
-    let keys = ["reward_instance", "reward_secure_bonus", "reward_penalty", "vuln_rate", "kl", "clip_frac"];
+    let keys = ["reward_instance", "reward_secure_bonus", "reward_penalty", "vuln_rate", "code_rate", "kl", "clip_frac"];
     if let Some(why) = crate::eval::plot::plot_metrics(&o.out, "iter", &keys, "ppo.png", "PPO") {
         eprintln!("note: no PPO plot: {why}");
     }
