@@ -315,18 +315,20 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
             |row| {
                 if row["iter"].as_u64().is_some_and(|i| i % 10 == 0) {
                     log(&format!(
-                        "  {name} iter {}: train vuln rate {:.2}, kl {:.2}",
+                        "  {name} iter {}: train vuln rate {:.2}, code rate {:.2}, kl {:.2}",
                         row["iter"],
                         row["vuln_rate"].as_f64().unwrap_or(0.0),
+                        row["code_rate"].as_f64().unwrap_or(0.0),
                         row["kl"].as_f64().unwrap_or(0.0)
                     ));
                 }
             },
         )?;
         log(&format!(
-            "{name}: {} iterations, final train vuln rate {:.2}",
+            "{name}: {} iterations, final train vuln rate {:.2}, code rate {:.2}",
             summary.iters,
-            summary.last["vuln_rate"].as_f64().unwrap_or(0.0)
+            summary.last["vuln_rate"].as_f64().unwrap_or(0.0),
+            summary.last["code_rate"].as_f64().unwrap_or(0.0)
         ));
         ppo_runs.push((name, out.join(format!("step-{:06}", budget.ppo_iters)), summary.last["kl"].as_f64()));
     }
