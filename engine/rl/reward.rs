@@ -102,9 +102,15 @@ pub struct Verdict<'a> {
     pub passed: Option<bool>,
 }
 
+impl Verdict<'_> {
+    /// How many findings are high or medium: what the instance score and the rates count.
+    pub fn high_medium(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity.is_high_or_medium()).count()
+    }
+}
+
 pub fn instance_reward(v: &Verdict, cfg: &RewardConfig) -> f32 {
-    let hm = v.findings.iter().filter(|f| f.severity.is_high_or_medium()).count();
-    let base = match (hm, v.is_code) {
+    let base = match (v.high_medium(), v.is_code) {
         (0, true) => cfg.r_clean,
         (0, false) => 0.0,
         _ => -v.findings.iter().map(|f| f.severity.weight()).sum::<f32>().min(1.0),
@@ -155,7 +161,7 @@ pub fn token_rewards(
         instance: instance_reward(verdict, cfg),
         secure_bonus: vec![0.0; n],
         penalties: vec![0.0; n],
-        high_medium: verdict.findings.iter().filter(|f| f.severity.is_high_or_medium()).count(),
+        high_medium: verdict.high_medium(),
     };
     if n == 0 {
         return r;
