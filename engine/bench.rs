@@ -11,8 +11,8 @@ use crate::generate::{generate_continuous, SamplingConfig};
 use crate::model::weights::init_params;
 use crate::model::{Arch, Batch, KvCache, ModelConfig, Transformer};
 use crate::tensor::DType;
-use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
-use anyhow::{Context, Result};
+use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, StepStats, Trainer, TrainerConfig};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -126,10 +126,14 @@ pub fn setup<B: Backend>(be: &B, cfg: ModelConfig, batch: usize, seq: usize, rec
     (Trainer::new(be, model, c), b)
 }
 
-/// Median training-step throughput after `warmup` steps.
+/// Median training-step throughput after `warmup` steps, and the loss of
+/// the first and last step (on one fixed batch it must fall: a bench whose
+/// kernels compute nothing useful shows it here).
 pub struct TrainBench {
     pub tokens_per_sec: f64,
     pub step_ms: f64,
+    pub first_loss: f64,
+    pub last_loss: f64,
 }
 
 /// `before_timed` runs between the warm-up and the timed steps (where a profiler starts).
@@ -146,15 +150,28 @@ pub fn train_throughput<B: Backend>(
 ) -> Result<TrainBench> {
     be.supports(&cfg).with_context(|| format!("the {} backend cannot run this shape", be.name()))?;
     let (mut trainer, b) = setup(be, cfg, batch, seq, recompute);
-    for _ in 0..warmup {
-        trainer.step(be, std::slice::from_ref(&b))?;
-    }
+    let mut step = || -> Result<StepStats> {
+        let s = trainer.step(be, std::slice::from_ref(&b))?;
+        // A skipped update is cheaper than a real one: its time is not a training step's.
+        if s.skipped {
+            bail!(
+                "step {}: the loss ({}) or the gradient norm ({}) is not finite, so the step measures nothing",
+                s.step,
+                s.loss,
+                s.grad_norm
+            );
+        }
+        Ok(s)
+    };
+    let warm = (0..warmup).map(|_| step()).collect::<Result<Vec<_>>>()?;
     before_timed();
-    let stats = (0..steps).map(|_| trainer.step(be, std::slice::from_ref(&b))).collect::<Result<Vec<_>>>()?;
+    let stats = (0..steps).map(|_| step()).collect::<Result<Vec<_>>>()?;
     let mut secs: Vec<f64> = stats.iter().map(|s| s.secs).collect();
     secs.sort_by(f64::total_cmp);
     let med = secs[secs.len() / 2];
-    Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3 })
+    let first_loss = warm.first().unwrap_or(&stats[0]).loss;
+    let last_loss = stats[stats.len() - 1].loss;
+    Ok(TrainBench { tokens_per_sec: (batch * seq) as f64 / med, step_ms: med * 1e3, first_loss, last_loss })
 }
 
 /// New tokens per second of sampled generation from random prompts, and

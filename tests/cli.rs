@@ -102,6 +102,8 @@ fn bench_train_takes_a_shape_from_a_config_folder() {
     let cfg = vul2safe::model::ModelConfig::load(&dir).unwrap();
     assert_eq!(v["params"].as_u64(), Some(vul2safe::model::weights::param_count(&cfg) as u64), "{v}");
     assert!(v["tok_s"].as_f64().unwrap() > 0.0, "{v}");
+    // Three steps on one fixed batch (two warm-up, one timed) must lower its loss.
+    assert!(v["loss_last"].as_f64().unwrap() < v["loss_first"].as_f64().unwrap(), "{v}");
     fails_with(&vul2safe(&["bench", "train", "--backend", "cpu", "--shape", "/nonexistent"]), "a folder with a config.json");
 }
 

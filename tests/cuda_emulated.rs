@@ -215,6 +215,8 @@ fn profiled_bench_train_reports_families_and_kernel_resources() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     let v = last_json(&o);
+    // The steps trained: the kernels' loss on the fixed batch fell.
+    assert!(v["loss_last"].as_f64().unwrap() < v["loss_first"].as_f64().unwrap(), "{v}");
     let families: Vec<&str> = v["profile"].as_array().unwrap().iter().map(|f| f["family"].as_str().unwrap()).collect();
     for f in ["gemm", "flash_fwd", "flash_bwd", "flash_dq_finish", "qkv_from_tokens", "adamw_multi"] {
         assert!(families.contains(&f), "family {f} in {families:?}");

@@ -142,6 +142,7 @@ pub fn run(what: BenchCmd) -> Result<()> {
                     "bench": "train-step", "backend": "cpu", "threads": rayon::current_num_threads(),
                     "model": "llama 4L h256 ffn768 vocab8192", "params": params, "batch": batch, "seq": seq,
                     "step_ms": rounded(r.step_ms, 2), "tok_s": r.tokens_per_sec.round(),
+                    "loss_first": rounded(r.first_loss, 4), "loss_last": rounded(r.last_loss, 4),
                 })
             );
         }
@@ -211,6 +212,8 @@ fn train(a: TrainArgs) -> Result<()> {
     v["step_ms"] = rounded(r.step_ms, 2).into();
     v["tok_s"] = r.tokens_per_sec.round().into();
     v["tflops"] = rounded(r.tokens_per_sec * flops / 1e12, 1).into();
+    v["loss_first"] = rounded(r.first_loss, 4).into();
+    v["loss_last"] = rounded(r.last_loss, 4).into();
     println!("{v}");
     Ok(())
 }
