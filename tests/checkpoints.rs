@@ -171,6 +171,9 @@ fn bad_configs_are_rejected_with_reasons() {
         (base.replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"), "not a multiple of num_key_value_heads"),
         ("{ \"hidden_size\": ".to_string(), "malformed config.json"),
         (base.replace("\"vocab_size\": 331,", ""), "missing field `vocab_size`"),
+        (base.replace("\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": -1e-05"), "rms_norm_eps -0.00001 must be positive"),
+        (base.replace("\"rope_theta\": 10000.0", "\"rope_theta\": 0"), "rope_theta 0 must be positive"),
+        (base.replace("\"intermediate_size\": 72", "\"intermediate_size\": 0"), "sizes must be positive"),
     ];
     for (text, want) in cases {
         let dir = copy_fixture("llama_a");

@@ -150,7 +150,14 @@ impl ModelConfig {
         );
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
         ensure!(head_dim.is_multiple_of(2) && head_dim > 0, "head_dim {head_dim} must be even and positive");
-        ensure!(raw.vocab_size > 0 && raw.hidden_size > 0 && raw.num_hidden_layers > 0, "sizes must be positive");
+        ensure!(
+            raw.vocab_size > 0 && raw.hidden_size > 0 && raw.intermediate_size > 0 && raw.num_hidden_layers > 0,
+            "sizes must be positive"
+        );
+        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(1e-6);
+        // Both go into a square root or a power on every token: anything else gives NaN, not an error.
+        ensure!(rms_norm_eps.is_finite() && rms_norm_eps > 0.0, "rms_norm_eps {rms_norm_eps} must be positive");
+        ensure!(rope_theta.is_finite() && rope_theta > 0.0, "rope_theta {rope_theta} must be positive");
         Ok(ModelConfig {
             arch,
             vocab_size: raw.vocab_size,
@@ -160,7 +167,7 @@ impl ModelConfig {
             num_heads: raw.num_attention_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rms_norm_eps,
             rope_theta,
             max_position_embeddings: raw.max_position_embeddings.unwrap_or(2048),
             // Both HF classes default to untied embeddings.
