@@ -2,7 +2,9 @@
 // each reading the row once for its statistics (online softmax) and once
 // more to write, and never storing a softmax: the fused cross-entropy that
 // overwrites logits with their gradient, target logprob + entropy, and the
-// logit gradient of any loss on those two (the PPO policy loss). bf16 rows
+// logit gradient of any loss on those two (the PPO policy loss). The last
+// two read the logits times `inv_temp`, the distribution a policy samples
+// from at temperature 1 / inv_temp (the cross-entropy passes 1). bf16 rows
 // (training's logits) move 8 values per 16-byte load and store.
 #include "common.cuh"
 
@@ -67,29 +69,30 @@ __device__ __forceinline__ Stats stats8(const float (&x)[8]) {
     return {m, s, sx};
 }
 
-// This thread's share of a row's statistics.
-__device__ __forceinline__ Stats thread_stats(const float *z, int vocab) {
+// This thread's share of the statistics of a row times s.
+__device__ __forceinline__ Stats thread_stats(const float *z, int vocab, float s) {
     Stats st = {-INFINITY, 0.0f, 0.0f};
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {z[i], 1.0f, 0.0f});
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {z[i] * s, 1.0f, 0.0f});
     return st;
 }
-__device__ __forceinline__ Stats thread_stats(const bf16 *z, int vocab) {
+__device__ __forceinline__ Stats thread_stats(const bf16 *z, int vocab, float s) {
     Spans sp = spans(z, vocab);
     Stats st = {-INFINITY, 0.0f, 0.0f};
-    for (int i = threadIdx.x; i < sp.head; i += blockDim.x) st = merge(st, {ld(z, i), 1.0f, 0.0f});
+    for (int i = threadIdx.x; i < sp.head; i += blockDim.x) st = merge(st, {ld(z, i) * s, 1.0f, 0.0f});
     const uint4 *v = reinterpret_cast<const uint4 *>(z + sp.head);
     for (int j = threadIdx.x; j < sp.vectors; j += blockDim.x) {
         float x[8];
         unpack8(v[j], x);
+        for (int k = 0; k < 8; k++) x[k] *= s;
         st = merge(st, stats8(x));
     }
-    for (int i = sp.rest + threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {ld(z, i), 1.0f, 0.0f});
+    for (int i = sp.rest + threadIdx.x; i < vocab; i += blockDim.x) st = merge(st, {ld(z, i) * s, 1.0f, 0.0f});
     return st;
 }
 
-// Log-partition and entropy of a row in one pass over it (online softmax).
-template <typename T> __device__ void row_stats(const T *z, int vocab, float *log_z, float *entropy) {
-    Stats st = thread_stats(z, vocab);
+// Log-partition and entropy of a row times s in one pass over it (online softmax).
+template <typename T> __device__ void row_stats(const T *z, int vocab, float s, float *log_z, float *entropy) {
+    Stats st = thread_stats(z, vocab, s);
     for (int o = 16; o > 0; o >>= 1)
         st = merge(st, {__shfl_xor_sync(0xffffffff, st.m, o), __shfl_xor_sync(0xffffffff, st.s, o), __shfl_xor_sync(0xffffffff, st.sx, o)});
     __shared__ Stats warp_stats[32];
@@ -152,29 +155,30 @@ __device__ void cross_entropy(T *logits, float *loss, const unsigned *targets, c
         return;
     }
     float log_z, h;
-    row_stats(z, vocab, &log_z, &h);
+    row_stats(z, vocab, 1.0f, &log_z, &h);
     float zt = ld(z, t);
     __syncthreads();
     rewrite_row(z, z16, vocab, keep_f32, [&](int i, float x) { return w * (__expf(x - log_z) - (i == (int)t ? 1.0f : 0.0f)); });
     if (threadIdx.x == 0) loss[row] = w * (log_z - zt);
 }
 
-template <typename T> __device__ void logprob_entropy(const T *logits, float *logp, float *entropy, const unsigned *targets, int vocab) {
+template <typename T>
+__device__ void logprob_entropy(const T *logits, float *logp, float *entropy, const unsigned *targets, int vocab, float inv_temp) {
     long row = blockIdx.x;
     const T *z = logits + row * vocab;
     float log_z, h;
-    row_stats(z, vocab, &log_z, &h);
+    row_stats(z, vocab, inv_temp, &log_z, &h);
     if (threadIdx.x == 0) {
         unsigned t = targets[row];
-        logp[row] = t == IGNORE ? 0.0f : ld(z, t) - log_z;
+        logp[row] = t == IGNORE ? 0.0f : ld(z, t) * inv_temp - log_z;
         entropy[row] = h;
     }
 }
 
-// z <- c_logp * (onehot - p) - c_ent * p * (log p + H)
+// z <- inv_temp * (c_logp * (onehot - p) - c_ent * p * (log p + H)), p the softmax of z * inv_temp
 template <typename T>
-__device__ void logit_grad(T *logits, const unsigned *targets, const float *c_logp, const float *c_ent, int vocab, bf16 *logits16,
-                           int keep_f32) {
+__device__ void logit_grad(T *logits, const unsigned *targets, const float *c_logp, const float *c_ent, int vocab, float inv_temp,
+                           bf16 *logits16, int keep_f32) {
     long row = blockIdx.x;
     T *z = logits + row * vocab;
     bf16 *z16 = logits16 ? logits16 + row * vocab : nullptr;
@@ -185,10 +189,10 @@ __device__ void logit_grad(T *logits, const unsigned *targets, const float *c_lo
         return;
     }
     float log_z, h;
-    row_stats(z, vocab, &log_z, &h);  // its barriers order every read of the row before the rewrite
+    row_stats(z, vocab, inv_temp, &log_z, &h);  // its barriers order every read of the row before the rewrite
     rewrite_row(z, z16, vocab, keep_f32, [&](int i, float x) {
-        float lp = x - log_z, p = __expf(lp);
-        return -cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f);
+        float lp = x * inv_temp - log_z, p = __expf(lp);
+        return inv_temp * (-cl * p - ce * p * (lp + h) + (i == (int)t ? cl : 0.0f));
     });
 }
 
@@ -197,12 +201,13 @@ __device__ void logit_grad(T *logits, const unsigned *targets, const float *c_lo
                                                  bf16 *z16, int keep_f32) {                                                 \
         cross_entropy(z, loss, t, w, vocab, z16, keep_f32);                                                                 \
     }                                                                                                                       \
-    extern "C" __global__ void logprob_entropy_##S(const T *z, float *lp, float *h, const unsigned *t, int vocab) {        \
-        logprob_entropy(z, lp, h, t, vocab);                                                                                \
+    extern "C" __global__ void logprob_entropy_##S(const T *z, float *lp, float *h, const unsigned *t, int vocab,          \
+                                                   float inv_temp) {                                                        \
+        logprob_entropy(z, lp, h, t, vocab, inv_temp);                                                                      \
     }                                                                                                                       \
     extern "C" __global__ void logit_grad_##S(T *z, const unsigned *t, const float *cl, const float *ce, int vocab,        \
-                                              bf16 *z16, int keep_f32) {                                                    \
-        logit_grad(z, t, cl, ce, vocab, z16, keep_f32);                                                                     \
+                                              float inv_temp, bf16 *z16, int keep_f32) {                                    \
+        logit_grad(z, t, cl, ce, vocab, inv_temp, z16, keep_f32);                                                           \
     }
 
 INSTANTIATE(float, f32)

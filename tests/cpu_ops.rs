@@ -99,7 +99,7 @@ fn weighted_cross_entropy_gradient_and_ignore_mask() {
     check_grad("dlogits", &logits, &grad, loss);
     assert!(grad[vocab..2 * vocab].iter().all(|&g| g == 0.0), "ignored row has zero gradient");
     assert!(grad[4 * vocab..].iter().all(|&g| g == 0.0), "zero-weight row has zero gradient");
-    let (lp, _) = Cpu.logprob_entropy(&logits, &targets, vocab);
+    let (lp, _) = Cpu.logprob_entropy(&logits, &targets, vocab, 1.0);
     let row0 = &logits[..vocab];
     let z = row0.iter().map(|x| x.exp()).sum::<f32>().ln();
     assert!((lp[0] - (row0[3] - z)).abs() < 1e-6 && lp[1] == 0.0);

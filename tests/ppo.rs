@@ -26,9 +26,12 @@ fn ppo(policy: &Path, data: &Path, out: &Path, extra: &[&str]) -> std::process::
 fn both_reward_modes_train_and_log() {
     let dir = tempfile::tempdir().unwrap();
     let (policy, data) = setup(dir.path());
-    for (mode, clip) in [("instance", "standard"), ("tlr", "decoupled"), ("tlr", "dual"), ("tlr", "token-aware")] {
+    // The last samples and trains at a temperature other than 1.
+    for (mode, clip, temp) in
+        [("instance", "standard", "1"), ("tlr", "decoupled", "1"), ("tlr", "dual", "1"), ("tlr", "token-aware", "0.7")]
+    {
         let out = dir.path().join(format!("{mode}-{clip}"));
-        let o = ppo(&policy, &data, &out, &["--reward", mode, "--clip", clip, "--iters", "2"]);
+        let o = ppo(&policy, &data, &out, &["--reward", mode, "--clip", clip, "--iters", "2", "--temperature", temp]);
         assert!(o.status.success(), "{mode}/{clip}: {}", String::from_utf8_lossy(&o.stderr));
         let rows: Vec<serde_json::Value> =
             std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -97,6 +100,8 @@ fn bad_ppo_flags_are_refused() {
         (vec!["--kl-estimator", "k2"], "--kl-estimator must be k1 or k3"),
         (vec!["--gamma", "1.5"], "0 < --gamma ≤ 1"),
         (vec!["--dual-clip", "0.5"], "--dual-clip > 1"),
+        (vec!["--max-grad-norm", "0"], "positive learning rates and --max-grad-norm"),
+        (vec!["--temperature", "0"], "--temperature must be positive for PPO"),
     ] {
         let o = ppo(&policy, &data, &dir.path().join("x"), &flags);
         let err = String::from_utf8_lossy(&o.stderr);

@@ -30,23 +30,26 @@ fn logit_gradient_matches_finite_differences() {
     let logits: Vec<f32> = (0..rows * vocab).map(|_| rng.random_range(-2.0..2.0)).collect();
     let targets = [4u32, 0, IGNORE];
     let (c_logp, c_ent) = ([0.7f32, -1.3, 0.5], [0.2f32, -0.4, 0.9]);
-    // L = Σ c_logp·logp + c_ent·H, linear in (logp, H), so its gradient is what the op writes.
-    let loss = |x: &[f32]| -> f64 {
-        let (lp, h) = Cpu.logprob_entropy(&x.to_vec(), &targets, vocab);
-        (0..rows).map(|r| if targets[r] == IGNORE { 0.0 } else { (c_logp[r] * lp[r] + c_ent[r] * h[r]) as f64 }).sum()
-    };
-    let mut g = logits.clone();
-    Cpu.logit_grad_inplace(&mut g, &targets, &c_logp, &c_ent, vocab);
-    for i in 0..rows * vocab {
-        let (mut p, mut m) = (logits.clone(), logits.clone());
-        p[i] += 1e-2;
-        m[i] -= 1e-2;
-        let num = ((loss(&p) - loss(&m)) / 2e-2) as f32;
-        assert!((num - g[i]).abs() < 2e-3, "logit {i}: numeric {num} analytic {}", g[i]);
+    // At temperature 1 and at a sampling temperature of 0.7 (logits times 1/0.7).
+    for inv_temp in [1.0, 0.7f32.recip()] {
+        // L = Σ c_logp·logp + c_ent·H, linear in (logp, H), so its gradient is what the op writes.
+        let loss = |x: &[f32]| -> f64 {
+            let (lp, h) = Cpu.logprob_entropy(&x.to_vec(), &targets, vocab, inv_temp);
+            (0..rows).map(|r| if targets[r] == IGNORE { 0.0 } else { (c_logp[r] * lp[r] + c_ent[r] * h[r]) as f64 }).sum()
+        };
+        let mut g = logits.clone();
+        Cpu.logit_grad_inplace(&mut g, &targets, &c_logp, &c_ent, vocab, inv_temp);
+        for i in 0..rows * vocab {
+            let (mut p, mut m) = (logits.clone(), logits.clone());
+            p[i] += 1e-2;
+            m[i] -= 1e-2;
+            let num = ((loss(&p) - loss(&m)) / 2e-2) as f32;
+            assert!((num - g[i]).abs() < 2e-3, "inv_temp {inv_temp}, logit {i}: numeric {num} analytic {}", g[i]);
+        }
+        let (lp, h) = Cpu.logprob_entropy(&logits, &targets, vocab, inv_temp);
+        let z: f32 = logits[..vocab].iter().map(|x| (x * inv_temp).exp()).sum::<f32>().ln();
+        assert!((lp[0] - (logits[4] * inv_temp - z)).abs() < 1e-5 && h.iter().all(|&e| e > 0.0 && e <= (vocab as f32).ln() + 1e-5));
     }
-    let (lp, h) = Cpu.logprob_entropy(&logits, &targets, vocab);
-    let z: f32 = logits[..vocab].iter().map(|x| x.exp()).sum::<f32>().ln();
-    assert!((lp[0] - (logits[4] - z)).abs() < 1e-5 && h.iter().all(|&e| e > 0.0 && e <= (vocab as f32).ln() + 1e-5));
 }
 
 #[test]
@@ -195,7 +198,7 @@ fn policy_pass_reduces_to_cross_entropy_and_scores_match() {
     let mut g_pg = Params::build(&m.cfg, |s| vec![0.0; s.numel()]);
     let w = batch.weights.clone();
     let loss_pg = m
-        .forward_backward_policy(&Cpu, &batch, &mut st, &mut g_pg, GradWrite::Add, |r0, logp, _| {
+        .forward_backward_policy(&Cpu, &batch, &mut st, &mut g_pg, GradWrite::Add, 1.0, |r0, logp, _| {
             let c: Vec<f32> = (0..logp.len()).map(|k| -w[r0 + k]).collect();
             let loss = (0..logp.len()).map(|k| -(w[r0 + k] * logp[k]) as f64).sum();
             (c, vec![0.0; logp.len()], loss)
@@ -206,7 +209,7 @@ fn policy_pass_reduces_to_cross_entropy_and_scores_match() {
         assert_close("policy grad", a, b, 1e-5, 1e-6);
     }
     // score_batch agrees with Transformer::score on each row.
-    let (lp, _) = m.score_batch(&Cpu, &batch, &mut st).unwrap();
+    let (lp, _) = m.score_batch(&Cpu, &batch, &mut st, 1.0).unwrap();
     let rows: Vec<Vec<u32>> = batch.ids.chunks(batch.seq).map(|c| c.to_vec()).collect();
     let scored = m.score(&Cpu, &rows).unwrap();
     for (i, row) in scored.iter().enumerate() {
@@ -217,6 +220,19 @@ fn policy_pass_reduces_to_cross_entropy_and_scores_match() {
             }
         }
     }
+    // At temperature 0.5 it scores the full forward's logits doubled.
+    let (lp_t, _) = m.score_batch(&Cpu, &batch, &mut st, 0.5).unwrap();
+    let logits = m.forward_logits(&Cpu, &batch.ids, batch.batch, batch.seq).unwrap();
+    let v = m.cfg.vocab_size;
+    let mut moved = 0f32;
+    for (r, &t) in batch.targets.iter().enumerate().filter(|(_, &t)| t != IGNORE) {
+        let z: Vec<f32> = logits[r * v..(r + 1) * v].iter().map(|x| 2.0 * x).collect();
+        let log_z = z.iter().map(|x| x.exp()).sum::<f32>().ln();
+        let want = z[t as usize] - log_z;
+        assert!((lp_t[r] - want).abs() < 1e-4, "row {r}: {} vs {want}", lp_t[r]);
+        moved = moved.max((lp_t[r] - lp[r]).abs());
+    }
+    assert!(moved > 0.1, "the temperature changed no logprob by more than {moved}");
 }
 
 #[test]

@@ -350,13 +350,16 @@ pub trait Backend: Sync {
     fn cross_entropy_inplace(&self, logits: &mut Self::Buf, targets: &[u32], weights: &[f32], vocab: usize) -> f64;
 
     /// Per row (one per target, as in `cross_entropy_inplace`):
-    /// `log softmax(logits)[target]` and the entropy of the softmax, in one
-    /// pass over the logits (no second softmax is materialized).
-    fn logprob_entropy(&self, logits: &Self::Buf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>);
+    /// `log softmax(z)[target]` and the entropy of the softmax, where
+    /// `z = logits · inv_temp` (a policy sampling at temperature
+    /// `1 / inv_temp`), in one pass over the logits (no second softmax is
+    /// materialized).
+    fn logprob_entropy(&self, logits: &Self::Buf, targets: &[u32], vocab: usize, inv_temp: f32) -> (Vec<f32>, Vec<f32>);
     /// Overwrites logits with `∂L/∂logits` for a loss whose per-row gradient
     /// is `c_logp[r]` with respect to the target's logprob and `c_ent[r]` with
-    /// respect to the entropy: `c_logp (onehot - p) - c_ent p (log p + H)`.
-    fn logit_grad_inplace(&self, logits: &mut Self::Buf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize);
+    /// respect to the entropy, both of `z = logits · inv_temp`:
+    /// `inv_temp (c_logp (onehot - p) - c_ent p (log p + H))`.
+    fn logit_grad_inplace(&self, logits: &mut Self::Buf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize, inv_temp: f32);
 
     /// Picks one token per row of `[rows, vocab]` logits as
     /// [`crate::generate::sample_row`] defines it, row `r` with the uniform

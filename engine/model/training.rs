@@ -241,8 +241,10 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Forward and backward for a loss on each target token's logprob and
-    /// entropy (policy gradients). `grad(row0, logp, entropy)` returns, per
-    /// row, `∂L/∂logp`, `∂L/∂entropy`, and the chunk's loss.
+    /// entropy (policy gradients) under the policy that samples at
+    /// `temperature`. `grad(row0, logp, entropy)` returns, per row,
+    /// `∂L/∂logp`, `∂L/∂entropy`, and the chunk's loss.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_backward_policy(
         &self,
         be: &B,
@@ -250,14 +252,15 @@ impl<B: Backend> Transformer<B> {
         st: &mut TrainState<B>,
         grads: &mut Params<B::Buf>,
         write: GradWrite,
+        temperature: f32,
         mut grad: impl FnMut(usize, &[f32], &[f32]) -> (Vec<f32>, Vec<f32>, f64),
     ) -> Result<f64> {
-        let vocab = self.cfg.vocab_size;
+        let (vocab, inv_temp) = (self.cfg.vocab_size, temperature.recip());
         self.forward_backward_with(be, batch, st, grads, write, |be, logits, r0, rows| {
             let targets = &batch.targets[r0..r0 + rows];
-            let (logp, ent) = be.logprob_entropy(logits, targets, vocab);
+            let (logp, ent) = be.logprob_entropy(logits, targets, vocab, inv_temp);
             let (c_logp, c_ent, loss) = grad(r0, &logp, &ent);
-            be.logit_grad_inplace(logits, targets, &c_logp, &c_ent, vocab);
+            be.logit_grad_inplace(logits, targets, &c_logp, &c_ent, vocab, inv_temp);
             loss
         })
     }
@@ -343,8 +346,9 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Forward only: each row's target logprob and softmax entropy (targets
-    /// IGNORE give 0 logprob), with the LM head in row chunks.
-    pub fn score_batch(&self, be: &B, batch: &Batch, st: &mut TrainState<B>) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// IGNORE give 0 logprob) under the policy that samples at `temperature`,
+    /// with the LM head in row chunks.
+    pub fn score_batch(&self, be: &B, batch: &Batch, st: &mut TrainState<B>, temperature: f32) -> Result<(Vec<f32>, Vec<f32>)> {
         self.trunk_forward(be, batch, st)?;
         let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
         let n = batch.batch * batch.seq;
@@ -357,7 +361,7 @@ impl<B: Backend> Transformer<B> {
             // logprobs and its training logprobs agree.
             let mut logits = be.zeros_projection(rows * v);
             self.logits_into(be, &x, rows, &mut logits);
-            let (l, e) = be.logprob_entropy(&logits, &batch.targets[r0..r0 + rows], v);
+            let (l, e) = be.logprob_entropy(&logits, &batch.targets[r0..r0 + rows], v, temperature.recip());
             logp.extend(l);
             ent.extend(e);
         }

@@ -194,7 +194,7 @@ impl<B: Backend> Transformer<B> {
                 let logits = self.forward_logits(be, row, 1, row.len())?;
                 let mut targets: Vec<u32> = row[1..].to_vec();
                 targets.push(crate::backend::IGNORE);
-                let (mut lp, _) = be.logprob_entropy(&logits, &targets, self.cfg.vocab_size);
+                let (mut lp, _) = be.logprob_entropy(&logits, &targets, self.cfg.vocab_size, 1.0);
                 lp.pop();
                 Ok(lp)
             })

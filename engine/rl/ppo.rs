@@ -156,6 +156,12 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         o.rollout_batch >= 1 && o.minibatch >= 1 && o.epochs >= 1 && o.max_new_tokens >= 1,
         "--rollout-batch, --minibatch, --epochs and --max-new-tokens must be ≥ 1"
     );
+    // The ratios and the KL are of the policy that samples at this temperature; greedy decoding has none.
+    ensure!(
+        o.temperature.is_finite() && o.temperature > 0.0,
+        "--temperature must be positive for PPO (the policy it trains samples at that temperature), got {}",
+        o.temperature
+    );
     let (tok, tok_bytes) = Tokenizer::load_with_json(&o.policy)?;
     // The answer's end pads the batches; sampling stops there or at the model's own ends.
     let end = o.prompt_format.answer_end(&tok)?;
@@ -248,8 +254,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         // Forward passes only: nothing need be kept per layer for a backward.
         let mut st = TrainState::recomputing(be, &cfg, full.batch, full.seq);
         let scoring = trace::range("scoring");
-        let (old_logp, _) = policy.score_batch(be, &full, &mut st)?;
-        let (ref_logp, _) = reference.score_batch(be, &full, &mut st)?;
+        let (old_logp, _) = policy.score_batch(be, &full, &mut st, o.temperature)?;
+        let (ref_logp, _) = reference.score_batch(be, &full, &mut st, o.temperature)?;
         let values_all = critic.values(be, &full)?;
         drop(scoring);
 
@@ -310,25 +316,33 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
                 }
                 let scale = 1.0 / n_tok.max(1) as f32;
                 let mut pst = TrainState::new(be, &cfg, batch.batch, batch.seq);
-                let ploss = policy.forward_backward_policy(be, &batch, &mut pst, &mut grads, GradWrite::Overwrite, |r0, logp, ent| {
-                    let (mut c_logp, mut c_ent, mut loss) = (vec![0f32; logp.len()], vec![0f32; logp.len()], 0f64);
-                    let (rows, tokens): (Vec<usize>, Vec<PolicyToken>) = (0..logp.len())
-                        .filter_map(|k| {
-                            let t = row_info[r0 + k]?;
-                            let (logp_old, adv, adv_tok, has_token_reward) = (t.logp_old, t.adv, t.adv_tok, t.has_token_reward);
-                            Some((k, PolicyToken { logp: logp[k], logp_old, adv, adv_tok, has_token_reward }))
-                        })
-                        .unzip();
-                    for (k, (l, g, c)) in rows.into_iter().zip(be.ppo_policy_loss(&tokens, o.clip_eps, o.clip)) {
-                        c_logp[k] = g * scale;
-                        c_ent[k] = -o.entropy_coef * scale;
-                        loss += ((l - o.entropy_coef * ent[k]) * scale) as f64;
-                        clipped += usize::from(c);
-                        counted += 1;
-                        ent_sum += ent[k] as f64;
-                    }
-                    (c_logp, c_ent, loss)
-                })?;
+                let ploss = policy.forward_backward_policy(
+                    be,
+                    &batch,
+                    &mut pst,
+                    &mut grads,
+                    GradWrite::Overwrite,
+                    o.temperature,
+                    |r0, logp, ent| {
+                        let (mut c_logp, mut c_ent, mut loss) = (vec![0f32; logp.len()], vec![0f32; logp.len()], 0f64);
+                        let (rows, tokens): (Vec<usize>, Vec<PolicyToken>) = (0..logp.len())
+                            .filter_map(|k| {
+                                let t = row_info[r0 + k]?;
+                                let (logp_old, adv, adv_tok, has_token_reward) = (t.logp_old, t.adv, t.adv_tok, t.has_token_reward);
+                                Some((k, PolicyToken { logp: logp[k], logp_old, adv, adv_tok, has_token_reward }))
+                            })
+                            .unzip();
+                        for (k, (l, g, c)) in rows.into_iter().zip(be.ppo_policy_loss(&tokens, o.clip_eps, o.clip)) {
+                            c_logp[k] = g * scale;
+                            c_ent[k] = -o.entropy_coef * scale;
+                            loss += ((l - o.entropy_coef * ent[k]) * scale) as f64;
+                            clipped += usize::from(c);
+                            counted += 1;
+                            ent_sum += ent[k] as f64;
+                        }
+                        (c_logp, c_ent, loss)
+                    },
+                )?;
                 let norm = grad_norm(be, &grads);
                 if ploss.is_finite() && norm.is_finite() {
                     opt.update(be, &mut policy.params, &grads, o.lr, clip_scale(norm, o.max_grad_norm));

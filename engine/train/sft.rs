@@ -106,7 +106,7 @@ pub fn eval_loss<B: Backend>(be: &B, model: &Transformer<B>, windows: &[(Vec<u32
     for w in windows.chunks(8) {
         let b = to_batch(w, seq, 1.0);
         let logits = model.forward_logits(be, &b.ids, b.batch, seq)?;
-        for (lp, t) in be.logprob_entropy(&logits, &b.targets, model.cfg.vocab_size).0.iter().zip(&b.targets) {
+        for (lp, t) in be.logprob_entropy(&logits, &b.targets, model.cfg.vocab_size, 1.0).0.iter().zip(&b.targets) {
             if *t != IGNORE {
                 total -= *lp as f64;
                 n += 1;

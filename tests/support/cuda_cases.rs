@@ -446,16 +446,19 @@ fn losses_and_adamw_match_the_cpu() {
     let l_gpu = g.cross_entropy_inplace(&mut got, &targets, &weights, vocab);
     assert!((l_cpu - l_gpu).abs() < 1e-4 * l_cpu.abs().max(1.0));
     close("cross-entropy grad", &g, &got, &want);
-    let (lp, h) = Cpu.logprob_entropy(&logits, &targets, vocab);
-    let (glp, gh) = g.logprob_entropy(&g.upload(&logits), &targets, vocab);
-    assert_close("logprob", &glp, &lp, 1e-4, 1e-5);
-    assert_close("entropy", &gh, &h, 1e-4, 1e-5);
-    let (cl, ce) = (randv(&mut rng, rows), randv(&mut rng, rows));
-    let mut want = logits.clone();
-    Cpu.logit_grad_inplace(&mut want, &targets, &cl, &ce, vocab);
-    let mut got = g.upload(&logits);
-    g.logit_grad_inplace(&mut got, &targets, &cl, &ce, vocab);
-    close("policy logit grad", &g, &got, &want);
+    // At temperature 1 and at a policy's sampling temperature 0.7.
+    for inv_temp in [1.0, 0.7f32.recip()] {
+        let (lp, h) = Cpu.logprob_entropy(&logits, &targets, vocab, inv_temp);
+        let (glp, gh) = g.logprob_entropy(&g.upload(&logits), &targets, vocab, inv_temp);
+        assert_close("logprob", &glp, &lp, 1e-4, 1e-5);
+        assert_close("entropy", &gh, &h, 1e-4, 1e-5);
+        let (cl, ce) = (randv(&mut rng, rows), randv(&mut rng, rows));
+        let mut want = logits.clone();
+        Cpu.logit_grad_inplace(&mut want, &targets, &cl, &ce, vocab, inv_temp);
+        let mut got = g.upload(&logits);
+        g.logit_grad_inplace(&mut got, &targets, &cl, &ce, vocab, inv_temp);
+        close("policy logit grad", &g, &got, &want);
+    }
     let (p, gr, m, v) = (
         randv(&mut rng, 777),
         randv(&mut rng, 777),
@@ -808,7 +811,7 @@ fn every_write_drops_a_buffers_kept_bf16_copy() {
             "logit_grad_inplace",
             Box::new(move |g, w, _| {
                 let targets: Vec<u32> = (0..d_out as u32).map(|r| (r * 3) % d_in as u32).collect();
-                g.logit_grad_inplace(w, &targets, &vec![0.7; d_out], &vec![0.1; d_out], d_in);
+                g.logit_grad_inplace(w, &targets, &vec![0.7; d_out], &vec![0.1; d_out], d_in, 1.0);
             }),
         ),
         ("adamw", Box::new(move |g, w, o| g.adamw(w, o, &mut g.zeros(n), &mut g.zeros(n), hp))),
@@ -1154,14 +1157,16 @@ fn losses_on_bf16_logits_match_the_cpu_on_their_values() {
     assert!((loss_c - loss_g).abs() < 1e-4 * loss_c.abs(), "cross-entropy {loss_g} vs {loss_c}");
     close_within("cross-entropy gradient on bf16 logits", &g, &z, &want, tol);
 
-    let (lp_c, h_c) = Cpu.logprob_entropy(&host, &targets, vocab);
-    let (lp_g, h_g) = g.logprob_entropy(&logits(), &targets, vocab);
+    // A policy sampling at temperature 0.7.
+    let inv_temp = 0.7f32.recip();
+    let (lp_c, h_c) = Cpu.logprob_entropy(&host, &targets, vocab, inv_temp);
+    let (lp_g, h_g) = g.logprob_entropy(&logits(), &targets, vocab, inv_temp);
     assert_close("logprobs of bf16 logits", &lp_g, &lp_c, 1e-4, 1e-5);
     assert_close("entropies of bf16 logits", &h_g, &h_c, 1e-4, 1e-5);
 
     let (c_logp, c_ent) = (randv(&mut rng, rows), randv(&mut rng, rows));
     let (mut want, mut z) = (host.clone(), logits());
-    Cpu.logit_grad_inplace(&mut want, &targets, &c_logp, &c_ent, vocab);
-    g.logit_grad_inplace(&mut z, &targets, &c_logp, &c_ent, vocab);
+    Cpu.logit_grad_inplace(&mut want, &targets, &c_logp, &c_ent, vocab, inv_temp);
+    g.logit_grad_inplace(&mut z, &targets, &c_logp, &c_ent, vocab, inv_temp);
     close_within("policy-loss logit gradient on bf16 logits", &g, &z, &want, tol);
 }

@@ -2,7 +2,6 @@
 //! checkpoints and metrics (docs/training.md).
 
 use crate::backend_choice::BackendArgs;
-use crate::infer::validate_sampling;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -204,17 +203,19 @@ pub fn ppo(a: PpoArgs) -> Result<()> {
         "last" => Placement::Last,
         other => bail!("--penalty must be spread or last, got {other:?}"),
     };
-    if !(a.clip_eps > 0.0
+    let positive = |x: f32| x.is_finite() && x > 0.0;
+    if !(positive(a.clip_eps)
         && a.gamma > 0.0
         && a.gamma <= 1.0
         && (0.0..=1.0).contains(&a.lambda)
         && a.dual_clip > 1.0
-        && a.lr > 0.0
-        && a.critic_lr > 0.0)
+        && positive(a.lr)
+        && positive(a.critic_lr)
+        && positive(a.max_grad_norm))
     {
-        bail!("need --clip-eps > 0, 0 < --gamma ≤ 1, 0 ≤ --lambda ≤ 1, --dual-clip > 1 and positive learning rates");
+        bail!("need --clip-eps > 0, 0 < --gamma ≤ 1, 0 ≤ --lambda ≤ 1, --dual-clip > 1, and positive learning rates and --max-grad-norm");
     }
-    validate_sampling(a.temperature, 1.0)?;
+
     let reward =
         RewardConfig { r_clean: a.r_clean, alpha: a.alpha, beta: a.beta, beta_ref: a.beta_ref, placement, ..RewardConfig::default() };
     let opts = PpoOptions {

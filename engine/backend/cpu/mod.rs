@@ -133,11 +133,11 @@ impl Backend for Cpu {
     fn cross_entropy_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], weights: &[f32], vocab: usize) -> f64 {
         loss::cross_entropy_inplace(logits, targets, weights, vocab)
     }
-    fn logprob_entropy(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
-        loss::logprob_entropy(logits, targets, vocab)
+    fn logprob_entropy(&self, logits: &Vec<f32>, targets: &[u32], vocab: usize, inv_temp: f32) -> (Vec<f32>, Vec<f32>) {
+        loss::logprob_entropy(logits, targets, vocab, inv_temp)
     }
-    fn logit_grad_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
-        loss::logit_grad_inplace(logits, targets, c_logp, c_ent, vocab)
+    fn logit_grad_inplace(&self, logits: &mut Vec<f32>, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize, inv_temp: f32) {
+        loss::logit_grad_inplace(logits, targets, c_logp, c_ent, vocab, inv_temp)
     }
     fn sample(&self, logits: &Vec<f32>, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
         draws.par_iter().enumerate().map(|(r, u)| u.map(|u| sample_row(&logits[r * vocab..(r + 1) * vocab], cfg, u))).collect()

@@ -774,20 +774,20 @@ impl Backend for Cuda {
         });
         self.fetch(&loss).iter().map(|&x| x as f64).sum()
     }
-    fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize) -> (Vec<f32>, Vec<f32>) {
+    fn logprob_entropy(&self, logits: &CudaBuf, targets: &[u32], vocab: usize, inv_temp: f32) -> (Vec<f32>, Vec<f32>) {
         let (t, v) = (self.ids(targets), vocab as i32);
         let (mut lp, mut h) = (self.scratch(targets.len()), self.scratch(targets.len()));
         let z = logits.storage();
         let name = if z.is_bf16() { "logprob_entropy_bf16" } else { "logprob_entropy_f32" };
         let work = Work::bytes(targets.len() * (vocab * z.value_bytes() + 12));
-        launch!(self, name, per_row(targets.len()), work work; &self.addr(z), &mut lp, &mut h, &t.addr, &v);
+        launch!(self, name, per_row(targets.len()), work work; &self.addr(z), &mut lp, &mut h, &t.addr, &v, &inv_temp);
         (self.fetch_n(&lp, targets.len()), self.fetch_n(&h, targets.len()))
     }
-    fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize) {
+    fn logit_grad_inplace(&self, logits: &mut CudaBuf, targets: &[u32], c_logp: &[f32], c_ent: &[f32], vocab: usize, inv_temp: f32) {
         let (t, cl, ce, v) = (self.ids(targets), self.floats(c_logp), self.floats(c_ent), vocab as i32);
         self.gradient_in_place("logit_grad", logits, targets.len() * vocab, |name, z, z16, keep, bytes| {
             let work = Work::bytes(bytes + 12 * targets.len());
-            launch!(self, name, per_row(targets.len()), work work; &z, &t.addr, &cl, &ce, &v, &z16, &keep);
+            launch!(self, name, per_row(targets.len()), work work; &z, &t.addr, &cl, &ce, &v, &inv_temp, &z16, &keep);
         });
     }
     fn sample(&self, logits: &CudaBuf, vocab: usize, cfg: &SamplingConfig, draws: &[Option<f32>]) -> Vec<Option<(u32, f32)>> {
