@@ -315,10 +315,11 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
             |row| {
                 if row["iter"].as_u64().is_some_and(|i| i % 10 == 0) {
                     log(&format!(
-                        "  {name} iter {}: train vuln rate {:.2}, code rate {:.2}, kl {:.2}",
+                        "  {name} iter {}: train vuln rate {:.2}, code rate {:.2}, similarity to the fix {:.2}, kl {:.2}",
                         row["iter"],
                         row["vuln_rate"].as_f64().unwrap_or(0.0),
                         row["code_rate"].as_f64().unwrap_or(0.0),
+                        row["similarity"].as_f64().unwrap_or(0.0),
                         row["kl"].as_f64().unwrap_or(0.0)
                     ));
                 }

@@ -47,6 +47,7 @@ fn both_reward_modes_train_and_log() {
             "value_loss",
             "vuln_rate",
             "code_rate",
+            "similarity",
             "rollout_tok_s",
         ] {
             assert!(rows[1][key].as_f64().is_some_and(f64::is_finite), "{mode}/{clip}: {key} in {}", rows[1]);

@@ -15,6 +15,7 @@ use crate::data::build::read_records;
 use crate::data::record::PrimeVulPlus;
 use crate::eval::analyzer::builtin::{analyze_text, defines_function};
 use crate::eval::harness::fenced_block;
+use crate::eval::similarity::similarity;
 use crate::generate::{generate, SamplingConfig};
 use crate::lang::Lang;
 use crate::model::{Batch, GradWrite, Params, TrainState, Transformer};
@@ -68,6 +69,8 @@ struct Example {
     prompt: Vec<u32>,
     lang: Lang,
     reference: Reference,
+    /// The fixed function's text, which a response's similarity is measured against.
+    fixed: String,
 }
 
 fn load_examples(data: &Path, tok: &Tokenizer, format: PromptFormat) -> Result<Vec<Example>> {
@@ -78,7 +81,8 @@ fn load_examples(data: &Path, tok: &Tokenizer, format: PromptFormat) -> Result<V
         let (s, v) = (tok.encode(&r.secure)?, tok.encode(&r.vulnerable)?);
         let reference = Reference::new(s.ids, &s.offsets, &r.secure_spans, v.ids, &v.offsets, &r.vulnerable_spans);
         for p in &r.prompts {
-            out.push(Example { prompt: tok.encode(&format.instruction(p))?.ids, lang: r.language(), reference: reference.clone() });
+            let prompt = tok.encode(&format.instruction(p))?.ids;
+            out.push(Example { prompt, lang: r.language(), reference: reference.clone(), fixed: r.secure.clone() });
         }
     }
     ensure!(!out.is_empty(), "{}: no train-split records with prompts", path.display());
@@ -228,13 +232,14 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         // Score each response: analyzer findings, reference alignment.
         let rewards = trace::range("rewards");
         let mut rollouts = Vec::with_capacity(gens.len());
-        let mut code_responses = 0usize;
+        let (mut code_responses, mut similarity_sum) = (0usize, 0f64);
         for ((g, ex), p) in gens.iter().zip(&chosen).zip(&prompts) {
             let body: Vec<u32> = g.tokens.iter().copied().filter(|t| !stops.contains(t)).collect();
             let (text, offsets) = token_offsets(&tok, &body)?;
             let findings = analyze_text(ex.lang, &text, "response");
             // A chat answer's code is its fenced block, as eval reads it.
-            let is_code = defines_function(ex.lang, fenced_block(&text).unwrap_or(&text));
+            let code = fenced_block(&text).unwrap_or(&text);
+            let is_code = defines_function(ex.lang, code);
             let verdict = Verdict { findings: &findings, is_code, passed: None };
             let mut reward = token_rewards(&body, &offsets, &verdict, &ex.reference, &o.reward);
             // The stop token (if any) carries no token-level reward.
@@ -242,6 +247,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             reward.penalties.resize(g.tokens.len(), 0.0);
             if !g.tokens.is_empty() {
                 code_responses += usize::from(is_code);
+                similarity_sum += similarity(code, &ex.fixed);
                 rollouts.push(Rollout { prompt: p.clone(), tokens: g.tokens.clone(), reward });
             }
         }
@@ -379,6 +385,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             "vuln_rate": rollouts.iter().filter(|r| r.reward.high_medium > 0).count() as f64 / n,
             // A falling share of responses that define a function is reward hacking, not security.
             "code_rate": code_responses as f64 / n,
+            // A falling similarity to the fix at a low vulnerability rate is a stub, not a repair.
+            "similarity": similarity_sum / n,
             "kl": kl_sum / n,
             "kl_coef": kl.coef,
             "policy_loss": pl_sum / updates,
@@ -406,7 +414,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             })?;
         }
     }
-    let keys = ["reward_instance", "reward_secure_bonus", "reward_penalty", "vuln_rate", "code_rate", "kl", "clip_frac"];
+    let keys = ["reward_instance", "reward_secure_bonus", "reward_penalty", "vuln_rate", "code_rate", "similarity", "kl", "clip_frac"];
     if let Some(why) = crate::eval::plot::plot_metrics(&o.out, "iter", &keys, "ppo.png", "PPO") {
         eprintln!("note: no PPO plot: {why}");
     }
