@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use vul2safe::backend::cpu::Cpu;
 use vul2safe::backend::{Backend, IGNORE};
 use vul2safe::eval::finding::{Finding, Pos, Severity};
+use vul2safe::generate::{generate, SamplingConfig};
 use vul2safe::model::{Batch, GradWrite, Params, TrainState, Transformer};
 use vul2safe::rl::align::lcs_matches;
 use vul2safe::rl::critic::Critic;
@@ -233,6 +234,25 @@ fn policy_pass_reduces_to_cross_entropy_and_scores_match() {
         moved = moved.max((lp_t[r] - lp[r]).abs());
     }
     assert!(moved > 0.1, "the temperature changed no logprob by more than {moved}");
+}
+
+/// PPO's ratio is of the policy that sampled: a rollout drawn at temperature
+/// 0.7 has, under `score_batch` at 0.7, the logprobs generation returned.
+#[test]
+fn tempered_scores_are_the_sampling_distributions_logprobs() {
+    let m = Transformer::load(&Cpu, &fixture_dir("qwen2_b")).unwrap();
+    let prompt = vec![4u32, 8, 15, 16, 23, 42];
+    let cfg = SamplingConfig { max_new_tokens: 10, temperature: 0.7, seed: 7, ..Default::default() };
+    let g = generate(&Cpu, &m, std::slice::from_ref(&prompt), &cfg).unwrap().remove(0);
+    let ids: Vec<u32> = prompt.iter().chain(&g.tokens).copied().collect();
+    let n = ids.len();
+    let batch = Batch::causal_lm(ids, &vec![true; n], 1, n, 1.0);
+    let mut st = TrainState::new(&Cpu, &m.cfg, 1, n);
+    let (lp, _) = m.score_batch(&Cpu, &batch, &mut st, 0.7).unwrap();
+    let (lp_untempered, _) = m.score_batch(&Cpu, &batch, &mut st, 1.0).unwrap();
+    let (scored, plain) = (&lp[prompt.len() - 1..n - 1], &lp_untempered[prompt.len() - 1..n - 1]);
+    assert_close("tempered scores", scored, &g.logprobs, 1e-4, 1e-5);
+    assert!(plain.iter().zip(&g.logprobs).any(|(a, b)| (a - b).abs() > 1e-2), "at temperature 1 the scores differ");
 }
 
 #[test]
