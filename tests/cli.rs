@@ -62,10 +62,21 @@ fn score_prints_logprobs_per_row() {
     assert_eq!(rows[1].as_array().unwrap().len(), 1);
     // Same numbers as the library computes.
     let m = vul2safe::model::Transformer::load(&vul2safe::backend::cpu::Cpu, &model).unwrap();
-    let want = m.score(&vul2safe::backend::cpu::Cpu, &[vec![1, 2, 3, 4]]).unwrap();
+    let want = m.score(&vul2safe::backend::cpu::Cpu, &[vec![1, 2, 3, 4]], 1.0).unwrap();
     for (a, b) in rows[0].as_array().unwrap().iter().zip(&want[0]) {
         assert!((a.as_f64().unwrap() as f32 - b).abs() < 1e-6);
     }
+    // At another sampling temperature, that distribution's logprobs.
+    let o = vul2safe(&["score", "--model", model.to_str().unwrap(), "--tokens", f.to_str().unwrap(), "--temperature", "0.5"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let tempered = m.score(&vul2safe::backend::cpu::Cpu, &[vec![1, 2, 3, 4]], 0.5).unwrap();
+    for ((a, b), c) in v["logprobs"][0].as_array().unwrap().iter().zip(&tempered[0]).zip(&want[0]) {
+        assert!((a.as_f64().unwrap() as f32 - b).abs() < 1e-6 && (b - c).abs() > 1e-3, "{a} vs {b} (at temperature 1: {c})");
+    }
+    fails_with(
+        &vul2safe(&["score", "--model", model.to_str().unwrap(), "--tokens", f.to_str().unwrap(), "--temperature", "0"]),
+        "--temperature must be positive",
+    );
 }
 
 #[test]

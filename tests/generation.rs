@@ -97,7 +97,7 @@ fn logprobs_match_a_full_forward_of_the_sample() {
     let cfg = SamplingConfig { max_new_tokens: 10, temperature: 1.0, seed: 7, ..Default::default() };
     let g = generate(&Cpu, &m, std::slice::from_ref(&prompt), &cfg).unwrap().remove(0);
     let full: Vec<u32> = prompt.iter().chain(&g.tokens).copied().collect();
-    let scored = m.score(&Cpu, &[full]).unwrap().remove(0);
+    let scored = m.score(&Cpu, &[full], 1.0).unwrap().remove(0);
     let tail = &scored[prompt.len() - 1..];
     for (a, b) in g.logprobs.iter().zip(tail) {
         assert!((a - b).abs() < 1e-4, "sampled logprob {a} vs scored {b}");
@@ -246,6 +246,6 @@ fn out_of_vocab_prompt_is_an_error_not_a_panic() {
     let m = model("llama_a");
     let err = generate(&Cpu, &m, &[vec![1, 5000]], &SamplingConfig::default()).unwrap_err();
     assert!(format!("{err:#}").contains("token id 5000"), "{err:#}");
-    let err = m.score(&Cpu, &[vec![1, 2, 331]]).unwrap_err();
+    let err = m.score(&Cpu, &[vec![1, 2, 331]], 1.0).unwrap_err();
     assert!(format!("{err:#}").contains("out of range for vocab size 331"), "{err:#}");
 }

@@ -212,7 +212,7 @@ fn policy_pass_reduces_to_cross_entropy_and_scores_match() {
     // score_batch agrees with Transformer::score on each row.
     let (lp, _) = m.score_batch(&Cpu, &batch, &mut st, 1.0).unwrap();
     let rows: Vec<Vec<u32>> = batch.ids.chunks(batch.seq).map(|c| c.to_vec()).collect();
-    let scored = m.score(&Cpu, &rows).unwrap();
+    let scored = m.score(&Cpu, &rows, 1.0).unwrap();
     for (i, row) in scored.iter().enumerate() {
         for (t, want) in row.iter().enumerate() {
             let got = lp[i * batch.seq + t];

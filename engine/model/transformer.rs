@@ -186,15 +186,16 @@ impl<B: Backend> Transformer<B> {
         Ok(self.logits(be, &hidden, batch * seq))
     }
 
-    /// `log p(ids[t+1] | ids[..=t])` for each row (length `len - 1` per row).
-    pub fn score(&self, be: &B, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    /// `log p(ids[t+1] | ids[..=t])` for each row (length `len - 1` per row),
+    /// of the distribution sampled at `temperature` (softmax of logits / T).
+    pub fn score(&self, be: &B, rows: &[Vec<u32>], temperature: f32) -> Result<Vec<Vec<f32>>> {
         rows.iter()
             .map(|row| {
                 ensure!(!row.is_empty(), "cannot score an empty token row");
                 let logits = self.forward_logits(be, row, 1, row.len())?;
                 let mut targets: Vec<u32> = row[1..].to_vec();
                 targets.push(crate::backend::IGNORE);
-                let (mut lp, _) = be.logprob_entropy(&logits, &targets, self.cfg.vocab_size, 1.0);
+                let (mut lp, _) = be.logprob_entropy(&logits, &targets, self.cfg.vocab_size, temperature.recip());
                 lp.pop();
                 Ok(lp)
             })

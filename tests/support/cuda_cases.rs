@@ -688,7 +688,7 @@ fn gpu_generation_matches_the_cpu() {
     let gens = generate(&g, &gpu_model, &prompts, &sampled).unwrap();
     for (p, gen) in prompts.iter().zip(&gens) {
         let full: Vec<u32> = p.iter().chain(&gen.tokens).copied().collect();
-        let scored = gpu_model.score(&g, &[full]).unwrap().remove(0);
+        let scored = gpu_model.score(&g, &[full], 1.0).unwrap().remove(0);
         for (a, b) in gen.logprobs.iter().zip(&scored[p.len() - 1..]) {
             assert!((a - b).abs() < 2e-2, "sampled logprob {a} vs scored {b}");
         }

@@ -44,6 +44,9 @@ pub struct ScoreArgs {
     /// JSON file {"tokens": [[ids...], ...]}.
     #[arg(long)]
     tokens: PathBuf,
+    /// Logprobs of the distribution sampled at this temperature (as `generate --json` reports them).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
 }
 
 #[derive(clap::Args)]
@@ -143,13 +146,16 @@ struct ScoreInput {
 }
 
 pub fn score(a: ScoreArgs) -> Result<()> {
+    if !(a.temperature.is_finite() && a.temperature > 0.0) {
+        bail!("--temperature must be positive (a logprob of greedy decoding is not defined), got {}", a.temperature);
+    }
     let path = &a.tokens;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let input: ScoreInput =
         serde_json::from_str(&text).with_context(|| format!("{}: expected JSON {{\"tokens\": [[ids...], ...]}}", path.display()))?;
     let lp = on_backend!(a.on, |be| {
         let m = Transformer::load(be, &a.model)?;
-        m.score(be, &input.tokens).with_context(|| format!("scoring {}", path.display()))?
+        m.score(be, &input.tokens, a.temperature).with_context(|| format!("scoring {}", path.display()))?
     });
     println!("{}", serde_json::json!({ "logprobs": lp }));
     Ok(())
