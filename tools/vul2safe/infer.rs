@@ -2,6 +2,7 @@
 //! `score`, `analyze` and `eval`.
 
 use crate::backend_choice::BackendArgs;
+use crate::train::positive;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -146,7 +147,7 @@ struct ScoreInput {
 }
 
 pub fn score(a: ScoreArgs) -> Result<()> {
-    if !(a.temperature.is_finite() && a.temperature > 0.0) {
+    if !positive(a.temperature) {
         bail!("--temperature must be positive (a logprob of greedy decoding is not defined), got {}", a.temperature);
     }
     let path = &a.tokens;

@@ -137,6 +137,11 @@ pub struct PpoArgs {
     resume: bool,
 }
 
+/// A learning rate, clip range, norm bound or temperature: finite and above zero.
+pub fn positive(x: f32) -> bool {
+    x.is_finite() && x > 0.0
+}
+
 /// A progress bar `stage {bar} pos/len msg` over `len` steps.
 fn progress(stage: &str, len: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(&format!("{stage} {{bar:30}} {{pos}}/{{len}} {{msg}}")).expect("valid template");
@@ -144,7 +149,6 @@ fn progress(stage: &str, len: u64) -> ProgressBar {
 }
 
 pub fn sft(a: SftArgs) -> Result<()> {
-    let positive = |x: f32| x.is_finite() && x > 0.0;
     if !positive(a.lr) || !positive(a.max_grad_norm) {
         bail!("--lr and --max-grad-norm must be positive");
     }
@@ -203,7 +207,6 @@ pub fn ppo(a: PpoArgs) -> Result<()> {
         "last" => Placement::Last,
         other => bail!("--penalty must be spread or last, got {other:?}"),
     };
-    let positive = |x: f32| x.is_finite() && x > 0.0;
     if !(positive(a.clip_eps)
         && a.gamma > 0.0
         && a.gamma <= 1.0
@@ -215,7 +218,6 @@ pub fn ppo(a: PpoArgs) -> Result<()> {
     {
         bail!("need --clip-eps > 0, 0 < --gamma ≤ 1, 0 ≤ --lambda ≤ 1, --dual-clip > 1, and positive learning rates and --max-grad-norm");
     }
-
     let reward =
         RewardConfig { r_clean: a.r_clean, alpha: a.alpha, beta: a.beta, beta_ref: a.beta_ref, placement, ..RewardConfig::default() };
     let opts = PpoOptions {
