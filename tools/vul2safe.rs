@@ -82,7 +82,9 @@ enum Cmd {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Demo { seed, out, quick } => {
-            let r = vul2safe::demo::run(&vul2safe::demo::DemoOptions { seed, quick }, &out, |line| println!("{line}"))?;
+            let start = std::time::Instant::now();
+            let log = |line: &str| println!("[{:>4.0} s] {line}", start.elapsed().as_secs_f64());
+            let r = vul2safe::demo::run(&vul2safe::demo::DemoOptions { seed, quick }, &out, log)?;
             println!("\n{}", vul2safe::demo::table(&r.rows));
             println!("demo finished in {:.0} s; every stage's output is in {}", r.seconds, out.display());
             Ok(())
@@ -99,7 +101,14 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The command runs on a worker of the pool that the CPU ops split their
+    // work over: called from outside, every parallel op would hand its work
+    // to the pool and sleep until woken: a futex round trip per op, half the
+    // quick demo's system time. The stack is the main thread's size.
+    let pool = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build();
+    let result = pool.map_err(anyhow::Error::from).and_then(|pool| pool.install(|| run(cli)));
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -33,17 +33,22 @@ fn masked_scores(s: &mut [f32], q: &[f32], qv: View, k: &[f32], tq: usize, kv_le
     }
 }
 
-/// Softmax of each score row in place; writes the row log-sum-exp.
+/// Softmax of each causally masked score row in place (row `i` of `tq`
+/// sees its first `width - tq + i + 1` keys); writes the row log-sum-exp.
+/// The masked tail is set to 0, the exp of its -inf, without calling exp.
 fn softmax_rows(s: &mut [f32], lse: &mut [f32], width: usize) {
-    for (row, l) in s.chunks_exact_mut(width).zip(lse) {
-        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let tq = lse.len();
+    for (i, (row, l)) in s.chunks_exact_mut(width).zip(lse).enumerate() {
+        let (seen, masked) = row.split_at_mut(width - tq + i + 1);
+        let m = seen.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
-        for v in row.iter_mut() {
+        for v in seen.iter_mut() {
             *v = (*v - m).exp();
             sum += *v;
         }
         let inv = 1.0 / sum;
-        row.iter_mut().for_each(|v| *v *= inv);
+        seen.iter_mut().for_each(|v| *v *= inv);
+        masked.fill(0.0);
         *l = m + sum.ln();
     }
 }
@@ -156,8 +161,10 @@ pub fn attention_bwd(
                     let (qh, oh, doh) = (&q[at..], &out[at..], &dout[at..]);
                     masked_scores(p, qh, rows, kp, t, t, hd, scale);
                     for (i, row) in p.chunks_exact_mut(t).enumerate() {
+                        let (seen, masked) = row.split_at_mut(i + 1);
                         let l = lse[(b * t + i) * hq + h];
-                        row.iter_mut().for_each(|s| *s = (*s - l).exp());
+                        seen.iter_mut().for_each(|s| *s = (*s - l).exp());
+                        masked.fill(0.0);
                     }
                     // dV += Pᵀ·dO; heads of a group share K and V, so they accumulate.
                     mm(t, hd, t, dv, p, View::transposed(t), doh, rows, j > 0);
