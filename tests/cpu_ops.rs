@@ -31,10 +31,16 @@ fn check_grad(what: &str, x: &[f32], analytic: &[f32], f: impl Fn(&[f32]) -> f64
 
 #[test]
 fn attention_backward_with_gqa_and_rope_matches_finite_differences() {
-    // Through attention's entry as training runs it: the gradient of the
-    // fused q/k/v projection, before RoPE and the keys' and values' move.
+    // One query block, and three (the CPU backend takes 64 queries at a time).
+    attention_gradient_check(7);
+    attention_gradient_check(150);
+}
+
+/// Through attention's entry as training runs it: the gradient of the fused
+/// q/k/v projection, before RoPE and the keys' and values' move.
+fn attention_gradient_check(t: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let (batch, t, hd) = (2, 7, 8);
+    let (batch, hd) = (2, 8);
     let sh = AttnShape { batch, q_heads: 4, kv_heads: 2, q_len: t, kv_cap: t, head_dim: hd };
     let heads = QkvHeads { q: 4, kv: 2, dim: hd };
     let (cos, sin) = rope_tables(t, hd, 10_000.0);
@@ -60,16 +66,21 @@ fn attention_backward_with_gqa_and_rope_matches_finite_differences() {
 #[test]
 fn decode_attention_equals_the_last_rows_of_prefill() {
     // A query block at the end of a longer cache sees exactly what the same
-    // rows of a full causal pass see.
+    // rows of a full causal pass see, in one block of queries or in three.
+    decode_check(9);
+    decode_check(150);
+}
+
+fn decode_check(t: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let (t, hd) = (9, 16);
+    let hd = 16;
     let full = AttnShape { batch: 1, q_heads: 2, kv_heads: 1, q_len: t, kv_cap: t, head_dim: hd };
     let q = randn(&mut rng, 2 * t * hd);
     let (k, v) = (randn(&mut rng, t * hd), randn(&mut rng, t * hd));
     let mut out = vec![0.0; q.len()];
     Cpu.attention_fwd(&mut out, None, &q, &k, &v, full, &[t]);
-    // Last 2 queries of each head, against a cache of capacity 12 holding 9.
-    let cap = 12;
+    // Last 2 queries of each head, against a cache of capacity t + 3 holding t.
+    let cap = t + 3;
     let mut kc = vec![0.0; cap * hd];
     let mut vc = vec![0.0; cap * hd];
     kc[..t * hd].copy_from_slice(&k);

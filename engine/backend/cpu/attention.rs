@@ -7,27 +7,42 @@
 //! in place, `q_heads · hd` apart, and computes its query-side results
 //! head-major in its own buffer, which are then gathered into the
 //! token-major outputs (so tasks never share an output).
+//!
+//! Queries go in blocks of `QUERY_BLOCK` rows, each block's products taken
+//! over the keys its last row sees: a causal pass does about half the
+//! products of the full square. Each product still sums over its keys (or
+//! queries) in order, only without the masked zeros, so the results are
+//! those of the full square.
 
 use super::gemm::{gemm_strided, View};
 use super::scratch::with_scratch;
 use crate::backend::{AttnShape, SeqSpan};
 use rayon::prelude::*;
 
-/// `c (+)= a · b` for row-major (or transposed) operands, single-threaded:
-/// the parallelism is across attention tasks.
+/// `c (+)= a · b` for row-major (or transposed) operands, `c`'s rows `cs`
+/// apart; single-threaded: the parallelism is across attention tasks.
 #[allow(clippy::too_many_arguments)]
-fn mm(m: usize, n: usize, k: usize, c: &mut [f32], a: &[f32], av: View, b: &[f32], bv: View, accumulate: bool) {
-    gemm_strided(m, n, k, c, View::row_major(n), a, av, b, bv, accumulate, false);
+fn mm(m: usize, n: usize, k: usize, c: &mut [f32], cs: usize, a: &[f32], av: View, b: &[f32], bv: View, accumulate: bool) {
+    gemm_strided(m, n, k, c, View::row_major(cs), a, av, b, bv, accumulate, false);
 }
 
-/// Scaled, causally masked scores `S = q·kᵀ·scale` for one head; masked
-/// entries are -inf. `q` is `[tq, hd]` (rows `qv` apart), `k` is `[kv_len, hd]`.
+/// Query rows per block of the causal products.
+const QUERY_BLOCK: usize = 64;
+
+/// The query blocks of `tq` rows: `(first, end)` row pairs.
+fn query_blocks(tq: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..tq).step_by(QUERY_BLOCK).map(move |i0| (i0, (i0 + QUERY_BLOCK).min(tq)))
+}
+
+/// Scaled, causally masked scores `S = q·kᵀ·scale` for one head into rows
+/// `stride` apart; masked entries are -inf. `q` is `[tq, hd]` (rows `qv`
+/// apart), `k` is `[kv_len, hd]`, query `i` sits at position `kv_len - tq + i`.
 #[allow(clippy::too_many_arguments)]
-fn masked_scores(s: &mut [f32], q: &[f32], qv: View, k: &[f32], tq: usize, kv_len: usize, hd: usize, scale: f32) {
-    mm(tq, kv_len, hd, s, q, qv, k, View::transposed(hd), false);
-    for (i, row) in s.chunks_exact_mut(kv_len).enumerate() {
+fn masked_scores(s: &mut [f32], stride: usize, q: &[f32], qv: View, k: &[f32], tq: usize, kv_len: usize, hd: usize, scale: f32) {
+    mm(tq, kv_len, hd, s, stride, q, qv, k, View::transposed(hd), false);
+    for (i, row) in s.chunks_mut(stride).take(tq).enumerate() {
         let pos = kv_len - tq + i;
-        for (j, v) in row.iter_mut().enumerate() {
+        for (j, v) in row[..kv_len].iter_mut().enumerate() {
             *v = if j <= pos { *v * scale } else { f32::NEG_INFINITY };
         }
     }
@@ -87,13 +102,18 @@ pub fn attention_fwd(out: &mut [f32], lse: Option<&mut [f32]>, q: &[f32], k: &[f
             let kp = &k[bg * cap * hd..][..kv_len * hd];
             let vp = &v[bg * cap * hd..][..kv_len * hd];
             let (mut o, mut l) = (vec![0.0; group * tq * hd], vec![0.0; group * tq]);
-            with_scratch(tq * kv_len, |s| {
+            with_scratch(QUERY_BLOCK.min(tq) * kv_len, |s| {
                 for j in 0..group {
                     let (at, rows) = head_rows(b, tq, hq, g * group + j, hd);
-                    masked_scores(s, &q[at..], rows, kp, tq, kv_len, hd, scale);
-                    softmax_rows(s, &mut l[j * tq..(j + 1) * tq], kv_len);
-                    let oh = &mut o[j * tq * hd..(j + 1) * tq * hd];
-                    mm(tq, hd, kv_len, oh, s, View::row_major(kv_len), vp, View::row_major(hd), false);
+                    for (i0, i1) in query_blocks(tq) {
+                        // The block's last query sees `seen` keys; its first ones fewer.
+                        let (n, seen) = (i1 - i0, kv_len - tq + i1);
+                        let sb = &mut s[..n * seen];
+                        masked_scores(sb, seen, &q[at + i0 * rows.row_stride..], rows, kp, n, seen, hd, scale);
+                        softmax_rows(sb, &mut l[j * tq + i0..j * tq + i1], seen);
+                        let ob = &mut o[(j * tq + i0) * hd..(j * tq + i1) * hd];
+                        mm(n, hd, seen, ob, hd, sb, View::row_major(seen), vp, View::row_major(hd), false);
+                    }
                 }
             });
             (o, l)
@@ -159,26 +179,38 @@ pub fn attention_bwd(
                     let h = g * group + j;
                     let (at, rows) = head_rows(b, t, hq, h, hd);
                     let (qh, oh, doh) = (&q[at..], &out[at..], &dout[at..]);
-                    masked_scores(p, qh, rows, kp, t, t, hd, scale);
-                    for (i, row) in p.chunks_exact_mut(t).enumerate() {
-                        let (seen, masked) = row.split_at_mut(i + 1);
-                        let l = lse[(b * t + i) * hq + h];
-                        seen.iter_mut().for_each(|s| *s = (*s - l).exp());
-                        masked.fill(0.0);
+                    // P and dS `[t, t]` (rows t apart), zero past each row's diagonal;
+                    // query block [i0, i1) sees keys [0, i1).
+                    for (i0, i1) in query_blocks(t) {
+                        let (qb, dob) = (&qh[i0 * rows.row_stride..], &doh[i0 * rows.row_stride..]);
+                        masked_scores(&mut p[i0 * t..], t, qb, rows, kp, i1 - i0, i1, hd, scale);
+                        // dP = dO·Vᵀ, then dS = P ⊙ (dP - rowsum(dO ⊙ O)), pre-scaled.
+                        mm(i1 - i0, i1, hd, &mut dp[i0 * t..], t, dob, rows, vp, View::transposed(hd), false);
                     }
-                    // dV += Pᵀ·dO; heads of a group share K and V, so they accumulate.
-                    mm(t, hd, t, dv, p, View::transposed(t), doh, rows, j > 0);
-                    // dP = dO·Vᵀ, then dS = P ⊙ (dP - rowsum(dO ⊙ O)), pre-scaled.
-                    mm(t, t, hd, dp, doh, rows, vp, View::transposed(hd), false);
                     for i in 0..t {
                         let r = i * rows.row_stride;
+                        let l = lse[(b * t + i) * hq + h];
                         let di: f32 = doh[r..r + hd].iter().zip(&oh[r..r + hd]).map(|(a, b)| a * b).sum();
-                        for (d, &pv) in dp[i * t..(i + 1) * t].iter_mut().zip(&p[i * t..(i + 1) * t]) {
-                            *d = pv * (*d - di) * scale;
+                        let (prow, dsrow) = (&mut p[i * t..(i + 1) * t], &mut dp[i * t..(i + 1) * t]);
+                        for (pv, d) in prow[..=i].iter_mut().zip(&mut dsrow[..=i]) {
+                            *pv = (*pv - l).exp();
+                            *d = *pv * (*d - di) * scale;
                         }
+                        prow[i + 1..].fill(0.0);
+                        dsrow[i + 1..].fill(0.0);
                     }
-                    mm(t, hd, t, &mut dqg[j * t * hd..(j + 1) * t * hd], dp, View::row_major(t), kp, View::row_major(hd), false);
-                    mm(t, hd, t, dk, dp, View::transposed(t), qh, rows, j > 0);
+                    for (i0, i1) in query_blocks(t) {
+                        // dQ = dS·K over the block's keys [0, i1).
+                        let dqb = &mut dqg[(j * t + i0) * hd..(j * t + i1) * hd];
+                        mm(i1 - i0, hd, i1, dqb, hd, &dp[i0 * t..], View::row_major(t), kp, View::row_major(hd), false);
+                        // Keys [i0, i1) are seen by queries [i0, t): dV += Pᵀ·dO and
+                        // dK += dSᵀ·Q (heads of a group share K and V, so they accumulate).
+                        let (n, m) = (i1 - i0, t - i0);
+                        let (qb, dob) = (&qh[i0 * rows.row_stride..], &doh[i0 * rows.row_stride..]);
+                        let keys = i0 * hd..i1 * hd;
+                        mm(n, hd, m, &mut dv[keys.clone()], hd, &p[i0 * t + i0..], View::transposed(t), dob, rows, j > 0);
+                        mm(n, hd, m, &mut dk[keys], hd, &dp[i0 * t + i0..], View::transposed(t), qb, rows, j > 0);
+                    }
                 }
             });
             dqg
