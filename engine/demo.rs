@@ -97,6 +97,8 @@ pub struct DemoRow {
     pub function_share: f64,
     /// Mean lexeme similarity of the held-out samples to each task's fixed function.
     pub similarity_to_fix: f64,
+    /// Mean length of the held-out samples over their fixed function's, in lexemes.
+    pub length_to_fix: f64,
     pub secure_at_1: f64,
     /// pass@1 on the self-invoking tasks.
     pub pass_at_1: f64,
@@ -115,17 +117,18 @@ pub struct DemoReport {
 /// Renders the table the demo prints and the README shows.
 pub fn table(rows: &[DemoRow]) -> String {
     let mut s = String::from(
-        "| model | vuln rate (high+medium) | high+medium / 100 samples | writes a function | similarity to the fix | secure@1 | pass@1 (self-invoking) | KL to SFT |\n|---|---|---|---|---|---|---|---|\n",
+        "| model | vuln rate (high+medium) | high+medium / 100 samples | writes a function | similarity to the fix | length / the fix's | secure@1 | pass@1 (self-invoking) | KL to SFT |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let kl = r.kl.map_or("—".to_string(), |k| format!("{k:.2}"));
         s.push_str(&format!(
-            "| {} | {:.1} % | {:.1} | {:.1} % | {:.3} | {:.3} | {:.3} | {kl} |\n",
+            "| {} | {:.1} % | {:.1} | {:.1} % | {:.3} | {:.2} | {:.3} | {:.3} | {kl} |\n",
             r.model,
             100.0 * r.vuln_rate,
             r.high_medium_per_100,
             100.0 * r.function_share,
             r.similarity_to_fix,
+            r.length_to_fix,
             r.secure_at_1,
             r.pass_at_1
         ));
@@ -214,6 +217,7 @@ fn evaluate_model(work: &Path, dir: &Path, held_out: &[Task], budget: &Budget, s
         high_medium_per_100: sec.high_medium_per_100,
         function_share: sec.function_share,
         similarity_to_fix: sec.reference_similarity.unwrap_or(0.0),
+        length_to_fix: sec.reference_length_ratio.unwrap_or(0.0),
         secure_at_1: sec.secure_at_k.get(&1).copied().unwrap_or(0.0),
         pass_at_1: func.pass_at_k.get(&1).copied().unwrap_or(0.0),
         kl,
@@ -315,11 +319,12 @@ pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result
             |row| {
                 if row["iter"].as_u64().is_some_and(|i| i % 10 == 0) {
                     log(&format!(
-                        "  {name} iter {}: train vuln rate {:.2}, code rate {:.2}, similarity to the fix {:.2}, kl {:.2}",
+                        "  {name} iter {}: train vuln rate {:.2}, code rate {:.2}, similarity to the fix {:.2}, length / the fix's {:.2}, kl {:.2}",
                         row["iter"],
                         row["vuln_rate"].as_f64().unwrap_or(0.0),
                         row["code_rate"].as_f64().unwrap_or(0.0),
                         row["similarity"].as_f64().unwrap_or(0.0),
+                        row["length_ratio"].as_f64().unwrap_or(0.0),
                         row["kl"].as_f64().unwrap_or(0.0)
                     ));
                 }

@@ -145,7 +145,10 @@ fn demo_runs_the_whole_pipeline_quickly() {
     for name in ["base", "sft", "ppo-instance", "ppo-tlr", "ppo-tlr-decoupled"] {
         let samples = std::fs::read_to_string(out.join("eval").join(name).join("samples.jsonl")).unwrap();
         let first: serde_json::Value = serde_json::from_str(samples.lines().next().unwrap()).unwrap();
-        assert!(first["defines_function"].is_boolean() && first["reference_similarity"].is_f64(), "{name}: {first}");
+        assert!(
+            first["defines_function"].is_boolean() && first["reference_similarity"].is_f64() && first["reference_length_ratio"].is_f64(),
+            "{name}: {first}"
+        );
     }
     // Every stage's model is a loadable HF folder.
     let g =

@@ -9,7 +9,7 @@ use std::process::Command;
 use vul2safe::eval::harness::code_under_test;
 use vul2safe::eval::passk::{mean_at_k, pass_at_k};
 use vul2safe::eval::sandbox::{self, Isolation, Limits};
-use vul2safe::eval::similarity::{lexemes, similarity};
+use vul2safe::eval::similarity::{length_ratio, lexemes, similarity};
 use vul2safe::eval::tasks::{load_bench, parse_tasks, Task, TaskKind};
 use vul2safe::lang::Lang;
 use vul2safe::prompt::PromptFormat;
@@ -191,6 +191,7 @@ fn eval_cli_writes_report_samples_and_plots() {
     let functions = lines.iter().filter(|s| s["defines_function"].as_bool().unwrap()).count();
     assert_eq!(r["function_share"].as_f64(), Some(functions as f64 / 15.0));
     assert!(r["reference_similarity"].as_f64().is_some(), "the self-invoking tasks carry references");
+    assert!(r["reference_length_ratio"].as_f64().is_some_and(|v| v > 0.0), "{r}");
     assert_eq!(r["secure_at_k"].as_object().unwrap().len(), 3);
     assert_eq!(r["pass_at_k"]["1"].as_f64(), Some(0.0), "a random model passes nothing");
     assert_eq!(std::fs::read_to_string(out.join("samples.jsonl")).unwrap().lines().count(), 15);
@@ -222,4 +223,18 @@ fn similarity_ignores_layout_and_sees_an_empty_body() {
     let one_changed = fixed.replacen(';', "; x = 0;", 1);
     assert!(similarity(&one_changed, &fixed) > 0.9);
     assert!(similarity(&one_changed, &fixed) < 1.0);
+    assert_eq!(length_ratio(&relaid, &fixed), 1.0);
+    assert!(length_ratio(&stub, &fixed) < 0.2, "a stub is {} of the function's length", length_ratio(&stub, &fixed));
+}
+
+#[test]
+fn a_one_line_body_keeps_its_similarity_but_not_its_length() {
+    // A SmolLM2 PPO sample against its task's fix (bench/RESULTS.md): on a
+    // short function the signature is most of the lexemes.
+    let fixed = "int set_glyph_width(struct font *f, unsigned int glyph, int width)\n{\n    if (width > f->glyph_width)\n        return -1;\n    f->glyph_width = width;\n    return 0;\n}";
+    let one_line = "int set_glyph_width(struct font *f, unsigned int glyph, int width)\n{\n    return f->width;\n}";
+    let (sim, len) = (similarity(one_line, fixed), length_ratio(one_line, fixed));
+    eprintln!("similarity {sim:.3}, length ratio {len:.3}");
+    assert!(sim > 0.6, "similarity {sim}");
+    assert!(len < 0.6, "length ratio {len}");
 }

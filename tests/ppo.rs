@@ -48,6 +48,7 @@ fn both_reward_modes_train_and_log() {
             "vuln_rate",
             "code_rate",
             "similarity",
+            "length_ratio",
             "rollout_tok_s",
         ] {
             assert!(rows[1][key].as_f64().is_some_and(f64::is_finite), "{mode}/{clip}: {key} in {}", rows[1]);

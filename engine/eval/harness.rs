@@ -9,7 +9,7 @@ use super::analyzer::builtin::defines_function;
 use super::analyzer::{by_name, run_tools, Source};
 use super::passk::mean_at_k;
 use super::sandbox::{self, Isolation, Limits};
-use super::similarity::similarity;
+use super::similarity::{length_ratio, similarity};
 use super::tasks::{Task, TaskKind};
 use crate::backend::Backend;
 use crate::generate::{generate_continuous, SamplingConfig};
@@ -48,6 +48,8 @@ pub struct SampleResult {
     pub defines_function: bool,
     /// Lexeme similarity to the task's reference solution, when it has one.
     pub reference_similarity: Option<f64>,
+    /// The code's length in lexemes over the reference solution's.
+    pub reference_length_ratio: Option<f64>,
     /// `None` when the task has no tests.
     pub passed: Option<bool>,
 }
@@ -77,6 +79,9 @@ pub struct EvalReport {
     pub vulnerable_share_of_functions: Option<f64>,
     /// Mean `reference_similarity` over the samples of tasks with a reference.
     pub reference_similarity: Option<f64>,
+    /// Mean `reference_length_ratio` over the same samples: well under 1 is
+    /// a policy answering with stubs.
+    pub reference_length_ratio: Option<f64>,
     pub secure_at_k: BTreeMap<usize, f64>,
     pub tasks_with_tests: usize,
     pub pass_at_k: BTreeMap<usize, f64>,
@@ -120,6 +125,11 @@ pub fn code_under_test(task: &Task, format: PromptFormat, output: &str) -> Strin
         (TaskKind::Completion, PromptFormat::ChatMl) => format!("{}{}", task.prompt, fenced_block(output).unwrap_or(output)),
         (TaskKind::Instruction, _) => fenced_block(output).map_or_else(|| output.trim().to_string(), str::to_string),
     }
+}
+
+/// The mean of `values`, `None` for none.
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 fn run_test(task: &Task, code: &str, limits: &Limits) -> Result<bool> {
@@ -174,6 +184,7 @@ pub fn evaluate<B: Backend>(
             task: task.id.clone(),
             defines_function: defines_function(task.lang, &code),
             reference_similarity: task.reference.as_ref().map(|r| similarity(&code, r)),
+            reference_length_ratio: task.reference.as_ref().map(|r| length_ratio(&code, r)),
             code,
             findings: vec![],
             high_medium: 0,
@@ -227,6 +238,7 @@ pub fn evaluate<B: Backend>(
     }
     let functions: Vec<&SampleResult> = samples.iter().filter(|s| s.defines_function).collect();
     let similarities: Vec<f64> = samples.iter().filter_map(|s| s.reference_similarity).collect();
+    let length_ratios: Vec<f64> = samples.iter().filter_map(|s| s.reference_length_ratio).collect();
     let report = EvalReport {
         tasks: tasks.len(),
         samples: samples.len(),
@@ -238,7 +250,8 @@ pub fn evaluate<B: Backend>(
         function_share: functions.len() as f64 / n,
         vulnerable_share_of_functions: (!functions.is_empty())
             .then(|| functions.iter().filter(|s| s.high_medium > 0).count() as f64 / functions.len() as f64),
-        reference_similarity: (!similarities.is_empty()).then(|| similarities.iter().sum::<f64>() / similarities.len() as f64),
+        reference_similarity: mean(&similarities),
+        reference_length_ratio: mean(&length_ratios),
         secure_at_k: ks.iter().map(|&k| (k, mean_at_k(&secure, k))).collect(),
         tasks_with_tests: tested.len(),
         pass_at_k: if tested.is_empty() { BTreeMap::new() } else { ks.iter().map(|&k| (k, mean_at_k(&tested, k))).collect() },

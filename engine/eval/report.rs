@@ -38,6 +38,7 @@ pub fn summary_line(r: &EvalReport) -> String {
         "function_share": (r.function_share * 1000.0).round() / 1000.0,
         "vulnerable_share_of_functions": r.vulnerable_share_of_functions.map(|v| (v * 1000.0).round() / 1000.0),
         "reference_similarity": r.reference_similarity.map(|v| (v * 1000.0).round() / 1000.0),
+        "reference_length_ratio": r.reference_length_ratio.map(|v| (v * 1000.0).round() / 1000.0),
         "secure@1": r.secure_at_k.get(&1), "pass@1": r.pass_at_k.get(&1),
         "tool_errors": r.tool_errors.len(), "new_tok_s": r.new_tokens_per_sec.round(),
     })

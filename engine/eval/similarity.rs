@@ -1,7 +1,10 @@
 //! How close a sample's code is to a reference solution: the diff ratio
-//! (2 · matched / total) of their lexemes. It is the held-out tasks' proxy
-//! for "still does the job" where no tests exist: a policy that answers with
-//! `return 0;` has nothing to flag, and this is what shows it.
+//! (2 · matched / total) of their lexemes, and their lengths' ratio. They
+//! are the held-out tasks' proxies for "still does the job" where no tests
+//! exist: a policy that answers with `return 0;` has nothing to flag, and
+//! these are what show it. On a short function the signature carries most
+//! of the lexemes, so a one-line body can keep a fair similarity; its
+//! length ratio still falls.
 
 use similar::TextDiff;
 
@@ -28,6 +31,11 @@ pub fn lexemes(code: &str) -> Vec<&str> {
         out.push(&code[s..]);
     }
     out
+}
+
+/// The code's lexemes over the reference's (1: as long as the reference).
+pub fn length_ratio(code: &str, reference: &str) -> f64 {
+    lexemes(code).len() as f64 / lexemes(reference).len().max(1) as f64
 }
 
 /// Lexeme diff ratio in `0..=1` (1: the same code up to layout).

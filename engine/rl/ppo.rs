@@ -15,7 +15,7 @@ use crate::data::build::read_records;
 use crate::data::record::PrimeVulPlus;
 use crate::eval::analyzer::builtin::{analyze_text, defines_function};
 use crate::eval::harness::fenced_block;
-use crate::eval::similarity::similarity;
+use crate::eval::similarity::{length_ratio, similarity};
 use crate::generate::{generate, SamplingConfig};
 use crate::lang::Lang;
 use crate::model::{Batch, GradWrite, Params, TrainState, Transformer};
@@ -232,7 +232,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         // Score each response: analyzer findings, reference alignment.
         let rewards = trace::range("rewards");
         let mut rollouts = Vec::with_capacity(gens.len());
-        let (mut code_responses, mut similarity_sum) = (0usize, 0f64);
+        let (mut code_responses, mut similarity_sum, mut length_sum) = (0usize, 0f64, 0f64);
         for ((g, ex), p) in gens.iter().zip(&chosen).zip(&prompts) {
             let body: Vec<u32> = g.tokens.iter().copied().filter(|t| !stops.contains(t)).collect();
             let (text, offsets) = token_offsets(&tok, &body)?;
@@ -248,6 +248,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             if !g.tokens.is_empty() {
                 code_responses += usize::from(is_code);
                 similarity_sum += similarity(code, &ex.fixed);
+                length_sum += length_ratio(code, &ex.fixed);
                 rollouts.push(Rollout { prompt: p.clone(), tokens: g.tokens.clone(), reward });
             }
         }
@@ -387,6 +388,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             "code_rate": code_responses as f64 / n,
             // A falling similarity to the fix at a low vulnerability rate is a stub, not a repair.
             "similarity": similarity_sum / n,
+            // On short functions a one-line body keeps a fair similarity; its length does not.
+            "length_ratio": length_sum / n,
             "kl": kl_sum / n,
             "kl_coef": kl.coef,
             "policy_loss": pl_sum / updates,
@@ -414,7 +417,17 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             })?;
         }
     }
-    let keys = ["reward_instance", "reward_secure_bonus", "reward_penalty", "vuln_rate", "code_rate", "similarity", "kl", "clip_frac"];
+    let keys = [
+        "reward_instance",
+        "reward_secure_bonus",
+        "reward_penalty",
+        "vuln_rate",
+        "code_rate",
+        "similarity",
+        "length_ratio",
+        "kl",
+        "clip_frac",
+    ];
     if let Some(why) = crate::eval::plot::plot_metrics(&o.out, "iter", &keys, "ppo.png", "PPO") {
         eprintln!("note: no PPO plot: {why}");
     }
