@@ -103,6 +103,7 @@ fn bad_ppo_flags_are_refused() {
         (vec!["--gamma", "1.5"], "0 < --gamma ≤ 1"),
         (vec!["--dual-clip", "0.5"], "--dual-clip > 1"),
         (vec!["--max-grad-norm", "0"], "positive learning rates and --max-grad-norm"),
+        (vec!["--clean-coverage=-0.5"], "--clean-coverage ≥ 0"),
         (vec!["--temperature", "0"], "--temperature must be positive for PPO"),
     ] {
         let o = ppo(&policy, &data, &dir.path().join("x"), &flags);

@@ -137,7 +137,7 @@ fn token_rewards_place_bonuses_and_penalties() {
     let cfg = RewardConfig { alpha: 0.6, beta: 0.5, beta_ref: 0.25, ngram: 4, placement: Placement::Spread, ..RewardConfig::default() };
     let high = [finding([4, 8], Severity::High)]; // tokens 2 and 3
     fn verdict(findings: &[Finding]) -> Verdict<'_> {
-        Verdict { findings, is_code: true, passed: None }
+        Verdict { findings, is_code: true, length_ratio: None, passed: None }
     }
     let r = token_rewards(&tokens, &offsets, &verdict(&high), &reference, &cfg);
     assert_eq!(r.instance, -1.0);
@@ -167,10 +167,22 @@ fn token_rewards_place_bonuses_and_penalties() {
     let low = [finding([0, 2], Severity::Low)];
     let clean = token_rewards(&tokens, &offsets, &verdict(&low), &reference, &cfg);
     assert_eq!(clean.instance, 1.0, "low findings do not spoil the clean reward");
-    let no_code = Verdict { findings: &low, is_code: false, passed: None };
+    let no_code = Verdict { findings: &low, is_code: false, length_ratio: None, passed: None };
     assert_eq!(token_rewards(&tokens, &offsets, &no_code, &reference, &cfg).instance, 0.0, "no code is not clean code");
-    let flagged_prose = Verdict { findings: &high, is_code: false, passed: None };
+    let flagged_prose = Verdict { findings: &high, is_code: false, length_ratio: None, passed: None };
     assert_eq!(token_rewards(&tokens, &offsets, &flagged_prose, &reference, &cfg).instance, -1.0, "findings count without a function");
+    // With `coverage`, clean code shorter than that share of the fix earns
+    // r_clean in proportion; longer code, findings and no reference as before.
+    let covered = RewardConfig { coverage: 0.8, ..cfg.clone() };
+    let instance = |findings: &[Finding], length_ratio| {
+        let v = Verdict { findings, is_code: true, length_ratio, passed: None };
+        token_rewards(&tokens, &offsets, &v, &reference, &covered).instance
+    };
+    assert_eq!(instance(&low, Some(0.4)), 0.5, "a one-line body is half the repair");
+    assert_eq!(instance(&low, Some(1.2)), 1.0);
+    assert_eq!(instance(&low, None), 1.0);
+    assert_eq!(instance(&high, Some(0.4)), -1.0, "penalties are not scaled");
+    assert_eq!(token_rewards(&tokens, &offsets, &verdict(&low), &reference, &cfg).instance, 1.0, "off by default");
 }
 
 #[test]

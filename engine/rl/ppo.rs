@@ -240,7 +240,8 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             // A chat answer's code is its fenced block, as eval reads it.
             let code = fenced_block(&text).unwrap_or(&text);
             let is_code = defines_function(ex.lang, code);
-            let verdict = Verdict { findings: &findings, is_code, passed: None };
+            let length = length_ratio(code, &ex.fixed);
+            let verdict = Verdict { findings: &findings, is_code, length_ratio: Some(length as f32), passed: None };
             let mut reward = token_rewards(&body, &offsets, &verdict, &ex.reference, &o.reward);
             // The stop token (if any) carries no token-level reward.
             reward.secure_bonus.resize(g.tokens.len(), 0.0);
@@ -248,7 +249,7 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
             if !g.tokens.is_empty() {
                 code_responses += usize::from(is_code);
                 similarity_sum += similarity(code, &ex.fixed);
-                length_sum += length_ratio(code, &ex.fixed);
+                length_sum += length;
                 rollouts.push(Rollout { prompt: p.clone(), tokens: g.tokens.clone(), reward });
             }
         }

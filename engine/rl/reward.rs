@@ -5,6 +5,9 @@
 //!   a sample that defines no function earns no `r_clean` (0): with nothing
 //!   to flag it is not clean code, and rewarding it teaches the policy to
 //!   stop writing code (docs/training.md, "No code is not clean code");
+//!   with `coverage` set, clean code shorter than that share of the fix's
+//!   length earns `r_clean` in proportion (a one-line body is not the
+//!   repair either);
 //! - secure tokens: generated tokens aligned (token LCS) to tokens inside the
 //!   reference's secure spans share `+α`;
 //! - vulnerable sequences: each finding's tokens `[a, b]` get `-β·w(sev)`,
@@ -33,6 +36,9 @@ pub enum RewardMode {
 #[derive(Clone, Debug)]
 pub struct RewardConfig {
     pub r_clean: f32,
+    /// Length share of the reference fix (in lexemes) that clean code needs
+    /// for the whole `r_clean`; shorter earns it in proportion. 0: off.
+    pub coverage: f32,
     pub r_pass: f32,
     pub alpha: f32,
     pub beta: f32,
@@ -43,7 +49,16 @@ pub struct RewardConfig {
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        RewardConfig { r_clean: 1.0, r_pass: 1.0, alpha: 0.5, beta: 0.5, beta_ref: 0.25, ngram: 4, placement: Placement::Spread }
+        RewardConfig {
+            r_clean: 1.0,
+            coverage: 0.0,
+            r_pass: 1.0,
+            alpha: 0.5,
+            beta: 0.5,
+            beta_ref: 0.25,
+            ngram: 4,
+            placement: Placement::Spread,
+        }
     }
 }
 
@@ -98,6 +113,8 @@ pub struct Verdict<'a> {
     pub findings: &'a [Finding],
     /// Whether the sample starts a function at all (`defines_function`).
     pub is_code: bool,
+    /// The sample's length over its reference fix's, in lexemes, when it has one.
+    pub length_ratio: Option<f32>,
     /// The tests' outcome, when the task has tests.
     pub passed: Option<bool>,
 }
@@ -109,9 +126,17 @@ impl Verdict<'_> {
     }
 }
 
+/// The share of `r_clean` clean code earns by its length (1 without `coverage`).
+fn coverage_share(v: &Verdict, cfg: &RewardConfig) -> f32 {
+    match v.length_ratio {
+        Some(ratio) if cfg.coverage > 0.0 => (ratio / cfg.coverage).min(1.0),
+        _ => 1.0,
+    }
+}
+
 pub fn instance_reward(v: &Verdict, cfg: &RewardConfig) -> f32 {
     let base = match (v.high_medium(), v.is_code) {
-        (0, true) => cfg.r_clean,
+        (0, true) => cfg.r_clean * coverage_share(v, cfg),
         (0, false) => 0.0,
         _ => -v.findings.iter().map(|f| f.severity.weight()).sum::<f32>().min(1.0),
     };

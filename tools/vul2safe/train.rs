@@ -115,6 +115,10 @@ pub struct PpoArgs {
     /// Instance reward for a sample without high or medium findings.
     #[arg(long, default_value_t = 1.0)]
     r_clean: f32,
+    /// Length share of the fix (in lexemes) clean code needs for the whole
+    /// --r-clean; shorter earns it in proportion (0: off; docs/training.md).
+    #[arg(long, default_value_t = 0.0)]
+    clean_coverage: f32,
     /// TLR: total bonus shared by tokens that reproduce the fix's secure spans.
     #[arg(long, default_value_t = 0.5)]
     alpha: f32,
@@ -214,12 +218,20 @@ pub fn ppo(a: PpoArgs) -> Result<()> {
         && a.dual_clip > 1.0
         && positive(a.lr)
         && positive(a.critic_lr)
-        && positive(a.max_grad_norm))
+        && positive(a.max_grad_norm)
+        && a.clean_coverage >= 0.0)
     {
-        bail!("need --clip-eps > 0, 0 < --gamma ≤ 1, 0 ≤ --lambda ≤ 1, --dual-clip > 1, and positive learning rates and --max-grad-norm");
+        bail!("need --clip-eps > 0, 0 < --gamma ≤ 1, 0 ≤ --lambda ≤ 1, --dual-clip > 1, --clean-coverage ≥ 0, and positive learning rates and --max-grad-norm");
     }
-    let reward =
-        RewardConfig { r_clean: a.r_clean, alpha: a.alpha, beta: a.beta, beta_ref: a.beta_ref, placement, ..RewardConfig::default() };
+    let reward = RewardConfig {
+        r_clean: a.r_clean,
+        coverage: a.clean_coverage,
+        alpha: a.alpha,
+        beta: a.beta,
+        beta_ref: a.beta_ref,
+        placement,
+        ..RewardConfig::default()
+    };
     let opts = PpoOptions {
         policy: a.policy,
         data: a.data,
