@@ -91,7 +91,9 @@ fn bad_inputs_fail_cleanly() {
     fails_with(&vul2safe(&["score", "--model", m, "--tokens", bad_json.to_str().unwrap()]), "expected JSON {\"tokens\"");
     fails_with(&vul2safe(&["score", "--model", m, "--tokens", oov.to_str().unwrap()]), "token id 9999");
     fails_with(&vul2safe(&["score", "--model", m, "--tokens", "/nonexistent.json"]), "/nonexistent.json");
-    fails_with(&vul2safe(&["generate", "--model", "/nonexistent", "--prompt", "x"]), "/nonexistent");
+    fails_with(&vul2safe(&["generate", "--model", "/nonexistent", "--prompt", "x"]), "/nonexistent: no such folder");
+    fails_with(&vul2safe(&["eval", "--model", bad_json.to_str().unwrap(), "--bench", "security"]), "bad.json is a file");
+    fails_with(&vul2safe(&["ppo", "--policy", dir.path().to_str().unwrap(), "--data", "x", "--out", "y"]), "neither config.json");
     fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--top-p", "0"]), "--top-p");
     fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--temperature=-1"]), "--temperature");
     fails_with(&vul2safe(&["generate", "--model", m, "--prompt", "x", "--max-new-tokens", "lots"]), "invalid value");
@@ -150,8 +152,11 @@ fn demo_runs_the_whole_pipeline_quickly() {
             "{name}: {first}"
         );
     }
-    // Every stage's model is a loadable HF folder.
-    let g =
-        vul2safe(&["generate", "--model", out.join("ppo-tlr/step-000002").to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
+    // Every stage's model is a loadable HF folder, and a run folder stands for its latest.
+    let step = out.join("ppo-tlr/step-000002");
+    let g = vul2safe(&["generate", "--model", step.to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
     assert!(stdout(&g).starts_with("int "));
+    let run = vul2safe(&["generate", "--model", out.join("ppo-tlr").to_str().unwrap(), "--prompt", "int ", "--max-new-tokens", "4"]);
+    assert_eq!(stdout(&run), stdout(&g));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("step-000002"), "{}", String::from_utf8_lossy(&run.stderr));
 }

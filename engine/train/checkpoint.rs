@@ -75,6 +75,24 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
+/// A model argument as a model folder: an HF folder as given, or a run
+/// folder's newest step (a run holds `latest`, where a model holds
+/// `config.json`), so `--model runs/sft` means its latest checkpoint.
+pub fn model_folder(path: &Path) -> Result<PathBuf> {
+    ensure!(path.exists(), "{}: no such folder", path.display());
+    ensure!(
+        path.is_dir(),
+        "{} is a file; a model is a folder (config.json, model.safetensors, tokenizer.json) or a run folder",
+        path.display()
+    );
+    if path.join("config.json").exists() {
+        return Ok(path.to_path_buf());
+    }
+    latest(path)?.with_context(|| {
+        format!("{} holds neither config.json (a model) nor latest (a run with a checkpoint)", path.display())
+    })
+}
+
 /// A step folder's state.json (what a run records beyond tensors).
 pub fn load_state<T: serde::de::DeserializeOwned>(step_dir: &Path) -> Result<T> {
     let path = step_dir.join("state.json");

