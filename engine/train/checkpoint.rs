@@ -88,9 +88,7 @@ pub fn model_folder(path: &Path) -> Result<PathBuf> {
     if path.join("config.json").exists() {
         return Ok(path.to_path_buf());
     }
-    latest(path)?.with_context(|| {
-        format!("{} holds neither config.json (a model) nor latest (a run with a checkpoint)", path.display())
-    })
+    latest(path)?.with_context(|| format!("{} holds neither config.json (a model) nor latest (a run with a checkpoint)", path.display()))
 }
 
 /// A step folder's state.json (what a run records beyond tensors).
