@@ -14,6 +14,8 @@ out=${1:-smollm2-run}
 exe=${VUL2SAFE:-target/release/vul2safe}
 [ -x "$exe" ] || cargo build --release
 [ -f models/smollm2-135m/model.safetensors ] || { echo "models/smollm2-135m is missing: run bash tools/setup.sh" >&2; exit 1; }
+# A rerun starts over: the trainers refuse to start afresh over a run's checkpoints.
+rm -rf "$out/sft" "$out/ppo-tlr"
 mkdir -p "$out"
 
 evaluate() {  # name, model folder

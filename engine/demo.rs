@@ -31,7 +31,7 @@ use crate::tokenizer::train_bpe;
 use crate::train::checkpoint::save_model;
 use crate::train::sft::{self, SftOptions};
 use crate::train::{AdamWConfig, LrSchedule, ScheduleKind, Trainer, TrainerConfig};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -224,10 +224,37 @@ fn evaluate_model(work: &Path, dir: &Path, held_out: &[Task], budget: &Budget, s
     })
 }
 
-/// Runs the pipeline in `work` (kept, so every stage's output can be inspected).
+/// What the demo writes in its folder: a rerun replaces these.
+const OUTPUTS: [&str; 9] =
+    ["primevul_plus", "base", "sft", "ppo-instance", "ppo-tlr", "ppo-tlr-decoupled", "eval", "demo_report.json", "ppo_vuln_rate.png"];
+
+/// Removes an earlier demo's outputs from `work`; a folder holding anything
+/// else is refused, as the demo must not delete what it did not write.
+fn clear_previous(work: &Path) -> Result<()> {
+    if !work.exists() {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(work).with_context(|| format!("reading {}", work.display()))? {
+        names.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    if let Some(other) = names.iter().find(|n| !OUTPUTS.contains(&n.as_str())) {
+        bail!("{} holds {other}, which the demo did not write; choose another --out", work.display());
+    }
+    for name in names {
+        let path = work.join(name);
+        if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
+            .with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs the pipeline in `work` (kept, so every stage's output can be
+/// inspected; an earlier demo's outputs there are replaced).
 pub fn run(opts: &DemoOptions, work: &Path, mut log: impl FnMut(&str)) -> Result<DemoReport> {
     let t0 = std::time::Instant::now();
     let budget = Budget::of(opts.quick);
+    clear_previous(work)?;
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     let funcs = corpus::functions();
     let (_, tok_json) = train_bpe(funcs.iter().map(|(_, f)| f.as_str()), budget.vocab)?;
@@ -378,4 +405,26 @@ fn plot_ppo_curves(work: &Path, runs: &[&str]) -> Result<()> {
         eprintln!("note: no plot: {e:#}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rerun_replaces_only_a_demo_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("demo");
+        std::fs::create_dir_all(work.join("sft/step-000010")).unwrap();
+        std::fs::write(work.join("demo_report.json"), "{}").unwrap();
+        clear_previous(&work).unwrap();
+        assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "an earlier demo's outputs are removed");
+
+        std::fs::create_dir_all(work.join("sft")).unwrap();
+        std::fs::write(work.join("notes.txt"), "mine").unwrap();
+        let e = clear_previous(&work).unwrap_err().to_string();
+        assert!(e.contains("notes.txt") && e.contains("another --out"), "{e}");
+        assert!(work.join("notes.txt").exists() && work.join("sft").exists(), "nothing removed from a folder it did not write");
+        clear_previous(&dir.path().join("absent")).unwrap();
+    }
 }

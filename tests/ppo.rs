@@ -64,6 +64,14 @@ fn a_resumed_run_matches_an_uninterrupted_one() {
     let (full, split) = (dir.path().join("full"), dir.path().join("split"));
     assert!(ppo(&policy, &data, &full, &["--iters", "4", "--save-every", "2"]).status.success());
     assert!(ppo(&policy, &data, &split, &["--iters", "2", "--save-every", "2"]).status.success());
+    // Without --resume the run is refused, its checkpoint and log kept.
+    let kept =
+        |run: &Path| (std::fs::read(run.join("step-000002/model.safetensors")).unwrap(), std::fs::read(run.join("metrics.jsonl")).unwrap());
+    let before = kept(&split);
+    let o = ppo(&policy, &data, &split, &["--iters", "4", "--save-every", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("already holds a run") && err.contains("--resume"), "{err}");
+    assert!(kept(&split) == before, "the refused run changed the old one");
     let o = ppo(&policy, &data, &split, &["--iters", "4", "--save-every", "2", "--resume"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for f in [

@@ -134,6 +134,11 @@ fn a_killed_run_resumes_bit_exactly() {
     child.wait().unwrap();
     let at_kill = std::fs::read_to_string(killed.join("latest")).unwrap();
     assert_ne!(at_kill, format!("step-{steps:06}"), "the run was interrupted before its end");
+    // Starting it afresh would replace its checkpoints: refused without --resume.
+    let o = sft(&m, &d, &killed, steps, &["--save-every", "20", "--eval-every", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("already holds a run") && err.contains(at_kill.trim()), "{err}");
+    assert_eq!(std::fs::read_to_string(killed.join("latest")).unwrap(), at_kill);
 
     let o = sft(&m, &d, &killed, steps, &["--save-every", "20", "--eval-every", "0", "--resume"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -75,6 +75,19 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
+/// A fresh run must not start over one that has checkpoints: its first
+/// save would replace them and its metrics log truncate theirs.
+pub fn ensure_fresh(run: &Path) -> Result<()> {
+    if let Some(step) = latest(run)? {
+        bail!(
+            "{} already holds a run (latest checkpoint {}); pass --resume to continue it, or choose another --out",
+            run.display(),
+            step.display()
+        );
+    }
+    Ok(())
+}
+
 /// A model argument as a model folder: an HF folder as given, or a run
 /// folder's newest step (a run holds `latest`, where a model holds
 /// `config.json`), so `--model runs/sft` means its latest checkpoint.

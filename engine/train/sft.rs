@@ -4,7 +4,7 @@
 //! a held-out split gives the eval loss. Checkpoints are atomic and a run
 //! resumes bit-exactly from the newest one.
 
-use super::checkpoint::{latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
+use super::checkpoint::{ensure_fresh, latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
 use super::optimizer::AdamWConfig;
 use super::schedule::{LrSchedule, ScheduleKind};
 use super::trainer::{Trainer, TrainerConfig};
@@ -138,6 +138,9 @@ pub struct SftSummary {
 
 pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_json::Value)) -> Result<SftSummary> {
     ensure!(o.batch >= 1 && o.seq >= 2 && o.grad_accum >= 1 && o.steps >= 1, "--batch, --grad-accum and --steps must be ≥ 1 and --seq ≥ 2");
+    if !o.resume {
+        ensure_fresh(&o.out)?;
+    }
     let (tok, tok_bytes) = Tokenizer::load_with_json(&o.model)?;
     let train = examples(&o.data, &tok, "train", o.prompt_format)?;
     let test = examples(&o.data, &tok, "test", o.prompt_format)?;
