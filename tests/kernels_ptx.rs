@@ -2,7 +2,7 @@
 //! PTX ISA the device driver (CUDA 13.0) loads, and declares the entry points
 //! the CUDA backend launches. Runs without a GPU.
 
-use vul2safe::backend::kernels::{entry_points, ptx, KERNEL_PTX};
+use vul2safe::backend::kernels::{check_driver, cuda_for_isa, entry_points, ptx, ptx_isa, KERNEL_PTX};
 
 #[test]
 fn every_family_is_embedded_with_a_loadable_isa() {
@@ -15,6 +15,26 @@ fn every_family_is_embedded_with_a_loadable_isa() {
         assert!(version <= 9.0, "{f}: PTX ISA {version} is newer than the CUDA 13.0 driver loads");
         assert!(text.lines().any(|l| l.trim() == ".target sm_80"), "{f}: not built for sm_80");
     }
+}
+
+/// A driver too old for the embedded PTX is refused up front, naming both
+/// versions; the device's (CUDA 13.0) and newer ones pass.
+#[test]
+fn drivers_too_old_for_the_ptx_are_named() {
+    assert_eq!(ptx_isa(".version 8.4\n.target sm_80"), Some((8, 4)));
+    assert_eq!(ptx_isa(".target sm_80"), None);
+    for (isa, cuda) in [((7, 8), 11080), ((8, 0), 12000), ((8, 4), 12040), ((8, 5), 12050), ((8, 7), 12080), ((9, 0), 13000)] {
+        assert_eq!(cuda_for_isa(isa), Some(cuda), "{isa:?}");
+    }
+    assert_eq!(cuda_for_isa((9, 5)), None, "an ISA past the table is left to the driver");
+    let isa = ptx_isa(ptx("flash").unwrap()).unwrap();
+    let need = cuda_for_isa(isa).unwrap();
+    assert!(check_driver(need).is_ok() && check_driver(13000).is_ok() && check_driver(13020).is_ok());
+    let e = check_driver(12040).unwrap_err().to_string();
+    assert!(
+        e.contains("supports CUDA 12.4") && e.contains(&format!("PTX ISA {}.{}", isa.0, isa.1)) && e.contains("update the driver"),
+        "{e}"
+    );
 }
 
 #[test]

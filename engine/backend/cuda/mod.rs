@@ -11,7 +11,7 @@
 //! the tensor cores, one warp per row in exact f32 and for short prefills,
 //! and the split-K decode kernel for single-token steps.
 
-use super::kernels::{entry_points, KERNEL_PTX};
+use super::kernels::{check_driver, entry_points, KERNEL_PTX};
 use super::{rows_by_token, AdamWStep, AdamWTensor, AttnShape, Backend, HeadSlots, MatMul, PackedRewards, QkvHeads, Rope, SeqSpan};
 use crate::generate::SamplingConfig;
 use crate::model::ModelConfig;
@@ -233,6 +233,11 @@ impl Cuda {
             "cuBLAS (libcublas{}) not found: add the CUDA toolkit's lib64 or the nvidia-cublas wheel's lib to LD_LIBRARY_PATH",
             if blas { "Lt" } else { "" }
         );
+        let mut driver = 0;
+        // SAFETY: writes one int; needs no initialized driver.
+        let status = unsafe { sys::cuDriverGetVersion(&mut driver) };
+        anyhow::ensure!(status == sys::CUresult::CUDA_SUCCESS, "cuDriverGetVersion: {status:?}");
+        check_driver(driver)?;
         let ctx = CudaContext::new(ordinal).with_context(|| format!("no usable CUDA device {ordinal}"))?;
         // SAFETY: all work goes to one stream, so cudarc's cross-stream event
         // tracking (an event record per buffer use) buys nothing.
