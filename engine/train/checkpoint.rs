@@ -75,17 +75,20 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
-/// A fresh run must not start over one that has checkpoints: its first
-/// save would replace them and its metrics log truncate theirs.
-pub fn ensure_fresh(run: &Path) -> Result<()> {
-    if let Some(step) = latest(run)? {
+/// The step folder a run continues from: with `resume`, its newest (none
+/// yet: a fresh start). Without, a run folder that has checkpoints is
+/// refused, as a fresh run's first save would replace them and its metrics
+/// log truncate theirs.
+pub fn resume_from(run: &Path, resume: bool) -> Result<Option<PathBuf>> {
+    let newest = latest(run)?;
+    if let (false, Some(step)) = (resume, &newest) {
         bail!(
             "{} already holds a run (latest checkpoint {}); pass --resume to continue it, or choose another --out",
             run.display(),
             step.display()
         );
     }
-    Ok(())
+    Ok(newest)
 }
 
 /// A model argument as a model folder: an HF folder as given, or a run

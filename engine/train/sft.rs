@@ -4,7 +4,7 @@
 //! a held-out split gives the eval loss. Checkpoints are atomic and a run
 //! resumes bit-exactly from the newest one.
 
-use super::checkpoint::{ensure_fresh, latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
+use super::checkpoint::{load_optimizer, load_state, resume_from, save_model, save_optimizer, write_step, MetricsLog};
 use super::optimizer::AdamWConfig;
 use super::schedule::{LrSchedule, ScheduleKind};
 use super::trainer::{Trainer, TrainerConfig};
@@ -138,16 +138,13 @@ pub struct SftSummary {
 
 pub fn run<B: Backend>(be: &B, o: &SftOptions, mut on_step: impl FnMut(&serde_json::Value)) -> Result<SftSummary> {
     ensure!(o.batch >= 1 && o.seq >= 2 && o.grad_accum >= 1 && o.steps >= 1, "--batch, --grad-accum and --steps must be ≥ 1 and --seq ≥ 2");
-    if !o.resume {
-        ensure_fresh(&o.out)?;
-    }
+    let resume_dir = resume_from(&o.out, o.resume)?;
     let (tok, tok_bytes) = Tokenizer::load_with_json(&o.model)?;
     let train = examples(&o.data, &tok, "train", o.prompt_format)?;
     let test = examples(&o.data, &tok, "test", o.prompt_format)?;
     ensure!(!train.is_empty(), "{}: no train-split records", o.data.display());
     let eval_windows = pack(&test.iter().collect::<Vec<_>>(), o.seq);
 
-    let resume_dir = if o.resume { latest(&o.out)? } else { None };
     let (model_dir, mut state) = match &resume_dir {
         Some(dir) => {
             let s: SftState = load_state(dir)?;

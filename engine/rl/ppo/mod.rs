@@ -23,7 +23,7 @@ use crate::model::{Params, Transformer};
 use crate::prompt::PromptFormat;
 use crate::tokenizer::Tokenizer;
 use crate::trace;
-use crate::train::checkpoint::{ensure_fresh, latest, load_optimizer, load_state, save_model, save_optimizer, write_step, MetricsLog};
+use crate::train::checkpoint::{load_optimizer, load_state, resume_from, save_model, save_optimizer, write_step, MetricsLog};
 use crate::train::optimizer::{AdamW, AdamWConfig};
 use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
@@ -91,15 +91,12 @@ pub fn run<B: Backend>(be: &B, o: &PpoOptions, mut on_iter: impl FnMut(&serde_js
         "--temperature must be positive for PPO (the policy it trains samples at that temperature), got {}",
         o.temperature
     );
-    if !o.resume {
-        ensure_fresh(&o.out)?;
-    }
+    let resume_dir = resume_from(&o.out, o.resume)?;
     let (tok, tok_bytes) = Tokenizer::load_with_json(&o.policy)?;
     // The answer's end pads the batches; sampling stops there or at the model's own ends.
     let end = o.prompt_format.answer_end(&tok)?;
     let examples = load_examples(&o.data, &tok, o.prompt_format)?;
 
-    let resume_dir = if o.resume { latest(&o.out)? } else { None };
     let mut state = match &resume_dir {
         Some(dir) => load_state(dir)?,
         None => PpoState { kl_coef: o.kl.coef, ..Default::default() },
